@@ -1,0 +1,1 @@
+"""Benchmark support: dataset writers and the measurements built on them."""

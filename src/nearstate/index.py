@@ -1,0 +1,144 @@
+"""Indexes: the primary-key hash table stored in every snapshot, and hash indexes built on
+demand over any field or tuple of fields.
+
+The primary-key table is open addressing with linear probing over ``uint32`` slots holding
+``ordinal + 1`` (0 = empty), at most half full. The hash is CRC-32 of the key's canonical
+bytes (:func:`key_bytes`): stable across processes and machines, so the table is written
+once by the producer and used in place, without rebuilding, by every reader.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import SchemaError
+
+
+def key_bytes(key: Any) -> bytes:
+    """Canonical bytes of a primary key value (a tuple for composite keys)."""
+    if type(key) is tuple:
+        return b"\x1e".join(_one(k) for k in key)
+    return _one(key)
+
+
+def _one(k: Any) -> bytes:
+    if isinstance(k, str):
+        return k.encode("utf-8", "surrogatepass")
+    if isinstance(k, bool):
+        return b"\x01T" if k else b"\x01F"
+    if isinstance(k, int):
+        return b"%d" % k
+    if isinstance(k, (bytes, bytearray, memoryview)):
+        return bytes(k)
+    if isinstance(k, _dt.datetime):
+        return k.isoformat().encode()
+    raise SchemaError(f"{type(k).__name__} values cannot be keys")
+
+
+def table_size(n: int) -> int:
+    size = 8
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
+def build_pk_table(keys: Iterable[bytes], n: int) -> np.ndarray:
+    """Build the slot table for ``n`` keys given as canonical bytes, in ordinal order."""
+    hashes = np.fromiter((zlib.crc32(k) for k in keys), dtype=np.uint32, count=n)
+    size = table_size(n)
+    mask = size - 1
+    table = np.zeros(size, dtype=np.uint32)
+    pos = hashes.astype(np.int64) & mask
+    pending = np.arange(n, dtype=np.int64)
+    won = np.zeros(n, dtype=np.bool_)
+    while len(pending):
+        slots = pos[pending]
+        free = table[slots] == 0
+        cand, cslots = pending[free], slots[free]
+        uniq, first = np.unique(cslots, return_index=True)
+        winners = cand[first]
+        table[uniq] = (winners + 1).astype(np.uint32)
+        won[winners] = True
+        pending = pending[~won[pending]]
+        pos[pending] = (pos[pending] + 1) & mask
+    return table
+
+
+def make_pk_lookup(
+    table: np.ndarray, key_at: Callable[[int], Any]
+) -> Callable[[Any], int]:
+    """A function ``key -> ordinal`` (or -1) over a stored table.
+
+    ``key_at(ordinal)`` reads the key of a record so probes can confirm a match.
+    """
+    slots = memoryview(table)
+    mask = len(table) - 1
+    crc = zlib.crc32
+
+    def lookup(key: Any) -> int:
+        try:
+            h = crc(key_bytes(key)) & mask
+        except SchemaError:
+            return -1
+        while True:
+            s = slots[h]
+            if s == 0:
+                return -1
+            if key_at(s - 1) == key:
+                return s - 1
+            h = (h + 1) & mask
+
+    return lookup
+
+
+class HashIndex:
+    """Records grouped by the value of a field or a tuple of fields.
+
+    A list or set field is indexed by each of its elements, so ``find(tags="drama")`` finds
+    the records whose ``tags`` contain ``"drama"``.
+    """
+
+    __slots__ = ("_groups", "fields")
+
+    def __init__(self, fields: Sequence[str], values: Iterable[tuple[int, Any]]):
+        self.fields = tuple(fields)
+        groups: dict[Any, list[int]] = {}
+        for ordinal, v in values:
+            groups.setdefault(v, []).append(ordinal)
+        self._groups = {
+            k: np.array(v, dtype=np.uint32) for k, v in groups.items()
+        }
+
+    def ordinals(self, value: Any) -> np.ndarray:
+        g = self._groups.get(value)
+        return g if g is not None else np.zeros(0, dtype=np.uint32)
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def values(self):
+        return self._groups.keys()
+
+
+class LazyIndexes:
+    """Per type: hash indexes built on first use, once, safely under many threads."""
+
+    def __init__(self, build: Callable[[tuple[str, ...]], HashIndex]):
+        self._build = build
+        self._built: dict[tuple[str, ...], HashIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, fields: tuple[str, ...]) -> HashIndex:
+        idx = self._built.get(fields)
+        if idx is None:
+            with self._lock:
+                idx = self._built.get(fields)
+                if idx is None:
+                    idx = self._built[fields] = self._build(fields)
+        return idx

@@ -1,0 +1,392 @@
+"""One immutable version of a dataset, compact, in memory.
+
+A :class:`ReadState` holds a :class:`TypeState` per type; each is a set of columns indexed
+by ordinal. ``state["Movie"].get(key)`` returns a :class:`Record`: a two-slot view (type,
+ordinal) that decodes a field only when you read it. Nothing in a ReadState changes after
+it is built, so any number of threads may read it at once; the lazily built hash indexes
+are created under a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .blob import Blob, parse_blob, read_blob
+from .encoding import Column, ColumnContext, open_column
+from .errors import FormatError, SchemaError
+from .index import HashIndex, LazyIndexes, make_pk_lookup
+from .schema import Field, FieldType, Schema, TypeDef
+
+
+class Record:
+    """A view of one record: attribute access per field, ``to_dict()``, equality by value.
+
+    Views are cheap (two slots); each attribute read decodes that field from the columns.
+    """
+
+    __slots__ = ("_ord", "_ts")
+    _ts: TypeState
+    _ord: int
+
+    def __init__(self, ts: TypeState, ordinal: int):
+        self._ts = ts
+        self._ord = ordinal
+
+    @property
+    def ordinal(self) -> int:
+        return self._ord
+
+    @property
+    def key(self) -> Any:
+        """The primary key value (a tuple for composite keys)."""
+        return self._ts._key_at(self._ord)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{self._ts.name} has no field {name!r}")
+
+    def __getitem__(self, name: str) -> Any:
+        col = self._ts._columns.get(name)
+        if col is None:
+            raise KeyError(name)
+        return col.get(self._ord)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain Python values; nested records become dicts, references keys."""
+        return {name: _plain(c.get(self._ord)) for name, c in self._ts._columns.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Record):
+            if other._ts is self._ts:
+                return other._ord == self._ord
+            return self._ts.name == other._ts.name and self.to_dict() == other.to_dict()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._ts.name, self._ord))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in list(self.to_dict().items())[:6])
+        return f"<{self._ts.name} #{self._ord} {fields}{', ...' if len(self._ts._columns) > 6 else ''}>"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Record):
+        ts = v._ts
+        return ts._key_at(v._ord) if ts.typedef.key is not None else v.to_dict()
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, set):
+        return {_plain(x) for x in v}
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+class TypeState:
+    """The records of one type in one version."""
+
+    def __init__(
+        self,
+        state: ReadState,
+        typedef: TypeDef,
+        count: int,
+        columns: dict[str, Column],
+        pk_table: np.ndarray | None,
+        nbytes: int,
+    ):
+        self.name = typedef.name
+        self.typedef = typedef
+        self._state = state
+        self._count = count
+        self._columns = columns
+        self.nbytes = nbytes
+        cls = _view_class(typedef.name, columns)
+        self._cls = cls
+        self.view = cls  # ordinal -> Record (no bounds check: internal)
+        self._indexes = LazyIndexes(self._build_index)
+        if typedef.key is not None:
+            kcols = [columns[k].get for k in typedef.key]
+            if len(kcols) == 1:
+                self._key_at = kcols[0]
+            else:
+                self._key_at = lambda o: tuple(g(o) for g in kcols)
+            if pk_table is None:
+                raise FormatError(f"type {self.name!r} lacks its primary key table")
+            self._lookup = make_pk_lookup(pk_table, self._key_at)
+        else:
+            self._key_at = lambda o: None
+            self._lookup = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Record]:
+        cls = self._cls
+        for o in range(self._count):
+            yield cls(self, o)
+
+    def __getitem__(self, ordinal: int) -> Record:
+        """The record at an ordinal (0 <= ordinal < len)."""
+        if not 0 <= ordinal < self._count:
+            raise IndexError(f"{self.name}: ordinal {ordinal} out of range 0..{self._count - 1}")
+        return self._cls(self, ordinal)
+
+    def get(self, key: Any, default: Any = None) -> Record | Any:
+        """The record with this primary key (a tuple for composite keys), or ``default``."""
+        lookup = self._lookup
+        if lookup is None:
+            raise SchemaError(f"type {self.name!r} has no primary key")
+        o = lookup(key)
+        if o < 0:
+            return default
+        return self._cls(self, o)
+
+    def __contains__(self, key: Any) -> bool:
+        return self._lookup is not None and self._lookup(key) >= 0
+
+    def ordinal_of(self, key: Any) -> int:
+        """The ordinal of a key, or -1."""
+        if self._lookup is None:
+            raise SchemaError(f"type {self.name!r} has no primary key")
+        return self._lookup(key)
+
+    def keys(self) -> Iterator[Any]:
+        for o in range(self._count):
+            yield self._key_at(o)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self._columns)
+
+    def field_nbytes(self) -> dict[str, int]:
+        """Bytes held per field (its columns, nested element columns included)."""
+        return {name: c.nbytes for name, c in self._columns.items()}
+
+    def column(self, name: str) -> Column:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise SchemaError(f"type {self.name!r} has no field {name!r}") from None
+
+    # -- hash indexes -------------------------------------------------------------------
+
+    def index(self, *fields: str) -> HashIndex:
+        """The hash index on a field or tuple of fields, built on first use and kept."""
+        for f in fields:
+            self.column(f)
+        if not fields:
+            raise SchemaError("an index needs at least one field")
+        return self._indexes.get(tuple(fields))
+
+    def find(self, **where: Any) -> list[Record]:
+        """Records whose fields equal the given values, e.g. ``find(year=1999, kind="news")``.
+
+        A list or set field matches records that contain the value.
+        """
+        idx = self.index(*where)
+        value = tuple(where.values()) if len(where) > 1 else next(iter(where.values()))
+        cls = self._cls
+        return [cls(self, int(o)) for o in idx.ordinals(value)]
+
+    def find_one(self, **where: Any) -> Record | None:
+        found = self.find(**where)
+        return found[0] if found else None
+
+    def _build_index(self, fields: tuple[str, ...]) -> HashIndex:
+        cols = [self._columns[f] for f in fields]
+        for c in cols:
+            if c.ftype.kind == "dict":
+                raise SchemaError(f"{self.name}.{c.name}: dict fields cannot be indexed")
+
+        def hashable(ft: FieldType, v: Any) -> list[Any]:
+            if ft.kind in ("list", "set"):
+                return [_index_value(x) for x in (v or ())]
+            return [_index_value(v)]
+
+        def values():
+            for o in range(self._count):
+                per_field = [hashable(c.ftype, c.get(o)) for c in cols]
+                if len(per_field) == 1:
+                    for v in per_field[0]:
+                        yield o, v
+                else:
+                    yield from ((o, combo) for combo in _product(per_field))
+
+        return HashIndex(fields, values())
+
+
+def _index_value(v: Any) -> Any:
+    if isinstance(v, Record):
+        return v.key if v._ts.typedef.key is not None else v.ordinal
+    return v
+
+
+def _product(lists: list[list[Any]]) -> list[tuple]:
+    out: list[tuple] = [()]
+    for vs in lists:
+        out = [(*t, v) for t in out for v in vs]
+    return out
+
+
+def _view_class(type_name: str, columns: Mapping[str, Column]) -> type[Record]:
+    ns: dict[str, Any] = {"__slots__": ()}
+    for name, col in columns.items():
+        if name.isidentifier() and not hasattr(Record, name):
+            ns[name] = property(lambda self, _g=col.get: _g(self._ord))
+    return type(type_name.replace(".", "_"), (Record,), ns)
+
+
+class ReadState:
+    """One immutable version of a dataset: ``state["Movie"]`` is a :class:`TypeState`."""
+
+    def __init__(self, blob: Blob, *, schema: Schema | None = None):
+        h = blob.header
+        self.blob = blob
+        self.dataset: str = h.get("dataset", "default")
+        self.version: int = int(h.get("version", 0))
+        self.tags: dict[str, str] = dict(h.get("tags", {}))
+        try:
+            stored = Schema.from_json(h["schema"])
+            types_meta = h["types"]
+        except KeyError as e:
+            raise FormatError(f"{blob.source}: header lacks {e.args[0]!r}") from None
+        self.stored_schema = stored
+        self.schema = schema if schema is not None else stored
+        self._types: dict[str, TypeState] = {}
+        self._viewers: dict[str, Any] = {}
+        ctx = ColumnContext(blob.arrays, self._viewer)
+        sizes = blob.section_sizes
+        for tdef in self.schema:
+            meta = types_meta.get(tdef.name) if tdef.name in stored else None
+            stored_def = stored.types.get(tdef.name)
+            count = int(meta["count"]) if meta else 0
+            columns: dict[str, Column] = {}
+            for f in tdef.fields:
+                columns[f.name] = _column_for(f, stored_def, meta, ctx, tdef.name, count)
+            pk = blob.arrays.get(f"{tdef.name}/#pk") if meta else None
+            if tdef.key is not None and stored_def is not None and stored_def.key != tdef.key:
+                raise SchemaError(
+                    f"type {tdef.name!r}: primary key changed from {list(stored_def.key or ())} "
+                    f"to {list(tdef.key)}"
+                )
+            if tdef.key is not None and pk is None:
+                pk = np.zeros(8, dtype=np.uint32)  # a type this blob does not have: empty
+            nbytes = sum(v for k, v in sizes.items() if k.startswith(tdef.name + "/"))
+            self._types[tdef.name] = TypeState(self, tdef, count, columns, pk, nbytes)
+
+    def _viewer(self, type_name: str):
+        v = self._viewers.get(type_name)
+        if v is None:
+            ts = self._types[type_name]
+            cls = ts.view
+            v = self._viewers[type_name] = lambda o: cls(ts, o)
+        return v
+
+    def __getitem__(self, type_name: str) -> TypeState:
+        try:
+            return self._types[type_name]
+        except KeyError:
+            raise SchemaError(
+                f"no type {type_name!r} in this state (types: {', '.join(self._types)})"
+            ) from None
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    @property
+    def types(self) -> dict[str, TypeState]:
+        """Every type, nested ones included."""
+        return dict(self._types)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the blob this state reads from (header and all sections)."""
+        return self.blob.nbytes
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n}={len(t)}" for n, t in self._types.items() if t.typedef.key)
+        return f"<ReadState {self.dataset} v{self.version}: {counts}>"
+
+
+def _column_for(
+    f: Field,
+    stored_def: TypeDef | None,
+    meta: dict[str, Any] | None,
+    ctx: ColumnContext,
+    type_name: str,
+    count: int,
+) -> Column:
+    stored_field = None
+    if stored_def is not None:
+        stored_field = next((sf for sf in stored_def.fields if sf.name == f.name), None)
+    if stored_field is None or meta is None:
+        # a field (or type) the blob does not have: every record reads the default
+        if not f.has_default and not f.type.nullable and count:
+            raise SchemaError(
+                f"{type_name}.{f.name}: the blob has no such field and the reader's schema "
+                "gives it no default (make it Optional or give it a default)"
+            )
+        default = f.default if f.has_default else None
+        return Column(f.name, f.type, lambda o, _d=default: _d, 0)
+    col = open_column(stored_field.type, meta["columns"][f.name], ctx, f"{type_name}/{f.name}")
+    conv = _compatible(stored_field.type, f.type, f"{type_name}.{f.name}")
+    if conv is not None:
+        inner = col.get
+        return Column(f.name, f.type, lambda o: conv(inner(o)), col.nbytes)
+    return col
+
+
+def _compatible(stored: FieldType, wanted: FieldType, where: str):
+    """None if values read as they are; a converter for a widening; SchemaError otherwise."""
+    if stored.nullable and not wanted.nullable:
+        raise SchemaError(f"{where}: the blob allows null ({stored.spec()}), the reader does not ({wanted.spec()})")
+    sk, wk = stored.kind, wanted.kind
+    if sk == wk:
+        if sk in ("list", "set", "dict"):
+            assert stored.item is not None and wanted.item is not None
+            if _compatible(stored.item, wanted.item, where + "[]") is not None:
+                raise SchemaError(f"{where}: element type changed from {stored.spec()} to {wanted.spec()}")
+            if sk == "dict" and stored.key != wanted.key:
+                raise SchemaError(f"{where}: key type changed from {stored.spec()} to {wanted.spec()}")
+        if sk in ("record", "ref") and stored.target != wanted.target:
+            raise SchemaError(f"{where}: target changed from {stored.target} to {wanted.target}")
+        return None
+    if {sk, wk} == {"str", "text"}:
+        return None
+    if sk == "int" and wk == "float":
+        return lambda v: None if v is None else float(v)
+    if sk == "list" and wk == "set" or sk == "set" and wk == "list":
+        if stored.item != wanted.item:
+            raise SchemaError(f"{where}: element type changed from {stored.spec()} to {wanted.spec()}")
+        return (lambda v: None if v is None else set(v)) if wk == "set" else (lambda v: None if v is None else list(v))
+    raise SchemaError(
+        f"{where}: the blob stores {stored.spec()} but the reader expects {wanted.spec()}"
+    )
+
+
+def load(
+    path: str | Path,
+    *,
+    mmap: bool = True,
+    verify: bool = True,
+    schema: Schema | None = None,
+) -> ReadState:
+    """Load a snapshot blob: mapped without copying (default) or read into memory.
+
+    ``schema`` is the reader's own schema when it differs from the blob's: fields it adds
+    read as their defaults, fields it lacks are ignored, incompatible changes raise
+    :class:`SchemaError` naming the field.
+    """
+    return ReadState(read_blob(path, mmap=mmap, verify=verify), schema=schema)
+
+
+def from_bytes(buf: bytes, *, verify: bool = True, schema: Schema | None = None) -> ReadState:
+    """A ReadState over a blob held in memory (e.g. one just fetched)."""
+    return ReadState(parse_blob(buf, verify=verify), schema=schema)

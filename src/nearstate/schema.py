@@ -1,0 +1,393 @@
+"""Record types and their fields.
+
+A :class:`Schema` is a set of :class:`TypeDef`, each an ordered tuple of :class:`Field`.
+Keyed types (with a primary key) are the ones you look records up in; nested types (no key)
+hold the values of fields whose type is another dataclass or, for inferred schemas, a JSON
+object. Schemas are written into every blob as JSON (:meth:`Schema.to_json`).
+
+Declaring types with dataclasses::
+
+    @nearstate.record(key="id")
+    @dataclass
+    class Movie:
+        id: int
+        title: str
+        synopsis: nearstate.LongText          # compressed per record
+        director: nearstate.Ref["Person"]     # stored as the Person's ordinal
+        genres: list[str]
+        rating: float | None = None
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from .errors import SchemaError
+
+Kind = Literal[
+    "int", "float", "bool", "str", "bytes", "datetime", "text", "list", "set", "dict",
+    "record", "ref",
+]  # fmt: skip
+SCALAR_KINDS = frozenset({"int", "float", "bool", "str", "bytes", "datetime", "text"})
+KEY_KINDS = frozenset({"int", "str", "bytes", "bool", "datetime"})
+
+_MISSING: Any = dataclasses.MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class FieldType:
+    """The type of a field or of a collection's element.
+
+    ``item`` is the element type of a list or set and the value type of a dict; ``key`` is a
+    dict's key type; ``target`` names the type of a nested record or a reference.
+    """
+
+    kind: Kind
+    nullable: bool = False
+    item: FieldType | None = None
+    key: FieldType | None = None
+    target: str | None = None
+
+    def spec(self) -> str:
+        """A compact text form, e.g. ``list<str?>?`` or ``ref<Person>``; see :func:`parse_spec`."""
+        if self.kind in ("list", "set"):
+            assert self.item is not None
+            body = f"{self.kind}<{self.item.spec()}>"
+        elif self.kind == "dict":
+            assert self.item is not None and self.key is not None
+            body = f"dict<{self.key.spec()},{self.item.spec()}>"
+        elif self.kind in ("record", "ref"):
+            body = f"{self.kind}<{self.target}>"
+        else:
+            body = self.kind
+        return body + ("?" if self.nullable else "")
+
+    def with_nullable(self, nullable: bool = True) -> FieldType:
+        return dataclasses.replace(self, nullable=nullable)
+
+    def __str__(self) -> str:
+        return self.spec()
+
+
+def parse_spec(spec: str) -> FieldType:
+    """Parse the text form written by :meth:`FieldType.spec`."""
+    ftype, rest = _parse(spec.replace(" ", ""), 0)
+    if rest != len(spec.replace(" ", "")):
+        raise SchemaError(f"bad type spec {spec!r}")
+    return ftype
+
+
+def _parse(s: str, i: int) -> tuple[FieldType, int]:
+    j = i
+    while j < len(s) and (s[j].isalnum() or s[j] == "_"):
+        j += 1
+    kind = s[i:j]
+    item = key = None
+    target = None
+    if kind in ("list", "set", "dict", "record", "ref"):
+        if j >= len(s) or s[j] != "<":
+            raise SchemaError(f"bad type spec {s!r}: {kind} needs <...>")
+        j += 1
+        if kind in ("record", "ref"):
+            end = _matching(s, j)
+            target = s[j:end]
+            j = end + 1
+        elif kind == "dict":
+            key, j = _parse(s, j)
+            if s[j] != ",":
+                raise SchemaError(f"bad type spec {s!r}")
+            item, j = _parse(s, j + 1)
+            j += 1
+        else:
+            item, j = _parse(s, j)
+            j += 1
+    elif kind not in SCALAR_KINDS:
+        raise SchemaError(f"unknown field kind {kind!r} in {s!r}")
+    nullable = j < len(s) and s[j] == "?"
+    if nullable:
+        j += 1
+    return FieldType(kind, nullable, item, key, target), j  # type: ignore[arg-type]
+
+
+def _matching(s: str, j: int) -> int:
+    depth = 1
+    for k in range(j, len(s)):
+        if s[k] == "<":
+            depth += 1
+        elif s[k] == ">":
+            depth -= 1
+            if depth == 0:
+                return k
+    raise SchemaError(f"bad type spec {s!r}: unbalanced <>")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a record type. ``default`` is used when an older blob lacks the field."""
+
+    name: str
+    type: FieldType
+    default: Any = _MISSING
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _MISSING
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type.spec()}
+        if self.has_default and _json_safe(self.default):
+            out["default"] = self.default
+        return out
+
+
+def _json_safe(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+@dataclass(frozen=True, slots=True)
+class TypeDef:
+    """A record type: its fields in order and, for keyed types, the primary key fields."""
+
+    name: str
+    fields: tuple[Field, ...]
+    key: tuple[str, ...] | None = None
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise SchemaError(f"type {self.name!r} has no field {name!r}")
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "fields": [f.to_json() for f in self.fields]}
+        if self.key is not None:
+            out["key"] = list(self.key)
+        return out
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> TypeDef:
+        fields = tuple(
+            Field(f["name"], parse_spec(f["type"]), f.get("default", _MISSING))
+            for f in obj["fields"]
+        )
+        key = tuple(obj["key"]) if obj.get("key") is not None else None
+        return TypeDef(obj["name"], fields, key)
+
+
+class Schema:
+    """An ordered, validated set of record types."""
+
+    __slots__ = ("types",)
+
+    def __init__(self, types: Iterable[TypeDef]):
+        self.types: dict[str, TypeDef] = {}
+        for t in types:
+            if t.name in self.types:
+                raise SchemaError(f"type {t.name!r} is declared twice")
+            self.types[t.name] = t
+        self._validate()
+
+    def __getitem__(self, name: str) -> TypeDef:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise SchemaError(f"schema has no type {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.types
+
+    def __iter__(self):
+        return iter(self.types.values())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"Schema({', '.join(self.types)})"
+
+    @property
+    def keyed_types(self) -> list[TypeDef]:
+        return [t for t in self.types.values() if t.key is not None]
+
+    def _validate(self) -> None:
+        for t in self.types.values():
+            names = [f.name for f in t.fields]
+            if len(set(names)) != len(names):
+                raise SchemaError(f"type {t.name!r} has a field declared twice")
+            for f in t.fields:
+                self._check_type(t, f.name, f.type)
+            if t.key is not None:
+                if not t.key:
+                    raise SchemaError(f"type {t.name!r}: the primary key names no field")
+                for k in t.key:
+                    ft = t.field(k).type
+                    if ft.kind not in KEY_KINDS or ft.nullable:
+                        raise SchemaError(
+                            f"type {t.name!r}: key field {k!r} must be a non-null "
+                            f"int, str, bytes, bool or datetime, not {ft.spec()}"
+                        )
+
+    def _check_type(self, t: TypeDef, fname: str, ft: FieldType) -> None:
+        if ft.kind in ("record", "ref"):
+            if ft.target not in self.types:
+                raise SchemaError(
+                    f"{t.name}.{fname}: {ft.kind} target {ft.target!r} is not a type "
+                    "of this schema"
+                )
+            if ft.kind == "ref" and self.types[ft.target].key is None:
+                raise SchemaError(f"{t.name}.{fname}: ref target {ft.target!r} has no key")
+        for sub in (ft.item, ft.key):
+            if sub is not None:
+                self._check_type(t, fname, sub)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"types": [t.to_json() for t in self.types.values()]}
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> Schema:
+        try:
+            return Schema(TypeDef.from_json(t) for t in obj["types"])
+        except (KeyError, TypeError) as e:
+            raise SchemaError(f"malformed schema: {e!r}") from e
+
+    def merged(self, other: Schema) -> Schema:
+        """This schema with ``other``'s types added or replacing ours of the same name."""
+        types_ = dict(self.types)
+        types_.update(other.types)
+        return Schema(types_.values())
+
+    @staticmethod
+    def from_dataclasses(*classes: type) -> Schema:
+        """Build a schema from ``@record`` dataclasses; nested dataclasses are found too."""
+        found: dict[str, TypeDef] = {}
+        pending = list(classes)
+        by_name: dict[str, type] = {}
+        while pending:
+            cls = pending.pop()
+            name = type_name(cls)
+            if name in found:
+                continue
+            if not dataclasses.is_dataclass(cls):
+                raise SchemaError(f"{cls!r} is not a dataclass")
+            by_name[name] = cls
+            hints = typing.get_type_hints(cls, include_extras=True)
+            fields = []
+            for f in dataclasses.fields(cls):
+                ft, nested = _from_hint(hints[f.name], f"{name}.{f.name}")
+                pending.extend(nested)
+                default = f.default
+                if default is _MISSING and f.default_factory is not _MISSING:
+                    default = f.default_factory()
+                fields.append(Field(f.name, ft, default))
+            key = getattr(cls, "__nearstate_key__", None)
+            found[name] = TypeDef(name, tuple(fields), key)
+        return Schema(reversed(list(found.values())))
+
+
+# --- declaring types with dataclasses -------------------------------------------------------
+
+
+class _LongTextMarker:
+    def __repr__(self) -> str:
+        return "LongText"
+
+
+_LONG = _LongTextMarker()
+
+#: A string field whose values are long: each is compressed on its own with a per-field
+#: trained zstd dictionary, so one record decompresses without its neighbours.
+LongText = Annotated[str, _LONG]
+
+
+@dataclass(frozen=True)
+class _RefTo:
+    target: str
+
+
+class Ref:
+    """``Ref["Person"]`` (or ``Ref[Person]``): a reference to a record of another keyed type.
+
+    The value you store is the target's primary key; the blob stores its ordinal, and reading
+    the field gives the target record.
+    """
+
+    def __class_getitem__(cls, target: type | str) -> Any:
+        name = target if isinstance(target, str) else type_name(target)
+        return Annotated[Any, _RefTo(name)]
+
+
+def record(*, key: str | Iterable[str], name: str | None = None):
+    """Mark a dataclass as a keyed record type with the given primary key field(s)."""
+    key_t = (key,) if isinstance(key, str) else tuple(key)
+
+    def wrap(cls: type) -> type:
+        cls.__nearstate_key__ = key_t  # type: ignore[attr-defined]
+        if name is not None:
+            cls.__nearstate_name__ = name  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def type_name(cls: type) -> str:
+    return cls.__dict__.get("__nearstate_name__", cls.__name__)
+
+
+_SCALARS: dict[Any, Kind] = {
+    int: "int", float: "float", bool: "bool", str: "str", bytes: "bytes",
+    _dt.datetime: "datetime",
+}  # fmt: skip
+
+
+def _from_hint(hint: Any, where: str) -> tuple[FieldType, list[type]]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Annotated:
+        base, *meta = args
+        for m in meta:
+            if m is _LONG:
+                return FieldType("text"), []
+            if isinstance(m, _RefTo):
+                return FieldType("ref", target=m.target), []
+        return _from_hint(base, where)
+    if origin in (typing.Union, types.UnionType):
+        non_null = [a for a in args if a is not type(None)]
+        if len(non_null) != 1:
+            raise SchemaError(f"{where}: unions other than Optional[X] are not supported")
+        ft, nested = _from_hint(non_null[0], where)
+        return ft.with_nullable(len(non_null) != len(args)), nested
+    if hint in _SCALARS:
+        return FieldType(_SCALARS[hint]), []
+    if origin in (list, set, frozenset, tuple):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise SchemaError(f"{where}: only tuple[X, ...] is supported")
+        if not args:
+            raise SchemaError(f"{where}: give the element type, e.g. list[str]")
+        item, nested = _from_hint(args[0], where + "[]")
+        kind: Kind = "set" if origin in (set, frozenset) else "list"
+        return FieldType(kind, item=item), nested
+    if origin is dict:
+        if len(args) != 2:
+            raise SchemaError(f"{where}: give key and value types, e.g. dict[str, int]")
+        k, n1 = _from_hint(args[0], where + "{}")
+        v, n2 = _from_hint(args[1], where + "{}")
+        if k.kind not in KEY_KINDS:
+            raise SchemaError(f"{where}: dict keys must be scalars, not {k.spec()}")
+        return FieldType("dict", item=v, key=k), n1 + n2
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        name = type_name(hint)
+        if getattr(hint, "__nearstate_key__", None) is not None:
+            # a keyed type used inline is a reference; use Ref[...] to say so explicitly
+            return FieldType("ref", target=name), [hint]
+        return FieldType("record", target=name), [hint]
+    raise SchemaError(f"{where}: unsupported type {hint!r}")
