@@ -37,7 +37,17 @@ Kind = Literal[
 SCALAR_KINDS = frozenset({"int", "float", "bool", "str", "bytes", "datetime", "text"})
 KEY_KINDS = frozenset({"int", "str", "bytes", "bool", "datetime"})
 
-_MISSING: Any = dataclasses.MISSING
+_DC_MISSING: Any = dataclasses.MISSING
+
+
+class _NoDefault:
+    """Marks a field without a default (distinct from a default of None)."""
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+_MISSING: Any = _NoDefault()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +139,17 @@ def _matching(s: str, j: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One field of a record type. ``default`` is used when an older blob lacks the field."""
+    """One field of a record type. ``default`` is used when an older blob lacks the field.
+
+    ``omit_null`` records that, in the JSON this type was inferred from, the field was
+    sometimes absent and never null: an export leaves it out where it is null, so a JSON
+    Lines file round-trips exactly.
+    """
 
     name: str
     type: FieldType
     default: Any = _MISSING
+    omit_null: bool = False
 
     @property
     def has_default(self) -> bool:
@@ -143,6 +159,8 @@ class Field:
         out: dict[str, Any] = {"name": self.name, "type": self.type.spec()}
         if self.has_default and _json_safe(self.default):
             out["default"] = self.default
+        if self.omit_null:
+            out["omit_null"] = True
         return out
 
 
@@ -177,7 +195,9 @@ class TypeDef:
     @staticmethod
     def from_json(obj: Mapping[str, Any]) -> TypeDef:
         fields = tuple(
-            Field(f["name"], parse_spec(f["type"]), f.get("default", _MISSING))
+            Field(
+                f["name"], parse_spec(f["type"]), f.get("default", _MISSING), f.get("omit_null", False)
+            )
             for f in obj["fields"]
         )
         key = tuple(obj["key"]) if obj.get("key") is not None else None
@@ -285,8 +305,8 @@ class Schema:
             for f in dataclasses.fields(cls):
                 ft, nested = _from_hint(hints[f.name], f"{name}.{f.name}")
                 pending.extend(nested)
-                default = f.default
-                if default is _MISSING and f.default_factory is not _MISSING:
+                default = _MISSING if f.default is _DC_MISSING else f.default
+                if f.default_factory is not _DC_MISSING:
                     default = f.default_factory()
                 fields.append(Field(f.name, ft, default))
             key = getattr(cls, "__nearstate_key__", None)

@@ -7,6 +7,7 @@ with :func:`os.replace`, so a failure never leaves a partial file at ``out``.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import sqlite3
@@ -156,20 +157,25 @@ _FILM = _w(
     "first last dark life screen writer creator stunt sequel chapter villain hero music score "
     "costume location studio streaming release anime horror romance crime spy detective"
 )
-_ONSETS = [*_w("b c d f g h j k l m n p r s t v w z br cr dr st tr sh ch th gr pl"), ""]
-_VOWELS = _w("a e i o u ai ea ou io y")
-_CODAS = [*_w("n r s l m t nd st rk x"), "", ""]
+_SYLLABLES = [
+    o + v + c
+    for o in [*_w("b c d f g h j k l m n p r s t v w z br cr dr st tr sh ch th gr pl"), ""]
+    for v in _w("a e i o u ai ea ou io y")
+    for c in [*_w("n r s l m t nd st rk x"), "", "", "", ""]
+]
 _KINDS = ("feature", "interview", "list", "news", "behind-the-scenes", "trailer")
 _KIND_P = (0.25, 0.1, 0.15, 0.3, 0.1, 0.1)
 _TITLES = (
-    ("Inside the {adj} World of {show}", "Why {show} Is the Show Everyone Is Talking About"),
-    ("{person} on {show}: {Phrase}", "{person} Talks {show} and {Phrase}"),
-    ("{k} {Adj} Shows Like {show} to Watch Next", "The {k} Best {Noun} Moments in {show}"),
+    ("Inside the {Word} World of {show}", "Why {show} Is the Show Everyone Is Talking About"),
+    ("{person} on {show}: {head}", "{person} Talks {show} and {head}"),
+    ("{k} {Word} Shows Like {show} to Watch Next", "The {k} Best {Word} Moments in {show}"),
     ("{show} Season {k}: Release Date, Cast and Everything We Know", "{show} Is Coming Back"),
-    ("How the {Noun} in {show} Came Together", "Behind the {Noun} of {show}"),
+    ("How the {word} in {show} Came Together", "Behind the {Word} of {show}"),
     ("Watch the {show} Trailer", "{show} Season {k}: First Look and Official Trailer"),
 )
 _SIZES = ((1920, 1080), (1280, 720), (2560, 1440), (3840, 2160), (1080, 1350), (1200, 1200))
+_ENDS = (". ", ".\n\n", "? ", "! ", "?\n\n", "!\n\n")
+_ENDS_P = (0.72, 0.18, 0.05, 0.03, 0.01, 0.01)
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -205,81 +211,89 @@ def _zipf(rng: np.random.Generator, n: int, size: int | tuple[int, ...], s: floa
     return rng.choice(n, size=size, p=p / p.sum())
 
 
-def _words(rng: np.random.Generator, count: int) -> list[str]:
-    """Generate ``count`` distinct pronounceable pseudo-words, none of them a real word above."""
-    sylls = [o + v + c for o in _ONSETS for v in _VOWELS for c in _CODAS]
+def _pools(rng: np.random.Generator) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Draw the vocabulary (real words, then 4,000 pseudo-words), phrases, names and tags."""
     out = dict.fromkeys(_COMMON + _FILM)
-    real = len(out)
-    while len(out) < real + count:
-        lens = rng.choice([1, 2, 3], size=count, p=[0.25, 0.5, 0.25]).tolist()
-        ids = rng.integers(0, len(sylls), size=(count, 3)).tolist()
-        for k, row in zip(lens, ids, strict=True):
-            if len(out) < real + count:
-                out.setdefault("".join(sylls[i] for i in row[:k]))
-    return list(out)[real:]
+    while len(out) < len(_COMMON) + len(_FILM) + 4000:
+        lens = rng.choice([1, 2, 3], size=1000, p=[0.35, 0.5, 0.15]).tolist()
+        ids = rng.integers(0, len(_SYLLABLES), size=(1000, 3)).tolist()
+        out.update(
+            (("".join(_SYLLABLES[i] for i in r[:k]), None) for k, r in zip(lens, ids, strict=True))
+        )
+    vocab = list(out)[: len(_COMMON) + len(_FILM) + 4000]
+    lens = rng.integers(2, 7, size=60_000).tolist()
+    ids = _zipf(rng, len(vocab), (60_000, 6), 1.0).tolist()
+    phrases = (" ".join(vocab[i] for i in r[:k]) for k, r in zip(lens, ids, strict=True))
+    content = vocab[len(_COMMON) :]
+    names = [content[i].capitalize() for i in rng.integers(0, len(content), size=9000).tolist()]
+    tags = [f"{a}-{b}".lower() for a, b in zip(names[:600], names[600:1200], strict=True)]
+    return (
+        [p for p in phrases if len(p) <= 60],
+        [" ".join(names[i : i + 1 + i % 3]) for i in range(1200, 4200)],  # 3,000 shows
+        [f"{a} {b}" for a, b in zip(names[5000:7000], names[7000:9000], strict=True)],
+        list(dict.fromkeys(_FILM + tags))[:500],
+    )
 
 
-class _Pools:
-    """Everything stories are assembled from, drawn once per seed (about 0.3 s)."""
+class _Prose:
+    """An endless stream of sentences (2-4 pooled phrases each) handed out a few at a time."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
-        vocab = _COMMON + _FILM + _words(rng, 4000)
-        self.content = content = vocab[len(_COMMON) :]
-        lens = rng.integers(2, 7, size=60_000).tolist()
-        ids = _zipf(rng, len(vocab), (60_000, 6), 1.0).tolist()
-        ph = (" ".join(vocab[i] for i in row[:k]) for k, row in zip(lens, ids, strict=True))
-        self.phrases = [p for p in ph if len(p) <= 60]
-        self.caps = [p[0].upper() + p[1:] for p in self.phrases]
+    def __init__(self, rng: np.random.Generator, phrases: list[str], chunk: int = 50_000):
+        self.rng, self.chunk, self.n = rng, chunk, len(phrases)
+        caps = [p[0].upper() + p[1:] for p in phrases]
+        # Every phrase with every separator it can carry, so a refill only gathers: row 0 is
+        # mid-sentence, row 1 opens a sentence, rows 2.. end one with each of _ENDS.
+        rows = [[p + " " for p in phrases], [p + " " for p in caps]]
+        rows += [[p + e for p in phrases] for e in _ENDS]
+        self.table = np.array(rows, dtype=object).ravel()
+        self.sizes = np.array([len(p) for row in rows for p in row])
+        self._refill()
 
-        def names(k: int, words: int) -> list[str]:
-            ids = rng.integers(0, len(content), size=(k, 3)).tolist()
-            wn = rng.integers(1, words + 1, size=k).tolist()
-            return [
-                " ".join(content[i].capitalize() for i in r[:w])
-                for w, r in zip(wn, ids, strict=True)
-            ]
+    def _refill(self) -> None:
+        k = self.rng.integers(2, 5, size=self.chunk)
+        ends = np.cumsum(k)
+        starts = ends - k
+        at = self.rng.integers(0, self.n, size=int(ends[-1]))
+        at[starts] += self.n
+        at[ends - 1] += self.n * (2 + self.rng.choice(len(_ENDS), size=self.chunk, p=_ENDS_P))
+        self.pieces = self.table[at].tolist()
+        self.cum = np.cumsum(self.sizes[at])[ends - 1].tolist()  # chars up to each sentence end
+        self.starts, self.ends, self.next = starts.tolist(), ends.tolist(), 0
 
-        self.shows = names(3000, 3)
-        self.people = [f"{a} {b}" for a, b in zip(names(2000, 1), names(2000, 1), strict=True)]
-        self.authors = self.people[:300]
-        pairs = rng.integers(0, len(content), size=(600, 2)).tolist()
-        pairs = [f"{content[a]}-{content[b]}" for a, b in pairs]
-        self.tags = list(dict.fromkeys(_FILM + pairs))[:500]
-
-
-_END = ("?", "!", *["."] * 18)
+    def take(self, chars: int) -> str:
+        """Return whole sentences, as few as make at least ``chars - 2`` characters."""
+        i = self.next
+        e = bisect.bisect_left(self.cum, (self.cum[i - 1] if i else 0) + chars, lo=i)
+        if e == len(self.cum):
+            self._refill()
+            return self.take(chars)
+        self.next = e + 1
+        return "".join(self.pieces[self.starts[i] : self.ends[e]]).rstrip()
 
 
 def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
     """Yield the ``n`` stories for ``seed`` in batches of ``batch``; fully deterministic."""
     rng = np.random.default_rng(seed)
-    pl = _Pools(rng)
-    phrases, caps, content, people, shows, tags = (
-        pl.phrases,
-        pl.caps,
-        pl.content,
-        pl.people,
-        pl.shows,
-        pl.tags,
-    )
-    n_ph, n_stream = len(phrases), batch * 64
+    phrases, shows, people, tags = _pools(rng)
+    prose = _Prose(rng, phrases)
+    heads = [p.title() for p in phrases[:5000]]  # title-cased phrases for titles and alt text
+    words = [(w, w.capitalize()) for w in dict.fromkeys(" ".join(phrases[:3000]).split())]
     start = np.datetime64("2021-12-01T00:00:00", "s").astype(np.int64)
     span = np.datetime64("2025-06-30T00:00:00", "s").astype(np.int64) - start
     slugs: dict[str, int] = {}
-    ph: list[int] = []
-    aux: list[int] = []
-    pos = 0
     for lo in range(0, n, batch):
         b = min(batch, n - lo)
-        kinds = rng.choice(6, size=b, p=_KIND_P).tolist()
+        kind = rng.choice(6, size=b, p=_KIND_P).tolist()
+        form = rng.integers(0, 2, size=b).tolist()
         ntags = rng.choice(5, size=b, p=[0.2, 0.3, 0.25, 0.15, 0.1]).tolist()
         tag_ids = _zipf(rng, len(tags), (b, 5), 1.1).tolist()
         nrel = rng.choice(5, size=b, p=[0.15, 0.4, 0.25, 0.12, 0.08]).tolist()
         rel = (_zipf(rng, 20_000, (b, 4), 0.9) + 1).tolist()
-        who = _zipf(rng, len(pl.authors), b, 0.8).tolist()
+        who = _zipf(rng, 300, b, 0.8).tolist()
+        person = rng.integers(0, len(people), size=b).tolist()
         t = start + ((lo + np.arange(b) + rng.random(b)) / n * span).astype(np.int64)
         when = np.datetime_as_string(t.astype("datetime64[s]"), unit="s").tolist()
-        target = rng.integers(400, 1250, size=b).tolist()
+        target = rng.integers(402, 1250, size=b).tolist()
         hero_on = (rng.random(b) >= 0.05).tolist()
         size = rng.integers(0, len(_SIZES), size=b).tolist()
         fx, fy = np.round(rng.beta(4, 4, size=(2, b)), 2).tolist()
@@ -288,58 +302,44 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
         score_on = (rng.random(b) >= 0.1).tolist()
         featured = (rng.random(b) < 0.08).tolist()
         show = _zipf(rng, len(shows), b, 0.9).tolist()
-        small = rng.integers(0, 1 << 30, size=(b, 6)).tolist()
+        head = rng.integers(0, len(heads), size=(b, 2)).tolist()
+        word = _zipf(rng, len(words), b, 0.7).tolist()
+        k = rng.integers(3, 13, size=b).tolist()
         out: list[_Story] = []
         for j in range(b):
-            body = ""
-            while len(body) < target[j]:
-                if pos + 8 > len(ph):  # phrase ids and a 0..59 side value for each
-                    ph = rng.integers(0, n_ph, size=n_stream).tolist()
-                    aux = rng.integers(0, 60, size=n_stream).tolist()
-                    pos = 0
-                a = aux[pos]
-                s = caps[ph[pos]]
-                for i in ph[pos + 1 : pos + 2 + a % 3]:
-                    s += " " + phrases[i]
-                s += _END[a // 3]
-                body = body + ("\n\n" if aux[pos + 1] < 12 else " ") + s if body else s
-                pos += 2 + a % 3
-            r = small[j]
-            dek = f"{caps[ph[pos]]} {phrases[ph[pos + 1]]}."
-            sh = shows[show[j]]
-            title = _TITLES[kinds[j]][r[1] % 2].format(
+            sh, (w, cap_w) = shows[show[j]], words[word[j]]
+            title = _TITLES[kind[j]][form[j]].format(
                 show=sh,
-                person=people[r[2] % len(people)],
-                k=3 + r[3] % 10,
-                adj=content[r[4] % 200],
-                Adj=content[r[4] % 200].capitalize(),
-                Noun=content[r[5] % 200].capitalize(),
-                Phrase=caps[ph[pos + 2]],
+                person=people[person[j]],
+                k=k[j],
+                word=w,
+                Word=cap_w,
+                head=heads[head[j][0]],
             )
             slug = _SLUG.sub("-", title.lower()).strip("-")
-            seen = slugs.get(slug, 0)
-            slugs[slug] = seen + 1
-            w, h = _SIZES[size[j]]
-            alt = f"{caps[ph[pos + 3]]} in {sh}"
-            pos += 4
+            seen = slugs[slug] = slugs.get(slug, 0) + 1
+            body = prose.take(target[j])
+            hero = None
+            if hero_on[j]:
+                wd, ht = _SIZES[size[j]]
+                alt = f"{heads[head[j][1]]} in {sh}"
+                hero = _Hero(f"img-{asset[j]:016x}", wd, ht, alt, fx[j], fy[j])
             out.append(
                 _Story(
-                    id=f"s{lo + j + 1:07d}",
-                    slug=f"{slug}-{seen + 1}" if seen else slug,
-                    title=title,
-                    dek=dek,
-                    body=body,
-                    kind=_KINDS[kinds[j]],
-                    tags=list(dict.fromkeys(tags[i] for i in tag_ids[j][: ntags[j] + 1])),
-                    title_ids=rel[j][: nrel[j]],
-                    author=pl.authors[who[j]],
-                    published_at=when[j] + "Z",
-                    reading_minutes=1 + len(body) // 300,
-                    hero=_Hero(f"img-{asset[j]:016x}", w, h, alt, fx[j], fy[j])
-                    if hero_on[j]
-                    else None,
-                    score=score[j] if score_on[j] else None,
-                    featured=featured[j],
+                    f"s{lo + j + 1:07d}",
+                    f"{slug}-{seen}" if seen > 1 else slug,
+                    title,
+                    prose.take(1),  # dek: one sentence
+                    body,
+                    _KINDS[kind[j]],
+                    list(dict.fromkeys([tags[i] for i in tag_ids[j][: ntags[j] + 1]])),
+                    rel[j][: nrel[j]],
+                    people[who[j]],
+                    when[j] + "Z",
+                    1 + len(body) // 300,
+                    hero,
+                    score[j] if score_on[j] else None,
+                    featured[j],
                 )
             )
         yield out
@@ -348,10 +348,10 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
 def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | None = None) -> int:
     """Write ``n`` generated Tudum-like editorial stories to ``out``; return ``n``.
 
-    The same ``(n, seed)`` always gives a byte-identical file. Ids are ``s0000001`` upward in
+    The same ``(n, seed)`` always gives a byte-identical file. Ids run ``s0000001`` upward in
     publication order; slugs are unique (a repeated title's slug gets ``-2``, ``-3``...).
-    Bodies are 400-1,500 characters of prose-like text. ``progress``, if given, is called
-    with the number of records written after every 10,000 records and at the end.
+    Bodies are 400-1,500 characters of prose-like text in paragraphs. ``progress``, if given,
+    is called with the number of records written after every 10,000 records and at the end.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")

@@ -1,0 +1,306 @@
+"""The ``nearstate`` command line.
+
+Verbs: ``import``, ``inspect``, ``export``, ``get``, ``lookup`` and ``bench``. Each says
+what happened in plain words; errors print one line naming what was wrong and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .dataset import LocalDataset
+from .errors import NearstateError, SchemaError
+from .jsonl import export_jsonl, import_jsonl
+from .read_state import TypeState
+
+err = Console(stderr=True)
+out = Console()
+
+_PHASES = {"read": "reading and checking", "stage": "staging records", "write": "encoding and writing"}
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description:<22}"), BarColumn(), TaskProgressColumn(),
+        TimeRemainingColumn(), console=err, transient=False,
+    ) as bar:  # fmt: skip
+        tasks: dict[str, Any] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield report
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="nearstate")
+def main() -> None:
+    """nearstate: a whole dataset, compact, in the memory of every process that reads it."""
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--type", "type_name", required=True, help="Record type name, e.g. Movie.")
+@click.option("--key", required=True, help="Primary key field (comma-separate for a composite key).")
+@click.option("--into", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset directory (created if needed).")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) -> None:
+    """Import a JSON Lines FILE as a new version of the dataset in --into.
+
+    The schema is inferred from the records. A malformed line (bad JSON, a missing or
+    duplicate key, a value that contradicts the field's type) stops the import with the
+    line number and field, and nothing is published.
+    """
+    keys = tuple(k.strip() for k in key.split(","))
+    try:
+        with _progress(not quiet and err.is_terminal or file.stat().st_size > 50 << 20) as p:
+            res = import_jsonl(file, type_name=type_name, key=keys, into=into, progress=p)
+    except NearstateError as e:
+        _fail(e)
+    mb = res.blob_bytes / 1e6
+    out.print(
+        f"Imported {res.records:,} {type_name} records from {file} into {into} as version "
+        f"{res.version} ({mb:,.1f} MB snapshot, {res.seconds:.1f} s).",
+        highlight=False,
+    )
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(directory: Path, as_json: bool) -> None:
+    """Show a dataset's version, types, record counts and bytes per type and field."""
+    try:
+        ds = LocalDataset(directory)
+        state = ds.load()
+    except NearstateError as e:
+        _fail(e)
+    info: dict[str, Any] = {
+        "dataset": state.dataset, "version": state.version, "bytes": state.nbytes,
+        "tags": state.tags, "types": {},
+    }  # fmt: skip
+    for name, ts in state.types.items():
+        info["types"][name] = {
+            "records": len(ts),
+            "key": list(ts.typedef.key) if ts.typedef.key else None,
+            "bytes": ts.nbytes,
+            "fields": {
+                f.name: {"type": f.type.spec(), "bytes": ts.field_nbytes()[f.name]}
+                for f in ts.typedef.fields
+            },
+        }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    out.print(
+        f"[bold]{state.dataset}[/] version {state.version}: {state.nbytes / 1e6:,.2f} MB "
+        f"in {len(info['types'])} types",
+        highlight=False,
+    )
+    for name, t in info["types"].items():
+        kind = f"key {', '.join(t['key'])}" if t["key"] else "nested"
+        table = Table(title=f"{name} — {t['records']:,} records, {kind}, {t['bytes']:,} bytes",
+                      title_justify="left")  # fmt: skip
+        table.add_column("field")
+        table.add_column("type")
+        table.add_column("bytes", justify="right")
+        table.add_column("bytes/record", justify="right")
+        for fname, f in t["fields"].items():
+            per = f["bytes"] / t["records"] if t["records"] else 0
+            table.add_row(fname, f["type"], f"{f['bytes']:,}", f"{per:,.1f}")
+        out.print(table)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--type", "type_name", required=True, help="Record type to export.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of standard output.")  # fmt: skip
+def export(directory: Path, type_name: str, output: Path | None) -> None:
+    """Write a type's records as JSON Lines (the same records an import took in)."""
+    try:
+        state = LocalDataset(directory).load()
+        if output is None:
+            n = export_jsonl(state, type_name, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            with open(output, "wb") as f:
+                n = export_jsonl(state, type_name, f)
+            err.print(f"Exported {n:,} {type_name} records to {output}.", highlight=False)
+    except NearstateError as e:
+        _fail(e)
+
+
+def _parse_key(ts: TypeState, text: str) -> Any:
+    """A key typed on the command line, converted to the key field's type."""
+    assert ts.typedef.key is not None
+    parts = [text] if len(ts.typedef.key) == 1 else text.split(",")
+    if len(parts) != len(ts.typedef.key):
+        raise SchemaError(
+            f"{ts.name} has a composite key ({', '.join(ts.typedef.key)}): give "
+            f"{len(ts.typedef.key)} values separated by commas"
+        )
+    vals = []
+    for name, part in zip(ts.typedef.key, parts, strict=True):
+        kind = ts.typedef.field(name).type.kind
+        if kind == "int":
+            try:
+                vals.append(int(part))
+            except ValueError:
+                raise SchemaError(f"{ts.name}.{name} is an integer; {part!r} is not") from None
+        else:
+            vals.append(part)
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def _to_json(rec: Any) -> bytes:
+    from .jsonl import _export
+
+    return msgspec.json.format(msgspec.json.encode(_export(rec)), indent=2)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("type_name")
+@click.argument("key")
+def get(directory: Path, type_name: str, key: str) -> None:
+    """Print the TYPE_NAME record with primary key KEY as JSON."""
+    try:
+        ts = LocalDataset(directory).load()[type_name]
+        rec = ts.get(_parse_key(ts, key))
+    except NearstateError as e:
+        _fail(e)
+    if rec is None:
+        _fail(KeyError(f"no {type_name} with key {key!r}"))
+    click.echo(_to_json(rec))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("type_name")
+@click.option("--field", "fields", multiple=True, help="Print only these fields.")
+def lookup(directory: Path, type_name: str, fields: tuple[str, ...]) -> None:
+    """Serve lookups: load the dataset once, then answer one key per line of standard input.
+
+    Each answer is one JSON line (or ``null`` for an unknown key) with the time it took.
+    """
+    try:
+        t0 = time.perf_counter()
+        state = LocalDataset(directory).load()
+        ts = state[type_name]
+        for f in fields:
+            ts.column(f)
+    except NearstateError as e:
+        _fail(e)
+    err.print(
+        f"Loaded {state.dataset} version {state.version} ({len(ts):,} {type_name} records) in "
+        f"{(time.perf_counter() - t0) * 1e3:.1f} ms. Type a key per line; Ctrl-D ends.",
+        highlight=False,
+    )
+    for line in sys.stdin:
+        text = line.strip()
+        if not text:
+            continue
+        t1 = time.perf_counter_ns()
+        try:
+            rec = ts.get(_parse_key(ts, text))
+        except NearstateError as e:
+            err.print(f"[red]{e}[/]", highlight=False)
+            continue
+        if rec is None:
+            body = None
+        elif fields:
+            body = {f: rec[f] for f in fields}
+        else:
+            from .jsonl import _export
+
+            body = _export(rec)
+        took = (time.perf_counter_ns() - t1) / 1e3
+        click.echo(msgspec.json.encode(body).decode())
+        err.print(f"[dim]{text}: {'found' if rec else 'not found'} in {took:.1f} µs[/]", highlight=False)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks and the data sets they run on."""
+
+
+@bench.command("data")
+@click.argument("which", type=click.Choice(["films", "tudum"]))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-n", "count", type=int, default=1_000_000, show_default=True,
+              help="Records to generate (tudum only).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+def bench_data(which: str, output: Path, count: int, seed: int) -> None:
+    """Write a benchmark data set as JSON Lines: the real films shipped in bokeh_sampledata
+    (17k), or a generated Tudum-like set of editorial stories."""
+    from .bench import datasets
+
+    try:
+        with _progress(True) as p:
+            total = 17_472 if which == "films" else count
+
+            def step(done: int) -> None:
+                assert p is not None
+                p(f"writing {which}", done, total)
+
+            if which == "films":
+                n = datasets.write_films(output, progress=step)
+            else:
+                n = datasets.write_tudum(output, count, seed=seed, progress=step)
+            step(n)
+    except NearstateError as e:
+        _fail(e)
+    out.print(f"Wrote {n:,} {which} records to {output}.", highlight=False)
+
+
+@bench.command("store")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", required=True, help="Primary key field.")
+@click.option("--field", default=None, help="Field read by each lookup (default: the first string field).")
+@click.option("--lookups", type=int, default=20_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_store(file: Path, key: str, field: str | None, lookups: int, as_json: bool) -> None:
+    """Load FILE into nearstate, plain dicts, SQLite in memory and zstd Parquet; compare
+    memory, lookup latency (key lookup + one field) and snapshot load time."""
+    from .bench.store import format_store_bench, run_store_bench
+
+    def say(msg: str) -> None:
+        err.print(f"[dim]{msg}…[/]", highlight=False)
+
+    try:
+        res = run_store_bench(file, key, field=field, lookups=lookups, progress=say)
+    except NearstateError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        click.echo(format_store_bench(res))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

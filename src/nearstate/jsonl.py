@@ -1,0 +1,179 @@
+"""JSON Lines import and export.
+
+:func:`import_jsonl` reads a file, infers (or checks) the schema, stages every record and
+publishes one new version. Any malformed line — bad JSON, a missing or duplicate key, a
+value contradicting the field's type — raises :class:`InputError` naming the line and the
+field, and nothing is published.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from .dataset import LocalDataset
+from .errors import InputError, SchemaError
+from .infer import SchemaInferrer
+from .read_state import ReadState, Record
+from .schema import Schema, TypeDef
+from .write_state import WriteState
+
+#: progress(phase, done, total): phases "read" (bytes), "stage" (records), "write"
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    version: int
+    records: int
+    blob_bytes: int
+    seconds: float
+    schema: Schema
+
+
+def read_jsonl(path: str | Path, progress: Progress | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, value)`` for each non-blank line; bad JSON raises InputError."""
+    decode = msgspec.json.Decoder().decode
+    total = os.path.getsize(path)
+    done = 0
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            done += len(line)
+            if progress is not None and n % 10_000 == 0:
+                progress("read", done, total)
+            if not line.strip():
+                continue
+            try:
+                yield n, decode(line)
+            except msgspec.DecodeError as e:
+                raise InputError(f"bad JSON: {e}", line=n) from None
+    if progress is not None:
+        progress("read", total, total)
+
+
+def import_jsonl(
+    path: str | Path,
+    *,
+    type_name: str,
+    key: str | tuple[str, ...],
+    into: str | Path,
+    progress: Progress | None = None,
+    tags: dict[str, str] | None = None,
+) -> ImportResult:
+    """Import a JSON Lines file as type ``type_name`` into the dataset directory ``into``.
+
+    Other types already in the dataset are carried over unchanged; this type is replaced.
+    """
+    t0 = time.perf_counter()
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    inf = SchemaInferrer(type_name, keys)
+    lines: list[int] = []
+    records: list[Any] = []
+    for n, rec in read_jsonl(path, progress):
+        inf.observe(rec, line=n)
+        lines.append(n)
+        records.append(rec)
+    if not records:
+        raise InputError(f"{path} holds no records")
+    schema = inf.schema()
+    ds = LocalDataset(into)
+    prev = ds.load() if ds.exists() else None
+    if prev is not None:
+        schema = _carry_schema(prev.stored_schema, type_name).merged(schema)
+    ws = WriteState(schema)
+    if prev is not None:
+        _carry_records(prev, ws, type_name)
+    for i, (n, rec) in enumerate(zip(lines, records, strict=True)):
+        try:
+            ws.add(type_name, rec)
+        except SchemaError as e:
+            msg = str(e)
+            if "duplicate key" in msg:
+                k = tuple(rec[x] for x in keys)
+                first = next(
+                    ln for ln, r in zip(lines, records, strict=True)
+                    if tuple(r[x] for x in keys) == k
+                )  # fmt: skip
+                raise InputError(
+                    f"duplicate key {k[0] if len(k) == 1 else k!r} (first on line {first})",
+                    line=n, field=",".join(keys),
+                ) from None  # fmt: skip
+            raise InputError(msg, line=n) from None
+        if progress is not None and i % 10_000 == 0:
+            progress("stage", i, len(records))
+    if progress is not None:
+        progress("stage", len(records), len(records))
+        progress("write", 0, 1)
+    version = ds.publish(ws, tags=tags)
+    if progress is not None:
+        progress("write", 1, 1)
+    size = ds.snapshot_path(version).stat().st_size
+    return ImportResult(version, len(records), size, time.perf_counter() - t0, schema)
+
+
+def _carry_schema(prev: Schema, type_name: str) -> Schema:
+    """``prev`` without ``type_name`` and the nested types inferred under it."""
+    keep = [
+        t for t in prev if t.name != type_name and not t.name.startswith(type_name + ".")
+    ]
+    return Schema(keep)
+
+
+def _carry_records(prev: ReadState, ws: WriteState, replaced: str) -> None:
+    for name, ts in prev.types.items():
+        if ts.typedef.key is None or name == replaced or name not in ws.schema:
+            continue
+        for r in ts:
+            ws.add(name, r.to_dict())
+
+
+def export_records(state: ReadState, type_name: str) -> Iterator[dict[str, Any]]:
+    """The records of a type as JSON-ready dicts (fields that were absent stay absent)."""
+    ts = state[type_name]
+    for r in ts:
+        yield _export(r)
+
+
+def _export(r: Record) -> dict[str, Any]:
+    tdef: TypeDef = r._ts.typedef
+    out: dict[str, Any] = {}
+    for f in tdef.fields:
+        v = r[f.name]
+        if v is None and f.omit_null:
+            continue
+        out[f.name] = _export_value(v)
+    return out
+
+
+def _export_value(v: Any) -> Any:
+    if isinstance(v, Record):
+        return v.key if v._ts.typedef.key is not None else _export(v)
+    if isinstance(v, list):
+        return [_export_value(x) for x in v]
+    if isinstance(v, set):
+        return [_export_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _export_value(x) for k, x in v.items()}
+    return v
+
+
+def export_jsonl(state: ReadState, type_name: str, out: IO[bytes]) -> int:
+    """Write a type's records as JSON Lines to a binary stream; returns the count."""
+    enc = msgspec.json.Encoder()
+    n = 0
+    buf = bytearray()
+    for rec in export_records(state, type_name):
+        enc.encode_into(rec, buf, -1)
+        buf += b"\n"
+        n += 1
+        if len(buf) > 1 << 20:
+            out.write(buf)
+            buf.clear()
+    out.write(buf)
+    return n
