@@ -189,15 +189,21 @@ def _encode_text(values: list[bytes], out: Sections, name: str) -> dict[str, Any
 
 
 class Column:
-    """A read-only view of one encoded field: ``get(ordinal)`` decodes a value."""
+    """A read-only view of one encoded field: ``get(ordinal)`` decodes a value.
 
-    __slots__ = ("ftype", "get", "name", "nbytes")
+    ``raw`` (str columns only) returns a value's stored UTF-8 bytes without decoding.
+    """
 
-    def __init__(self, name: str, ftype: FieldType, get: Getter, nbytes: int):
+    __slots__ = ("ftype", "get", "name", "nbytes", "raw")
+
+    def __init__(
+        self, name: str, ftype: FieldType, get: Getter, nbytes: int, raw: Getter | None = None
+    ):
         self.name = name
         self.ftype = ftype
         self.get = get
         self.nbytes = nbytes
+        self.raw = raw
 
 
 class ColumnContext:
@@ -224,9 +230,12 @@ def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: s
     """Wrap the sections of one field; decoding happens per ``get``."""
     try:
         get, nbytes = _open(ft, meta, ctx, name)
+        raw = None
+        if ft.kind == "str" and not meta.get("nulls"):
+            raw = _open_pool(meta, ctx, name, decode=False)[0]
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"column {name!r} is malformed: {e!r}") from e
-    return Column(name, ft, get, nbytes)
+    return Column(name, ft, get, nbytes, raw)
 
 
 def _open(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str):

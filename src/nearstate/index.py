@@ -71,28 +71,67 @@ def build_pk_table(keys: Iterable[bytes], n: int) -> np.ndarray:
 
 
 def make_pk_lookup(
-    table: np.ndarray, key_at: Callable[[int], Any]
+    table: np.ndarray,
+    key_at: Callable[[int], Any],
+    *,
+    kind: str | None = None,
+    raw_at: Callable[[int], Any] | None = None,
 ) -> Callable[[Any], int]:
     """A function ``key -> ordinal`` (or -1) over a stored table.
 
-    ``key_at(ordinal)`` reads the key of a record so probes can confirm a match.
+    ``key_at(ordinal)`` reads the key of a record so probes can confirm a match. For a
+    single int or str key, ``kind`` selects a specialised probe; for str keys ``raw_at``
+    returns the stored key's UTF-8 bytes so a probe compares bytes without decoding.
     """
     slots = memoryview(table)
     mask = len(table) - 1
     crc = zlib.crc32
+
+    if kind == "int":
+
+        def lookup_int(key: Any) -> int:
+            if type(key) is not int:
+                return -1
+            h = crc(b"%d" % key) & mask
+            s = slots[h]
+            while s:
+                if key_at(s - 1) == key:
+                    return s - 1
+                h = (h + 1) & mask
+                s = slots[h]
+            return -1
+
+        return lookup_int
+
+    if kind == "str" and raw_at is not None:
+
+        def lookup_str(key: Any) -> int:
+            if type(key) is not str:
+                return -1
+            kb = key.encode("utf-8", "surrogatepass")
+            h = crc(kb) & mask
+            s = slots[h]
+            while s:
+                if raw_at(s - 1) == kb:
+                    return s - 1
+                h = (h + 1) & mask
+                s = slots[h]
+            return -1
+
+        return lookup_str
 
     def lookup(key: Any) -> int:
         try:
             h = crc(key_bytes(key)) & mask
         except SchemaError:
             return -1
-        while True:
-            s = slots[h]
-            if s == 0:
-                return -1
+        s = slots[h]
+        while s:
             if key_at(s - 1) == key:
                 return s - 1
             h = (h + 1) & mask
+            s = slots[h]
+        return -1
 
     return lookup
 

@@ -116,7 +116,12 @@ class TypeState:
                 self._key_at = lambda o: tuple(g(o) for g in kcols)
             if pk_table is None:
                 raise FormatError(f"type {self.name!r} lacks its primary key table")
-            self._lookup = make_pk_lookup(pk_table, self._key_at)
+            kind = raw = None
+            if len(kcols) == 1:
+                kcol = columns[typedef.key[0]]
+                kind, raw = kcol.ftype.kind, kcol.raw
+            self._lookup = make_pk_lookup(pk_table, self._key_at, kind=kind, raw_at=raw)
+            self.get = self._make_get(self._lookup)  # shadows the method: one call less
         else:
             self._key_at = lambda o: None
             self._lookup = None
@@ -144,6 +149,16 @@ class TypeState:
         if o < 0:
             return default
         return self._cls(self, o)
+
+    def _make_get(self, lookup):
+        cls = self._cls
+
+        def get(key: Any, default: Any = None) -> Record | Any:
+            o = lookup(key)
+            return default if o < 0 else cls(self, o)
+
+        get.__doc__ = TypeState.get.__doc__
+        return get
 
     def __contains__(self, key: Any) -> bool:
         return self._lookup is not None and self._lookup(key) >= 0

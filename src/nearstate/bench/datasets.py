@@ -13,6 +13,7 @@ import re
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -359,11 +360,18 @@ def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | 
     def fill(f: BinaryIO) -> int:
         enc = msgspec.json.Encoder()
         done = 0
-        for stories in _stories(n, seed, 10_000):
-            f.write(enc.encode_lines(stories))
-            done += len(stories)
-            if progress:
-                progress(done)
+        with ThreadPoolExecutor(1) as writer:  # writes release the GIL: overlap them
+            pending: Future[int] | None = None
+            for stories in _stories(n, seed, 10_000):
+                data = enc.encode_lines(stories)
+                if pending:
+                    pending.result()
+                pending = writer.submit(f.write, data)
+                done += len(stories)
+                if progress:
+                    progress(done)
+            if pending:
+                pending.result()
         return done
 
     return _atomic_write(out, fill)
