@@ -77,7 +77,7 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
     """
     keys = tuple(k.strip() for k in key.split(","))
     try:
-        with _progress(not quiet and err.is_terminal or file.stat().st_size > 50 << 20) as p:
+        with _progress(not quiet and (err.is_terminal or file.stat().st_size > 50 << 20)) as p:
             res = import_jsonl(file, type_name=type_name, key=keys, into=into, progress=p)
     except NearstateError as e:
         _fail(e)

@@ -8,6 +8,7 @@ field, and nothing is published.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from .errors import InputError, SchemaError
 from .infer import SchemaInferrer
 from .read_state import ReadState, Record
 from .schema import Schema, TypeDef
-from .write_state import WriteState
+from .write_state import RowError, WriteState
 
 #: progress(phase, done, total): phases "read" (bytes), "stage" (records), "write"
 Progress = Callable[[str, int, int], None]
@@ -70,31 +71,93 @@ def import_jsonl(
 
     Other types already in the dataset are carried over unchanged; this type is replaced.
     """
+    # millions of freshly decoded dicts would make the cyclic GC rescan them again and
+    # again (import time grows faster than the file); none of them form cycles
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _import(path, type_name, key, into, progress, tags)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _import(
+    path: str | Path,
+    type_name: str,
+    key: str | tuple[str, ...],
+    into: str | Path,
+    progress: Progress | None,
+    tags: dict[str, str] | None,
+) -> ImportResult:
     t0 = time.perf_counter()
     keys = (key,) if isinstance(key, str) else tuple(key)
-    inf = SchemaInferrer(type_name, keys)
     lines: list[int] = []
     records: list[Any] = []
+    inf = SchemaInferrer(type_name, keys)
     for n, rec in read_jsonl(path, progress):
-        inf.observe(rec, line=n)
+        if len(records) < INFER_SAMPLE:
+            inf.observe(rec, line=n)
         lines.append(n)
         records.append(rec)
     if not records:
         raise InputError(f"{path} holds no records")
-    schema = inf.schema()
     ds = LocalDataset(into)
     prev = ds.load() if ds.exists() else None
+    sampled = len(records) > INFER_SAMPLE
+    try:
+        ws = _stage(inf.schema(), prev, type_name, keys, lines, records, progress, sampled)
+    except _Resample:
+        # a record past the sample needs a wider schema: infer from every record (this
+        # names the line of a genuine contradiction), then stage again
+        inf = SchemaInferrer(type_name, keys)
+        for n, rec in zip(lines, records, strict=True):
+            inf.observe(rec, line=n)
+        ws = _stage(inf.schema(), prev, type_name, keys, lines, records, progress, False)
+    if progress is not None:
+        progress("stage", len(records), len(records))
+        progress("write", 0, 1)
+    version = ds.publish(ws, tags=tags)
+    if progress is not None:
+        progress("write", 1, 1)
+    size = ds.snapshot_path(version).stat().st_size
+    return ImportResult(version, len(records), size, time.perf_counter() - t0, ws.final_schema())
+
+
+#: records the schema is first inferred from; the rest are checked against it while staged
+INFER_SAMPLE = 20_000
+
+
+class _Resample(Exception):
+    pass
+
+
+def _stage(
+    schema: Schema,
+    prev: ReadState | None,
+    type_name: str,
+    keys: tuple[str, ...],
+    lines: list[int],
+    records: list[Any],
+    progress: Progress | None,
+    sampled: bool,
+) -> WriteState:
     if prev is not None:
         schema = _carry_schema(prev.stored_schema, type_name).merged(schema)
     ws = WriteState(schema)
     if prev is not None:
         _carry_records(prev, ws, type_name)
-    for i, (n, rec) in enumerate(zip(lines, records, strict=True)):
+    batch = 50_000
+    for lo in range(0, len(records), batch):
+        chunk = records[lo : lo + batch]
         try:
-            ws.add(type_name, rec)
-        except SchemaError as e:
+            ws.add_many(type_name, chunk)
+        except RowError as e:
+            i = lo + e.index
+            n = lines[i]
             msg = str(e)
             if "duplicate key" in msg:
+                rec = records[i]
                 k = tuple(rec[x] for x in keys)
                 first = next(
                     ln for ln, r in zip(lines, records, strict=True)
@@ -104,17 +167,12 @@ def import_jsonl(
                     f"duplicate key {k[0] if len(k) == 1 else k!r} (first on line {first})",
                     line=n, field=",".join(keys),
                 ) from None  # fmt: skip
+            if sampled and i >= INFER_SAMPLE:
+                raise _Resample from None
             raise InputError(msg, line=n) from None
-        if progress is not None and i % 10_000 == 0:
-            progress("stage", i, len(records))
-    if progress is not None:
-        progress("stage", len(records), len(records))
-        progress("write", 0, 1)
-    version = ds.publish(ws, tags=tags)
-    if progress is not None:
-        progress("write", 1, 1)
-    size = ds.snapshot_path(version).stat().st_size
-    return ImportResult(version, len(records), size, time.perf_counter() - t0, schema)
+        if progress is not None:
+            progress("stage", lo + len(chunk), len(records))
+    return ws
 
 
 def _carry_schema(prev: Schema, type_name: str) -> Schema:

@@ -8,10 +8,11 @@ with :func:`os.replace`, so a failure never leaves a partial file at ``out``.
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 import re
 import sqlite3
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -52,17 +53,45 @@ def films_path() -> Path:
 
 
 def _atomic_write(out: str | Path, fill: Callable[[BinaryIO], int]) -> int:
-    """Run ``fill`` on a temp file beside ``out``, then rename it to ``out``; return its count."""
+    """Run ``fill`` on a fresh temp file beside ``out``, then rename it to ``out``."""
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+        with open(tmp, "xb", buffering=1 << 20) as f:  # "x": never reuse a file
             count = fill(f)
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return count
+
+
+class _Scores(msgspec.Struct):
+    tomato_rating: float | None
+    meter: int | None
+    reviews: int | None
+    fresh: int | None
+    rotten: int | None
+    metacritic: int | None
+
+
+class _Film(msgspec.Struct):
+    id: int
+    imdb_id: str | None
+    title: str | None
+    year: int | None
+    runtime: int | None
+    released: str | None
+    genres: list[str]
+    directors: list[str]
+    writers: list[str]
+    cast: list[str]
+    languages: list[str]
+    countries: list[str]
+    oscars: int
+    scores: _Scores
+    box_office: float | None
+    production: str | None
 
 
 def _text(v: str | None) -> str | None:
@@ -73,8 +102,14 @@ def _list(v: str | None) -> list[str]:
     return [s for s in v.split(", ") if s] if v else []
 
 
-def _int(v: float | None) -> int | None:
-    return None if v is None else round(v)
+def _film(r: tuple) -> _Film:
+    """Shape one row of ``_FILMS_SQL`` as a catalogue record."""
+    released = r[5] if r[5] and _DATE.fullmatch(r[5]) else None
+    return _Film(
+        *(r[0], _text(r[1]), _text(r[2]), r[3], None if r[4] is None else round(r[4]), released),
+        *map(_list, r[6:12]),
+        *(r[12] or 0, _Scores(*r[13:19]), r[19], _text(r[20])),
+    )
 
 
 def write_films(out: str | Path, *, progress: Progress | None = None) -> int:
@@ -82,58 +117,24 @@ def write_films(out: str | Path, *, progress: Progress | None = None) -> int:
 
     Records are in ``id`` order. Empty strings in scalar text become ``null`` and SQL NULL stays
     ``null``; comma-separated columns become lists, NULL or empty giving ``[]``. ``progress``,
-    if given, is called with the number of records written every 1,000 records and at the end.
+    if given, is called with the number of records written after every 1,000 and at the end.
     """
     db = films_path()
 
     def fill(f: BinaryIO) -> int:
-        enc = msgspec.json.Encoder()
-        batch: list[dict[str, object]] = []
-        n = 0
+        enc, n = msgspec.json.Encoder(), 0
         con = sqlite3.connect(db.as_uri() + "?mode=ro", uri=True)
         try:
-            for r in con.execute(_FILMS_SQL):
-                batch.append(
-                    {
-                        "id": r[0],
-                        "imdb_id": r[1],
-                        "title": r[2],
-                        "year": r[3],
-                        "runtime": _int(r[4]),
-                        "released": r[5] if r[5] and _DATE.fullmatch(r[5]) else None,
-                        "genres": _list(r[6]),
-                        "directors": _list(r[7]),
-                        "writers": _list(r[8]),
-                        "cast": _list(r[9]),
-                        "languages": _list(r[10]),
-                        "countries": _list(r[11]),
-                        "oscars": r[12] or 0,
-                        "scores": {
-                            "tomato_rating": r[13],
-                            "meter": r[14],
-                            "reviews": r[15],
-                            "fresh": r[16],
-                            "rotten": r[17],
-                            "metacritic": r[18],
-                        },
-                        "box_office": r[19],
-                        "production": _text(r[20]),
-                    }
-                )
-                if len(batch) == 1000:
-                    f.write(enc.encode_lines(batch))
-                    n += len(batch)
-                    batch.clear()
-                    if progress:
-                        progress(n)
+            cur = con.execute(_FILMS_SQL)
+            while rows := cur.fetchmany(1000):
+                f.write(enc.encode_lines([_film(r) for r in rows]))
+                n += len(rows)
+                if progress:
+                    progress(n)
         except sqlite3.Error as e:
             raise DatasetError(f"cannot read the film database {db}: {e}") from e
         finally:
             con.close()
-        f.write(enc.encode_lines(batch))
-        n += len(batch)
-        if progress and batch:
-            progress(n)
         return n
 
     return _atomic_write(out, fill)
@@ -180,7 +181,7 @@ _ENDS_P = (0.72, 0.18, 0.05, 0.03, 0.01, 0.01)
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
-class _Hero(msgspec.Struct):
+class _Hero(msgspec.Struct, gc=False):
     asset_id: str
     width: int
     height: int
@@ -189,7 +190,7 @@ class _Hero(msgspec.Struct):
     focal_y: float
 
 
-class _Story(msgspec.Struct):
+class _Story(msgspec.Struct, gc=False):
     id: str
     slug: str
     title: str
@@ -278,10 +279,14 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
     phrases, shows, people, tags = _pools(rng)
     prose = _Prose(rng, phrases)
     heads = [p.title() for p in phrases[:5000]]  # title-cased phrases for titles and alt text
+    common = set(_COMMON)
     words = [(w, w.capitalize()) for w in dict.fromkeys(" ".join(phrases[:3000]).split())]
+    words = [p for p in words if p[0] not in common]
+    popular = (rng.permutation(20_000) + 1).tolist()  # film ids, most related-to first
     start = np.datetime64("2021-12-01T00:00:00", "s").astype(np.int64)
     span = np.datetime64("2025-06-30T00:00:00", "s").astype(np.int64) - start
-    slugs: dict[str, int] = {}
+    taken: set[str] = set()
+    next_suffix: dict[str, int] = {}
     for lo in range(0, n, batch):
         b = min(batch, n - lo)
         kind = rng.choice(6, size=b, p=_KIND_P).tolist()
@@ -289,7 +294,7 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
         ntags = rng.choice(5, size=b, p=[0.2, 0.3, 0.25, 0.15, 0.1]).tolist()
         tag_ids = _zipf(rng, len(tags), (b, 5), 1.1).tolist()
         nrel = rng.choice(5, size=b, p=[0.15, 0.4, 0.25, 0.12, 0.08]).tolist()
-        rel = (_zipf(rng, 20_000, (b, 4), 0.9) + 1).tolist()
+        rel = _zipf(rng, 20_000, (b, 4), 0.9).tolist()
         who = _zipf(rng, 300, b, 0.8).tolist()
         person = rng.integers(0, len(people), size=b).tolist()
         t = start + ((lo + np.arange(b) + rng.random(b)) / n * span).astype(np.int64)
@@ -317,8 +322,13 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
                 Word=cap_w,
                 head=heads[head[j][0]],
             )
-            slug = _SLUG.sub("-", title.lower()).strip("-")
-            seen = slugs[slug] = slugs.get(slug, 0) + 1
+            slug = base = _SLUG.sub("-", title.lower()).strip("-")
+            if slug in taken:  # suffix -2, -3...; a suffixed slug can be another's plain one
+                i = next_suffix.get(base, 2)
+                while f"{base}-{i}" in taken:
+                    i += 1
+                next_suffix[base], slug = i + 1, f"{base}-{i}"
+            taken.add(slug)
             body = prose.take(target[j])
             hero = None
             if hero_on[j]:
@@ -328,13 +338,13 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
             out.append(
                 _Story(
                     f"s{lo + j + 1:07d}",
-                    f"{slug}-{seen}" if seen > 1 else slug,
+                    slug,
                     title,
                     prose.take(1),  # dek: one sentence
                     body,
                     _KINDS[kind[j]],
                     list(dict.fromkeys([tags[i] for i in tag_ids[j][: ntags[j] + 1]])),
-                    rel[j][: nrel[j]],
+                    list(dict.fromkeys([popular[i] for i in rel[j][: nrel[j]]])),
                     people[who[j]],
                     when[j] + "Z",
                     1 + len(body) // 300,
@@ -358,20 +368,24 @@ def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | 
         raise ValueError(f"n must be >= 0, got {n}")
 
     def fill(f: BinaryIO) -> int:
-        enc = msgspec.json.Encoder()
-        done = 0
-        with ThreadPoolExecutor(1) as writer:  # writes release the GIL: overlap them
-            pending: Future[int] | None = None
-            for stories in _stories(n, seed, 10_000):
-                data = enc.encode_lines(stories)
+        enc, done, gc_on = msgspec.json.Encoder(), 0, gc.isenabled()
+        gc.disable()  # nothing here makes cycles; collections would only rescan the pools
+        try:
+            with ThreadPoolExecutor(1) as writer:  # writes release the GIL: overlap them
+                pending: Future[int] | None = None
+                for stories in _stories(n, seed, 10_000):
+                    data = enc.encode_lines(stories)
+                    if pending:
+                        pending.result()
+                    pending = writer.submit(f.write, data)
+                    done += len(stories)
+                    if progress:
+                        progress(done)
                 if pending:
                     pending.result()
-                pending = writer.submit(f.write, data)
-                done += len(stories)
-                if progress:
-                    progress(done)
-            if pending:
-                pending.result()
+        finally:
+            if gc_on:
+                gc.enable()
         return done
 
     return _atomic_write(out, fill)

@@ -28,21 +28,28 @@ Definitions (every number comes from the same file, in the same process):
   the file's size. Without pyarrow (or if pyarrow cannot represent the data) the value
   is ``None`` (``parquet_error`` then says why).
 * **lookup** — a key lookup plus reading one field. ``field`` defaults to the first
-  top-level field, in the file's field order, whose values are strings (nulls allowed) and
-  that is not the key. Every system looks up the same pre-drawn random sample of existing
-  keys (``lookups`` draws with replacement, fixed seed):
-  nearstate ``attrgetter(field)(state[type_name].get(k))``; dict ``d[k][field]``; sqlite
+  top-level field, in the file's field order, present in every record, whose values are
+  strings (nulls allowed) and that is not the key. Every system looks up the same
+  pre-drawn random sample of existing keys (``lookups`` draws with replacement, fixed
+  seed):
+  nearstate ``attrgetter(field)(state[type_name].get(k))`` (``rec[field]`` when the name
+  is no identifier or is taken by the view's own API, e.g. ``key``); dict ``d[k][field]``
+  (``d[k].get(field)`` when some records lack the field); sqlite
   ``conn.execute("SELECT json_extract(doc, '$.<field>') FROM t WHERE k=?", (k,))
   .fetchone()[0]`` (SQL text built once). Lookups run in batches of 100 with
   ``time.perf_counter_ns()`` around each batch, so the timer's own cost is amortised;
   ``lookup_ns_p50``/``lookup_ns_p99`` are the nearest-rank 50th/99th percentiles over
   batches of the ns per lookup. The systems are interleaved batch by batch (A, B, C, A,
-  B, C, ...) so machine noise hits them alike, after an untimed warm-up of a few rounds;
-  the garbage collector is disabled during the timing window and re-enabled after.
-* **load_ms** — the median wall time of at least five ``LocalDataset(...).load()`` calls
+  B, C, ...) so machine noise hits them alike, after an untimed warm-up of 5 rounds; the
+  garbage collector is disabled during the timing window and re-enabled after. The keys
+  are spread over the whole data set, so a large dict misses the CPU caches on most
+  lookups; and a batch the OS preempts (a 4 ms time slice is 40,000 ns per lookup over a
+  batch) shows in p99, so p99 is only meaningful on an otherwise idle machine.
+* **load_ms** — the median wall time of seven ``LocalDataset(...).load()`` calls
   each of ``mmap=True, verify=True`` (``nearstate_mmap``), ``mmap=True, verify=False``
   (``nearstate_mmap_noverify``) and ``mmap=False`` (``nearstate_read``, the file read into
-  memory and verified), interleaved, from a warm page cache (the blob was just written).
+  memory and verified), interleaved after one untimed load of each, from a warm page
+  cache (the blob was just written).
 * **ratios** — ``memory_vs_dict`` = nearstate / dict memory, ``memory_vs_parquet`` =
   nearstate / parquet_zstd memory (``None`` without parquet), ``lookup_p50_vs_dict`` =
   nearstate / dict lookup p50. Targets: memory ≤ 0.10× dict and ≤ 2× parquet, lookup p50
@@ -62,12 +69,14 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
 from nearstate.dataset import LocalDataset
+from nearstate.errors import DatasetError, InputError
 from nearstate.jsonl import import_jsonl
+from nearstate.read_state import Record
 
 BATCH = 100
 SEED = 20240611
@@ -98,7 +107,7 @@ def run_store_bench(
     """
     path = Path(path)
     if lookups < BATCH:
-        raise ValueError(f"lookups must be at least {BATCH}, got {lookups}")
+        raise InputError(f"must be at least {BATCH}, got {lookups}", field="lookups")
     say = progress or (lambda _msg: None)
     with ExitStack() as stack:
         if workdir is None:
@@ -108,7 +117,7 @@ def run_store_bench(
             work.mkdir(parents=True, exist_ok=True)
         ds_dir = work / "ds"
         if ds_dir.exists() and any(ds_dir.iterdir()):
-            raise ValueError(f"{ds_dir} is not empty; give an empty or new workdir")
+            raise DatasetError(f"{ds_dir} is not empty; give an empty or new workdir")
         return _run(path, key, field, type_name, work, ds_dir, lookups, say)
 
 
@@ -138,7 +147,12 @@ def _run(
     if field is None:
         field = _default_field(records, key)
         if field is None:
-            raise ValueError(f"{path}: no top-level string field besides the key {key!r}")
+            raise InputError(f"{path}: no top-level string field besides the key {key!r}")
+    elif field not in imported.schema[type_name].field_names:
+        raise InputError(
+            f"{path}: no top-level field {field!r} "
+            f"(fields: {', '.join(imported.schema[type_name].field_names)})"
+        )
 
     say("loading nearstate (measuring its memory)")
     ns_overhead, state = _load_traced(ds, type_name, field, next(iter(d)))
@@ -166,7 +180,7 @@ def _run(
     batches = [sample[i : i + BATCH] for i in range(0, lookups - BATCH + 1, BATCH)]
     systems = {
         "nearstate": _nearstate_lookup(state, type_name, field),
-        "dict": _dict_lookup(d, field),
+        "dict": _dict_lookup(d, field, always=all(field in r for r in d.values())),
         "sqlite": _sqlite_lookup(conn, field),
     }
     _check_found(systems, sample[:BATCH])
@@ -181,7 +195,6 @@ def _run(
         "sqlite": sqlite_bytes,
         "parquet_zstd": parquet_bytes,
     }
-    say("done")
     return {
         "records": len(d),
         "memory_bytes": memory,
@@ -206,19 +219,21 @@ def _run(
     }
 
 
+_PHASE_WORDS = {
+    "read": "reading and inferring the schema",
+    "stage": "staging records",
+    "write": "encoding and writing the blob",
+}
+
+
 class _PhaseClock:
     """The importer's progress callback: times its phases and reports each as it starts."""
-
-    _WORDS = {
-        "read": "reading and inferring the schema",
-        "stage": "staging records",
-        "write": "encoding and writing the blob",
-    }
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say
         self.seconds: dict[str, float] = {}
-        self._phase: str | None = None
+        # the importer reports "read" only every 10,000 lines: it starts reading at once
+        self._phase: str | None = "read"
         self._since = time.perf_counter()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
@@ -228,7 +243,7 @@ class _PhaseClock:
         if self._phase is not None:
             self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + now - self._since
         self._phase, self._since = phase, now
-        self.say(f"importing into nearstate: {self._WORDS.get(phase, phase)}")
+        self.say(f"importing into nearstate: {_PHASE_WORDS.get(phase, phase)}")
 
     def finish(self) -> None:
         if self._phase is not None:
@@ -336,24 +351,33 @@ def _parquet_size(records: list[dict[str, Any]], out: Path) -> tuple[int | None,
 
 
 def _default_field(records: Iterable[dict[str, Any]], key: str) -> str | None:
-    """The first top-level field, in field order, whose values are strings (or null)."""
-    order: dict[str, None] = {}
-    kinds: dict[str, set[type]] = {}
+    """The first top-level field, in field order, present in every record, whose values are
+    strings (or null)."""
+    kinds: dict[str, set[type]] = {}  # in first-seen order
+    seen: dict[str, int] = {}
+    n = 0
     for r in records:
+        n += 1
         for k, v in r.items():
-            if k not in order:
-                order[k] = None
+            if k not in kinds:
                 kinds[k] = set()
+                seen[k] = 0
             kinds[k].add(type(v))
-    for k in order:
-        if k != key and str in kinds[k] and kinds[k] <= {str, type(None)}:
+            seen[k] += 1
+    for k, ks in kinds.items():
+        if k != key and seen[k] == n and str in ks and ks <= {str, type(None)}:
             return k
     return None
 
 
 def _nearstate_lookup(state: Any, type_name: str, field: str) -> Callable[[list[Any]], None]:
     get = state[type_name].get
-    read = attrgetter(field)
+    # a view reads a field as an attribute unless the name is no identifier or is taken by
+    # the view's own API (key, ordinal, to_dict...); then by subscript
+    if field.isidentifier() and not hasattr(Record, field):
+        read = attrgetter(field)
+    else:
+        read = itemgetter(field)
 
     def run(keys: list[Any]) -> None:
         for k in keys:
@@ -362,7 +386,15 @@ def _nearstate_lookup(state: Any, type_name: str, field: str) -> Callable[[list[
     return run
 
 
-def _dict_lookup(d: dict[Any, Any], field: str) -> Callable[[list[Any]], None]:
+def _dict_lookup(d: dict[Any, Any], field: str, *, always: bool) -> Callable[[list[Any]], None]:
+    if not always:  # some records lack the field
+
+        def run_get(keys: list[Any]) -> None:
+            for k in keys:
+                d[k].get(field)
+
+        return run_get
+
     def run(keys: list[Any]) -> None:
         for k in keys:
             d[k][field]
@@ -449,7 +481,10 @@ def format_store_bench(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, r in enumerate(rows):
         lines.append(
-            "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+            "  ".join(
+                c.ljust(w) if j == 0 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
         )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -1,0 +1,238 @@
+"""Tests for the benchmark dataset writers in :mod:`nearstate.bench.datasets`."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from nearstate.bench import datasets
+from nearstate.errors import DatasetError
+
+FILM_KEYS = {
+    "id",
+    "imdb_id",
+    "title",
+    "year",
+    "runtime",
+    "released",
+    "genres",
+    "directors",
+    "writers",
+    "cast",
+    "languages",
+    "countries",
+    "oscars",
+    "scores",
+    "box_office",
+    "production",
+}
+SCORE_KEYS = {"tomato_rating", "meter", "reviews", "fresh", "rotten", "metacritic"}
+STORY_KEYS = {
+    "id",
+    "slug",
+    "title",
+    "dek",
+    "body",
+    "kind",
+    "tags",
+    "title_ids",
+    "author",
+    "published_at",
+    "reading_minutes",
+    "hero",
+    "score",
+    "featured",
+}
+HERO_KEYS = {"asset_id", "width", "height", "alt", "focal_x", "focal_y"}
+KINDS = {"feature", "interview", "list", "news", "behind-the-scenes", "trailer"}
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n")
+    return [msgspec.json.decode(line) for line in raw.splitlines()]
+
+
+# --- films -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    pytest.importorskip("bokeh_sampledata")
+    out = tmp_path_factory.mktemp("films") / "films.jsonl"
+    calls: list[int] = []
+    assert datasets.write_films(out, progress=calls.append) == 17472
+    assert calls == [*range(1000, 17001, 1000), 17472]
+    assert [p.name for p in out.parent.iterdir()] == ["films.jsonl"]  # no temp file left
+    return read_lines(out)
+
+
+def test_films_count_ids_and_shape(films: list[dict[str, Any]]) -> None:
+    assert len(films) == 17472
+    ids = [f["id"] for f in films]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    for f in films:
+        assert set(f) == FILM_KEYS
+        assert set(f["scores"]) == SCORE_KEYS
+        assert isinstance(f["id"], int) and isinstance(f["year"], int)
+        assert isinstance(f["oscars"], int)
+        assert f["runtime"] is None or isinstance(f["runtime"], int)
+        assert f["released"] is None or re.fullmatch(r"\d{4}-\d{2}-\d{2}", f["released"])
+        for key in ("genres", "directors", "writers", "cast", "languages", "countries"):
+            assert isinstance(f[key], list)
+            assert all(isinstance(v, str) and v and ", " not in v for v in f[key])
+        assert f["production"] != ""
+
+
+def test_films_nulls_and_empties(films: list[dict[str, Any]]) -> None:
+    # The db has 443 empty genres, 3,745 NULL writers and no box office for most films.
+    assert sum(f["genres"] == [] for f in films) == 443
+    assert sum(f["writers"] == [] for f in films) == 3745
+    assert sum(f["box_office"] is None for f in films) == 14712
+    assert sum(f["scores"]["metacritic"] is None for f in films) == 10661
+
+
+def test_films_known_record(films: list[dict[str, Any]]) -> None:
+    (film,) = [f for f in films if f["id"] == 593]
+    assert film["title"] == "A Gang Story"
+    assert film["imdb_id"] == "tt1741542"
+    assert film["year"] == 2011
+    assert film["runtime"] == 103
+    assert film["released"] == "2011-11-10"
+    assert film["genres"] == ["Drama", "Crime"]
+    assert film["directors"] == ["Olivier Marchal"]
+    assert film["writers"] == ["Edgar Marie", "Olivier Marchal"]
+    assert len(film["cast"]) == 19 and film["cast"][-1] == "Étienne Chicot"
+    assert film["languages"] == ["French"]
+    assert film["countries"] == ["Belgium", "France"]
+    assert film["oscars"] == 0
+    assert film["scores"] == {
+        "tomato_rating": 5.0,
+        "meter": 50,
+        "reviews": 6,
+        "fresh": 3,
+        "rotten": 3,
+        "metacritic": None,
+    }
+    assert film["box_office"] is None
+    assert film["production"] == "Gaumont"
+
+
+def test_films_path_without_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bokeh_sampledata.movies_data", None)
+    with pytest.raises(DatasetError, match=r"pip install 'nearstate\[bench\]'"):
+        datasets.films_path()
+
+
+# --- tudum -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tudum_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tudum") / "tudum.jsonl"
+    assert datasets.write_tudum(out, 2000, seed=7) == 2000
+    return out
+
+
+@pytest.fixture(scope="module")
+def stories(tudum_file: Path) -> list[dict[str, Any]]:
+    return read_lines(tudum_file)
+
+
+def test_tudum_count_ids_and_shape(stories: list[dict[str, Any]]) -> None:
+    assert len(stories) == 2000
+    assert [s["id"] for s in stories] == [f"s{i:07d}" for i in range(1, 2001)]
+    assert len({s["slug"] for s in stories}) == 2000
+    for s in stories:
+        assert set(s) == STORY_KEYS
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", s["slug"])
+        assert s["kind"] in KINDS
+        assert 1 <= len(s["tags"]) <= 5 and len(set(s["tags"])) == len(s["tags"])
+        assert 0 <= len(s["title_ids"]) <= 4
+        assert all(1 <= t <= 20000 for t in s["title_ids"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", s["published_at"])
+        assert isinstance(s["reading_minutes"], int) and s["reading_minutes"] >= 1
+        assert s["score"] is None or 0.0 <= s["score"] <= 1.0
+        assert isinstance(s["featured"], bool)
+        dek = s["dek"]
+        assert dek[0].isupper() and dek[-1] in ".?!" and "\n" not in dek
+        if s["hero"] is not None:
+            h = s["hero"]
+            assert set(h) == HERO_KEYS
+            assert h["width"] > 0 and h["height"] > 0 and h["alt"]
+            for v in (h["focal_x"], h["focal_y"]):
+                assert 0.0 <= v <= 1.0 and round(v, 2) == v
+    times = [s["published_at"] for s in stories]
+    assert times == sorted(times)
+
+
+def test_tudum_bodies_are_prose(stories: list[dict[str, Any]]) -> None:
+    lengths = [len(s["body"]) for s in stories]
+    assert min(lengths) >= 400 and max(lengths) <= 1500
+    assert 700 < sum(lengths) / len(lengths) < 1000
+    assert len({s["body"] for s in stories}) == 2000
+    words = re.findall(r"[a-z]+", " ".join(s["body"] for s in stories).lower())
+    assert 1000 < len(set(words)) <= 4200  # a vocabulary: neither random bytes nor one string
+    assert words.count("the") > len(words) / 100  # function words are common, as in prose
+    assert sum("\n\n" in s["body"] for s in stories) > 1000  # paragraphs
+
+
+def test_tudum_distributions(stories: list[dict[str, Any]]) -> None:
+    n = len(stories)
+    assert 0.02 < sum(s["hero"] is None for s in stories) / n < 0.09
+    assert 0.06 < sum(s["score"] is None for s in stories) / n < 0.14
+    assert {s["kind"] for s in stories} == KINDS
+    assert len({s["author"] for s in stories}) <= 300
+    tags: dict[str, int] = {}
+    for s in stories:
+        for t in s["tags"]:
+            tags[t] = tags.get(t, 0) + 1
+    counts = sorted(tags.values(), reverse=True)
+    assert counts[0] > 10 * counts[len(counts) // 2]  # skewed: a few tags are everywhere
+
+
+def test_tudum_deterministic(tudum_file: Path, tmp_path: Path) -> None:
+    again, other = tmp_path / "again.jsonl", tmp_path / "other.jsonl"
+    calls: list[int] = []
+    datasets.write_tudum(again, 2000, seed=7, progress=calls.append)
+    datasets.write_tudum(other, 2000, seed=8)
+    assert calls == [2000]
+    assert again.read_bytes() == tudum_file.read_bytes()
+    assert other.read_bytes() != tudum_file.read_bytes()
+    assert len(read_lines(other)) == 2000
+
+
+def test_tudum_progress_every_10k(tmp_path: Path) -> None:
+    calls: list[int] = []
+    assert datasets.write_tudum(tmp_path / "t.jsonl", 25_000, progress=calls.append) == 25_000
+    assert calls == [10_000, 20_000, 25_000]
+
+
+def test_tudum_empty(tmp_path: Path) -> None:
+    out = tmp_path / "empty.jsonl"
+    assert datasets.write_tudum(out, 0) == 0
+    assert out.read_bytes() == b""
+    with pytest.raises(ValueError):
+        datasets.write_tudum(out, -1)
+
+
+def test_failure_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+
+    def boom(done: int) -> None:
+        raise RuntimeError(f"stop at {done}")
+
+    with pytest.raises(RuntimeError, match="stop at 10000"):
+        datasets.write_tudum(out, 20_000, progress=boom)
+    assert list(tmp_path.iterdir()) == []
+
+    out.write_bytes(b"old\n")  # an existing file survives a failed rewrite untouched
+    with pytest.raises(RuntimeError):
+        datasets.write_tudum(out, 20_000, progress=boom)
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"old\n"

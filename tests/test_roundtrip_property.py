@@ -1,0 +1,750 @@
+"""Property-based round trips: generated schemas and records survive write -> load.
+
+Two properties:
+
+* store round trip: a random :class:`nearstate.Schema` (1-3 keyed types, 0-2 nested types,
+  every field kind, nullable variants) and records conforming to it are written with
+  :class:`nearstate.WriteState`, loaded back (mapped and read into memory) and compared
+  record by record, together with ``len``, ordinals, ``get``, ``find``.
+* JSON round trip: random JSON-like records written as JSON Lines, imported with
+  :func:`nearstate.import_jsonl` and exported with :func:`nearstate.export_records` come
+  back exactly.
+
+Known src bugs are kept out of the generators (see the ``KNOWN BUG`` comments) and shown by
+the strict xfail tests at the bottom, so the properties keep guarding everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nearstate
+from nearstate import Field, FieldType, LocalDataset, Schema, TypeDef
+
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+def fast_tmpdir() -> tempfile.TemporaryDirectory:
+    """A temporary directory in memory when possible: blobs are fsynced on write."""
+    shm = Path("/dev/shm")
+    fast = shm.is_dir() and os.access(shm, os.W_OK)
+    return tempfile.TemporaryDirectory(dir=shm if fast else None)
+
+
+# --- strict comparison ------------------------------------------------------------------------
+
+
+def same(a: Any, b: Any) -> bool:
+    """Deep equality that is strict about types, float signs, NaN and datetime awareness."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if isinstance(a, dt.datetime):
+        return a == b and (a.tzinfo is None) == (b.tzinfo is None)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, set):
+        # set elements here are ints, strs, bytes, bools or datetimes (never NaN)
+        return a == b and _set_sig(a) == _set_sig(b)
+    return a == b
+
+
+def _set_sig(s: set) -> set:
+    return {(type(x), x.tzinfo is None if isinstance(x, dt.datetime) else None) for x in s}
+
+
+def test_same_is_strict() -> None:
+    # the comparison helper is what the properties rely on; make sure it can fail
+    assert not same(0.0, -0.0)
+    assert same(float("nan"), float("nan"))
+    assert not same(1, 1.0)
+    assert not same(True, 1)
+    assert not same(dt.datetime(2000, 1, 1), dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    assert not same([1, 2], [1, 2, 3])
+    assert not same({"a": 1}, {"a": 1, "b": 2})
+    assert not same({1}, {True})
+    assert same({"a": [1.5, None]}, {"a": [1.5, None]})
+
+
+# --- generated schemas ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gen:
+    """A generated field type plus what FieldType cannot say: datetime awareness."""
+
+    ft: FieldType
+    aware: bool = False
+    item: Gen | None = None
+    key: Gen | None = None
+
+
+INT_EDGES = [
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    -(2**63) - 1,
+    2**64,
+    2**64 - 1,
+    10**30,
+    -(10**30),
+]
+FLOAT_EDGES = [
+    0.0,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    5e-324,
+    -5e-324,
+    2.2250738585072014e-308,
+    1.0e-310,
+    1.7976931348623157e308,
+    1.5,
+    0.1,
+]
+
+ints = st.one_of(
+    st.integers(-1000, 1000),
+    st.integers(),
+    st.integers(-(2**80), 2**80),
+    st.sampled_from(INT_EDGES),
+)
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(FLOAT_EDGES))
+# arbitrary unicode, lone surrogates included
+unicode_text = st.text(st.characters(exclude_categories=()), max_size=20)
+strs = st.one_of(unicode_text, st.sampled_from(["", "\ud800", "a\udfffb", "\x00", "é😀"]))
+texts = st.one_of(
+    unicode_text,
+    st.text(st.characters(exclude_categories=()), min_size=1, max_size=30).map(lambda s: s * 40),
+)
+naive_dts = st.datetimes()
+aware_dts = st.datetimes(timezones=st.just(dt.UTC))
+
+
+def scalar_gen(kind: str, nullable: bool, aware: bool = False) -> Gen:
+    return Gen(FieldType(kind, nullable), aware=aware)
+
+
+@st.composite
+def scalar_gens(draw, *, allow_text: bool = True, hashable_only: bool = False) -> Gen:
+    kinds = ["int", "str", "bytes", "bool", "datetime"]
+    if not hashable_only:
+        kinds += ["float"] + (["text"] if allow_text else [])
+    kind = draw(st.sampled_from(kinds))
+    aware = kind == "datetime" and draw(st.booleans())
+    # KNOWN BUG (test_nullable_aware_datetime_with_null): a null in an aware datetime
+    # column crashes the encoder, so aware datetimes are generated non-null here.
+    nullable = not aware and not hashable_only and draw(st.booleans())
+    return scalar_gen(kind, nullable, aware)
+
+
+@st.composite
+def field_gens(draw, keyed: list[str], nested: list[str]) -> Gen:
+    choices = ["scalar"] * 6 + ["list", "set", "dict"]
+    if keyed:
+        choices += ["ref", "list_ref"]
+    if nested:
+        choices += ["record", "list_record"]
+    what = draw(st.sampled_from(choices))
+    nullable = draw(st.booleans())
+    if what == "scalar":
+        return draw(scalar_gens())
+    if what == "list":
+        item = draw(scalar_gens())
+        return Gen(FieldType("list", nullable, item=item.ft), item=item)
+    if what == "set":
+        item = draw(scalar_gens(hashable_only=True))
+        return Gen(FieldType("set", nullable, item=item.ft), item=item)
+    if what == "dict":
+        item = draw(scalar_gens(allow_text=False))
+        k = scalar_gen("str", False)
+        return Gen(FieldType("dict", nullable, item=item.ft, key=k.ft), item=item, key=k)
+    if what == "ref":
+        return Gen(FieldType("ref", nullable, target=draw(st.sampled_from(keyed))))
+    if what == "list_ref":
+        item = Gen(FieldType("ref", draw(st.booleans()), target=draw(st.sampled_from(keyed))))
+        return Gen(FieldType("list", nullable, item=item.ft), item=item)
+    if what == "record":
+        return Gen(FieldType("record", nullable, target=draw(st.sampled_from(nested))))
+    item = Gen(FieldType("record", False, target=draw(st.sampled_from(nested))))
+    return Gen(FieldType("list", nullable, item=item.ft), item=item)
+
+
+@dataclass
+class GenSchema:
+    schema: Schema
+    gens: dict[str, dict[str, Gen]]  # type -> field -> Gen
+    keyed: list[str]
+    nested: list[str]
+
+
+@st.composite
+def schemas(draw) -> GenSchema:
+    n_keyed = draw(st.integers(1, 3))
+    n_nested = draw(st.integers(0, 2))
+    keyed = [f"K{i}" for i in range(n_keyed)]
+    nested = [f"N{i}" for i in range(n_nested)]
+    gens: dict[str, dict[str, Gen]] = {}
+    tdefs = []
+    # nested types only refer to later nested types, so nesting always ends
+    for i in reversed(range(n_nested)):
+        name = nested[i]
+        n_fields = draw(st.integers(1, 3))
+        fg = {f"n{j}": draw(field_gens(keyed, nested[i + 1 :])) for j in range(n_fields)}
+        gens[name] = fg
+        tdefs.append(TypeDef(name, tuple(Field(f, g.ft) for f, g in fg.items())))
+    for name in keyed:
+        key_kind = draw(st.sampled_from(["int", "int", "str", "bytes", "datetime", "bool"]))
+        key_gen = scalar_gen(key_kind, False, key_kind == "datetime" and draw(st.booleans()))
+        fg = {"id": key_gen}
+        for j in range(draw(st.integers(0, 6))):
+            fg[f"f{j}"] = draw(field_gens(keyed, nested))
+        gens[name] = fg
+        tdefs.append(TypeDef(name, tuple(Field(f, g.ft) for f, g in fg.items()), key=("id",)))
+    draw(st.randoms()).shuffle(tdefs)  # declaration order must not matter
+    return GenSchema(Schema(tdefs), gens, keyed, nested)
+
+
+def scalar_values(g: Gen) -> st.SearchStrategy:
+    kind = g.ft.kind
+    return {
+        "int": ints,
+        "float": floats,
+        "bool": st.booleans(),
+        "str": strs,
+        "text": texts,
+        "bytes": st.binary(max_size=20),
+        "datetime": aware_dts if g.aware else naive_dts,
+    }[kind]
+
+
+def values_for(g: Gen, gs: GenSchema, keys: dict[str, list], depth: int = 0) -> st.SearchStrategy:
+    """Values for a field: what is given to WriteState.add, which is also what comes back."""
+    ft = g.ft
+    kind = ft.kind
+    if kind in ("list", "set", "dict"):
+        assert g.item is not None
+        item = values_for(g.item, gs, keys, depth)
+        if kind == "list":
+            base = st.lists(item, max_size=4)
+        elif kind == "set":
+            base = st.sets(item, max_size=4)
+        else:
+            base = st.dictionaries(strs, item, max_size=3)
+    elif kind == "ref":
+        assert ft.target is not None
+        base = st.sampled_from(keys[ft.target])
+    elif kind == "record":
+        assert ft.target is not None
+        base = nested_records(ft.target, gs, keys)
+    else:
+        base = scalar_values(g)
+    return st.one_of(st.none(), base) if ft.nullable else base
+
+
+@st.composite
+def nested_records(draw, type_name: str, gs: GenSchema, keys: dict[str, list]) -> dict:
+    return {f: draw(values_for(g, gs, keys)) for f, g in gs.gens[type_name].items()}
+
+
+@dataclass
+class Case:
+    gs: GenSchema
+    records: dict[str, list[dict]]  # keyed type -> records given to add (in order)
+    omitted: dict[str, list[set[str]]]  # nullable fields left out of each record
+
+
+@st.composite
+def cases(draw) -> Case:
+    gs = draw(schemas())
+    ref_targets = {
+        g.ft.target if g.ft.kind == "ref" else g.item.ft.target
+        for fg in gs.gens.values()
+        for g in fg.values()
+        if g.ft.kind == "ref" or (g.item is not None and g.item.ft.kind == "ref")
+    }
+    keys: dict[str, list] = {}
+    for name in gs.keyed:
+        key_strategy = scalar_values(gs.gens[name]["id"])
+        min_size = 1 if name in ref_targets else 0
+        keys[name] = draw(st.lists(key_strategy, min_size=min_size, max_size=8, unique=True))
+    records: dict[str, list[dict]] = {}
+    omitted: dict[str, list[set[str]]] = {}
+    for name in gs.keyed:
+        records[name], omitted[name] = [], []
+        for k in keys[name]:
+            rec = {"id": k}
+            left_out = set()
+            for f, g in gs.gens[name].items():
+                if f == "id":
+                    continue
+                if g.ft.nullable and draw(st.integers(0, 4)) == 0:
+                    left_out.add(f)  # absent nullable field: reads None
+                    continue
+                rec[f] = draw(values_for(g, gs, keys))
+            records[name].append(rec)
+            omitted[name].append(left_out)
+    return Case(gs, records, omitted)
+
+
+def expected_record(rec: dict, left_out: set[str], fields: dict[str, Gen]) -> dict:
+    out = {}
+    for f in fields:
+        # nested records are given in full, refs as keys, sets as sets: what comes back
+        out[f] = None if f in left_out else rec[f]
+    return out
+
+
+def _find_candidates(g: Gen) -> bool:
+    k = g.ft.kind
+    if k in ("list", "set"):
+        assert g.item is not None
+        return g.item.ft.kind not in ("record", "list", "set", "dict")
+    return k not in ("record", "dict")
+
+
+def _matches(stored: Any, value: Any, g: Gen) -> bool:
+    if g.ft.kind in ("list", "set"):
+        return stored is not None and any(_eq(x, value) for x in stored)
+    return _eq(stored, value)
+
+
+def _eq(a: Any, b: Any) -> bool:
+    # what a dict lookup does: identity or ==, with hashes agreeing (0.0 matches -0.0)
+    return a is b or a == b
+
+
+@given(case=cases(), data=st.data())
+@SETTINGS
+def test_generated_schema_round_trip(case: Case, data: st.DataObject) -> None:
+    gs = case.gs
+    ws = nearstate.WriteState(gs.schema)
+    for name in gs.keyed:
+        for i, rec in enumerate(case.records[name]):
+            assert ws.add(name, rec) == i
+    with fast_tmpdir() as d:
+        path = Path(d) / "snap.blob"
+        size = ws.write_snapshot(path)
+        assert size == path.stat().st_size
+        for mmap in (True, False):
+            state = nearstate.load(path, mmap=mmap)
+            assert _types_of(state.stored_schema) == _types_of(gs.schema)
+            check_state(state, case, data)
+        check_state(nearstate.from_bytes(path.read_bytes()), case, data)
+
+
+def _types_of(schema: Schema) -> list:
+    """A schema's types, fields and keys (the writer may add ``omit_null`` hints)."""
+    return [(t.name, [(f.name, f.type) for f in t.fields], t.key) for t in schema]
+
+
+def check_state(state: nearstate.ReadState, case: Case, data: st.DataObject) -> None:
+    gs = case.gs
+    for name in gs.keyed:
+        ts = state[name]
+        fields = gs.gens[name]
+        recs = case.records[name]
+        expected = [
+            expected_record(r, lo, fields) for r, lo in zip(recs, case.omitted[name], strict=True)
+        ]
+        assert len(ts) == len(recs)
+        # iteration is in ordinal order, and ts[ordinal] is the same record
+        for i, (r, exp) in enumerate(zip(ts, expected, strict=True)):
+            assert r.ordinal == i
+            got = r.to_dict()
+            assert same(got, exp), (name, i, got, exp)
+            assert same(ts[i].to_dict(), exp)
+        for i, rec in enumerate(recs):
+            found = ts.get(rec["id"])
+            assert found is not None, (name, rec["id"])
+            assert found.ordinal == i
+            assert same(found.to_dict(), expected[i])
+            assert rec["id"] in ts
+        with pytest.raises(IndexError):
+            ts[len(recs)]
+        missing = _missing_key(fields["id"], {r["id"] for r in recs})
+        if missing is not None:
+            assert ts.get(missing) is None
+            assert missing not in ts
+            assert ts.ordinal_of(missing) == -1
+        # find(field=value) is exactly a brute-force scan
+        candidates = [f for f, g in fields.items() if _find_candidates(g)]
+        for f in candidates:
+            g = fields[f]
+            pool = []
+            for exp in expected:
+                v = exp[f]
+                if g.ft.kind in ("list", "set"):
+                    pool.extend(v or [])
+                else:
+                    pool.append(v)
+            if pool and data.draw(st.booleans(), label=f"use existing {name}.{f}"):
+                value = data.draw(st.sampled_from(pool), label=f"{name}.{f} value")
+            else:
+                base = g.item if g.ft.kind in ("list", "set") else g
+                assert base is not None
+                if base.ft.kind == "ref":
+                    continue
+                value = data.draw(scalar_values(base), label=f"{name}.{f} random value")
+            want = [i for i, exp in enumerate(expected) if _matches(exp[f], value, g)]
+            # (a list holding the value twice finds its record twice: see
+            # test_find_on_list_with_repeated_value_returns_record_once)
+            got = sorted({r.ordinal for r in ts.find(**{f: value})})
+            assert got == want, (name, f, value)
+            one = ts.find_one(**{f: value})
+            assert (one is None) == (not want)
+            if one is not None:
+                assert one.ordinal in want
+        for f, g in fields.items():
+            if g.ft.kind == "dict":
+                with pytest.raises(nearstate.SchemaError):
+                    ts.find(**{f: {}})
+
+
+def _missing_key(g: Gen, present: set) -> Any:
+    kind = g.ft.kind
+    cands: list[Any]
+    if kind == "int":
+        cands = [0, 1, -1, 2**70, 7]
+    elif kind == "str":
+        cands = ["", "missing", "\ud800?"]
+    elif kind == "bytes":
+        cands = [b"", b"\xffmissing"]
+    elif kind == "bool":
+        cands = [True, False]
+    else:
+        tz = dt.UTC if g.aware else None
+        cands = [dt.datetime(1, 1, 1, tzinfo=tz), dt.datetime(4321, 5, 6, 7, 8, 9, tzinfo=tz)]
+    for c in cands:
+        if c not in present:
+            return c
+    return None
+
+
+def test_empty_keyed_type_and_all_null_columns(tmp_path: Path) -> None:
+    schema = Schema(
+        [
+            TypeDef("E", (Field("id", FieldType("int")),), key=("id",)),
+            TypeDef(
+                "T",
+                (
+                    Field("id", FieldType("str")),
+                    Field("n", FieldType("int", True)),
+                    Field("l", FieldType("list", True, item=FieldType("str"))),
+                    Field("r", FieldType("ref", True, target="E")),
+                ),
+                key=("id",),
+            ),
+        ]
+    )
+    ws = nearstate.WriteState(schema)
+    ws.add("T", {"id": "a"})
+    ws.add("T", {"id": "b", "n": None, "l": None, "r": None})
+    ws.write_snapshot(tmp_path / "s.blob")
+    for mmap in (True, False):
+        state = nearstate.load(tmp_path / "s.blob", mmap=mmap)
+        assert len(state["E"]) == 0
+        assert list(state["E"]) == []
+        assert state["E"].get(1) is None
+        assert [r.to_dict() for r in state["T"]] == [
+            {"id": "a", "n": None, "l": None, "r": None},
+            {"id": "b", "n": None, "l": None, "r": None},
+        ]
+
+
+# --- JSON round trip --------------------------------------------------------------------------
+
+
+json_strs = st.one_of(
+    st.text(max_size=12),  # default alphabet: no surrogates (not valid in UTF-8 JSON)
+    st.text(min_size=1, max_size=12).map(lambda s: s * 60),  # long: may make the field text
+)
+json_ints = st.one_of(st.integers(-(10**6), 10**6), st.integers(-(2**90), 2**90))
+json_floats = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([-0.0, 0.0, 1.0, 5e-324, 1e300, 0.1]),
+)
+FIELD_NAMES = ["a", "b", "name", "x_1", "ünï", "key", "ordinal", "to_dict", "id2", "Z"]
+
+
+@dataclass(frozen=True)
+class JShape:
+    kind: str  # int float bool str object list null
+    mode: str = "required"  # required | nullable (null, never absent) | optional (absent)
+    fields: tuple[tuple[str, JShape], ...] = ()
+    item: JShape | None = None
+    item_nullable: bool = False
+
+
+@st.composite
+def jshapes(draw, depth: int = 0) -> JShape:
+    kinds = ["int", "float", "bool", "str", "str", "null"]
+    if depth < 2:
+        kinds += ["object", "list", "list"]
+    kind = draw(st.sampled_from(kinds))
+    mode = draw(st.sampled_from(["required", "required", "nullable", "optional"]))
+    if kind == "null":
+        # a field both null and absent exports null where it was absent (documented in
+        # schema.Field): only fields never both are expected to round-trip exactly
+        mode = "required"
+    if kind == "object":
+        names = draw(st.lists(st.sampled_from(FIELD_NAMES), max_size=3, unique=True))
+        return JShape(kind, mode, tuple((n, draw(jshapes(depth + 1))) for n in names))
+    if kind == "list":
+        item = draw(jshapes(depth + 1).filter(lambda s: s.kind != "null"))
+        item = dataclasses.replace(item, mode="required")
+        return JShape(kind, mode, item=item, item_nullable=draw(st.booleans()))
+    return JShape(kind, mode)
+
+
+def jvalues(s: JShape) -> st.SearchStrategy:
+    if s.kind == "int":
+        return json_ints
+    if s.kind == "float":
+        return json_floats
+    if s.kind == "bool":
+        return st.booleans()
+    if s.kind == "str":
+        return json_strs
+    if s.kind == "null":
+        return st.none()
+    if s.kind == "list":
+        assert s.item is not None
+        item = jvalues(s.item)
+        if not s.item_nullable:
+            return st.lists(item, max_size=3)
+        # KNOWN BUG (test_import_list_of_only_nulls): a list whose items are only ever null
+        # fails to import, so a non-empty list always holds one non-null item here.
+        some = st.tuples(item, st.lists(st.one_of(st.none(), item), max_size=2))
+        return st.one_of(st.just([]), some.flatmap(lambda t: st.permutations([t[0], *t[1]])))
+    return jobjects(s.fields)
+
+
+@st.composite
+def jobjects(draw, fields: tuple[tuple[str, JShape], ...]) -> dict:
+    out = {}
+    for name, s in fields:
+        if s.mode == "optional" and draw(st.booleans()):
+            continue
+        if s.mode == "nullable" and draw(st.booleans()):
+            out[name] = None
+            continue
+        out[name] = draw(jvalues(s))
+    return out
+
+
+@st.composite
+def json_cases(draw) -> list[dict]:
+    names = draw(st.lists(st.sampled_from(FIELD_NAMES), max_size=5, unique=True))
+    fields = tuple((n, draw(jshapes())) for n in names)
+    key_kind = draw(st.sampled_from(["int", "str"]))
+    key_s = st.integers(-(2**70), 2**70) if key_kind == "int" else st.text(max_size=8)
+    keys = draw(st.lists(key_s, min_size=1, max_size=12, unique=True))
+    recs = []
+    for k in keys:
+        body = draw(jobjects(fields))
+        recs.append({"id": k, **body})
+    return recs
+
+
+def _import(recs: list[dict], d: Path) -> nearstate.ReadState:
+    d.mkdir(parents=True, exist_ok=True)
+    src = d / "in.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for r in recs:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    res = nearstate.import_jsonl(src, type_name="T", key="id", into=d / "ds")
+    assert res.records == len(recs)
+    return LocalDataset(d / "ds").load()
+
+
+@given(recs=json_cases())
+@SETTINGS
+def test_json_round_trip(recs: list[dict]) -> None:
+    with fast_tmpdir() as d:
+        state = _import(recs, Path(d))
+        out = list(nearstate.export_records(state, "T"))
+    assert len(out) == len(recs)
+    for got, want in zip(out, recs, strict=True):
+        assert same(got, want), (got, want)
+
+
+def test_json_int_and_float_widen_to_float(tmp_path: Path) -> None:
+    recs = [{"id": 1, "v": 1}, {"id": 2, "v": 2.5}, {"id": 3, "v": -7}, {"id": 4, "v": None}]
+    state = _import(recs, tmp_path)
+    assert state.stored_schema["T"].field("v").type == FieldType("float", True)
+    out = list(nearstate.export_records(state, "T"))
+    assert [r["v"] for r in out] == [1.0, 2.5, -7.0, None]
+    assert [type(r["v"]) for r in out] == [float, float, float, type(None)]
+    # in a list too
+    recs = [{"id": 1, "xs": [1, 2]}, {"id": 2, "xs": [0.5]}]
+    state = _import(recs, tmp_path / "lists")
+    out = list(nearstate.export_records(state, "T"))
+    assert out == [{"id": 1, "xs": [1.0, 2.0]}, {"id": 2, "xs": [0.5]}]
+    assert all(type(x) is float for r in out for x in r["xs"])
+
+
+def test_json_absent_vs_null_fields(tmp_path: Path) -> None:
+    recs = [
+        {"id": "a", "opt": 1, "nul": None, "nested": {"x": 1}},
+        {"id": "b", "nul": 2},
+        {"id": "c", "opt": 3, "nul": 4, "nested": {"x": 1, "y": "s"}},
+    ]
+    state = _import(recs, tmp_path)
+    assert list(nearstate.export_records(state, "T")) == recs
+
+
+# --- known src bugs ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a null in a nullable aware datetime column makes the encoder subtract the "
+    "naive placeholder EPOCH from EPOCH_UTC (TypeError in encoding._encode_datetime)",
+)
+def test_nullable_aware_datetime_with_null(tmp_path: Path) -> None:
+    schema = Schema(
+        [
+            TypeDef(
+                "T",
+                (Field("id", FieldType("int")), Field("d", FieldType("datetime", True))),
+                key=("id",),
+            )
+        ]
+    )
+    ws = nearstate.WriteState(schema)
+    when = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    ws.add("T", {"id": 1, "d": when})
+    ws.add("T", {"id": 2, "d": None})
+    ws.write_snapshot(tmp_path / "s.blob")
+    state = nearstate.load(tmp_path / "s.blob")
+    assert [r.d for r in state["T"]] == [when, None]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a column mixing naive and aware datetimes raises a raw TypeError from "
+    "WriteState.build instead of a SchemaError naming the type and field",
+)
+def test_mixed_naive_and_aware_datetimes_is_a_schema_error(tmp_path: Path) -> None:
+    schema = Schema(
+        [
+            TypeDef(
+                "T",
+                (Field("id", FieldType("int")), Field("d", FieldType("datetime"))),
+                key=("id",),
+            )
+        ]
+    )
+    ws = nearstate.WriteState(schema)
+    try:
+        ws.add("T", {"id": 1, "d": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)})
+        ws.add("T", {"id": 2, "d": dt.datetime(2020, 1, 1)})
+        ws.write_snapshot(tmp_path / "s.blob")
+    except nearstate.SchemaError as e:
+        assert "'d'" in str(e)
+    else:
+        pytest.fail("mixing naive and aware datetimes in one column was accepted")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a non-UTC aware datetime key reads back in UTC, and get(record.key) misses "
+    "because the pk hash is over isoformat() (which includes the offset)",
+)
+def test_datetime_key_in_another_timezone_is_found_by_its_read_back_key(tmp_path: Path) -> None:
+    schema = Schema([TypeDef("T", (Field("d", FieldType("datetime")),), key=("d",))])
+    ws = nearstate.WriteState(schema)
+    plus5 = dt.timezone(dt.timedelta(hours=5))
+    ws.add("T", {"d": dt.datetime(2020, 1, 1, tzinfo=plus5)})
+    ws.write_snapshot(tmp_path / "s.blob")
+    ts = nearstate.load(tmp_path / "s.blob")["T"]
+    r = ts[0]
+    assert r.key == dt.datetime(2020, 1, 1, tzinfo=plus5)  # the same instant
+    assert ts.get(r.key) == r
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: infer gives a list whose items are only ever null the item type str "
+    "(not str?), so the import then refuses the nulls",
+)
+def test_import_list_of_only_nulls(tmp_path: Path) -> None:
+    recs = [{"id": 1, "a": [None]}, {"id": 2, "a": []}]
+    state = _import(recs, tmp_path)
+    assert list(nearstate.export_records(state, "T")) == recs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: find() on a list field returns a record once per occurrence of the value "
+    "in its list (HashIndex groups hold the ordinal twice)",
+)
+def test_find_on_list_with_repeated_value_returns_record_once(tmp_path: Path) -> None:
+    schema = Schema(
+        [
+            TypeDef(
+                "T",
+                (
+                    Field("id", FieldType("int")),
+                    Field("tags", FieldType("list", item=FieldType("str"))),
+                ),
+                key=("id",),
+            )
+        ]
+    )
+    ws = nearstate.WriteState(schema)
+    ws.add("T", {"id": 1, "tags": ["a", "a", "b"]})
+    ws.add("T", {"id": 2, "tags": ["b"]})
+    ws.write_snapshot(tmp_path / "s.blob")
+    ts = nearstate.load(tmp_path / "s.blob")["T"]
+    assert [r.key for r in ts.find(tags="b")] == [1, 2]
+    assert [r.key for r in ts.find(tags="a")] == [1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: encoding a float column with values beyond float32's range emits numpy's "
+    "'RuntimeWarning: overflow encountered in cast' (encoding.encode_column float branch)",
+)
+def test_large_floats_encode_without_numpy_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    schema = Schema(
+        [
+            TypeDef(
+                "T",
+                (Field("id", FieldType("int")), Field("x", FieldType("float"))),
+                key=("id",),
+            )
+        ]
+    )
+    ws = nearstate.WriteState(schema)
+    ws.add("T", {"id": 1, "x": 1e300})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ws.write_snapshot(tmp_path / "s.blob")
+    assert nearstate.load(tmp_path / "s.blob")["T"].get(1).x == 1e300
