@@ -9,7 +9,9 @@ Layouts, by kind:
 
 * int, datetime — frame of reference: ``value - base`` in the narrowest unsigned width;
   ints beyond 64 bits fall back to a string pool of their decimal form.
-* float — float32 when every value survives the round trip, else float64.
+* float — decimal scaling when every value is a short decimal (7.2 is stored as the
+  integer 72 with scale 10, in the narrowest width, and read back bit for bit); else
+  float32 when every value survives the round trip; else float64.
 * bool — one byte each.
 * str, bytes — a per-field de-duplicated pool (bytes + offsets) and, unless every value is
   distinct, a narrow array of pool ids per record.
@@ -90,10 +92,16 @@ def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) ->
         meta.update(_encode_datetime(values, out, name))
     elif kind == "float":
         a = np.array(values, dtype=np.float64)
-        if np.array_equal(a.astype(np.float32).astype(np.float64), a, equal_nan=True):
+        scaled = _decimal_scale(a)
+        if scaled is not None:
+            ints, scale = scaled
+            meta.update(_encode_int(ints, out, name))
+            meta["scale"] = scale
+        elif np.array_equal(a.astype(np.float32).astype(np.float64), a, equal_nan=True):
             a = a.astype(np.float32)
-        out[name] = a.astype(a.dtype.newbyteorder("<"))
-        meta["dtype"] = a.dtype.str
+            out[name] = a.astype(a.dtype.newbyteorder("<"))
+        else:
+            out[name] = a.astype(a.dtype.newbyteorder("<"))
     elif kind == "bool":
         out[name] = np.array(values, dtype=np.uint8)
     elif kind == "str":
@@ -117,6 +125,20 @@ def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) ->
     else:  # pragma: no cover - the schema validates kinds
         raise AssertionError(kind)
     return meta
+
+
+def _decimal_scale(a: np.ndarray) -> tuple[list[int], int] | None:
+    """``(ints, scale)`` with ``ints[i] / scale`` bit-identical to ``a[i]``, or None."""
+    if not len(a) or not np.all(np.isfinite(a)) or np.any(np.signbit(a) & (a == 0)):
+        return None
+    if np.max(np.abs(a)) >= 2**50:
+        return None
+    for digits in range(5):
+        scale = 10**digits
+        s = np.round(a * scale)
+        if np.array_equal((s / scale).view(np.int64), a.view(np.int64)):
+            return s.astype(np.int64).tolist(), scale
+    return None
 
 
 def _encode_int(values: list[int], out: Sections, name: str) -> dict[str, Any]:
@@ -269,6 +291,12 @@ def _open_values(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: 
     if kind == "int":
         return _open_int(meta, ctx, name)
     if kind == "float":
+        if "scale" in meta:
+            g, n = _open_int(meta, ctx, name)
+            scale = int(meta["scale"])
+            if scale == 1:
+                return (lambda o: float(g(o))), n
+            return (lambda o: g(o) / scale), n
         v = ctx.mv(name)
         return v.__getitem__, v.nbytes
     if kind == "bool":

@@ -1,8 +1,9 @@
 """Indexes: the primary-key hash table stored in every snapshot, and hash indexes built on
 demand over any field or tuple of fields.
 
-The primary-key table is open addressing with linear probing over ``uint32`` slots holding
-``ordinal + 1`` (0 = empty), at most half full. The hash is CRC-32 of the key's canonical
+The primary-key table is open addressing with linear probing over slots holding
+``ordinal + 1`` (0 = empty) in the narrowest unsigned width, at most three quarters full;
+the slot of a hash is ``hash % size``. The hash is CRC-32 of the key's canonical
 bytes (:func:`key_bytes`): stable across processes and machines, so the table is written
 once by the producer and used in place, without rebuilding, by every reader.
 """
@@ -42,19 +43,16 @@ def _one(k: Any) -> bytes:
 
 
 def table_size(n: int) -> int:
-    size = 8
-    while size < 2 * n:
-        size *= 2
-    return size
+    """Slots for ``n`` keys: load factor at most 0.75."""
+    return n * 4 // 3 + 8
 
 
 def build_pk_table(keys: Iterable[bytes], n: int) -> np.ndarray:
     """Build the slot table for ``n`` keys given as canonical bytes, in ordinal order."""
     hashes = np.fromiter((zlib.crc32(k) for k in keys), dtype=np.uint32, count=n)
     size = table_size(n)
-    mask = size - 1
-    table = np.zeros(size, dtype=np.uint32)
-    pos = hashes.astype(np.int64) & mask
+    table = np.zeros(size, dtype=np.uint64)
+    pos = hashes.astype(np.int64) % size
     pending = np.arange(n, dtype=np.int64)
     won = np.zeros(n, dtype=np.bool_)
     while len(pending):
@@ -63,11 +61,13 @@ def build_pk_table(keys: Iterable[bytes], n: int) -> np.ndarray:
         cand, cslots = pending[free], slots[free]
         uniq, first = np.unique(cslots, return_index=True)
         winners = cand[first]
-        table[uniq] = (winners + 1).astype(np.uint32)
+        table[uniq] = (winners + 1).astype(np.uint64)
         won[winners] = True
         pending = pending[~won[pending]]
-        pos[pending] = (pos[pending] + 1) & mask
-    return table
+        pos[pending] = (pos[pending] + 1) % size
+    from .encoding import narrow_uint
+
+    return table.astype(narrow_uint(n))
 
 
 def make_pk_lookup(
@@ -84,7 +84,7 @@ def make_pk_lookup(
     returns the stored key's UTF-8 bytes so a probe compares bytes without decoding.
     """
     slots = memoryview(table)
-    mask = len(table) - 1
+    size = len(table)
     crc = zlib.crc32
 
     if kind == "int":
@@ -92,12 +92,12 @@ def make_pk_lookup(
         def lookup_int(key: Any) -> int:
             if type(key) is not int:
                 return -1
-            h = crc(b"%d" % key) & mask
+            h = crc(b"%d" % key) % size
             s = slots[h]
             while s:
                 if key_at(s - 1) == key:
                     return s - 1
-                h = (h + 1) & mask
+                h = h + 1 if h + 1 < size else 0
                 s = slots[h]
             return -1
 
@@ -109,12 +109,12 @@ def make_pk_lookup(
             if type(key) is not str:
                 return -1
             kb = key.encode("utf-8", "surrogatepass")
-            h = crc(kb) & mask
+            h = crc(kb) % size
             s = slots[h]
             while s:
                 if raw_at(s - 1) == kb:
                     return s - 1
-                h = (h + 1) & mask
+                h = h + 1 if h + 1 < size else 0
                 s = slots[h]
             return -1
 
@@ -122,14 +122,14 @@ def make_pk_lookup(
 
     def lookup(key: Any) -> int:
         try:
-            h = crc(key_bytes(key)) & mask
+            h = crc(key_bytes(key)) % size
         except SchemaError:
             return -1
         s = slots[h]
         while s:
             if key_at(s - 1) == key:
                 return s - 1
-            h = (h + 1) & mask
+            h = h + 1 if h + 1 < size else 0
             s = slots[h]
         return -1
 

@@ -39,23 +39,57 @@ class ImportResult:
 
 
 def read_jsonl(path: str | Path, progress: Progress | None = None) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, value)`` for each non-blank line; bad JSON raises InputError."""
-    decode = msgspec.json.Decoder().decode
+    """Yield ``(line_number, value)`` for each non-blank line; bad JSON raises InputError.
+
+    Reads in chunks of whole lines and decodes each chunk in one call; a chunk that fails
+    (or holds blank lines) is decoded line by line to name the exact line.
+    """
+    dec = msgspec.json.Decoder()
     total = os.path.getsize(path)
     done = 0
+    line_no = 1
+    tail = b""
     with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            done += len(line)
-            if progress is not None and n % 10_000 == 0:
-                progress("read", done, total)
-            if not line.strip():
+        while True:
+            block = f.read(CHUNK)
+            if not block:
+                break
+            block = tail + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                tail = block
                 continue
-            try:
-                yield n, decode(line)
-            except msgspec.DecodeError as e:
-                raise InputError(f"bad JSON: {e}", line=n) from None
+            chunk, tail = block[:cut], block[cut:]
+            yield from _decode_chunk(dec, chunk, line_no)
+            line_no += chunk.count(b"\n")
+            done += len(chunk)
+            if progress is not None:
+                progress("read", done, total)
+    if tail:
+        yield from _decode_chunk(dec, tail, line_no)
     if progress is not None:
         progress("read", total, total)
+
+
+CHUNK = 16 << 20
+
+
+def _decode_chunk(dec: msgspec.json.Decoder, chunk: bytes, first_line: int):
+    lines = chunk.splitlines()
+    try:
+        values = dec.decode_lines(chunk)
+    except msgspec.DecodeError:
+        values = None
+    if values is not None and len(values) == len(lines):
+        yield from zip(range(first_line, first_line + len(lines)), values, strict=True)
+        return
+    for n, line in enumerate(lines, first_line):
+        if not line.strip():
+            continue
+        try:
+            yield n, dec.decode(line)
+        except msgspec.DecodeError as e:
+            raise InputError(f"bad JSON: {e}", line=n) from None
 
 
 def import_jsonl(

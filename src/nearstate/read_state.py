@@ -289,7 +289,7 @@ class ReadState:
                     f"to {list(tdef.key)}"
                 )
             if tdef.key is not None and pk is None:
-                pk = np.zeros(8, dtype=np.uint32)  # a type this blob does not have: empty
+                pk = np.zeros(8, dtype=np.uint8)  # a type this blob does not have: empty
             nbytes = sum(v for k, v in sizes.items() if k.startswith(tdef.name + "/"))
             self._types[tdef.name] = TypeState(self, tdef, count, columns, pk, nbytes)
 

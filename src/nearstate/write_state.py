@@ -26,7 +26,11 @@ from .index import build_pk_table, key_bytes
 from .schema import Field, FieldType, Schema, TypeDef
 
 
-_ABSENT: Any = object()
+class _Absent:
+    """Marks a field a record left out (distinct from an explicit null)."""
+
+
+_ABSENT: Any = _Absent()
 _EXACT = {"str": str, "text": str, "int": int, "bool": bool, "float": float}
 
 
@@ -170,9 +174,12 @@ class WriteState:
         absent_in: list[bool] = []
         for f in tdef.fields:
             col = [r.get(f.name, _ABSENT) for r in records]
-            absent = _ABSENT in col
+            types_ = set(map(type, col))
+            absent = _Absent in types_
             absent_in.append(absent)
-            cols.append(self._bulk_convert(st, f, col, absent, f"{where}: field {f.name!r}"))
+            cols.append(
+                self._bulk_convert(st, f, col, absent, types_, f"{where}: field {f.name!r}")
+            )
         if tdef.key is not None:
             idx = [tdef.field_names.index(k) for k in tdef.key]
             keys = cols[idx[0]] if len(idx) == 1 else list(zip(*(cols[i] for i in idx), strict=True))
@@ -192,8 +199,9 @@ class WriteState:
         else:
             out = []
             seen = st.keys
+            plain = all(f.type.kind in _PLAIN_CANON for f in tdef.fields)
             for row in zip(*cols, strict=True) if cols else ([()] * n):
-                key = _canon(tdef, list(row))
+                key = row if plain else _canon(tdef, list(row))
                 o = seen.get(key)
                 if o is None:
                     o = seen[key] = st.count
@@ -207,10 +215,11 @@ class WriteState:
         return out
 
     def _bulk_convert(
-        self, st: _Staged, f: Field, col: list[Any], absent: bool, where: str
+        self, st: _Staged, f: Field, col: list[Any], absent: bool, types_: set[type], where: str
     ) -> list[Any]:
         ft = f.type
         if absent:
+            types_ = None  # recomputed after defaults are filled in
             if f.has_default:
                 d = f.default
             elif ft.nullable:
@@ -218,18 +227,21 @@ class WriteState:
             else:
                 raise RowError(f"{where} is missing", col.index(_ABSENT))
             col = [d if v is _ABSENT else v for v in col]
-        if None in col:
+            types_ = set(map(type, col))
+        if type(None) in types_:
             if ft.nullable:
                 st.nulls.add(f.name)
             else:
                 i = next(i for i, v in enumerate(col) if v is None)
                 raise RowError(f"{where} is null but the type {ft.spec()} does not allow null", i)
-        return self._bulk_values(ft, col, where)
+        return self._bulk_values(ft, col, where, types_)
 
-    def _bulk_values(self, ft: FieldType, col: list[Any], where: str) -> list[Any]:
+    def _bulk_values(
+        self, ft: FieldType, col: list[Any], where: str, types_: set[type] | None = None
+    ) -> list[Any]:
         """``col`` checked and normalised for ``ft`` (None allowed where nullable)."""
         k = ft.kind
-        types_ = set(map(type, col))
+        types_ = set(map(type, col)) if types_ is None else set(types_)
         types_.discard(type(None))
         exact = _EXACT.get(k)
         if exact is not None and types_ <= {exact}:

@@ -359,10 +359,11 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
 def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | None = None) -> int:
     """Write ``n`` generated Tudum-like editorial stories to ``out``; return ``n``.
 
-    The same ``(n, seed)`` always gives a byte-identical file. Ids run ``s0000001`` upward in
-    publication order; slugs are unique (a repeated title's slug gets ``-2``, ``-3``...).
-    Bodies are 400-1,500 characters of prose-like text in paragraphs. ``progress``, if given,
-    is called with the number of records written after every 10,000 records and at the end.
+    The same ``(n, seed)`` gives a byte-identical file (with the same numpy version). Ids run
+    ``s0000001`` upward in publication order; slugs are unique (a repeated title's slug gets
+    ``-2``, ``-3``...). Bodies are 400-1,500 characters of prose-like text in paragraphs.
+    ``progress``, if given, is called with the number of records written after every 10,000
+    records and at the end. The cyclic garbage collector is paused while the file is written.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")

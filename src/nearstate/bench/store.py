@@ -134,10 +134,8 @@ def _run(
     # -- nearstate: import, then load under tracemalloc -------------------------------------
     say("importing into nearstate")
     phases = _PhaseClock(say)
-    t0 = time.perf_counter()
     imported = import_jsonl(path, type_name=type_name, key=key, into=ds_dir, progress=phases)
-    import_s = time.perf_counter() - t0
-    phases.finish()
+    import_s = phases.finish()
     ds = LocalDataset(ds_dir)
 
     # -- dict: stdlib json, memory traced -----------------------------------------------------
@@ -227,29 +225,43 @@ _PHASE_WORDS = {
 
 
 class _PhaseClock:
-    """The importer's progress callback: times its phases and reports each as it starts."""
+    """The importer's progress callback: times its phases and announces each in words.
+
+    The importer reports a phase's progress after doing the work (every so many lines or
+    records), so the time since the previous report is charged to the phase of the
+    current one; a phase that reports itself complete announces the next.
+    """
+
+    _ORDER = ("read", "stage", "write")
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say
         self.seconds: dict[str, float] = {}
-        # the importer reports "read" only every 10,000 lines: it starts reading at once
-        self._phase: str | None = "read"
-        self._since = time.perf_counter()
+        self._announced: set[str] = {"read"}  # the caller announces the import's start
+        self._phase: str | None = None
+        self._start = self._since = time.perf_counter()
+
+    def _announce(self, phase: str) -> None:
+        if phase not in self._announced:
+            self._announced.add(phase)
+            self.say(f"importing into nearstate: {_PHASE_WORDS.get(phase, phase)}")
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase == self._phase:
-            return
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._since
+        self._phase, self._since = phase, now
+        self._announce(phase)
+        if done >= total and phase in self._ORDER[:-1]:
+            self._announce(self._ORDER[self._ORDER.index(phase) + 1])
+
+    def finish(self) -> float:
+        """Charge the time since the last report to the last phase; the seconds since the
+        clock was made (the phases' sum)."""
         now = time.perf_counter()
         if self._phase is not None:
-            self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + now - self._since
-        self._phase, self._since = phase, now
-        self.say(f"importing into nearstate: {_PHASE_WORDS.get(phase, phase)}")
-
-    def finish(self) -> None:
-        if self._phase is not None:
-            now = time.perf_counter()
-            self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + now - self._since
-            self._phase = None
+            self.seconds[self._phase] += now - self._since
+        self._since = now
+        return now - self._start
 
 
 def _build_dict(path: Path, key: str) -> tuple[dict[Any, Any], int]:
