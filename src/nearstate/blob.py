@@ -88,7 +88,13 @@ def encode_blob(header: Mapping[str, Any], sections: Mapping[str, Any]) -> list[
         h.update(raw)
         h.update(pad)
         table.append(
-            {"name": name, "offset": offset, "length": length, "dtype": dtype, "xxh3": h.hexdigest()}
+            {
+                "name": name,
+                "offset": offset,
+                "length": length,
+                "dtype": dtype,
+                "xxh3": h.hexdigest(),
+            }
         )
         pieces.append(raw)
         pieces.append(pad)
@@ -159,6 +165,8 @@ def parse_blob(buf: Any, *, verify: bool = True, source: str = "<bytes>") -> Blo
     mv = memoryview(buf)
     n = mv.nbytes
     if n < _PRE.size:
+        if bytes(mv[: min(n, len(MAGIC))]) != MAGIC[: min(n, len(MAGIC))] or n == 0:
+            raise FormatError(f"{source}: not a nearstate blob ({n} bytes, no blob magic)")
         raise FormatError(f"{source}: truncated: {n} bytes, a blob has at least {_PRE.size}")
     magic, fmt, flags, hlen, hsum = _PRE.unpack_from(mv, 0)
     if magic != MAGIC:
@@ -169,7 +177,9 @@ def parse_blob(buf: Any, *, verify: bool = True, source: str = "<bytes>") -> Blo
         raise FormatError(f"{source}: unknown flags {flags:#x} in the preamble")
     data_start = _PRE.size + hlen + _pad(_PRE.size + hlen)
     if data_start > n:
-        raise FormatError(f"{source}: truncated in the header ({n} bytes, header ends at {data_start})")
+        raise FormatError(
+            f"{source}: truncated in the header ({n} bytes, header ends at {data_start})"
+        )
     if xxhash.xxh3_64_intdigest(mv[_PRE.size : data_start]) != hsum:
         raise ChecksumError(f"{source}: section 'header' fails its checksum", section="header")
     try:
@@ -191,7 +201,10 @@ def parse_blob(buf: Any, *, verify: bool = True, source: str = "<bytes>") -> Blo
         if off != expected or end > data_length:
             raise FormatError(f"{source}: section {name!r} is out of place")
         expected = end
-        if verify and xxhash.xxh3_64_hexdigest(mv[data_start + off : data_start + end]) != s["xxh3"]:
+        if (
+            verify
+            and xxhash.xxh3_64_hexdigest(mv[data_start + off : data_start + end]) != s["xxh3"]
+        ):
             raise ChecksumError(f"{source}: section {name!r} fails its checksum", section=name)
         try:
             dtype = np.dtype(s["dtype"])

@@ -28,7 +28,11 @@ from .read_state import TypeState
 err = Console(stderr=True)
 out = Console()
 
-_PHASES = {"read": "reading and checking", "stage": "staging records", "write": "encoding and writing"}
+_PHASES = {
+    "read": "reading and checking",
+    "stage": "staging records",
+    "write": "encoding and writing",
+}
 
 
 @contextmanager
@@ -64,7 +68,9 @@ def main() -> None:
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--type", "type_name", required=True, help="Record type name, e.g. Movie.")
-@click.option("--key", required=True, help="Primary key field (comma-separate for a composite key).")
+@click.option(
+    "--key", required=True, help="Primary key field (comma-separate for a composite key)."
+)
 @click.option("--into", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Dataset directory (created if needed).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -241,7 +247,9 @@ def lookup(directory: Path, type_name: str, fields: tuple[str, ...]) -> None:
             body = _export(rec)
         took = (time.perf_counter_ns() - t1) / 1e3
         click.echo(msgspec.json.encode(body).decode())
-        err.print(f"[dim]{text}: {'found' if rec else 'not found'} in {took:.1f} µs[/]", highlight=False)
+        err.print(
+            f"[dim]{text}: {'found' if rec else 'not found'} in {took:.1f} µs[/]", highlight=False
+        )
 
 
 @main.group()
@@ -281,7 +289,9 @@ def bench_data(which: str, output: Path, count: int, seed: int) -> None:
 @bench.command("store")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key", required=True, help="Primary key field.")
-@click.option("--field", default=None, help="Field read by each lookup (default: the first string field).")
+@click.option(
+    "--field", default=None, help="Field read by each lookup (default: the first string field)."
+)
 @click.option("--lookups", type=int, default=20_000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_store(file: Path, key: str, field: str | None, lookups: int, as_json: bool) -> None:

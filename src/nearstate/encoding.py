@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from .errors import FormatError
+from .errors import FormatError, SchemaError
 from .schema import FieldType
 
 Sections = dict[str, Any]  # name -> numpy array or bytes
@@ -84,6 +84,8 @@ def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) ->
         out[name + ".nulls"] = np.packbits(nulls, bitorder="little")
         meta["nulls"] = True
         z = zero_value(ft)
+        if ft.kind == "datetime" and any(v is not None and v.tzinfo for v in values):
+            z = EPOCH_UTC
         values = [z if v is None else v for v in values]
     kind = ft.kind
     if kind in ("int", "record", "ref"):
@@ -97,7 +99,7 @@ def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) ->
             ints, scale = scaled
             meta.update(_encode_int(ints, out, name))
             meta["scale"] = scale
-        elif np.array_equal(a.astype(np.float32).astype(np.float64), a, equal_nan=True):
+        elif _fits_float32(a):
             a = a.astype(np.float32)
             out[name] = a.astype(a.dtype.newbyteorder("<"))
         else:
@@ -125,6 +127,12 @@ def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) ->
     else:  # pragma: no cover - the schema validates kinds
         raise AssertionError(kind)
     return meta
+
+
+def _fits_float32(a: np.ndarray) -> bool:
+    with np.errstate(over="ignore"):
+        back = a.astype(np.float32).astype(np.float64)
+    return bool(np.array_equal(back.view(np.int64), a.view(np.int64)))
 
 
 def _decimal_scale(a: np.ndarray) -> tuple[list[int], int] | None:
@@ -161,6 +169,12 @@ def _encode_int(values: list[int], out: Sections, name: str) -> dict[str, Any]:
 
 def _encode_datetime(values: list[_dt.datetime], out: Sections, name: str) -> dict[str, Any]:
     aware = any(v.tzinfo is not None for v in values)
+    if aware and not all(v.tzinfo is not None for v in values):
+        tname, _, fname = name.partition("/")
+        raise SchemaError(
+            f"{tname}: field {fname!r} mixes naive and timezone-aware datetimes; "
+            "a column holds one or the other"
+        )
     if aware:
         micros = [(v - EPOCH_UTC) // _US for v in values]
     else:

@@ -38,6 +38,8 @@ def _one(k: Any) -> bytes:
     if isinstance(k, (bytes, bytearray, memoryview)):
         return bytes(k)
     if isinstance(k, _dt.datetime):
+        if k.tzinfo is not None:  # the same instant, whatever the zone it is given in
+            k = k.astimezone(_dt.UTC)
         return k.isoformat().encode()
     raise SchemaError(f"{type(k).__name__} values cannot be keys")
 
@@ -150,9 +152,7 @@ class HashIndex:
         groups: dict[Any, list[int]] = {}
         for ordinal, v in values:
             groups.setdefault(v, []).append(ordinal)
-        self._groups = {
-            k: np.array(v, dtype=np.uint32) for k, v in groups.items()
-        }
+        self._groups = {k: np.array(v, dtype=np.uint32) for k, v in groups.items()}
 
     def ordinals(self, value: Any) -> np.ndarray:
         g = self._groups.get(value)

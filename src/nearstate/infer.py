@@ -33,7 +33,17 @@ _CLASS_NAMES = {
 class _Node:
     """What has been seen at one path."""
 
-    __slots__ = ("cls", "fields", "float", "item", "n_objects", "n_str", "nullable", "present", "str_bytes")
+    __slots__ = (
+        "cls",
+        "fields",
+        "float",
+        "item",
+        "n_objects",
+        "n_str",
+        "nullable",
+        "present",
+        "str_bytes",
+    )
 
     def __init__(self) -> None:
         self.cls: str | None = None  # bool | number | str | list | object
@@ -106,7 +116,11 @@ class _Node:
             long = self.n_str and self.str_bytes / self.n_str >= LONG_TEXT_MEAN
             return FieldType("text" if long else "str", nullable)
         if c == "list":
-            item = self.item.ftype(type_name, out) if self.item and self.item.cls else FieldType("str")
+            item = (
+                FieldType("str")
+                if self.item is None or (self.item.cls is None and not self.item.nullable)
+                else self.item.ftype(type_name, out)
+            )
             return FieldType("list", nullable, item=item)
         out.append(self.typedef(type_name, None, out))
         return FieldType("record", nullable, target=type_name)
@@ -134,7 +148,9 @@ class SchemaInferrer:
     def observe(self, record: Any, line: int | None = None) -> None:
         """Take one record into account; a contradiction raises InputError."""
         if not isinstance(record, Mapping):
-            raise InputError(f"a record must be a JSON object, not {type(record).__name__}", line=line)
+            raise InputError(
+                f"a record must be a JSON object, not {type(record).__name__}", line=line
+            )
         for k in self.key:
             v = record.get(k)
             if v is None:
@@ -156,9 +172,7 @@ class SchemaInferrer:
             raise InputError(str(e)) from e
 
 
-def infer_schema(
-    records: Iterable[Any], type_name: str, key: str | Sequence[str]
-) -> Schema:
+def infer_schema(records: Iterable[Any], type_name: str, key: str | Sequence[str]) -> Schema:
     """Infer the schema of ``records`` (JSON-like dicts) as type ``type_name``."""
     inf = SchemaInferrer(type_name, key)
     for i, r in enumerate(records, 1):

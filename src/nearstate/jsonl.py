@@ -19,7 +19,7 @@ from typing import IO, Any
 import msgspec
 
 from .dataset import LocalDataset
-from .errors import InputError, SchemaError
+from .errors import InputError
 from .infer import SchemaInferrer
 from .read_state import ReadState, Record
 from .schema import Schema, TypeDef
@@ -211,9 +211,7 @@ def _stage(
 
 def _carry_schema(prev: Schema, type_name: str) -> Schema:
     """``prev`` without ``type_name`` and the nested types inferred under it."""
-    keep = [
-        t for t in prev if t.name != type_name and not t.name.startswith(type_name + ".")
-    ]
+    keep = [t for t in prev if t.name != type_name and not t.name.startswith(type_name + ".")]
     return Schema(keep)
 
 

@@ -66,11 +66,15 @@ class Record:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self._ts.name, self._ord))
+        # equal records of different states must hash alike: hash what equality compares
+        if self._ts.typedef.key is not None:
+            return hash((self._ts.name, self.key))
+        return hash((self._ts.name, repr(self.to_dict())))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in list(self.to_dict().items())[:6])
-        return f"<{self._ts.name} #{self._ord} {fields}{', ...' if len(self._ts._columns) > 6 else ''}>"
+        more = ", ..." if len(self._ts._columns) > 6 else ""
+        return f"<{self._ts.name} #{self._ord} {fields}{more}>"
 
 
 def _plain(v: Any) -> Any:
@@ -203,7 +207,8 @@ class TypeState:
         A list or set field matches records that contain the value.
         """
         idx = self.index(*where)
-        value = tuple(where.values()) if len(where) > 1 else next(iter(where.values()))
+        vals = [_index_value(v) for v in where.values()]
+        value = tuple(vals) if len(vals) > 1 else vals[0]
         cls = self._cls
         return [cls(self, int(o)) for o in idx.ordinals(value)]
 
@@ -219,7 +224,7 @@ class TypeState:
 
         def hashable(ft: FieldType, v: Any) -> list[Any]:
             if ft.kind in ("list", "set"):
-                return [_index_value(x) for x in (v or ())]
+                return list(dict.fromkeys(_index_value(x) for x in (v or ())))
             return [_index_value(v)]
 
         def values():
@@ -234,9 +239,14 @@ class TypeState:
         return HashIndex(fields, values())
 
 
+_NAN_KEY = ("nan",)  # NaN != NaN, yet find(x=nan) should find the NaNs
+
+
 def _index_value(v: Any) -> Any:
     if isinstance(v, Record):
         return v.key if v._ts.typedef.key is not None else v.ordinal
+    if type(v) is float and v != v:
+        return _NAN_KEY
     return v
 
 
@@ -361,15 +371,22 @@ def _column_for(
 def _compatible(stored: FieldType, wanted: FieldType, where: str):
     """None if values read as they are; a converter for a widening; SchemaError otherwise."""
     if stored.nullable and not wanted.nullable:
-        raise SchemaError(f"{where}: the blob allows null ({stored.spec()}), the reader does not ({wanted.spec()})")
+        raise SchemaError(
+            f"{where}: the blob allows null ({stored.spec()}), "
+            f"the reader does not ({wanted.spec()})"
+        )
     sk, wk = stored.kind, wanted.kind
     if sk == wk:
         if sk in ("list", "set", "dict"):
             assert stored.item is not None and wanted.item is not None
             if _compatible(stored.item, wanted.item, where + "[]") is not None:
-                raise SchemaError(f"{where}: element type changed from {stored.spec()} to {wanted.spec()}")
+                raise SchemaError(
+                    f"{where}: element type changed from {stored.spec()} to {wanted.spec()}"
+                )
             if sk == "dict" and stored.key != wanted.key:
-                raise SchemaError(f"{where}: key type changed from {stored.spec()} to {wanted.spec()}")
+                raise SchemaError(
+                    f"{where}: key type changed from {stored.spec()} to {wanted.spec()}"
+                )
         if sk in ("record", "ref") and stored.target != wanted.target:
             raise SchemaError(f"{where}: target changed from {stored.target} to {wanted.target}")
         return None
@@ -377,10 +394,16 @@ def _compatible(stored: FieldType, wanted: FieldType, where: str):
         return None
     if sk == "int" and wk == "float":
         return lambda v: None if v is None else float(v)
-    if sk == "list" and wk == "set" or sk == "set" and wk == "list":
+    if (sk == "list" and wk == "set") or (sk == "set" and wk == "list"):
         if stored.item != wanted.item:
-            raise SchemaError(f"{where}: element type changed from {stored.spec()} to {wanted.spec()}")
-        return (lambda v: None if v is None else set(v)) if wk == "set" else (lambda v: None if v is None else list(v))
+            raise SchemaError(
+                f"{where}: element type changed from {stored.spec()} to {wanted.spec()}"
+            )
+        return (
+            (lambda v: None if v is None else set(v))
+            if wk == "set"
+            else (lambda v: None if v is None else list(v))
+        )
     raise SchemaError(
         f"{where}: the blob stores {stored.spec()} but the reader expects {wanted.spec()}"
     )

@@ -86,9 +86,13 @@ class FieldType:
 
 
 def parse_spec(spec: str) -> FieldType:
-    """Parse the text form written by :meth:`FieldType.spec`."""
-    ftype, rest = _parse(spec.replace(" ", ""), 0)
-    if rest != len(spec.replace(" ", "")):
+    """Parse the text form written by :meth:`FieldType.spec`; SchemaError if malformed."""
+    text = spec.replace(" ", "")
+    try:
+        ftype, rest = _parse(text, 0)
+    except IndexError:
+        raise SchemaError(f"bad type spec {spec!r}") from None
+    if rest != len(text):
         raise SchemaError(f"bad type spec {spec!r}")
     return ftype
 
@@ -107,15 +111,21 @@ def _parse(s: str, i: int) -> tuple[FieldType, int]:
         if kind in ("record", "ref"):
             end = _matching(s, j)
             target = s[j:end]
+            if not target:
+                raise SchemaError(f"bad type spec {s!r}: {kind} names no type")
             j = end + 1
         elif kind == "dict":
             key, j = _parse(s, j)
             if s[j] != ",":
                 raise SchemaError(f"bad type spec {s!r}")
             item, j = _parse(s, j + 1)
+            if s[j] != ">":
+                raise SchemaError(f"bad type spec {s!r}")
             j += 1
         else:
             item, j = _parse(s, j)
+            if s[j] != ">":
+                raise SchemaError(f"bad type spec {s!r}")
             j += 1
     elif kind not in SCALAR_KINDS:
         raise SchemaError(f"unknown field kind {kind!r} in {s!r}")
@@ -196,7 +206,10 @@ class TypeDef:
     def from_json(obj: Mapping[str, Any]) -> TypeDef:
         fields = tuple(
             Field(
-                f["name"], parse_spec(f["type"]), f.get("default", _MISSING), f.get("omit_null", False)
+                f["name"],
+                parse_spec(f["type"]),
+                f.get("default", _MISSING),
+                f.get("omit_null", False),
             )
             for f in obj["fields"]
         )
@@ -258,11 +271,16 @@ class Schema:
                         )
 
     def _check_type(self, t: TypeDef, fname: str, ft: FieldType) -> None:
+        if ft.kind in ("list", "set", "dict") and ft.item is None:
+            raise SchemaError(f"{t.name}.{fname}: {ft.kind} needs an element type")
+        if ft.kind == "dict" and (ft.key is None or ft.key.kind not in KEY_KINDS):
+            raise SchemaError(
+                f"{t.name}.{fname}: dict keys must be int, str, bytes, bool or datetime"
+            )
         if ft.kind in ("record", "ref"):
             if ft.target not in self.types:
                 raise SchemaError(
-                    f"{t.name}.{fname}: {ft.kind} target {ft.target!r} is not a type "
-                    "of this schema"
+                    f"{t.name}.{fname}: {ft.kind} target {ft.target!r} is not a type of this schema"
                 )
             if ft.kind == "ref" and self.types[ft.target].key is None:
                 raise SchemaError(f"{t.name}.{fname}: ref target {ft.target!r} has no key")

@@ -103,14 +103,19 @@ class WriteState:
             try:
                 kv = tuple(rec[k] for k in tdef.key)
             except KeyError as e:
-                raise SchemaError(f"{tdef.name}: record lacks its key field {e.args[0]!r}") from None
+                raise SchemaError(
+                    f"{tdef.name}: record lacks its key field {e.args[0]!r}"
+                ) from None
             label = f"{tdef.name} {kv[0] if len(kv) == 1 else kv!r}"
+        present = 0
         for name, exact, f, _ in st.plan:
             v = rec.get(name, _ABSENT)
             if type(v) is exact:  # the common case: nothing to convert
                 append(v)
+                present += 1
                 continue
             if v is _ABSENT:
+                present -= 1
                 st.absent.add(name)
                 if f.has_default:
                     v = f.default
@@ -120,8 +125,9 @@ class WriteState:
                     raise SchemaError(f"{label}: field {name!r} is missing")
             elif v is None:
                 st.nulls.add(name)
+            present += 1
             append(self._convert(f.type, v, f"{label}: field {name!r}"))
-        if len(rec) > len(st.plan):
+        if len(rec) != present:
             extra = sorted(set(rec) - set(tdef.field_names))
             raise SchemaError(f"{label}: field {extra[0]!r} is not in type {tdef.name!r}")
         if tdef.key is not None:
@@ -182,7 +188,9 @@ class WriteState:
             )
         if tdef.key is not None:
             idx = [tdef.field_names.index(k) for k in tdef.key]
-            keys = cols[idx[0]] if len(idx) == 1 else list(zip(*(cols[i] for i in idx), strict=True))
+            keys = (
+                cols[idx[0]] if len(idx) == 1 else list(zip(*(cols[i] for i in idx), strict=True))
+            )
             seen = st.keys
             if len(set(keys)) != n or not seen.keys().isdisjoint(keys):
                 first: dict[Any, int] = {}
@@ -191,7 +199,7 @@ class WriteState:
                         raise RowError(f"{where}: duplicate key {k!r}", i)
                     first[k] = i
             base = st.count
-            seen.update(zip(keys, range(base, base + n)))
+            seen.update(zip(keys, range(base, base + n), strict=True))
             for c, col in zip(st.columns, cols, strict=True):
                 c.extend(col)
             st.count += n
@@ -218,8 +226,13 @@ class WriteState:
         self, st: _Staged, f: Field, col: list[Any], absent: bool, types_: set[type], where: str
     ) -> list[Any]:
         ft = f.type
+        if type(None) in types_:
+            if ft.nullable:
+                st.nulls.add(f.name)
+            else:
+                i = next(i for i, v in enumerate(col) if v is None)
+                raise RowError(f"{where} is null but the type {ft.spec()} does not allow null", i)
         if absent:
-            types_ = None  # recomputed after defaults are filled in
             if f.has_default:
                 d = f.default
             elif ft.nullable:
@@ -228,12 +241,6 @@ class WriteState:
                 raise RowError(f"{where} is missing", col.index(_ABSENT))
             col = [d if v is _ABSENT else v for v in col]
             types_ = set(map(type, col))
-        if type(None) in types_:
-            if ft.nullable:
-                st.nulls.add(f.name)
-            else:
-                i = next(i for i, v in enumerate(col) if v is None)
-                raise RowError(f"{where} is null but the type {ft.spec()} does not allow null", i)
         return self._bulk_values(ft, col, where, types_)
 
     def _bulk_values(
@@ -259,7 +266,9 @@ class WriteState:
                 flat = self._bulk_values(ft.item, flat, where + "[]")
             except RowError as e:
                 bounds = np.cumsum(lens)
-                raise RowError(str(e), int(np.searchsorted(bounds, e.index, side="right"))) from None
+                raise RowError(
+                    str(e), int(np.searchsorted(bounds, e.index, side="right"))
+                ) from None
             out: list[Any] = []
             pos = 0
             for v, n in zip(col, lens, strict=True):
@@ -374,15 +383,11 @@ class WriteState:
             cols_meta = {}
             for f, col in zip(st.tdef.fields, st.columns, strict=True):
                 if _has_ref(f.type):
-                    col = [
-                        _resolve(f.type, v, ordinals, f"{name}: field {f.name!r}") for v in col
-                    ]
+                    col = [_resolve(f.type, v, ordinals, f"{name}: field {f.name!r}") for v in col]
                 cols_meta[f.name] = encode_column(f.type, col, sections, f"{name}/{f.name}")
             meta: dict[str, Any] = {"count": st.count, "columns": cols_meta}
             if st.tdef.key is not None:
-                sections[f"{name}/#pk"] = build_pk_table(
-                    (key_bytes(k) for k in st.keys), st.count
-                )
+                sections[f"{name}/#pk"] = build_pk_table((key_bytes(k) for k in st.keys), st.count)
             types_meta[name] = meta
         return types_meta, sections
 
@@ -416,7 +421,9 @@ def _as_mapping(record: Any, type_name: str) -> Mapping[str, Any]:
     to_dict = getattr(record, "to_dict", None)
     if callable(to_dict):
         return to_dict()
-    raise SchemaError(f"{type_name}: a record must be a mapping or a dataclass, not {_describe(record)}")
+    raise SchemaError(
+        f"{type_name}: a record must be a mapping or a dataclass, not {_describe(record)}"
+    )
 
 
 def _describe(v: Any) -> str:
