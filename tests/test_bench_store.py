@@ -54,6 +54,9 @@ def _check(result, *, parquet):
         assert p50 <= result["lookup_ns_p99"][name]
     assert result["field"] == "title"
     assert result["import_s"] > 0
+    phases = result["import_phases_s"]
+    assert set(phases) == {"read", "stage", "write"}
+    assert sum(phases.values()) == pytest.approx(result["import_s"])
     assert result["ratios"]["memory_vs_dict"] < 1
     json.dumps(result)  # plain JSON-able values
     text = format_store_bench(result)

@@ -78,7 +78,9 @@ def build_state() -> nearstate.WriteState:
                 "director": m % 10,
                 "genres": rng.sample(genres, rng.randint(0, 3)),
                 "rating": None if m % 7 == 0 else m / 10,
-                "info": None if m % 5 == 0 else {"studio": f"studio {m % 4}", "budget": m % 3 or None},
+                "info": None
+                if m % 5 == 0
+                else {"studio": f"studio {m % 4}", "budget": m % 3 or None},
             },
         )
     return ws
@@ -271,28 +273,30 @@ def test_a_text_file_is_not_a_blob(tmp_path: Path, content: str, mmap: bool) -> 
         nearstate.load(path, mmap=mmap)
 
 
-_SHORT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-blob file shorter than the 32-byte preamble is reported as a "
-    "'truncated' blob instead of 'not a nearstate blob' (blob.parse_blob checks the "
-    "length before the magic)",
-)
-
-
 @pytest.mark.parametrize(
     ("content", "mmap"),
     [
-        pytest.param(b"hello\n", True, marks=_SHORT_BUG, id="short-mmap"),
-        pytest.param(b"hello\n", False, marks=_SHORT_BUG, id="short-read"),
+        pytest.param(b"hello\n", True, id="short-mmap"),
+        pytest.param(b"hello\n", False, id="short-read"),
         pytest.param(b"", True, id="empty-mmap"),
-        pytest.param(b"", False, marks=_SHORT_BUG, id="empty-read"),
+        pytest.param(b"", False, id="empty-read"),
+        pytest.param(b"x", False, id="one-byte"),
     ],
 )
 def test_a_short_file_is_not_a_blob(tmp_path: Path, content: bytes, mmap: bool) -> None:
+    # (a regression: files shorter than the preamble were called truncated blobs)
     path = tmp_path / "short.txt"
     path.write_bytes(content)
     with pytest.raises(nearstate.FormatError, match="not a nearstate blob"):
         nearstate.load(path, mmap=mmap)
+
+
+@pytest.mark.parametrize("n", [1, 8, 20, 31])
+def test_a_short_prefix_of_a_blob_is_truncated(snap: Snapshot, tmp_path: Path, n: int) -> None:
+    path = write(tmp_path / "prefix.blob", snap.data[:n])
+    for mmap in (True, False):
+        with pytest.raises(nearstate.FormatError, match="truncated"):
+            nearstate.load(path, mmap=mmap)
 
 
 def test_missing_file_and_directory_are_format_errors(tmp_path: Path) -> None:

@@ -10,14 +10,16 @@ Two properties:
   :func:`nearstate.import_jsonl` and exported with :func:`nearstate.export_records` come
   back exactly.
 
-Known src bugs are kept out of the generators (see the ``KNOWN BUG`` comments) and shown by
-the strict xfail tests at the bottom, so the properties keep guarding everything else.
+The regression tests at the bottom pin bugs these properties found (each was first a strict
+xfail, then fixed in src).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
+import itertools
 import json
 import math
 import os
@@ -34,10 +36,11 @@ import nearstate
 from nearstate import Field, FieldType, LocalDataset, Schema, TypeDef
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
 
 def fast_tmpdir() -> tempfile.TemporaryDirectory:
     """A temporary directory in memory when possible: blobs are fsynced on write."""
@@ -155,9 +158,7 @@ def scalar_gens(draw, *, allow_text: bool = True, hashable_only: bool = False) -
         kinds += ["float"] + (["text"] if allow_text else [])
     kind = draw(st.sampled_from(kinds))
     aware = kind == "datetime" and draw(st.booleans())
-    # KNOWN BUG (test_nullable_aware_datetime_with_null): a null in an aware datetime
-    # column crashes the encoder, so aware datetimes are generated non-null here.
-    nullable = not aware and not hashable_only and draw(st.booleans())
+    nullable = not hashable_only and draw(st.booleans())
     return scalar_gen(kind, nullable, aware)
 
 
@@ -199,6 +200,7 @@ class GenSchema:
     gens: dict[str, dict[str, Gen]]  # type -> field -> Gen
     keyed: list[str]
     nested: list[str]
+    key_fields: dict[str, tuple[str, ...]]  # keyed type -> its primary key fields
 
 
 @st.composite
@@ -208,6 +210,7 @@ def schemas(draw) -> GenSchema:
     keyed = [f"K{i}" for i in range(n_keyed)]
     nested = [f"N{i}" for i in range(n_nested)]
     gens: dict[str, dict[str, Gen]] = {}
+    key_fields: dict[str, tuple[str, ...]] = {}
     tdefs = []
     # nested types only refer to later nested types, so nesting always ends
     for i in reversed(range(n_nested)):
@@ -217,15 +220,19 @@ def schemas(draw) -> GenSchema:
         gens[name] = fg
         tdefs.append(TypeDef(name, tuple(Field(f, g.ft) for f, g in fg.items())))
     for name in keyed:
-        key_kind = draw(st.sampled_from(["int", "int", "str", "bytes", "datetime", "bool"]))
-        key_gen = scalar_gen(key_kind, False, key_kind == "datetime" and draw(st.booleans()))
-        fg = {"id": key_gen}
+        # a single "id" key mostly; sometimes a composite ("id", "k2") key
+        key_fields[name] = ("id", "k2") if draw(st.integers(0, 3)) == 0 else ("id",)
+        fg = {}
+        for k in key_fields[name]:
+            kind = draw(st.sampled_from(["int", "int", "str", "bytes", "datetime", "bool"]))
+            fg[k] = scalar_gen(kind, False, kind == "datetime" and draw(st.booleans()))
         for j in range(draw(st.integers(0, 6))):
             fg[f"f{j}"] = draw(field_gens(keyed, nested))
         gens[name] = fg
-        tdefs.append(TypeDef(name, tuple(Field(f, g.ft) for f, g in fg.items()), key=("id",)))
+        fields = tuple(Field(f, g.ft) for f, g in fg.items())
+        tdefs.append(TypeDef(name, fields, key=key_fields[name]))
     draw(st.randoms()).shuffle(tdefs)  # declaration order must not matter
-    return GenSchema(Schema(tdefs), gens, keyed, nested)
+    return GenSchema(Schema(tdefs), gens, keyed, nested, key_fields)
 
 
 def scalar_values(g: Gen) -> st.SearchStrategy:
@@ -288,18 +295,20 @@ def cases(draw) -> Case:
     }
     keys: dict[str, list] = {}
     for name in gs.keyed:
-        key_strategy = scalar_values(gs.gens[name]["id"])
+        parts = [scalar_values(gs.gens[name][k]) for k in gs.key_fields[name]]
+        key_strategy = parts[0] if len(parts) == 1 else st.tuples(*parts)
         min_size = 1 if name in ref_targets else 0
         keys[name] = draw(st.lists(key_strategy, min_size=min_size, max_size=8, unique=True))
     records: dict[str, list[dict]] = {}
     omitted: dict[str, list[set[str]]] = {}
     for name in gs.keyed:
         records[name], omitted[name] = [], []
+        key_fields = gs.key_fields[name]
         for k in keys[name]:
-            rec = {"id": k}
+            rec = dict(zip(key_fields, k if len(key_fields) > 1 else (k,), strict=True))
             left_out = set()
             for f, g in gs.gens[name].items():
-                if f == "id":
+                if f in key_fields:
                     continue
                 if g.ft.nullable and draw(st.integers(0, 4)) == 0:
                     left_out.add(f)  # absent nullable field: reads None
@@ -333,8 +342,10 @@ def _matches(stored: Any, value: Any, g: Gen) -> bool:
 
 
 def _eq(a: Any, b: Any) -> bool:
-    # what a dict lookup does: identity or ==, with hashes agreeing (0.0 matches -0.0)
-    return a is b or a == b
+    # "equals" is == (0.0 finds -0.0), except that find(x=nan) finds the NaNs
+    if type(a) is float and type(b) is float and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
 
 
 @given(case=cases(), data=st.data())
@@ -354,6 +365,17 @@ def test_generated_schema_round_trip(case: Case, data: st.DataObject) -> None:
             assert _types_of(state.stored_schema) == _types_of(gs.schema)
             check_state(state, case, data)
         check_state(nearstate.from_bytes(path.read_bytes()), case, data)
+        # add_many (the bulk path imports use) stages the same records to the same state
+        bulk = nearstate.WriteState(gs.schema)
+        for name in reversed(gs.keyed):
+            bulk.add_many(name, case.records[name])
+        bulk_path = Path(d) / "bulk.blob"
+        bulk.write_snapshot(bulk_path)
+        bulk_state = nearstate.load(bulk_path)
+        assert _types_of(bulk_state.stored_schema) == _types_of(gs.schema)
+        for name in gs.schema.types:
+            assert len(bulk_state[name]) == len(state[name]), name
+        check_state(bulk_state, case, data)
 
 
 def _types_of(schema: Schema) -> list:
@@ -377,15 +399,19 @@ def check_state(state: nearstate.ReadState, case: Case, data: st.DataObject) -> 
             got = r.to_dict()
             assert same(got, exp), (name, i, got, exp)
             assert same(ts[i].to_dict(), exp)
-        for i, rec in enumerate(recs):
-            found = ts.get(rec["id"])
-            assert found is not None, (name, rec["id"])
+        key_fields = gs.key_fields[name]
+        keys = [tuple(r[k] for k in key_fields) if len(key_fields) > 1 else r["id"] for r in recs]
+        for i, key in enumerate(keys):
+            found = ts.get(key)
+            assert found is not None, (name, key)
             assert found.ordinal == i
+            assert same(found.key, key)
             assert same(found.to_dict(), expected[i])
-            assert rec["id"] in ts
+            assert key in ts
+            assert ts.ordinal_of(key) == i
         with pytest.raises(IndexError):
             ts[len(recs)]
-        missing = _missing_key(fields["id"], {r["id"] for r in recs})
+        missing = _missing_key([fields[k] for k in key_fields], set(keys))
         if missing is not None:
             assert ts.get(missing) is None
             assert missing not in ts
@@ -410,9 +436,8 @@ def check_state(state: nearstate.ReadState, case: Case, data: st.DataObject) -> 
                     continue
                 value = data.draw(scalar_values(base), label=f"{name}.{f} random value")
             want = [i for i, exp in enumerate(expected) if _matches(exp[f], value, g)]
-            # (a list holding the value twice finds its record twice: see
-            # test_find_on_list_with_repeated_value_returns_record_once)
-            got = sorted({r.ordinal for r in ts.find(**{f: value})})
+            # in ordinal order, each record once (even if its list holds the value twice)
+            got = [r.ordinal for r in ts.find(**{f: value})]
             assert got == want, (name, f, value)
             one = ts.find_one(**{f: value})
             assert (one is None) == (not want)
@@ -424,24 +449,27 @@ def check_state(state: nearstate.ReadState, case: Case, data: st.DataObject) -> 
                     ts.find(**{f: {}})
 
 
-def _missing_key(g: Gen, present: set) -> Any:
+def _key_candidates(g: Gen) -> list[Any]:
     kind = g.ft.kind
-    cands: list[Any]
     if kind == "int":
-        cands = [0, 1, -1, 2**70, 7]
-    elif kind == "str":
-        cands = ["", "missing", "\ud800?"]
-    elif kind == "bytes":
-        cands = [b"", b"\xffmissing"]
-    elif kind == "bool":
-        cands = [True, False]
+        return [0, 1, -1, 2**70, 7]
+    if kind == "str":
+        return ["", "missing", "\ud800?"]
+    if kind == "bytes":
+        return [b"", b"\xffmissing"]
+    if kind == "bool":
+        return [True, False]
+    tz = dt.UTC if g.aware else None
+    return [dt.datetime(1, 1, 1, tzinfo=tz), dt.datetime(4321, 5, 6, 7, 8, 9, tzinfo=tz)]
+
+
+def _missing_key(parts: list[Gen], present: set) -> Any:
+    """A key (a tuple for composite keys) that no record has, if one is easily found."""
+    if len(parts) == 1:
+        cands = _key_candidates(parts[0])
     else:
-        tz = dt.UTC if g.aware else None
-        cands = [dt.datetime(1, 1, 1, tzinfo=tz), dt.datetime(4321, 5, 6, 7, 8, 9, tzinfo=tz)]
-    for c in cands:
-        if c not in present:
-            return c
-    return None
+        cands = list(itertools.product(*(_key_candidates(g) for g in parts)))
+    return next((c for c in cands if c not in present), None)
 
 
 def test_empty_keyed_type_and_all_null_columns(tmp_path: Path) -> None:
@@ -534,12 +562,9 @@ def jvalues(s: JShape) -> st.SearchStrategy:
     if s.kind == "list":
         assert s.item is not None
         item = jvalues(s.item)
-        if not s.item_nullable:
-            return st.lists(item, max_size=3)
-        # KNOWN BUG (test_import_list_of_only_nulls): a list whose items are only ever null
-        # fails to import, so a non-empty list always holds one non-null item here.
-        some = st.tuples(item, st.lists(st.one_of(st.none(), item), max_size=2))
-        return st.one_of(st.just([]), some.flatmap(lambda t: st.permutations([t[0], *t[1]])))
+        if s.item_nullable:
+            item = st.one_of(st.none(), item)
+        return st.lists(item, max_size=3)
     return jobjects(s.fields)
 
 
@@ -582,14 +607,24 @@ def _import(recs: list[dict], d: Path) -> nearstate.ReadState:
 
 
 @given(recs=json_cases())
-@SETTINGS
+@settings(SETTINGS, max_examples=100)
 def test_json_round_trip(recs: list[dict]) -> None:
     with fast_tmpdir() as d:
         state = _import(recs, Path(d))
         out = list(nearstate.export_records(state, "T"))
+        buf = io.BytesIO()
+        assert nearstate.export_jsonl(state, "T", buf) == len(recs)
     assert len(out) == len(recs)
     for got, want in zip(out, recs, strict=True):
         assert same(got, want), (got, want)
+    # and as JSON Lines text: one line per record, parsing back to the input
+    # (split on b"\n" only: str.splitlines would also split inside strings at U+0085...)
+    raw = buf.getvalue()
+    assert raw.endswith(b"\n")
+    lines = raw[:-1].split(b"\n")
+    assert len(lines) == len(recs)
+    for line, want in zip(lines, recs, strict=True):
+        assert same(json.loads(line), want), (line, want)
 
 
 def test_json_int_and_float_widen_to_float(tmp_path: Path) -> None:
@@ -607,25 +642,11 @@ def test_json_int_and_float_widen_to_float(tmp_path: Path) -> None:
     assert all(type(x) is float for r in out for x in r["xs"])
 
 
-def test_json_absent_vs_null_fields(tmp_path: Path) -> None:
-    recs = [
-        {"id": "a", "opt": 1, "nul": None, "nested": {"x": 1}},
-        {"id": "b", "nul": 2},
-        {"id": "c", "opt": 3, "nul": 4, "nested": {"x": 1, "y": "s"}},
-    ]
-    state = _import(recs, tmp_path)
-    assert list(nearstate.export_records(state, "T")) == recs
+# --- regressions: bugs found by these tests, fixed in src --------------------------------------
 
 
-# --- known src bugs ---------------------------------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a null in a nullable aware datetime column makes the encoder subtract the "
-    "naive placeholder EPOCH from EPOCH_UTC (TypeError in encoding._encode_datetime)",
-)
 def test_nullable_aware_datetime_with_null(tmp_path: Path) -> None:
+    """Was a TypeError: the null placeholder was the naive EPOCH in an aware column."""
     schema = Schema(
         [
             TypeDef(
@@ -644,12 +665,8 @@ def test_nullable_aware_datetime_with_null(tmp_path: Path) -> None:
     assert [r.d for r in state["T"]] == [when, None]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a column mixing naive and aware datetimes raises a raw TypeError from "
-    "WriteState.build instead of a SchemaError naming the type and field",
-)
 def test_mixed_naive_and_aware_datetimes_is_a_schema_error(tmp_path: Path) -> None:
+    """Was a raw TypeError from build(); now a SchemaError naming the field."""
     schema = Schema(
         [
             TypeDef(
@@ -659,23 +676,24 @@ def test_mixed_naive_and_aware_datetimes_is_a_schema_error(tmp_path: Path) -> No
             )
         ]
     )
+    recs = [
+        {"id": 1, "d": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)},
+        {"id": 2, "d": dt.datetime(2020, 1, 1)},
+    ]
     ws = nearstate.WriteState(schema)
-    try:
-        ws.add("T", {"id": 1, "d": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)})
-        ws.add("T", {"id": 2, "d": dt.datetime(2020, 1, 1)})
+    with pytest.raises(nearstate.SchemaError, match="'d'") as info:
+        for r in recs:
+            ws.add("T", r)
         ws.write_snapshot(tmp_path / "s.blob")
-    except nearstate.SchemaError as e:
-        assert "'d'" in str(e)
-    else:
-        pytest.fail("mixing naive and aware datetimes in one column was accepted")
+    assert "T" in str(info.value)
+    bulk = nearstate.WriteState(schema)
+    with pytest.raises(nearstate.SchemaError, match="'d'"):
+        bulk.add_many("T", recs)
+        bulk.write_snapshot(tmp_path / "s.blob")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-UTC aware datetime key reads back in UTC, and get(record.key) misses "
-    "because the pk hash is over isoformat() (which includes the offset)",
-)
 def test_datetime_key_in_another_timezone_is_found_by_its_read_back_key(tmp_path: Path) -> None:
+    """Was a miss: the pk hash covered isoformat() with the offset, keys read back in UTC."""
     schema = Schema([TypeDef("T", (Field("d", FieldType("datetime")),), key=("d",))])
     ws = nearstate.WriteState(schema)
     plus5 = dt.timezone(dt.timedelta(hours=5))
@@ -685,25 +703,20 @@ def test_datetime_key_in_another_timezone_is_found_by_its_read_back_key(tmp_path
     r = ts[0]
     assert r.key == dt.datetime(2020, 1, 1, tzinfo=plus5)  # the same instant
     assert ts.get(r.key) == r
+    assert ts.get(dt.datetime(2020, 1, 1, tzinfo=plus5)) == r
+    assert ts.get(dt.datetime(2019, 12, 31, 19, tzinfo=dt.UTC)) == r
+    assert ts.get(dt.datetime(2019, 12, 31, 19)) is None  # naive is another key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: infer gives a list whose items are only ever null the item type str "
-    "(not str?), so the import then refuses the nulls",
-)
 def test_import_list_of_only_nulls(tmp_path: Path) -> None:
+    """Was an InputError: a list of only nulls was inferred as list<str>, not list<str?>."""
     recs = [{"id": 1, "a": [None]}, {"id": 2, "a": []}]
     state = _import(recs, tmp_path)
     assert list(nearstate.export_records(state, "T")) == recs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: find() on a list field returns a record once per occurrence of the value "
-    "in its list (HashIndex groups hold the ordinal twice)",
-)
 def test_find_on_list_with_repeated_value_returns_record_once(tmp_path: Path) -> None:
+    """Was a duplicate: find() returned a record once per occurrence in its list."""
     schema = Schema(
         [
             TypeDef(
@@ -725,12 +738,8 @@ def test_find_on_list_with_repeated_value_returns_record_once(tmp_path: Path) ->
     assert [r.key for r in ts.find(tags="a")] == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encoding a float column with values beyond float32's range emits numpy's "
-    "'RuntimeWarning: overflow encountered in cast' (encoding.encode_column float branch)",
-)
 def test_large_floats_encode_without_numpy_warnings(tmp_path: Path) -> None:
+    """Was numpy's RuntimeWarning (overflow in cast) from the float32 check."""
     import warnings
 
     schema = Schema(
@@ -748,3 +757,114 @@ def test_large_floats_encode_without_numpy_warnings(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         ws.write_snapshot(tmp_path / "s.blob")
     assert nearstate.load(tmp_path / "s.blob")["T"].get(1).x == 1e300
+
+
+ABSENT_RECORDS = [
+    {"id": "a", "opt": 1, "nul": None, "nested": {"x": 1}},
+    {"id": "b", "nul": 2},
+    {"id": "c", "opt": 3, "nul": 4, "nested": {"x": 1, "y": "s"}},
+]
+
+
+def test_add_keeps_absent_fields_absent() -> None:
+    schema = nearstate.infer_schema(ABSENT_RECORDS, "T", "id")
+    ws = nearstate.WriteState(schema)
+    for r in ABSENT_RECORDS:
+        ws.add("T", r)
+    final = ws.final_schema()
+    assert final["T"].field("opt").omit_null
+    assert not final["T"].field("nul").omit_null
+    assert final["T"].field("nested").omit_null
+    assert final["T.nested"].field("y").omit_null
+    state = nearstate.from_bytes(_snapshot_bytes(ws))
+    assert list(nearstate.export_records(state, "T")) == ABSENT_RECORDS
+
+
+def test_import_keeps_absent_fields_absent(tmp_path: Path) -> None:
+    """Was nulls on export: add_many counted absent fields as nulls (omit_null never set)."""
+    schema = nearstate.infer_schema(ABSENT_RECORDS, "T", "id")
+    ws = nearstate.WriteState(schema)
+    ws.add_many("T", ABSENT_RECORDS)
+    assert ws.final_schema()["T"].field("opt").omit_null
+    state = _import(ABSENT_RECORDS, tmp_path)
+    assert list(nearstate.export_records(state, "T")) == ABSENT_RECORDS
+
+
+def _snapshot_bytes(ws: nearstate.WriteState) -> bytes:
+    with fast_tmpdir() as d:
+        path = Path(d) / "s.blob"
+        ws.write_snapshot(path)
+        return path.read_bytes()
+
+
+# --- floats that look decimal (stored as scaled integers) -------------------------------------
+
+decimal_floats = st.builds(
+    lambda i, k: i / 10**k, st.integers(-(10**12), 10**12), st.integers(0, 6)
+)
+
+
+def _float_schema(nullable: bool = False) -> Schema:
+    return Schema(
+        [
+            TypeDef(
+                "T",
+                (Field("id", FieldType("int")), Field("x", FieldType("float", nullable))),
+                key=("id",),
+            )
+        ]
+    )
+
+
+def _float_round_trip(values: list[float | None], nullable: bool = False) -> list:
+    ws = nearstate.WriteState(_float_schema(nullable))
+    for i, v in enumerate(values):
+        ws.add("T", {"id": i, "x": v})
+    state = nearstate.from_bytes(_snapshot_bytes(ws))
+    return [r.x for r in state["T"]]
+
+
+@given(
+    values=st.lists(
+        st.one_of(decimal_floats, decimal_floats, st.sampled_from([0.1, 0.2, 0.3, 1e-4, 2.5]))
+        | floats,
+        min_size=1,
+        max_size=30,
+    ),
+    nullable=st.booleans(),
+)
+@settings(SETTINGS, max_examples=150)
+def test_decimal_like_floats_round_trip_bit_for_bit(values: list[float], nullable: bool) -> None:
+    if nullable:
+        values = [None if i % 3 == 1 else v for i, v in enumerate(values)]
+    got = _float_round_trip(values, nullable)
+    assert all(same(g, w) for g, w in zip(got, values, strict=True)), (got, values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [9.99, 10.5, 0.01, 1049.99],
+        [0.1 + 0.2, 0.3],  # 0.30000000000000004 is not a short decimal
+        [2.0**50 - 0.25, 1.5],
+        [-(2.0**49) + 0.5, 0.0001],
+        [1e-5, 3.0],
+        [123456.7891, -0.5],
+        [0.0, -0.0, 1.0],
+        [5e-324, 1.0],
+        [float(2**53), 1.0],
+    ],
+)
+def test_float_columns_round_trip_exactly(values: list[float]) -> None:
+    got = _float_round_trip(values)
+    assert all(same(g, w) for g, w in zip(got, values, strict=True)), (got, values)
+
+
+def test_prices_are_stored_narrow() -> None:
+    ws = nearstate.WriteState(_float_schema())
+    prices = [9.99, 10.49, 10.0, 12.25] * 50
+    for i, p in enumerate(prices):
+        ws.add("T", {"id": i, "x": p})
+    state = nearstate.from_bytes(_snapshot_bytes(ws))
+    assert [r.x for r in state["T"]] == prices
+    assert state.blob.arrays["T/x"].dtype.itemsize <= 2  # 999..1225 cents, not 8-byte floats

@@ -93,7 +93,9 @@ def make_pk_lookup(
 
         def lookup_int(key: Any) -> int:
             if type(key) is not int:
-                return -1
+                if not isinstance(key, int) or isinstance(key, bool):
+                    return -1
+                key = int(key)  # an IntEnum member, say
             h = crc(b"%d" % key) % size
             s = slots[h]
             while s:
@@ -109,7 +111,9 @@ def make_pk_lookup(
 
         def lookup_str(key: Any) -> int:
             if type(key) is not str:
-                return -1
+                if not isinstance(key, str):
+                    return -1
+                key = str(key)
             kb = key.encode("utf-8", "surrogatepass")
             h = crc(kb) % size
             s = slots[h]

@@ -69,12 +69,23 @@ class Record:
         # equal records of different states must hash alike: hash what equality compares
         if self._ts.typedef.key is not None:
             return hash((self._ts.name, self.key))
-        return hash((self._ts.name, repr(self.to_dict())))
+        return hash((self._ts.name, _freeze(self.to_dict())))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in list(self.to_dict().items())[:6])
         more = ", ..." if len(self._ts._columns) > 6 else ""
         return f"<{self._ts.name} #{self._ord} {fields}{more}>"
+
+
+def _freeze(v: Any) -> Any:
+    """A hashable form equal where the values are equal (0.0 and -0.0 alike)."""
+    if isinstance(v, dict):
+        return tuple((k, _freeze(x)) for k, x in v.items())
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, set):
+        return frozenset(_freeze(x) for x in v)
+    return v
 
 
 def _plain(v: Any) -> Any:
