@@ -312,5 +312,19 @@ def bench_store(file: Path, key: str, field: str | None, lookups: int, as_json: 
         click.echo(format_store_bench(res))
 
 
+@bench.command("plot")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def bench_plot(results: tuple[str, ...], output: Path) -> None:
+    """Draw memory and lookup latency from 'bench store --json' RESULTS files into a PNG."""
+    from .bench.plot import plot_store
+
+    try:
+        plot_store(results, output)
+    except NearstateError as e:
+        _fail(e)
+    out.print(f"Wrote {output}.", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
