@@ -277,41 +277,39 @@ def _build_dict(path: Path, key: str) -> tuple[dict[Any, Any], int]:
                     d[rec[key]] = rec
         return d
 
+    return _traced(build)
+
+
+def _traced(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``fn()``'s result and the bytes of Python memory it left allocated (tracemalloc)."""
     gc.collect()
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        d = build()
+        result = fn()
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
     finally:
         if not was_tracing:
             tracemalloc.stop()
-    return d, after - before
+    return result, after - before
 
 
 def _load_traced(ds: LocalDataset, type_name: str, field: str, some_key: Any) -> tuple[int, Any]:
     """Load the dataset (mmap, verify) and read one field under tracemalloc."""
-    gc.collect()
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    def load() -> Any:
         state = ds.load()
         rec = state[type_name].get(some_key)
         if rec is None:
             raise RuntimeError(f"nearstate lost the key {some_key!r}")
         getattr(rec, field)
-        del rec
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
-    return after - before, state
+        return state
+
+    state, overhead = _traced(load)
+    return overhead, state
 
 
 def _time_loads(ds: LocalDataset) -> dict[str, float]:
