@@ -37,6 +37,17 @@ from .errors import FormatError, SchemaError
 from .schema import FieldType
 
 Sections = dict[str, Any]  # name -> numpy array or bytes
+
+
+class Absent:
+    """A null that was *left out* of its record rather than given as null (kept apart so a
+    JSON export reproduces the record exactly)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = Absent()
 Getter = Callable[[int], Any]
 
 UTF8 = "utf-8"
@@ -79,7 +90,15 @@ def zero_value(ft: FieldType) -> Any:
 def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) -> dict[str, Any]:
     """Encode ``values`` (already normalised for ``ft``) into ``out``; return the meta."""
     meta: dict[str, Any] = {}
-    if ft.nullable and any(v is None for v in values):
+    kinds = set(map(type, values)) if ft.nullable else ()
+    if Absent in kinds and type(None) in kinds:
+        # both null and left out occur: remember which nulls were left out
+        absent = np.fromiter((v is ABSENT for v in values), dtype=np.bool_, count=len(values))
+        out[name + ".absent"] = np.packbits(absent, bitorder="little")
+        meta["absent"] = True
+    if Absent in kinds:
+        values = [None if v is ABSENT else v for v in values]
+    if ft.nullable and (type(None) in kinds or Absent in kinds):
         nulls = np.fromiter((v is None for v in values), dtype=np.bool_, count=len(values))
         out[name + ".nulls"] = np.packbits(nulls, bitorder="little")
         meta["nulls"] = True
@@ -230,16 +249,24 @@ class Column:
     ``raw`` (str columns only) returns a value's stored UTF-8 bytes without decoding.
     """
 
-    __slots__ = ("ftype", "get", "name", "nbytes", "raw")
+    __slots__ = ("ftype", "get", "left_out", "name", "nbytes", "raw")
 
     def __init__(
-        self, name: str, ftype: FieldType, get: Getter, nbytes: int, raw: Getter | None = None
+        self,
+        name: str,
+        ftype: FieldType,
+        get: Getter,
+        nbytes: int,
+        raw: Getter | None = None,
+        left_out: Callable[[int], bool] | None = None,
     ):
         self.name = name
         self.ftype = ftype
         self.get = get
         self.nbytes = nbytes
         self.raw = raw
+        #: ``left_out(o)``: the null at ``o`` was left out of its record (None: never)
+        self.left_out = left_out
 
 
 class ColumnContext:
@@ -269,9 +296,17 @@ def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: s
         raw = None
         if ft.kind == "str" and not meta.get("nulls"):
             raw = _open_pool(meta, ctx, name, decode=False)[0]
+        left_out = None
+        if meta.get("absent"):
+            ab = ctx.mv(name + ".absent")
+            nbytes += ab.nbytes
+
+            def left_out(o: int) -> bool:
+                return bool(ab[o >> 3] >> (o & 7) & 1)
+
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"column {name!r} is malformed: {e!r}") from e
-    return Column(name, ft, get, nbytes, raw)
+    return Column(name, ft, get, nbytes, raw, left_out)
 
 
 def _open(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str):

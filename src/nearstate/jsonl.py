@@ -232,10 +232,12 @@ def export_records(state: ReadState, type_name: str) -> Iterator[dict[str, Any]]
 
 def _export(r: Record) -> dict[str, Any]:
     tdef: TypeDef = r._ts.typedef
+    cols = r._ts._columns
     out: dict[str, Any] = {}
     for f in tdef.fields:
-        v = r[f.name]
-        if v is None and f.omit_null:
+        col = cols[f.name]
+        v = col.get(r._ord)
+        if v is None and (f.omit_null or (col.left_out is not None and col.left_out(r._ord))):
             continue
         out[f.name] = _export_value(v)
     return out

@@ -20,17 +20,13 @@ from typing import Any
 import numpy as np
 
 from .blob import write_blob
+from .encoding import ABSENT as _ABSENT
+from .encoding import Absent as _Absent
 from .encoding import Sections, canonical_float, encode_column
 from .errors import SchemaError
 from .index import build_pk_table, key_bytes
 from .schema import Field, FieldType, Schema, TypeDef
 
-
-class _Absent:
-    """Marks a field a record left out (distinct from an explicit null)."""
-
-
-_ABSENT: Any = _Absent()
 _EXACT = {"str": str, "text": str, "int": int, "bool": bool, "float": float}
 
 
@@ -120,7 +116,9 @@ class WriteState:
                 if f.has_default:
                     v = f.default
                 elif f.type.nullable:
-                    v = None
+                    append(_ABSENT)  # null, remembered as left out
+                    present += 1
+                    continue
                 else:
                     raise SchemaError(f"{label}: field {name!r} is missing")
             elif v is None:
@@ -232,16 +230,21 @@ class WriteState:
             else:
                 i = next(i for i, v in enumerate(col) if v is None)
                 raise RowError(f"{where} is null but the type {ft.spec()} does not allow null", i)
+        left_out = None
         if absent:
             if f.has_default:
                 d = f.default
             elif ft.nullable:
                 d = None
+                left_out = [v is _ABSENT for v in col]
             else:
                 raise RowError(f"{where} is missing", col.index(_ABSENT))
             col = [d if v is _ABSENT else v for v in col]
             types_ = set(map(type, col))
-        return self._bulk_values(ft, col, where, types_)
+        col = self._bulk_values(ft, col, where, types_)
+        if left_out is not None:  # null, remembered as left out
+            col = [_ABSENT if a else v for v, a in zip(col, left_out, strict=True)]
+        return col
 
     def _bulk_values(
         self, ft: FieldType, col: list[Any], where: str, types_: set[type] | None = None
@@ -437,7 +440,7 @@ def _canon(tdef: TypeDef, values: list[Any]) -> tuple:
     for i, f in enumerate(tdef.fields):
         k = f.type.kind
         v = out[i]
-        if v is None or k in _PLAIN_CANON:
+        if v is None or v is _ABSENT or k in _PLAIN_CANON:
             continue
         if k == "float":
             if v == 0.0 or v != v:
@@ -474,8 +477,8 @@ def _has_ref(ft: FieldType) -> bool:
 
 
 def _resolve(ft: FieldType, v: Any, ordinals: Mapping[str, Mapping[Any, int]], where: str) -> Any:
-    if v is None:
-        return None
+    if v is None or v is _ABSENT:
+        return v
     if ft.kind == "ref":
         assert ft.target is not None
         o = ordinals[ft.target].get(v)
