@@ -216,8 +216,3 @@ def parse_blob(buf: Any, *, verify: bool = True, source: str = "<bytes>") -> Blo
     if expected != data_length:
         raise FormatError(f"{source}: sections do not fill the blob")
     return Blob(header, arrays, n, source)
-
-
-def verify_blob(path: str | Path) -> dict[str, Any]:
-    """Check every checksum of a blob file; return its header."""
-    return read_blob(path, mmap=True, verify=True).header

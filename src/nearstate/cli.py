@@ -22,7 +22,7 @@ from rich.table import Table
 
 from .dataset import LocalDataset
 from .errors import NearstateError, SchemaError
-from .jsonl import export_jsonl, import_jsonl
+from .jsonl import export_jsonl, import_jsonl, record_to_json
 from .read_state import TypeState
 
 err = Console(stderr=True)
@@ -184,9 +184,7 @@ def _parse_key(ts: TypeState, text: str) -> Any:
 
 
 def _to_json(rec: Any) -> bytes:
-    from .jsonl import _export
-
-    return msgspec.json.format(msgspec.json.encode(_export(rec)), indent=2)
+    return msgspec.json.format(msgspec.json.encode(record_to_json(rec)), indent=2)
 
 
 @main.command()
@@ -242,9 +240,7 @@ def lookup(directory: Path, type_name: str, fields: tuple[str, ...]) -> None:
         elif fields:
             body = {f: rec[f] for f in fields}
         else:
-            from .jsonl import _export
-
-            body = _export(rec)
+            body = record_to_json(rec)
         took = (time.perf_counter_ns() - t1) / 1e3
         click.echo(msgspec.json.encode(body).decode())
         err.print(

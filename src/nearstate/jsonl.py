@@ -227,10 +227,11 @@ def export_records(state: ReadState, type_name: str) -> Iterator[dict[str, Any]]
     """The records of a type as JSON-ready dicts (fields that were absent stay absent)."""
     ts = state[type_name]
     for r in ts:
-        yield _export(r)
+        yield record_to_json(r)
 
 
-def _export(r: Record) -> dict[str, Any]:
+def record_to_json(r: Record) -> dict[str, Any]:
+    """One record as a JSON-ready dict: fields left out of the imported record stay out."""
     tdef: TypeDef = r._ts.typedef
     cols = r._ts._columns
     out: dict[str, Any] = {}
@@ -245,7 +246,7 @@ def _export(r: Record) -> dict[str, Any]:
 
 def _export_value(v: Any) -> Any:
     if isinstance(v, Record):
-        return v.key if v._ts.typedef.key is not None else _export(v)
+        return v.key if v._ts.typedef.key is not None else record_to_json(v)
     if isinstance(v, list):
         return [_export_value(x) for x in v]
     if isinstance(v, set):

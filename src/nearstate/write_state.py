@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,6 @@ class WriteState:
             return self._types[type_name]
         except KeyError:
             raise SchemaError(f"schema has no type {type_name!r}") from None
-
-    def has_key(self, type_name: str, key: Any) -> bool:
-        return key in self._staged(type_name).keys
 
     def add(self, type_name: str, record: Any) -> int:
         """Stage one record (a mapping or a dataclass instance); return its ordinal.
@@ -160,8 +157,7 @@ class WriteState:
             raise SchemaError(f"type {type_name!r} has no key; it is only used nested")
         if not records:
             return
-        ordinals = self._add_many(st, records, type_name)
-        del ordinals
+        self._add_many(st, records, type_name)
 
     def _add_many(self, st: _Staged, records: Sequence[Any], where: str) -> list[int]:
         tdef = st.tdef
@@ -492,12 +488,3 @@ def _resolve(ft: FieldType, v: Any, ordinals: Mapping[str, Mapping[Any, int]], w
         assert ft.item is not None
         return {kk: _resolve(ft.item, x, ordinals, where) for kk, x in v.items()}
     return v
-
-
-def stage(schema: Schema, records: Mapping[str, Iterable[Any]]) -> WriteState:
-    """A WriteState with the given records per type."""
-    ws = WriteState(schema)
-    for type_name, recs in records.items():
-        for r in recs:
-            ws.add(type_name, r)
-    return ws
