@@ -59,12 +59,6 @@ class LocalDataset:
     def snapshot_path(self, version: int) -> Path:
         return self.path / "snapshots" / f"{version:020d}.blob"
 
-    def versions(self) -> list[int]:
-        d = self.path / "snapshots"
-        if not d.is_dir():
-            return []
-        return sorted(int(p.stem) for p in d.glob("*.blob") if p.stem.isdigit())
-
     def load(
         self, version: int | None = None, *, mmap: bool = True, verify: bool = True,
         schema: Schema | None = None,

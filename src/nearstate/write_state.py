@@ -283,14 +283,7 @@ class WriteState:
             present = [v for v in col if v is not None]
             ords = iter(self._add_many(self._types[ft.target], present, where))
             return [None if v is None else next(ords) for v in col]
-        if k in ("int", "float", "bool", "str", "text", "record"):
-            for i, v in enumerate(col):
-                if v is not None:
-                    try:
-                        self._convert(ft.with_nullable(False), v, where)
-                    except SchemaError as e:
-                        raise RowError(str(e), i) from None
-        # anything else (bytes, datetime, dict, ref, tuples...): value by value
+        # anything the fast checks above did not settle: value by value
         out = []
         for i, v in enumerate(col):
             try:
