@@ -311,7 +311,9 @@ def test_missing_file_and_directory_are_format_errors(tmp_path: Path) -> None:
 def _publish_two(path: Path) -> LocalDataset:
     ds = LocalDataset(path)
     assert ds.publish(build_state()) == 1
-    assert ds.publish(build_state()) == 2
+    ws = build_state()
+    ws.add("Person", {"id": 99, "name": "a change, so there is a version 2"})
+    assert ds.publish(ws) == 2
     return ds
 
 

@@ -1,37 +1,42 @@
-"""A local dataset directory: snapshot blobs and the announcement of the current version.
+"""A dataset kept in a local directory: the embedded default.
 
-Layout::
+Layout (see :mod:`nearstate.versions` for the blob names)::
 
-    DIR/
-      announced.json                  {"version": N, "snapshot": "snapshots/..."}
-      snapshots/00000000000000000001.blob
+    DIR/announced.json      the current version (replaced atomically)
+    DIR/producer.lock       held by the one producer that may publish
+    DIR/snapshots/ deltas/ reverse/ versions/
 
-A version is published by writing its blob (temp file, fsync, rename) and only then
-replacing ``announced.json`` the same way, so a reader never sees a version whose blob is
-incomplete, and a crash mid-publish leaves the previous version announced.
+Every file is written to a temporary name, fsynced and renamed, and a version is
+announced only after all its blobs are stored, so a reader never sees a version whose
+blobs are incomplete, and a crash mid-publish leaves the previous version announced.
 """
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .blob import _fsync_dir
+from .backends.local import LocalAnnouncer, LocalBlobStore
+from .consumer import Consumer
 from .errors import DatasetError
-from .read_state import ReadState, load
+from .layered import LayeredState
+from .producer import CycleResult, Producer, cleanup
+from .read_state import ReadState
 from .schema import Schema
+from .versions import Catalog, load_version, snapshot_name
 from .write_state import WriteState
 
 ANNOUNCED = "announced.json"
 
 
 class LocalDataset:
-    """A dataset kept in a local directory (created on first publish)."""
+    """A dataset in a local directory (created on first publish)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.blobs = LocalBlobStore(self.path)
+        self.announcer = LocalAnnouncer(self.path)
 
     def __repr__(self) -> str:
         return f"LocalDataset({str(self.path)!r})"
@@ -45,25 +50,25 @@ class LocalDataset:
 
     def announced(self) -> dict[str, Any] | None:
         """The current announcement, or None if nothing was ever published."""
-        try:
-            return json.loads((self.path / ANNOUNCED).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{self.path}: cannot read {ANNOUNCED}: {e}") from e
+        return self.announcer.latest()
 
     def latest_version(self) -> int | None:
         a = self.announced()
         return None if a is None else int(a["version"])
 
+    def versions(self) -> list[int]:
+        """Versions whose records are kept (oldest first)."""
+        return sorted(Catalog(self.blobs).records)
+
     def snapshot_path(self, version: int) -> Path:
-        return self.path / "snapshots" / f"{version:020d}.blob"
+        return self.blobs.path(snapshot_name(version))
 
     def load(
         self, version: int | None = None, *, mmap: bool = True, verify: bool = True,
         schema: Schema | None = None,
-    ) -> ReadState:  # fmt: skip
-        """Load the announced version (or ``version``)."""
+    ) -> ReadState | LayeredState:  # fmt: skip
+        """Load the announced version (or ``version``): its snapshot, or the nearest
+        snapshot before it plus deltas. (``mmap=False`` reads snapshots into memory.)"""
         if version is None:
             version = self.latest_version()
             if version is None:
@@ -71,25 +76,56 @@ class LocalDataset:
                     f"{self.path} holds no dataset yet (no {ANNOUNCED}); "
                     "create one with 'nearstate import'"
                 )
-        p = self.snapshot_path(version)
-        if not p.is_file():
-            raise DatasetError(f"{self.path}: version {version} has no snapshot")
-        return load(p, mmap=mmap, verify=verify, schema=schema)
+        if not mmap:
+            from .read_state import load as _load
 
-    def publish(self, ws: WriteState, *, tags: dict[str, str] | None = None) -> int:
-        """Write ``ws`` as the next version's snapshot and announce it. Returns the version."""
-        version = (self.latest_version() or 0) + 1
-        p = self.snapshot_path(version)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        ws.write_snapshot(p, dataset=self.name, version=version, tags=tags)
-        self._announce({"version": version, "snapshot": str(p.relative_to(self.path))})
-        return version
+            p = self.snapshot_path(version)
+            if p.is_file():
+                return _load(p, mmap=False, verify=verify, schema=schema)
+        return load_version(self.blobs, version, verify=verify, schema=schema)
 
-    def _announce(self, obj: dict[str, Any]) -> None:
-        tmp = self.path / f".{ANNOUNCED}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / ANNOUNCED)
-        _fsync_dir(self.path)
+    def producer(self, **options: Any) -> Producer:
+        """The producer of this dataset (takes the publishing lock; close it when done)."""
+        options.setdefault("dataset", self.name)
+        return Producer(self.blobs, self.announcer, **options)
+
+    def consumer(self, **options: Any) -> Consumer:
+        """A consumer of this dataset (call ``refresh()`` or ``start()``)."""
+        return Consumer(self.blobs, self.announcer, **options)
+
+    def publish(
+        self,
+        ws: WriteState,
+        *,
+        tags: Mapping[str, str] | None = None,
+        snapshot: bool = True,
+        snapshot_every: int = 10,
+    ) -> int:
+        """Run a full-state cycle with ``ws``; return the version now announced (the same
+        as before when nothing changed)."""
+        return self.publish_cycle(ws, tags=tags, snapshot=snapshot,
+                                  snapshot_every=snapshot_every).version  # fmt: skip
+
+    def publish_cycle(
+        self,
+        ws: WriteState,
+        *,
+        tags: Mapping[str, str] | None = None,
+        snapshot: bool = False,
+        snapshot_every: int = 10,
+    ) -> _Published:
+        with self.producer(snapshot_every=snapshot_every, retain_snapshots=None) as p:
+            r = p.run_cycle(ws, snapshot=snapshot, tags=tags)
+            v = r.version if r.version is not None else p.version
+            assert v is not None
+            return _Published(v, r)
+
+    def cleanup(self, keep_snapshots: int) -> list[str]:
+        """Keep the newest snapshots and the deltas from the oldest kept one on."""
+        return cleanup(self.blobs, keep_snapshots=keep_snapshots)
+
+
+class _Published:
+    def __init__(self, version: int, result: CycleResult):
+        self.version = version
+        self.result = result

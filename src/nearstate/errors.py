@@ -8,8 +8,12 @@ The tree::
     ├── InputError           bad input to an import (names the line and field)
     ├── BlobError            a blob cannot be read
     │   ├── FormatError      not a nearstate blob, wrong version, truncated, bad layout
-    │   └── ChecksumError    a section's bytes do not match its checksum (names the section)
-    └── DatasetError         a dataset directory is missing, empty or inconsistent
+    │   ├── ChecksumError    a section's bytes do not match its checksum (names the section)
+    │   └── BlobNotFound     a blob store has no blob of that name
+    ├── DatasetError         a dataset is missing, empty or inconsistent
+    │   └── LockedError      another producer holds the right to publish
+    ├── DeltaError           a delta does not apply to the state it is given (names the blob)
+    └── CycleError           a producer cycle failed; ``stage`` says where (nothing announced)
 
 Third-party exceptions are converted where they enter (``raise ... from e``), so callers
 only ever need to catch these.
@@ -56,5 +60,29 @@ class ChecksumError(BlobError):
         super().__init__(message)
 
 
+class BlobNotFound(BlobError):
+    """A blob store has no blob of that name."""
+
+    def __init__(self, message: str, *, name: str):
+        self.name = name
+        super().__init__(message)
+
+
 class DatasetError(NearstateError):
-    """A dataset directory is missing, empty or inconsistent."""
+    """A dataset is missing, empty or inconsistent."""
+
+
+class LockedError(DatasetError):
+    """Another producer holds the right to publish this dataset."""
+
+
+class DeltaError(NearstateError):
+    """A delta does not apply to the state it is given (wrong origin, bad checksum)."""
+
+
+class CycleError(NearstateError):
+    """A producer cycle failed at ``stage``; nothing was announced."""
+
+    def __init__(self, message: str, *, stage: str):
+        self.stage = stage
+        super().__init__(f"cycle failed at {stage}: {message}")

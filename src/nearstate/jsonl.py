@@ -21,6 +21,7 @@ import msgspec
 from .dataset import LocalDataset
 from .errors import InputError
 from .infer import SchemaInferrer
+from .layered import Changes
 from .read_state import ReadState, Record
 from .schema import Schema, TypeDef
 from .write_state import RowError, WriteState
@@ -33,9 +34,13 @@ Progress = Callable[[str, int, int], None]
 class ImportResult:
     version: int
     records: int
-    blob_bytes: int
+    blob_bytes: int  #: bytes of the blobs written (snapshot, delta, reverse delta)
     seconds: float
     schema: Schema
+    #: keys added, modified and removed per type (None: first version or new schema)
+    changes: dict[str, Changes] | None = None
+    changed: bool = True  #: False when the file matched the announced version exactly
+    snapshot: bool = True  #: whether a snapshot was written (else only deltas)
 
 
 def read_jsonl(path: str | Path, progress: Progress | None = None) -> Iterator[tuple[int, Any]]:
@@ -151,11 +156,15 @@ def _import(
     if progress is not None:
         progress("stage", len(records), len(records))
         progress("write", 0, 1)
-    version = ds.publish(ws, tags=tags)
+    pub = ds.publish_cycle(ws, tags=tags)
     if progress is not None:
         progress("write", 1, 1)
-    size = ds.snapshot_path(version).stat().st_size
-    return ImportResult(version, len(records), size, time.perf_counter() - t0, ws.final_schema())
+    r = pub.result
+    return ImportResult(
+        pub.version, len(records), sum(r.blob_bytes.values()), time.perf_counter() - t0,
+        ws.final_schema(), changes=r.changes, changed=r.version is not None,
+        snapshot=r.snapshot,
+    )  # fmt: skip
 
 
 #: records the schema is first inferred from; the rest are checked against it while staged

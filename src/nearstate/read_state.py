@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import digest as _digest
 from .blob import Blob, parse_blob, read_blob
 from .encoding import Column, ColumnContext, open_column
 from .errors import FormatError, SchemaError
@@ -143,6 +144,22 @@ class TypeState:
 
     def __len__(self) -> int:
         return self._count
+
+    _digests: np.ndarray | None = None
+
+    def digest(self, ordinal: int) -> int:
+        """The content digest of the record at ``ordinal`` (see :mod:`nearstate.digest`)."""
+        d = self._digests
+        if d is not None:
+            return int(d[ordinal])
+        return _digest.digest_record(self._cls(self, ordinal), self._state.schema)
+
+    def all_digests(self) -> np.ndarray:
+        if self._digests is None:
+            self._digests = np.fromiter(
+                (self.digest(o) for o in range(self._count)), np.uint64, self._count
+            )
+        return self._digests
 
     def __iter__(self) -> Iterator[Record]:
         cls = self._cls
@@ -312,7 +329,14 @@ class ReadState:
             if tdef.key is not None and pk is None:
                 pk = np.zeros(8, dtype=np.uint8)  # a type this blob does not have: empty
             nbytes = sum(v for k, v in sizes.items() if k.startswith(tdef.name + "/"))
-            self._types[tdef.name] = TypeState(self, tdef, count, columns, pk, nbytes)
+            ts = TypeState(self, tdef, count, columns, pk, nbytes)
+            ts._digests = blob.arrays.get(f"{tdef.name}/#digest") if meta else None
+            self._types[tdef.name] = ts
+        self._checksums = {
+            name: _digest.parse(m["checksum"])
+            for name, m in types_meta.items()
+            if isinstance(m, dict) and "checksum" in m and name in self._types
+        }
 
     def _viewer(self, type_name: str):
         v = self._viewers.get(type_name)
@@ -345,6 +369,27 @@ class ReadState:
     def nbytes(self) -> int:
         """Bytes of the blob this state reads from (header and all sections)."""
         return self.blob.nbytes
+
+    @property
+    def base(self) -> ReadState:
+        """The snapshot this state reads from (itself: a ReadState has no deltas applied)."""
+        return self
+
+    def type_nbytes(self) -> dict[str, int]:
+        """Bytes held per type."""
+        return {n: t.nbytes for n, t in self._types.items()}
+
+    def checksums(self) -> dict[str, _digest.Checksum]:
+        """``(count, sum of record digests)`` per keyed type (computed for old blobs)."""
+        out = {}
+        for name, ts in self._types.items():
+            if ts.typedef.key is None:
+                continue
+            c = self._checksums.get(name)
+            if c is None:
+                c = self._checksums[name] = _digest.checksum_of(ts.all_digests())
+            out[name] = c
+        return out
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n}={len(t)}" for n, t in self._types.items() if t.typedef.key)

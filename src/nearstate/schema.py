@@ -85,6 +85,27 @@ class FieldType:
         return self.spec()
 
 
+def refs_to_keys(ft: FieldType, schema: Schema) -> FieldType:
+    """``ft`` with every reference replaced by the type of its target's key (how a delta
+    stores references). Composite keys cannot be stored so: SchemaError."""
+    if ft.kind == "ref":
+        assert ft.target is not None
+        target = schema[ft.target]
+        if target.key is None or len(target.key) != 1:
+            raise SchemaError(
+                f"a reference to {ft.target} (composite or no key) cannot be kept in a delta"
+            )
+        kf = next(f for f in target.fields if f.name == target.key[0])
+        return dataclasses.replace(kf.type, nullable=ft.nullable)
+    if ft.item is None and ft.key is None:
+        return ft
+    return dataclasses.replace(
+        ft,
+        item=None if ft.item is None else refs_to_keys(ft.item, schema),
+        key=None if ft.key is None else refs_to_keys(ft.key, schema),
+    )
+
+
 def parse_spec(spec: str) -> FieldType:
     """Parse the text form written by :meth:`FieldType.spec`; SchemaError if malformed."""
     text = spec.replace(" ", "")

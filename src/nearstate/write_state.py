@@ -20,18 +20,20 @@ from typing import Any
 import numpy as np
 
 from .blob import write_blob
+from .digest import Checksum, checksum_of, digest_columns
+from .digest import fmt as fmt_checksum
 from .encoding import ABSENT as _ABSENT
 from .encoding import Absent as _Absent
 from .encoding import Sections, canonical_float, encode_column
 from .errors import SchemaError
 from .index import build_pk_table, key_bytes
-from .schema import Field, FieldType, Schema, TypeDef
+from .schema import Field, FieldType, Schema, TypeDef, refs_to_keys
 
 _EXACT = {"str": str, "text": str, "int": int, "bool": bool, "float": float}
 
 
 class _Staged:
-    __slots__ = ("absent", "columns", "count", "keys", "nulls", "plan", "tdef")
+    __slots__ = ("absent", "columns", "count", "digests", "keys", "nulls", "plan", "tdef")
 
     def __init__(self, tdef: TypeDef):
         self.tdef = tdef
@@ -45,6 +47,7 @@ class _Staged:
         ]
         self.absent: set[str] = set()  # fields some record left out
         self.nulls: set[str] = set()  # fields some record set to null
+        self.digests: np.ndarray | None = None
 
 
 class RowError(SchemaError):
@@ -366,20 +369,85 @@ class WriteState:
             return v
         raise SchemaError(f"{where}: expected {ft.spec()}, got {_describe(v)}")
 
-    def build(self) -> tuple[dict[str, Any], Sections]:
-        """Encode every staged type: ``(types meta, sections)`` for a blob."""
+    # -- digests -----------------------------------------------------------------------
+
+    def _nested(self, target: str, ordinal: Any) -> dict[str, Any]:
+        st = self._types[target]
+        return {f.name: col[ordinal] for f, col in zip(st.tdef.fields, st.columns, strict=True)}
+
+    def digests(self, type_name: str) -> np.ndarray:
+        """The digest of every staged record of a keyed type, by ordinal (kept once made)."""
+        st = self._staged(type_name)
+        if st.digests is None or len(st.digests) != st.count:
+            st.digests = digest_columns(st.tdef, st.columns, self.schema, self._nested, st.count)
+        return st.digests
+
+    def checksums(self) -> dict[str, Checksum]:
+        """``(count, sum of digests)`` per keyed type."""
+        return {
+            name: checksum_of(self.digests(name))
+            for name, st in self._types.items()
+            if st.tdef.key is not None
+        }
+
+    def staged_keys(self, type_name: str) -> dict[Any, int]:
+        """Primary key -> ordinal of every staged record of a keyed type (do not modify)."""
+        return self._staged(type_name).keys
+
+    def staged_record(self, type_name: str, ordinal: int) -> dict[str, Any]:
+        """A staged record as a plain mapping (nested records as mappings, references as
+        keys, left-out fields left out), fit to :meth:`add` to another WriteState."""
+        st = self._staged(type_name)
+        out = {}
+        for f, col in zip(st.tdef.fields, st.columns, strict=True):
+            v = col[ordinal]
+            if v is _ABSENT:
+                continue
+            out[f.name] = self._plain(f.type, v)
+        return out
+
+    def _plain(self, ft: FieldType, v: Any) -> Any:
+        if v is None:
+            return None
+        k = ft.kind
+        if k == "record":
+            assert ft.target is not None
+            return self.staged_record(ft.target, v)
+        if k in ("list", "set") and _has_record(ft):
+            assert ft.item is not None
+            return [self._plain(ft.item, x) for x in v]
+        if k == "dict" and _has_record(ft):
+            assert ft.item is not None
+            return {a: self._plain(ft.item, b) for a, b in v.items()}
+        return v
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def build(self, *, refs_as_keys: bool = False) -> tuple[dict[str, Any], Sections]:
+        """Encode every staged type: ``(types meta, sections)`` for a blob.
+
+        ``refs_as_keys`` stores references as the target's key instead of its ordinal (a
+        delta's records refer to records that are not in the delta); the reader must then
+        open those fields with :func:`nearstate.schema.refs_to_keys` types.
+        """
         ordinals = {name: st.keys for name, st in self._types.items() if st.tdef.key}
         sections: Sections = {}
         types_meta: dict[str, Any] = {}
         for name, st in self._types.items():
             cols_meta = {}
             for f, col in zip(st.tdef.fields, st.columns, strict=True):
-                if _has_ref(f.type):
-                    col = [_resolve(f.type, v, ordinals, f"{name}: field {f.name!r}") for v in col]
-                cols_meta[f.name] = encode_column(f.type, col, sections, f"{name}/{f.name}")
+                ft = f.type
+                if _has_ref(ft):
+                    if refs_as_keys:
+                        ft = refs_to_keys(ft, self.schema)
+                    else:
+                        col = [_resolve(ft, v, ordinals, f"{name}: field {f.name!r}") for v in col]
+                cols_meta[f.name] = encode_column(ft, col, sections, f"{name}/{f.name}")
             meta: dict[str, Any] = {"count": st.count, "columns": cols_meta}
             if st.tdef.key is not None:
                 sections[f"{name}/#pk"] = build_pk_table((key_bytes(k) for k in st.keys), st.count)
+                sections[f"{name}/#digest"] = self.digests(name)
+                meta["checksum"] = fmt_checksum(checksum_of(self.digests(name)))
             types_meta[name] = meta
         return types_meta, sections
 
@@ -459,6 +527,10 @@ def _canon_value(ft: FieldType, v: Any) -> Any:
     if k == "ref":
         return ("r", v)
     return v
+
+
+def _has_record(ft: FieldType) -> bool:
+    return ft.kind == "record" or any(_has_record(s) for s in (ft.item, ft.key) if s is not None)
 
 
 def _has_ref(ft: FieldType) -> bool:

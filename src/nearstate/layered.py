@@ -1,0 +1,528 @@
+"""A version reached by applying deltas to a snapshot, without copying the snapshot.
+
+A :class:`LayeredState` is a snapshot (:class:`ReadState`, shared and never copied) plus
+the delta layers applied since, resolved into a small *overlay* per type: which ordinals
+now read from which layer, which were removed, which keys were added. Applying a delta
+copies only the overlay, so it costs in proportion to the change and the overlay, never
+to the dataset, and the previous version stays intact for whoever still holds it.
+
+Types the deltas did not touch are served by the snapshot's own TypeState, at full
+speed; a touched type gets a :class:`LayeredTypeState` whose views check the overlay
+first. Types that refer to a touched type are layered too, so a reference always reads
+the target as it is in this version. (A reference *inside a nested record* reads the
+target as of the snapshot or delta that wrote the nested record; see decision 0005.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import digest as _digest
+from .delta import DeltaLayer, shape
+from .encoding import Column
+from .errors import DeltaError, SchemaError
+from .index import HashIndex
+from .read_state import ReadState, Record, TypeState, _index_value, _view_class
+from .schema import FieldType, Schema
+
+State = ReadState  # for type hints: a ReadState or a LayeredState (same reading API)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The keys a refresh changed in one type."""
+
+    added: list[Any] = field(default_factory=list)
+    modified: list[Any] = field(default_factory=list)
+    removed: list[Any] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.modified or self.removed)
+
+    def __len__(self) -> int:
+        return len(self.added) + len(self.modified) + len(self.removed)
+
+
+class _Overlay:
+    """What the deltas changed in one type, relative to the snapshot (copy to modify)."""
+
+    __slots__ = ("added", "entries", "live", "next_ord", "removed")
+
+    def __init__(self, n_base: int):
+        self.entries: dict[int, tuple[int, int]] = {}  # ordinal -> (layer index, layer ordinal)
+        self.added: dict[Any, int] = {}  # keys not in the snapshot -> ordinal
+        self.removed: set[int] = set()  # snapshot ordinals removed
+        self.next_ord = n_base
+        self.live = n_base
+
+    def copy(self) -> _Overlay:
+        o = _Overlay.__new__(_Overlay)
+        o.entries = dict(self.entries)
+        o.added = dict(self.added)
+        o.removed = set(self.removed)
+        o.next_ord = self.next_ord
+        o.live = self.live
+        return o
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.removed)
+
+
+def _ref_fields(ft: FieldType) -> bool:
+    return ft.kind == "ref" or any(_ref_fields(s) for s in (ft.item, ft.key) if s is not None)
+
+
+def _ref_targets(ft: FieldType) -> set[str]:
+    out = {ft.target} if ft.kind == "ref" and ft.target else set()
+    for s in (ft.item, ft.key):
+        if s is not None:
+            out |= _ref_targets(s)
+    return out
+
+
+class LayeredState:
+    """One version: a snapshot plus the deltas applied to it. Read it as a ReadState."""
+
+    def __init__(
+        self,
+        base: ReadState,
+        layers: tuple[DeltaLayer, ...],
+        overlays: dict[str, _Overlay],
+        *,
+        version: int,
+        checksums: dict[str, _digest.Checksum],
+        tags: dict[str, str],
+    ):
+        self._base = base
+        self.layers = layers
+        self._overlays = overlays
+        self.version = version
+        self.tags = tags
+        self.dataset = base.dataset
+        self.schema: Schema = base.schema
+        self.stored_schema = base.stored_schema
+        self.blob = base.blob
+        self._checksums = checksums
+        self._types: dict[str, TypeState | LayeredTypeState] = dict(base.types)
+        layered = {n for n, ov in overlays.items() if len(ov)}
+        # a type referring to a layered type is layered too (its references re-bind)
+        grew = True
+        while grew:
+            grew = False
+            for t in self.schema:
+                if t.name in layered or t.key is None:
+                    continue
+                if any(_ref_targets(f.type) & layered for f in t.fields):
+                    layered.add(t.name)
+                    grew = True
+        for name in layered:
+            ov = overlays.get(name) or _Overlay(len(base[name]))
+            self._types[name] = LayeredTypeState(self, base[name], ov)
+
+    # -- the ReadState reading API ------------------------------------------------------
+
+    def __getitem__(self, type_name: str) -> TypeState:
+        try:
+            return self._types[type_name]  # type: ignore[return-value]
+        except KeyError:
+            raise SchemaError(
+                f"no type {type_name!r} in this state (types: {', '.join(self._types)})"
+            ) from None
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    @property
+    def types(self) -> dict[str, Any]:
+        return dict(self._types)
+
+    @property
+    def base(self) -> ReadState:
+        """The snapshot under the deltas."""
+        return self._base
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the snapshot plus every delta layer."""
+        return self._base.nbytes + sum(layer.nbytes for layer in self.layers)
+
+    def type_nbytes(self) -> dict[str, int]:
+        out = self._base.type_nbytes()
+        for layer in self.layers:
+            for n, ts in layer.state.types.items():
+                if n in out:
+                    out[n] += ts.nbytes
+        return out
+
+    def checksums(self) -> dict[str, _digest.Checksum]:
+        return dict(self._checksums)
+
+    @property
+    def overlay_size(self) -> int:
+        """Records read from delta layers or removed since the snapshot."""
+        return sum(len(ov) for ov in self._overlays.values())
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n}={len(t)}" for n, t in self._types.items() if t.typedef.key)
+        return (
+            f"<LayeredState {self.dataset} v{self.version} "
+            f"(snapshot v{self._base.version} + {len(self.layers)} deltas): {counts}>"
+        )
+
+    def _view(self, type_name: str):
+        ts = self._types[type_name]
+        cls = ts._cls
+        return lambda o: cls(ts, o)
+
+
+def apply_delta(
+    state: ReadState | LayeredState, layer: DeltaLayer
+) -> tuple[LayeredState | ReadState, dict[str, Changes]]:
+    """The version ``layer`` produces from ``state``, and the keys it changed per type.
+
+    Raises :class:`DeltaError` (naming the blob) if the delta does not start at this
+    state's version and checksums, or does not arrive at the checksums it claims.
+    Costs in proportion to the delta plus the overlay already applied.
+    """
+    if layer.from_version != state.version:
+        raise DeltaError(
+            f"{layer.name}: goes from version {layer.from_version} to {layer.version}, "
+            f"but the state is at version {state.version}"
+        )
+    base = state.base
+    if shape(layer.schema) != shape(base.stored_schema):
+        raise DeltaError(f"{layer.name}: written for a different schema than the state's")
+    sums = state.checksums()
+    for name, c in layer.from_checksums.items():
+        if sums.get(name, (0, 0)) != c:
+            raise DeltaError(
+                f"{layer.name}: starts from {name} checksum {_digest.fmt(c)}, "
+                f"the state has {_digest.fmt(sums.get(name, (0, 0)))}"
+            )
+    if isinstance(state, LayeredState):
+        old_overlays, layers = state._overlays, state.layers
+    else:
+        old_overlays, layers = {}, ()
+    li = len(layers)
+    overlays = dict(old_overlays)
+    changes: dict[str, Changes] = {}
+    for tdef in base.schema:
+        name = tdef.name
+        if tdef.key is None:
+            continue
+        removed = layer.removed.get(name, ())
+        n_up = layer.upserted(name)
+        if not removed and not n_up:
+            continue
+        base_ts = base[name]
+        old = old_overlays.get(name)
+        ov = old.copy() if old is not None else _Overlay(len(base_ts))
+        cur = state[name]
+        digest_at = cur.digest
+        lookup = base_ts._lookup
+        c = sums.get(name, (0, 0))
+        ch = Changes()
+        for key in removed:
+            o = cur.ordinal_of(key)
+            if o < 0:
+                raise DeltaError(f"{layer.name}: removes {name} {key!r}, which is not there")
+            c = _digest.sub(c, digest_at(o))
+            ov.entries.pop(o, None)
+            if o < ov.next_ord and ov.added.get(key) == o:
+                del ov.added[key]
+            else:
+                ov.removed.add(o)
+            ov.live -= 1
+            ch.removed.append(key)
+        if n_up:
+            lts = layer.state[name]
+            ldig = lts._digests
+            key_at = lts._key_at
+            for lo in range(n_up):
+                key = key_at(lo)
+                o = ov.added.get(key)
+                if o is None:
+                    bo = lookup(key)
+                    if bo >= 0:
+                        o = bo
+                if o is not None and o not in ov.removed:
+                    c = _digest.sub(c, digest_at(o))
+                    ch.modified.append(key)
+                else:
+                    if o is None:
+                        o = ov.next_ord
+                        ov.next_ord += 1
+                        ov.added[key] = o
+                    else:
+                        ov.removed.discard(o)
+                    ov.live += 1
+                    ch.added.append(key)
+                ov.entries[o] = (li, lo)
+                d = int(ldig[lo]) if ldig is not None else lts.digest(lo)
+                c = (c[0] + 1, (c[1] + d) & ((1 << 64) - 1))
+        want = layer.checksums.get(name)
+        if want is not None and want != c:
+            raise DeltaError(
+                f"{layer.name}: {name} checksum after applying is {_digest.fmt(c)}, "
+                f"the delta claims {_digest.fmt(want)}"
+            )
+        sums[name] = c
+        overlays[name] = ov
+        changes[name] = ch
+    if layer.version == base.version and sums == base.checksums():
+        return base, changes  # back where the snapshot stands: no overlay needed
+    tags = dict(base.tags)
+    tags.update(layer.tags)
+    new = LayeredState(
+        base, (*layers, layer), overlays, version=layer.version, checksums=sums, tags=tags
+    )
+    return new, changes
+
+
+class LayeredTypeState:
+    """The records of one type in a layered version: the snapshot's, overridden by the
+    overlay. Same reading API as :class:`TypeState`."""
+
+    def __init__(self, state: LayeredState, base: TypeState, ov: _Overlay):
+        self.name = base.name
+        self.typedef = base.typedef
+        self._state = state
+        self._base = base
+        self._ov = ov
+        self._lock = threading.Lock()
+        self._ov_indexes: dict[tuple[str, ...], HashIndex] = {}
+        layer_types = [layer.state.types.get(self.name) for layer in state.layers]
+        self.nbytes = base.nbytes + sum(t.nbytes for t in layer_types if t is not None)
+        entries = ov.entries
+        columns: dict[str, Column] = {}
+        for f in self.typedef.fields:
+            bget = base._columns[f.name].get
+            lgets = [None if t is None else t._columns[f.name].get for t in layer_types]
+            if _ref_fields(f.type):
+                bget = _rebind_base(f.type, bget, state)
+                lgets = [None if g is None else _rebind_keys(f.type, g, state) for g in lgets]
+            columns[f.name] = Column(f.name, f.type, _composite(entries, bget, lgets), 0)
+        self._columns = columns
+        cls = _view_class(self.name, columns)
+        self._cls = cls
+        self.view = cls
+        key = self.typedef.key
+        assert key is not None
+        kcols = [columns[k].get for k in key]
+        self._key_at = kcols[0] if len(kcols) == 1 else (lambda o: tuple(g(o) for g in kcols))
+        ldigests = [None if t is None else t for t in layer_types]
+        bdig = base.digest
+
+        def digest(o: int) -> int:
+            e = entries.get(o)
+            if e is None:
+                return bdig(o)
+            return ldigests[e[0]].digest(e[1])  # type: ignore[union-attr]
+
+        self.digest = digest
+        added, removed, lookup = ov.added, ov.removed, base._lookup
+        assert lookup is not None
+
+        def ordinal_of(k: Any) -> int:
+            o = added.get(k)
+            if o is not None:
+                return o if o in entries else -1
+            o = lookup(k)
+            return -1 if o < 0 or o in removed else o
+
+        self.ordinal_of = ordinal_of
+
+        def get(k: Any, default: Any = None) -> Record | Any:
+            o = ordinal_of(k)
+            return default if o < 0 else cls(self, o)
+
+        self.get = get
+
+    def __len__(self) -> int:
+        return self._ov.live
+
+    def _live(self) -> Iterator[int]:
+        removed = self._ov.removed
+        n_base = len(self._base)
+        for o in range(n_base):
+            if o not in removed:
+                yield o
+        entries = self._ov.entries
+        for o in range(n_base, self._ov.next_ord):
+            if o in entries:
+                yield o
+
+    def __iter__(self) -> Iterator[Record]:
+        cls = self._cls
+        for o in self._live():
+            yield cls(self, o)
+
+    def __getitem__(self, ordinal: int) -> Record:
+        if not self._is_live(ordinal):
+            raise IndexError(f"{self.name}: no record at ordinal {ordinal}")
+        return self._cls(self, ordinal)
+
+    def _is_live(self, o: int) -> bool:
+        if 0 <= o < len(self._base):
+            return o not in self._ov.removed
+        return o in self._ov.entries
+
+    def __contains__(self, key: Any) -> bool:
+        return self.ordinal_of(key) >= 0
+
+    def keys(self) -> Iterator[Any]:
+        k = self._key_at
+        for o in self._live():
+            yield k(o)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self._columns)
+
+    def field_nbytes(self) -> dict[str, int]:
+        return self._base.field_nbytes()
+
+    def column(self, name: str) -> Column:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise SchemaError(f"type {self.name!r} has no field {name!r}") from None
+
+    def all_digests(self) -> np.ndarray:
+        return np.fromiter((self.digest(o) for o in self._live()), np.uint64, len(self))
+
+    # -- indexes: the snapshot's (built once, shared by every version) + the overlay's ---
+
+    def find(self, **where: Any) -> list[Record]:
+        fields = tuple(where)
+        base_idx = self._base.index(*fields)
+        vals = [_index_value(v) for v in where.values()]
+        value = tuple(vals) if len(vals) > 1 else vals[0]
+        entries, removed = self._ov.entries, self._ov.removed
+        out = [
+            int(o) for o in base_idx.ordinals(value) if o not in removed and int(o) not in entries
+        ]
+        out.extend(int(o) for o in self._overlay_index(fields).ordinals(value))
+        cls = self._cls
+        return [cls(self, o) for o in out]
+
+    def find_one(self, **where: Any) -> Record | None:
+        found = self.find(**where)
+        return found[0] if found else None
+
+    def index(self, *fields: str) -> Any:
+        """A combined index (``ordinals(value)``) over the snapshot and the overlay."""
+        for f in fields:
+            self.column(f)
+        return _CombinedIndex(self, fields)
+
+    def _overlay_index(self, fields: tuple[str, ...]) -> HashIndex:
+        idx = self._ov_indexes.get(fields)
+        if idx is None:
+            with self._lock:
+                idx = self._ov_indexes.get(fields)
+                if idx is None:
+                    idx = self._ov_indexes[fields] = self._build_overlay_index(fields)
+        return idx
+
+    def _build_overlay_index(self, fields: tuple[str, ...]) -> HashIndex:
+        cols = [self._columns[f] for f in fields]
+
+        def hashable(ft: FieldType, v: Any) -> list[Any]:
+            if ft.kind in ("list", "set"):
+                return list(dict.fromkeys(_index_value(x) for x in (v or ())))
+            return [_index_value(v)]
+
+        def values():
+            for o in sorted(self._ov.entries):
+                per = [hashable(c.ftype, c.get(o)) for c in cols]
+                if len(per) == 1:
+                    for v in per[0]:
+                        yield o, v
+                else:
+                    combos: list[tuple] = [()]
+                    for vs in per:
+                        combos = [(*t, v) for t in combos for v in vs]
+                    for combo in combos:
+                        yield o, combo
+
+        return HashIndex(fields, values())
+
+
+class _CombinedIndex:
+    def __init__(self, ts: LayeredTypeState, fields: tuple[str, ...]):
+        self._ts = ts
+        self.fields = fields
+
+    def ordinals(self, value: Any) -> np.ndarray:
+        ts = self._ts
+        base = ts._base.index(*self.fields).ordinals(value)
+        entries, removed = ts._ov.entries, ts._ov.removed
+        keep = [int(o) for o in base if int(o) not in removed and int(o) not in entries]
+        keep.extend(int(o) for o in ts._overlay_index(self.fields).ordinals(value))
+        return np.array(keep, dtype=np.int64)
+
+
+def _composite(entries: dict[int, tuple[int, int]], bget, lgets):
+    eget = entries.get
+
+    def get(o: int):
+        e = eget(o)
+        if e is None:
+            return bget(o)
+        return lgets[e[0]](e[1])
+
+    return get
+
+
+def _rebind_base(ft: FieldType, get, state: LayeredState):
+    """Snapshot references point at snapshot views; re-point them at this version."""
+
+    def conv(t: FieldType, v: Any) -> Any:
+        if v is None:
+            return None
+        k = t.kind
+        if k == "ref":
+            assert t.target is not None
+            ts = state._types[t.target]
+            if isinstance(ts, LayeredTypeState):
+                return ts._cls(ts, v._ord) if ts._is_live(v._ord) else None
+            return v
+        if k == "list":
+            return [conv(t.item, x) for x in v]  # type: ignore[arg-type]
+        if k == "set":
+            return {conv(t.item, x) for x in v}  # type: ignore[arg-type]
+        if k == "dict":
+            return {a: conv(t.item, b) for a, b in v.items()}  # type: ignore[arg-type]
+        return v
+
+    return lambda o: conv(ft, get(o))
+
+
+def _rebind_keys(ft: FieldType, get, state: LayeredState):
+    """Delta references are stored as keys; resolve them in this version."""
+
+    def conv(t: FieldType, v: Any) -> Any:
+        if v is None:
+            return None
+        k = t.kind
+        if k == "ref":
+            assert t.target is not None
+            return state._types[t.target].get(v)
+        if k == "list":
+            return [conv(t.item, x) for x in v]  # type: ignore[arg-type]
+        if k == "set":
+            return {conv(t.item, x) for x in v}  # type: ignore[arg-type]
+        if k == "dict":
+            return {a: conv(t.item, b) for a, b in v.items()}  # type: ignore[arg-type]
+        return v
+
+    return lambda o: conv(ft, get(o))

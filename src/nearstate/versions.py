@@ -1,0 +1,155 @@
+"""Where the versions of a dataset live in a BlobStore, and how to reach one.
+
+Names::
+
+    snapshots/<v>.blob           the whole state of version v
+    deltas/<v-1>-<v>.blob        from v-1 to v
+    reverse/<v>-<v-1>.blob       from v back to v-1
+    versions/<v>.json            what version v is: its blobs, checksums, counts, changes
+
+(``<v>`` is the version zero-padded to 20 digits, so names sort in version order.)
+Versions are numbered 1, 2, 3 …; each delta goes from one version to the next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .blob import parse_blob
+from .delta import DeltaLayer
+from .errors import BlobError, BlobNotFound, DatasetError, NearstateError
+from .layered import Changes, LayeredState, apply_delta
+from .ports import BlobStore
+from .read_state import ReadState
+from .schema import Schema
+
+
+def snapshot_name(v: int) -> str:
+    return f"snapshots/{v:020d}.blob"
+
+
+def delta_name(v: int) -> str:
+    """The delta that produces version ``v`` (from ``v - 1``)."""
+    return f"deltas/{v - 1:020d}-{v:020d}.blob"
+
+
+def reverse_name(v: int) -> str:
+    """The reverse delta from version ``v`` back to ``v - 1``."""
+    return f"reverse/{v:020d}-{v - 1:020d}.blob"
+
+
+def record_name(v: int) -> str:
+    return f"versions/{v:020d}.json"
+
+
+def _versions(names: Iterable[str], *, second: bool = False) -> set[int]:
+    out = set()
+    for n in names:
+        stem = n.rsplit("/", 1)[-1].split(".", 1)[0]
+        parts = stem.split("-")
+        try:
+            out.add(int(parts[1] if second and len(parts) > 1 else parts[0]))
+        except ValueError:
+            continue
+    return out
+
+
+class Catalog:
+    """What a blob store holds: snapshot versions, delta targets, reverse-delta origins."""
+
+    def __init__(self, blobs: BlobStore):
+        self.snapshots = _versions(blobs.list("snapshots/"))
+        self.deltas = _versions(blobs.list("deltas/"), second=True)  # versions reachable
+        self.reverses = _versions(blobs.list("reverse/"))  # versions one can step back from
+        self.records = _versions(blobs.list("versions/"))
+
+    def route(self, target: int) -> int | None:
+        """The newest snapshot from which deltas reach ``target``, or None."""
+        v = target
+        while True:
+            if v in self.snapshots:
+                return v
+            if v not in self.deltas:
+                return None
+            v -= 1
+
+
+def read_record(blobs: BlobStore, v: int) -> dict[str, Any]:
+    name = record_name(v)
+    try:
+        return json.loads(bytes(blobs.get(name)))
+    except ValueError as e:
+        raise DatasetError(f"{name}: not a version record ({e})") from e
+
+
+def open_snapshot(
+    blobs: BlobStore, v: int, *, verify: bool = True, schema: Schema | None = None
+) -> ReadState:
+    name = snapshot_name(v)
+    state = ReadState(parse_blob(blobs.get(name), verify=verify, source=name), schema=schema)
+    if state.version != v:
+        raise DatasetError(f"{name} holds version {state.version}, not {v}")
+    return state
+
+
+def open_layer(blobs: BlobStore, name: str, *, verify: bool = True) -> DeltaLayer:
+    return DeltaLayer(parse_blob(blobs.get(name), verify=verify, source=name), name)
+
+
+Step = Callable[[Any, dict[str, Changes] | None], None]
+
+
+def load_version(
+    blobs: BlobStore,
+    target: int,
+    *,
+    verify: bool = True,
+    schema: Schema | None = None,
+    catalog: Catalog | None = None,
+) -> ReadState | LayeredState:
+    """Version ``target``: its snapshot, or the newest snapshot before it plus deltas."""
+    cat = catalog or Catalog(blobs)
+    start = cat.route(target)
+    if start is None:
+        raise DatasetError(
+            f"version {target} cannot be loaded: no snapshot at or before it is linked "
+            f"to it by deltas (snapshots: {sorted(cat.snapshots)[-5:] or 'none'})"
+        )
+    state: ReadState | LayeredState = open_snapshot(blobs, start, verify=verify, schema=schema)
+    for v in range(start + 1, target + 1):
+        state, _ = apply_delta(state, open_layer(blobs, delta_name(v), verify=verify))
+    return state
+
+
+def walk(
+    blobs: BlobStore,
+    state: ReadState | LayeredState,
+    target: int,
+    *,
+    verify: bool = True,
+    on_step: Step | None = None,
+) -> ReadState | LayeredState:
+    """From ``state`` to ``target`` by deltas (forward) or reverse deltas (backward).
+
+    Raises the first error met (a missing or bad blob, a delta that does not apply) with
+    the blob's name in the message; ``state`` itself is never changed.
+    """
+    v = state.version
+    while v != target:
+        name = delta_name(v + 1) if target > v else reverse_name(v)
+        layer = open_layer(blobs, name, verify=verify)
+        state, changes = apply_delta(state, layer)
+        if on_step is not None:
+            on_step(state, changes)
+        v = state.version
+    return state
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, BlobNotFound):
+        return f"missing blob {e.name}"
+    if isinstance(e, (BlobError, NearstateError)):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
