@@ -45,6 +45,8 @@ def _escape(x: Any) -> Any:
     if isinstance(x, dict):
         return [[_escape(k), _escape(v)] for k, v in x.items()]
     return x
+
+
 _hash = xxhash.xxh3_64_intdigest
 
 Checksum = tuple[int, int]  # (count, sum of digests mod 2**64)
