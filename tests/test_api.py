@@ -105,6 +105,10 @@ def test_exceptions_derive_from_nearstate_error() -> None:
     ]
     assert {e.__name__ for e in exceptions} == {
         "BlobError",
+        "BlobNotFound",
+        "CycleError",
+        "DeltaError",
+        "LockedError",
         "ChecksumError",
         "DatasetError",
         "FormatError",
