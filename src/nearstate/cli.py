@@ -1,6 +1,7 @@
 """The ``nearstate`` command line.
 
-Verbs: ``import``, ``inspect``, ``export``, ``get``, ``lookup`` and ``bench``. Each says
+Verbs: ``import``, ``inspect``, ``export``, ``get``, ``lookup``, ``versions``, ``diff``,
+``history``, ``cleanup`` and ``bench``. Each says
 what happened in plain words; errors print one line naming what was wrong and exit 1.
 """
 
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from .dataset import LocalDataset
-from .errors import NearstateError, SchemaError
+from .errors import DatasetError, NearstateError, SchemaError
 from .jsonl import export_jsonl, import_jsonl, record_to_json
 from .read_state import TypeState
 
@@ -88,9 +89,28 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
     except NearstateError as e:
         _fail(e)
     mb = res.blob_bytes / 1e6
+    if not res.changed:
+        out.print(
+            f"Read {res.records:,} {type_name} records from {file}: nothing changed, so "
+            f"{into} stays at version {res.version} ({res.seconds:.1f} s).",
+            highlight=False,
+        )
+        return
+    if res.changes is None:
+        what = f"{mb:,.1f} MB snapshot"
+    else:
+        parts = [
+            f"{n}: {len(c.added):,} added, {len(c.modified):,} changed, {len(c.removed):,} removed"
+            for n, c in res.changes.items()
+        ]
+        what = (
+            "; ".join(parts)
+            + f"; {mb:,.2f} MB of "
+            + ("delta, reverse delta and snapshot" if res.snapshot else "delta and reverse delta")
+        )
     out.print(
         f"Imported {res.records:,} {type_name} records from {file} into {into} as version "
-        f"{res.version} ({mb:,.1f} MB snapshot, {res.seconds:.1f} s).",
+        f"{res.version} ({what}, {res.seconds:.1f} s).",
         highlight=False,
     )
 
@@ -248,6 +268,166 @@ def lookup(directory: Path, type_name: str, fields: tuple[str, ...]) -> None:
         )
 
 
+def _short(v: Any, width: int = 60) -> str:
+    text = json.dumps(v, default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("v1", type=int)
+@click.argument("v2", type=int)
+@click.option("--limit", type=int, default=20, show_default=True,
+              help="Changed records shown per type (all with --json).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def diff(directory: Path, v1: int, v2: int, limit: int, as_json: bool) -> None:
+    """Show the records added, removed and changed from version V1 to V2, per type, with
+    the fields that changed."""
+    from .history import diff_versions
+
+    try:
+        ds = _existing(directory)
+        d = diff_versions(ds.blobs, v1, v2)
+    except NearstateError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps({
+            n: {"added": t.added, "removed": t.removed,
+                "changed": [{"key": k, "fields": {f: {"before": a, "after": b}
+                                                  for f, (a, b) in fc.items()}}
+                            for k, fc in t.changed.items()]}
+            for n, t in d.items()
+        }, default=str, indent=2))  # fmt: skip
+        return
+    if not d:
+        out.print(f"Versions {v1} and {v2} hold the same records.", highlight=False)
+        return
+    for name, t in d.items():
+        out.print(
+            f"[bold]{name}[/]: {len(t.added):,} added, {len(t.changed):,} changed, "
+            f"{len(t.removed):,} removed",
+            highlight=False,
+        )
+        for k in t.added[:limit]:
+            out.print(f"  [green]+ {_short(k)}[/]", highlight=False)
+        for k in t.removed[:limit]:
+            out.print(f"  [red]- {_short(k)}[/]", highlight=False)
+        for k, fc in list(t.changed.items())[:limit]:
+            out.print(f"  [yellow]~ {_short(k)}[/]", highlight=False)
+            for f, (a, b) in fc.items():
+                out.print(f"      {f}: {_short(a)} → {_short(b)}", highlight=False)
+        more = max(0, len(t.added) - limit) + max(0, len(t.removed) - limit)
+        more += max(0, len(t.changed) - limit)
+        if more:
+            out.print(f"  … and {more:,} more (use --limit or --json)", highlight=False)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("type_name")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(directory: Path, type_name: str, key: str, as_json: bool) -> None:
+    """Show the versions in which the TYPE_NAME record KEY changed, and what changed."""
+    from .history import record_history
+
+    try:
+        ds = _existing(directory)
+        ts = ds.load()[type_name]
+        k = _parse_key(ts, key)
+        entries = record_history(ds.blobs, type_name, k)
+    except NearstateError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps([
+            {"version": e.version, "created": e.created, "change": e.change,
+             "fields": {f: {"before": a, "after": b} for f, (a, b) in e.fields.items()}}
+            for e in entries
+        ], default=str, indent=2))  # fmt: skip
+        return
+    if not entries:
+        out.print(f"No kept version holds or changed {type_name} {key!r}.", highlight=False)
+        return
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)) if e.created else ""
+        out.print(f"[bold]version {e.version}[/] {when}  {e.change}", highlight=False)
+        for f, (a, b) in e.fields.items():
+            if e.change == "added":
+                out.print(f"    {f}: {_short(b)}", highlight=False)
+            elif e.change == "modified":
+                out.print(f"    {f}: {_short(a)} → {_short(b)}", highlight=False)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def versions(directory: Path, as_json: bool) -> None:
+    """List the kept versions: which blobs each has and how many records it changed."""
+    from .versions import Catalog, read_record
+
+    try:
+        ds = _existing(directory)
+        cat = Catalog(ds.blobs)
+        rows = []
+        for v in sorted(cat.records | cat.snapshots):
+            try:
+                rec = read_record(ds.blobs, v)
+            except NearstateError:
+                rec = {"version": v}
+            rows.append({
+                "version": v, "created": rec.get("created"),
+                "snapshot": v in cat.snapshots, "delta": v in cat.deltas,
+                "reverse": v in cat.reverses, "changes": rec.get("changes"),
+            })  # fmt: skip
+        current = ds.latest_version()
+    except NearstateError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps({"announced": current, "versions": rows}, indent=2))
+        return
+    table = Table("version", "created", "blobs", "changes", title=f"{directory}")
+    for r in rows:
+        blobs = ", ".join(b for b in ("snapshot", "delta", "reverse") if r[b]) or "—"
+        ch = r["changes"]
+        text = "first version or new schema" if ch is None else "; ".join(
+            f"{n} +{c['added']:,} ~{c['modified']:,} -{c['removed']:,}" for n, c in ch.items()
+        )  # fmt: skip
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
+            if r["created"] else ""
+        )  # fmt: skip
+        mark = " (announced)" if r["version"] == current else ""
+        table.add_row(f"{r['version']}{mark}", when, blobs, text)
+    out.print(table)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--keep", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Snapshots to keep (with the deltas between them).")  # fmt: skip
+def cleanup(directory: Path, keep: int) -> None:
+    """Delete versions older than the newest KEEP snapshots."""
+    try:
+        ds = _existing(directory)
+        gone = ds.cleanup(keep)
+    except NearstateError as e:
+        _fail(e)
+    if not gone:
+        out.print(f"Nothing to delete: {directory} holds at most {keep} snapshots.",
+                  highlight=False)  # fmt: skip
+        return
+    out.print(f"Deleted {len(gone):,} blobs older than the newest {keep} snapshots; "
+              f"versions {', '.join(map(str, ds.versions()[:1]))}… remain.",
+              highlight=False)  # fmt: skip
+
+
+def _existing(directory: Path) -> LocalDataset:
+    ds = LocalDataset(directory)
+    if not ds.exists():
+        raise DatasetError(f"{directory} holds no dataset (no announced.json)")
+    return ds
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks and the data sets they run on."""
@@ -306,6 +486,44 @@ def bench_store(file: Path, key: str, field: str | None, lookups: int, as_json: 
         click.echo(json.dumps(res, indent=2))
     else:
         click.echo(format_store_bench(res))
+
+
+@bench.command("versions")
+@click.option("--sizes", default="100000,1000000,3000000", show_default=True,
+              help="State sizes in records, comma-separated.")  # fmt: skip
+@click.option("--change", type=int, default=1000, show_default=True,
+              help="Records changed per cycle.")  # fmt: skip
+@click.option("--cycles", type=int, default=7, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where base snapshots are built once and kept (default: $TMPDIR).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_versions(
+    sizes: str, change: int, cycles: int, workdir: Path | None, as_json: bool
+) -> None:
+    """Delta apply time per state size, incremental cycle time, and memory during a
+    refresh (generated Tudum-like stories; the same change size at every state size)."""
+    from .bench.versions import format_versions_bench, run_versions_bench
+
+    try:
+        ns = tuple(int(x.replace("_", "")) for x in sizes.split(",") if x.strip())
+    except ValueError:
+        _fail(click.BadParameter(f"--sizes must be integers, got {sizes!r}"))
+    if not ns or min(ns) <= change:
+        _fail(click.BadParameter("every size must be larger than --change"))
+
+    def say(msg: str) -> None:
+        err.print(f"[dim]{msg}…[/]", highlight=False)
+
+    try:
+        res = run_versions_bench(
+            sizes=ns, change=change, cycles=cycles, workdir=workdir, progress=say
+        )
+    except NearstateError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        click.echo(format_versions_bench(res))
 
 
 @bench.command("plot")
