@@ -87,8 +87,14 @@ def zero_value(ft: FieldType) -> Any:
     }[ft.kind]  # fmt: skip
 
 
-def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) -> dict[str, Any]:
-    """Encode ``values`` (already normalised for ``ft``) into ``out``; return the meta."""
+def encode_column(
+    ft: FieldType, values: list[Any], out: Sections, name: str, *, train: bool = True
+) -> dict[str, Any]:
+    """Encode ``values`` (already normalised for ``ft``) into ``out``; return the meta.
+
+    ``train=False`` compresses text without training a dictionary (training costs tens of
+    milliseconds, which would dominate a small delta).
+    """
     meta: dict[str, Any] = {}
     kinds = set(map(type, values)) if ft.nullable else ()
     if Absent in kinds and type(None) in kinds:
@@ -130,18 +136,20 @@ def encode_column(ft: FieldType, values: list[Any], out: Sections, name: str) ->
     elif kind == "bytes":
         meta.update(_encode_pool(values, out, name))
     elif kind == "text":
-        meta.update(_encode_text([v.encode(UTF8, SURR) for v in values], out, name))
+        meta.update(_encode_text([v.encode(UTF8, SURR) for v in values], out, name, train))
     elif kind in ("list", "set"):
         assert ft.item is not None
         out[name + ".offs"] = _offsets([len(v) for v in values])
         flat = [x for v in values for x in v]
-        meta["item"] = encode_column(ft.item, flat, out, name + "[]")
+        meta["item"] = encode_column(ft.item, flat, out, name + "[]", train=train)
     elif kind == "dict":
         assert ft.item is not None and ft.key is not None
         out[name + ".offs"] = _offsets([len(v) for v in values])
-        meta["key"] = encode_column(ft.key, [k for v in values for k in v], out, name + "{k}")
+        meta["key"] = encode_column(
+            ft.key, [k for v in values for k in v], out, name + "{k}", train=train
+        )
         meta["item"] = encode_column(
-            ft.item, [x for v in values for x in v.values()], out, name + "{v}"
+            ft.item, [x for v in values for x in v.values()], out, name + "{v}", train=train
         )
     else:  # pragma: no cover - the schema validates kinds
         raise AssertionError(kind)
@@ -215,11 +223,11 @@ def _encode_pool(values: list[bytes], out: Sections, name: str) -> dict[str, Any
     return {"pool": "ids"}
 
 
-def _encode_text(values: list[bytes], out: Sections, name: str) -> dict[str, Any]:
+def _encode_text(values: list[bytes], out: Sections, name: str, train: bool) -> dict[str, Any]:
     meta: dict[str, Any] = {"level": TEXT_LEVEL}
     dict_data = None
     total = sum(len(v) for v in values)
-    if len(values) >= 100 and total >= 64 * 1024:
+    if train and len(values) >= 100 and total >= 64 * 1024:
         step = max(1, len(values) // TEXT_TRAIN_SAMPLES)
         samples = [v for v in values[::step] if v]
         try:

@@ -426,9 +426,10 @@ class WriteState:
     def build(self, *, refs_as_keys: bool = False) -> tuple[dict[str, Any], Sections]:
         """Encode every staged type: ``(types meta, sections)`` for a blob.
 
-        ``refs_as_keys`` stores references as the target's key instead of its ordinal (a
-        delta's records refer to records that are not in the delta); the reader must then
-        open those fields with :func:`nearstate.schema.refs_to_keys` types.
+        ``refs_as_keys`` encodes a delta: references are stored as the target's key instead
+        of its ordinal (a delta's records refer to records that are not in it; the reader
+        opens those fields with :func:`nearstate.schema.refs_to_keys` types), and text is
+        compressed without training a dictionary (not worth it for a few records).
         """
         ordinals = {name: st.keys for name, st in self._types.items() if st.tdef.key}
         sections: Sections = {}
@@ -442,7 +443,9 @@ class WriteState:
                         ft = refs_to_keys(ft, self.schema)
                     else:
                         col = [_resolve(ft, v, ordinals, f"{name}: field {f.name!r}") for v in col]
-                cols_meta[f.name] = encode_column(ft, col, sections, f"{name}/{f.name}")
+                cols_meta[f.name] = encode_column(
+                    ft, col, sections, f"{name}/{f.name}", train=not refs_as_keys
+                )
             meta: dict[str, Any] = {"count": st.count, "columns": cols_meta}
             if st.tdef.key is not None:
                 sections[f"{name}/#pk"] = build_pk_table((key_bytes(k) for k in st.keys), st.count)
