@@ -29,11 +29,6 @@ class TestMemoryBlobStore(BlobStoreContract):
     def blobs(self) -> BlobStore:
         return MemoryBlobStore()
 
-    @pytest.mark.xfail(strict=True, reason="MemoryBlobStore does not check names (yet)")
-    @pytest.mark.parametrize("name", ["../escape", "/abs/path"])
-    def test_refuses_names_that_escape(self, blobs: BlobStore, name: str) -> None:
-        super().test_refuses_names_that_escape(blobs, name)
-
 
 class TestLocalBlobStore(BlobStoreContract):
     @pytest.fixture
@@ -198,7 +193,7 @@ def test_local_put_is_atomic_when_writer_is_killed(
     store.put("snapshots/0001.blob", [previous])
     p = spawn(children, _SLOW_WRITER, str(tmp_path))
     assert read_line(p) == "writing"
-    tmp = tmp_path / "snapshots" / f".0001.blob.tmp-{p.pid}"
+    (tmp,) = (tmp_path / "snapshots").glob(".0001.blob.tmp-*")
     assert tmp.stat().st_size >= 4 << 20  # the child really was mid-write
     kill(p)
     assert bytes(store.get("snapshots/0001.blob")) == previous

@@ -14,6 +14,23 @@ from typing import Any, Protocol, runtime_checkable
 
 Buffer = bytes | bytearray | memoryview
 
+RESERVED = frozenset({"announced.json", "producer.lock"})
+
+
+def check_name(name: str) -> None:
+    """Refuse a blob name that could leave the store, hide from ``list`` or collide with a
+    backend's own files: ValueError naming it."""
+    parts = name.split("/")
+    if (
+        not name
+        or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+        or parts[-1] in RESERVED
+    ):
+        raise ValueError(
+            f"bad blob name {name!r}: use relative parts separated by '/', none empty or "
+            f"starting with '.', not {' or '.join(sorted(RESERVED))}"
+        )
+
 
 @runtime_checkable
 class BlobStore(Protocol):

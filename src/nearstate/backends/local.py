@@ -16,6 +16,7 @@ import fcntl
 import json
 import mmap
 import os
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,25 +24,22 @@ from typing import Any
 
 from ..blob import _fsync_dir
 from ..errors import BlobNotFound, DatasetError, LockedError
-from ..ports import Buffer
+from ..ports import Buffer, check_name
 
 ANNOUNCED = "announced.json"
 LOCK = "producer.lock"
 
 
-def _check_name(name: str) -> None:
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"bad blob name {name!r}")
-
-
 def atomic_write(path: Path, parts: Iterable[Buffer]) -> int:
     """Write ``parts`` to ``path`` via a temporary file, fsync and rename; return the size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # a unique temporary name per call: two writers of one name never share a file
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    tmp = Path(tmp_name)
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; blobs are read by other processes
     n = 0
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             for p in parts:
                 n += f.write(p)
             f.flush()
@@ -64,7 +62,7 @@ class LocalBlobStore:
         return f"LocalBlobStore({str(self.root)!r})"
 
     def path(self, name: str) -> Path:
-        _check_name(name)
+        check_name(name)
         return self.root / name
 
     def put(self, name: str, parts: Iterable[Buffer]) -> int:
@@ -78,13 +76,15 @@ class LocalBlobStore:
                 if size == 0:
                     return b""
                 return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise BlobNotFound(f"no blob {name!r} in {self.root}", name=name) from None
         except OSError as e:
             raise DatasetError(f"cannot read blob {name!r} in {self.root}: {e}") from e
 
     def delete(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
+        p = self.path(name)
+        if not p.is_dir():  # a folder of other blobs is not a blob: nothing to delete
+            p.unlink(missing_ok=True)
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import BlobNotFound, LockedError
-from ..ports import Buffer
+from ..ports import Buffer, check_name
 
 
 class MemoryBlobStore:
@@ -19,18 +19,21 @@ class MemoryBlobStore:
         self._lock = threading.Lock()
 
     def put(self, name: str, parts: Iterable[Buffer]) -> int:
+        check_name(name)
         data = b"".join(parts)
         with self._lock:
             self._blobs[name] = data
         return len(data)
 
     def get(self, name: str) -> bytes:
+        check_name(name)
         try:
             return self._blobs[name]
         except KeyError:
             raise BlobNotFound(f"no blob {name!r} in memory store", name=name) from None
 
     def delete(self, name: str) -> None:
+        check_name(name)
         with self._lock:
             self._blobs.pop(name, None)
 
