@@ -136,7 +136,7 @@ def encode_column(
     elif kind == "bytes":
         meta.update(_encode_pool(values, out, name))
     elif kind == "text":
-        meta.update(_encode_text([v.encode(UTF8, SURR) for v in values], out, name, train))
+        meta.update(_encode_text(values, out, name, train))
     elif kind in ("list", "set"):
         assert ft.item is not None
         out[name + ".offs"] = _offsets([len(v) for v in values])
@@ -223,13 +223,15 @@ def _encode_pool(values: list[bytes], out: Sections, name: str) -> dict[str, Any
     return {"pool": "ids"}
 
 
-def _encode_text(values: list[bytes], out: Sections, name: str, train: bool) -> dict[str, Any]:
+def _encode_text(values: list[str], out: Sections, name: str, train: bool) -> dict[str, Any]:
+    # values are encoded to UTF-8 one at a time (never all at once: for millions of long
+    # texts a list of their bytes would double the peak memory of writing a snapshot)
     meta: dict[str, Any] = {"level": TEXT_LEVEL}
     dict_data = None
     total = sum(len(v) for v in values)
     if train and len(values) >= 100 and total >= 64 * 1024:
         step = max(1, len(values) // TEXT_TRAIN_SAMPLES)
-        samples = [v for v in values[::step] if v]
+        samples = [e for v in values[::step] if (e := v.encode(UTF8, SURR))]
         try:
             dict_data = zstandard.train_dictionary(
                 min(TEXT_DICT_SIZE, max(4096, total // 20)), samples
@@ -242,9 +244,10 @@ def _encode_text(values: list[bytes], out: Sections, name: str, train: bool) -> 
     cctx = zstandard.ZstdCompressor(
         level=TEXT_LEVEL, dict_data=dict_data, write_checksum=False, write_dict_id=False
     )
-    frames = [cctx.compress(v) for v in values]
-    out[name + ".z"] = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    compress = cctx.compress
+    frames = [compress(v.encode(UTF8, SURR)) for v in values]
     out[name + ".zoffs"] = _offsets([len(f) for f in frames])
+    out[name + ".z"] = np.frombuffer(b"".join(frames), dtype=np.uint8)
     return meta
 
 
