@@ -530,11 +530,18 @@ def bench_versions(
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def bench_plot(results: tuple[str, ...], output: Path) -> None:
-    """Draw memory and lookup latency from 'bench store --json' RESULTS files into a PNG."""
-    from .bench.plot import plot_store
+    """Draw 'bench store --json' RESULTS files (memory, lookup latency) or one 'bench
+    versions --json' result (delta apply time per state size) into a PNG."""
+    from .bench.plot import plot_store, plot_versions
 
     try:
-        plot_store(results, output)
+        first = json.loads(Path(results[0]).read_text())
+        if "delta_apply_ms" in first:
+            if len(results) != 1:
+                raise DatasetError("give one 'bench versions' result at a time")
+            plot_versions(results[0], output)
+        else:
+            plot_store(results, output)
     except NearstateError as e:
         _fail(e)
     out.print(f"Wrote {output}.", highlight=False)

@@ -51,3 +51,39 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_versions(result: str | Path, out: str | Path) -> Path:
+    """Draw delta apply time against a full snapshot load, per state size, from a
+    ``bench versions --json`` result file."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise DatasetError("plots need matplotlib: pip install 'nearstate[bench]'") from e
+    r = json.loads(Path(result).read_text())
+    sizes = list(r["delta_apply_ms"])
+    labels = [f"{int(n):,}" for n in sizes]
+    x = range(len(sizes))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    w = 0.38
+    apply = [r["delta_apply_ms"][n] for n in sizes]
+    load = [r["snapshot_load_ms"][n] for n in sizes]
+    blue = _COLOURS["nearstate"]
+    ax.bar([i - w / 2 for i in x], apply, w, label=f"apply a delta of {r['change']:,} changes",
+           color=blue)  # fmt: skip
+    ax.bar([i + w / 2 for i in x], load, w, label="map + verify a whole snapshot",
+           color="#bbbbbb")  # fmt: skip
+    ax.axhline(50, color="#d62728", linestyle="--", linewidth=1, label="target: 50 ms")
+    ax.set_xticks(list(x), labels)
+    ax.set_xlabel("records in the state")
+    ax.set_ylabel("ms (median)")
+    ax.set_title("A delta costs what the change costs, not the dataset")
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
