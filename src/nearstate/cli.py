@@ -55,6 +55,10 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
         yield report
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
+
+
 def _fail(e: Exception) -> None:
     err.print(f"[bold red]error:[/] {e}", highlight=False)
     sys.exit(1)
@@ -88,7 +92,7 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
             res = import_jsonl(file, type_name=type_name, key=keys, into=into, progress=p)
     except NearstateError as e:
         _fail(e)
-    mb = res.blob_bytes / 1e6
+    size = _size(res.blob_bytes)
     if not res.changed:
         out.print(
             f"Read {res.records:,} {type_name} records from {file}: nothing changed, so "
@@ -97,7 +101,7 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
         )
         return
     if res.changes is None:
-        what = f"{mb:,.1f} MB snapshot"
+        what = f"{size} snapshot"
     else:
         parts = [
             f"{n}: {len(c.added):,} added, {len(c.modified):,} changed, {len(c.removed):,} removed"
@@ -105,7 +109,7 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
         ]
         what = (
             "; ".join(parts)
-            + f"; {mb:,.2f} MB of "
+            + f"; {size} of "
             + ("delta, reverse delta and snapshot" if res.snapshot else "delta and reverse delta")
         )
     out.print(
