@@ -25,7 +25,15 @@ from .layered import Changes, LayeredState
 from .ports import AnnouncementWatcher, BlobStore
 from .read_state import ReadState
 from .schema import Schema
-from .versions import Catalog, describe, load_version, open_snapshot, walk
+from .versions import (
+    Catalog,
+    announced_version,
+    describe,
+    load_version,
+    net_changes,
+    open_snapshot,
+    walk,
+)
 
 log = logging.getLogger("nearstate.consumer")
 
@@ -121,10 +129,14 @@ class Consumer:
     def refresh(self) -> bool:
         """Move to the announced version (unless pinned). Returns whether the version
         changed; on failure stays where it is, sets :attr:`last_error` and raises."""
-        ann = self.watcher.latest()
-        if ann is None:
-            return False
-        self.announced_version = int(ann["version"])
+        try:
+            ann = self.watcher.latest()
+            if ann is None:
+                return False
+            self.announced_version = announced_version(ann)
+        except NearstateError as e:
+            self.last_error = f"cannot read the announcement: {describe(e)}"
+            raise
         if self._pinned is not None:
             return False
         return self.move_to(self.announced_version)
@@ -179,7 +191,9 @@ class Consumer:
                 m.removed.extend(c.removed)
 
         try:
-            return walk(self.blobs, cur, target, verify=self.verify, on_step=step), merged
+            new = walk(self.blobs, cur, target, verify=self.verify, on_step=step)
+            return new, (merged if abs(target - cur.version) <= 1 else
+                         net_changes(cur, new, merged))  # fmt: skip
         except NearstateError as e:
             # a broken chain: fall back to the nearest snapshot and deltas from it
             log.warning("delta chain to version %s broken (%s); loading a snapshot", target,
@@ -189,7 +203,8 @@ class Consumer:
                     self.blobs, target, verify=self.verify, schema=self.schema, catalog=cat
                 )
             except NearstateError as e2:
-                raise type(e2)(f"{describe(e)}; and the fallback failed: {e2}") from e2
+                e.add_note(f"falling back to a snapshot failed too: {describe(e2)}")
+                raise e from e2
             return state, None
 
     def _should_compact(self, cur: State, target: int, cat: Catalog) -> bool:

@@ -37,6 +37,7 @@ from .read_state import ReadState
 from .schema import Schema
 from .versions import (
     Catalog,
+    announced_version,
     delta_name,
     load_version,
     open_snapshot,
@@ -199,7 +200,7 @@ class Producer:
         ann = self.announcer.latest()  # type: ignore[attr-defined]
         if ann is None:
             return
-        v = int(ann["version"])
+        v = announced_version(ann)
         self._state = load_version(self.blobs, v, verify=self.verify)
         cat = Catalog(self.blobs)
         last_snap = max((s for s in cat.snapshots if s <= v), default=v)
@@ -251,6 +252,7 @@ class Producer:
             new_schema = ws.final_schema()
             same_shape = prior is not None and shape(new_schema) == shape(prior.stored_schema)
             changes: dict[str, Changes] | None = None
+            _check_full_refs(ws)
             if prior is not None and same_shape:
                 changes = _diff_full(prior, ws)
                 if not any(changes.values()):
@@ -313,6 +315,7 @@ class Producer:
             if not changes:
                 return CycleResult(None, prior.version, changes, False, t.ms)
             _check_refs(prior, ws, changes)
+            _check_referrers(prior, changes)
             checksums = dict(sums)
             for tname, ch in changes.items():
                 ts = prior[tname]
@@ -560,6 +563,73 @@ def _check_refs(prior: State, ws: WriteState, changes: dict[str, Changes]) -> No
                         f"{tdef.name}: field {f.name!r} refers to {target} {k!r}, "
                         "which is not in the state"
                     )
+
+
+def _ref_fields(schema: Schema, target: str) -> list[tuple[str, str]]:
+    """(type, field) of every top-level field referring to ``target`` (directly or as
+    elements of a list, set or dict)."""
+    out = []
+    for t in schema:
+        if t.key is None:
+            continue
+        for f in t.fields:
+            ft = f.type
+            while ft.kind in ("list", "set", "dict") and ft.item is not None:
+                ft = ft.item
+            if ft.kind == "ref" and ft.target == target:
+                out.append((t.name, f.name))
+    return out
+
+
+def _check_referrers(prior: State, changes: dict[str, Changes]) -> None:
+    """Refuse removing a record that a record left unchanged still refers to."""
+    for target, ch in changes.items():
+        if not ch.removed:
+            continue
+        for tname, fname in _ref_fields(prior.stored_schema, target):
+            touched = changes.get(tname)
+            rewritten = set() if touched is None else {*touched.modified, *touched.removed}
+            ts = prior[tname]
+            for k in ch.removed:
+                for rec in ts.find(**{fname: k}):
+                    if rec.key not in rewritten:
+                        raise SchemaError(
+                            f"cannot remove {target} {k!r}: {tname} {rec.key!r} refers to it "
+                            f"(field {fname!r}); change or remove that record too"
+                        )
+
+
+def _check_full_refs(ws: WriteState) -> None:
+    """Every reference in a full state must name a record of that state."""
+    for t in ws.schema:
+        if t.key is None:
+            continue
+        for f in t.fields:
+            if not _has_ref(f.type):
+                continue
+            col = ws.staged_column(t.name, f.name)
+            for v in col:
+                _check_ref_value(ws, f.type, v, t.name, f.name)
+
+
+def _has_ref(ft: Any) -> bool:
+    return ft.kind == "ref" or any(_has_ref(s) for s in (ft.item, ft.key) if s is not None)
+
+
+def _check_ref_value(ws: WriteState, ft: Any, v: Any, tname: str, fname: str) -> None:
+    if v is None or type(v).__name__ == "Absent":
+        return
+    if ft.kind == "ref":
+        if v not in ws.staged_keys(ft.target):
+            raise SchemaError(
+                f"{tname}: field {fname!r} refers to {ft.target} {v!r}, which is not in the state"
+            )
+    elif ft.kind in ("list", "set"):
+        for x in v:
+            _check_ref_value(ws, ft.item, x, tname, fname)
+    elif ft.kind == "dict":
+        for x in v.values():
+            _check_ref_value(ws, ft.item, x, tname, fname)
 
 
 def _records_of(ws: WriteState) -> Callable[[str], Iterable[Mapping[str, Any]]]:

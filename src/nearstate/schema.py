@@ -189,14 +189,25 @@ class Field:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type.spec()}
         if self.has_default and _json_safe(self.default):
-            out["default"] = self.default
+            d = self.default
+            out["default"] = sorted(d, key=repr) if isinstance(d, (set, frozenset)) else (
+                list(d) if isinstance(d, tuple) else d
+            )  # fmt: skip
         if self.omit_null:
             out["omit_null"] = True
         return out
 
 
 def _json_safe(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
+    """Whether a default survives a JSON round trip (collections of scalars do: a set
+    default comes back as a list, which staging treats as the same set)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return all(_json_safe(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_safe(x) for k, x in v.items())
+    return False
 
 
 @dataclass(frozen=True, slots=True)

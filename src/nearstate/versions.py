@@ -147,9 +147,41 @@ def walk(
     return state
 
 
+def announced_version(ann: Any) -> int:
+    """The version an announcement names; DatasetError if it is malformed."""
+    v = ann.get("version") if isinstance(ann, dict) else None
+    if type(v) is not int or v < 1:
+        raise DatasetError(f"malformed announcement {str(ann)[:80]!r}: no positive integer "
+                           "'version'")  # fmt: skip
+    return v
+
+
+def net_changes(old: Any, new: Any, touched: dict[str, Changes]) -> dict[str, Changes]:
+    """The net change from ``old`` to ``new`` among the keys some step ``touched``
+    (a key added then removed is no change; one changed and changed back neither)."""
+    out: dict[str, Changes] = {}
+    for name, ch in touched.items():
+        a = old[name] if name in old else None  # noqa: SIM401 (a state has no .get)
+        b = new[name] if name in new else None  # noqa: SIM401
+        net = Changes()
+        for k in dict.fromkeys([*ch.added, *ch.modified, *ch.removed]):
+            oa = a.ordinal_of(k) if a is not None else -1
+            ob = b.ordinal_of(k) if b is not None else -1
+            if oa < 0 and ob >= 0:
+                net.added.append(k)
+            elif oa >= 0 and ob < 0:
+                net.removed.append(k)
+            elif oa >= 0 and ob >= 0 and a.digest(oa) != b.digest(ob):  # type: ignore[union-attr]
+                net.modified.append(k)
+        if net:
+            out[name] = net
+    return out
+
+
 def describe(e: BaseException) -> str:
     if isinstance(e, BlobNotFound):
         return f"missing blob {e.name}"
+    notes = "".join(f"; {n}" for n in getattr(e, "__notes__", ()))
     if isinstance(e, (BlobError, NearstateError)):
-        return str(e)
-    return f"{type(e).__name__}: {e}"
+        return str(e) + notes
+    return f"{type(e).__name__}: {e}{notes}"

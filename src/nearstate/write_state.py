@@ -394,6 +394,11 @@ class WriteState:
         """Primary key -> ordinal of every staged record of a keyed type (do not modify)."""
         return self._staged(type_name).keys
 
+    def staged_column(self, type_name: str, field_name: str) -> list[Any]:
+        """The staged values of one field, by ordinal (references as keys; do not modify)."""
+        st = self._staged(type_name)
+        return st.columns[st.tdef.field_names.index(field_name)]
+
     def staged_record(self, type_name: str, ordinal: int) -> dict[str, Any]:
         """A staged record as a plain mapping (nested records as mappings, references as
         keys, left-out fields left out), fit to :meth:`add` to another WriteState."""
