@@ -1512,3 +1512,22 @@ TestVersionsMemory = VersionsMachine.TestCase
 TestVersionsMemory.settings = STATEFUL
 TestVersionsLocal = LocalVersionsMachine.TestCase
 TestVersionsLocal.settings = STATEFUL
+
+
+def test_a_consumer_with_its_own_schema_reads_deltas_with_it(tmp_path: Path) -> None:
+    """A reader whose schema widened a field and added one reads snapshot and delta records
+    alike through it."""
+    recs = [{"id": i, "title": f"t{i}", "n": i} for i in range(50)]
+    ds = LocalDataset(tmp_path / "ds")
+    sch = nearstate.infer_schema(recs, type_name="F", key="id")
+    with ds.producer() as p:
+        p.run_cycle(lambda ws: ws.add_many("F", recs), schema=sch)
+        p.run_incremental(lambda inc: inc.upsert("F", {"id": 3, "title": "three", "n": 3}))
+    fields = tuple(
+        Field("n", FieldType("float")) if f.name == "n" else f for f in sch["F"].fields
+    ) + (Field("extra", FieldType("str"), default="x"),)
+    c = ds.consumer(schema=Schema([TypeDef("F", fields, ("id",))]))
+    c.refresh()
+    assert isinstance(c.state, nearstate.LayeredState)
+    assert c.state["F"].get(3).to_dict() == {"id": 3, "title": "three", "n": 3.0, "extra": "x"}
+    assert c.state["F"].get(4).to_dict() == {"id": 4, "title": "t4", "n": 4.0, "extra": "x"}

@@ -191,7 +191,8 @@ class Consumer:
                 m.removed.extend(c.removed)
 
         try:
-            new = walk(self.blobs, cur, target, verify=self.verify, on_step=step)
+            new = walk(self.blobs, cur, target, verify=self.verify, on_step=step,
+                       schema=self.schema)  # fmt: skip
             return new, (merged if abs(target - cur.version) <= 1 else
                          net_changes(cur, new, merged))  # fmt: skip
         except NearstateError as e:

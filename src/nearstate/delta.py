@@ -98,7 +98,9 @@ class DeltaLayer:
     """A delta (or reverse delta) blob opened for applying: the upserted records of each
     type as a small read state, and the removed keys."""
 
-    def __init__(self, blob: Blob, name: str = "<delta>"):
+    def __init__(self, blob: Blob, name: str = "<delta>", schema: Schema | None = None):
+        """``schema``: the reader's own schema, when it differs from the writer's (the
+        records are then read with the same evolution rules as a snapshot)."""
         h = blob.header
         self.name = name
         self.blob = blob
@@ -115,7 +117,7 @@ class DeltaLayer:
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{name}: malformed delta header ({e})") from None
         self.tags: dict[str, str] = dict(h.get("tags", {}))
-        self.state = ReadState(blob)
+        self.state = ReadState(blob, schema=None if schema is None else layer_schema(schema))
         self.removed: dict[str, list[Any]] = {}
         ctx = ColumnContext(blob.arrays, lambda t: lambda o: o)
         for tname, meta in removed_meta.items():

@@ -94,8 +94,10 @@ def open_snapshot(
     return state
 
 
-def open_layer(blobs: BlobStore, name: str, *, verify: bool = True) -> DeltaLayer:
-    return DeltaLayer(parse_blob(blobs.get(name), verify=verify, source=name), name)
+def open_layer(
+    blobs: BlobStore, name: str, *, verify: bool = True, schema: Schema | None = None
+) -> DeltaLayer:
+    return DeltaLayer(parse_blob(blobs.get(name), verify=verify, source=name), name, schema)
 
 
 Step = Callable[[Any, dict[str, Changes] | None], None]
@@ -119,7 +121,8 @@ def load_version(
         )
     state: ReadState | LayeredState = open_snapshot(blobs, start, verify=verify, schema=schema)
     for v in range(start + 1, target + 1):
-        state, _ = apply_delta(state, open_layer(blobs, delta_name(v), verify=verify))
+        layer = open_layer(blobs, delta_name(v), verify=verify, schema=schema)
+        state, _ = apply_delta(state, layer)
     return state
 
 
@@ -130,6 +133,7 @@ def walk(
     *,
     verify: bool = True,
     on_step: Step | None = None,
+    schema: Schema | None = None,
 ) -> ReadState | LayeredState:
     """From ``state`` to ``target`` by deltas (forward) or reverse deltas (backward).
 
@@ -139,7 +143,7 @@ def walk(
     v = state.version
     while v != target:
         name = delta_name(v + 1) if target > v else reverse_name(v)
-        layer = open_layer(blobs, name, verify=verify)
+        layer = open_layer(blobs, name, verify=verify, schema=schema)
         state, changes = apply_delta(state, layer)
         if on_step is not None:
             on_step(state, changes)
