@@ -1523,9 +1523,8 @@ def test_a_consumer_with_its_own_schema_reads_deltas_with_it(tmp_path: Path) -> 
     with ds.producer() as p:
         p.run_cycle(lambda ws: ws.add_many("F", recs), schema=sch)
         p.run_incremental(lambda inc: inc.upsert("F", {"id": 3, "title": "three", "n": 3}))
-    fields = tuple(
-        Field("n", FieldType("float")) if f.name == "n" else f for f in sch["F"].fields
-    ) + (Field("extra", FieldType("str"), default="x"),)
+    widened = [Field("n", FieldType("float")) if f.name == "n" else f for f in sch["F"].fields]
+    fields = (*widened, Field("extra", FieldType("str"), default="x"))
     c = ds.consumer(schema=Schema([TypeDef("F", fields, ("id",))]))
     c.refresh()
     assert isinstance(c.state, nearstate.LayeredState)
