@@ -26,6 +26,7 @@ import mmap as _mmap
 import os
 import struct
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,14 +111,23 @@ def encode_blob(header: Mapping[str, Any], sections: Mapping[str, Any]) -> list[
 
 def write_blob(path: str | Path, header: Mapping[str, Any], sections: Mapping[str, Any]) -> int:
     """Write a blob atomically (temp file, fsync, rename). Returns its size in bytes."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    size = 0
+    return atomic_write(Path(path), encode_blob(header, sections))
+
+
+def atomic_write(path: Path, parts: Any) -> int:
+    """Write ``parts`` (buffers) to ``path`` via a temporary file of its own, fsync and
+    rename, then fsync the directory; a reader or a crash sees the old file or the new
+    one. Returns the size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a unique temporary name per call: two writers of one name never share a file
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    tmp = Path(tmp_name)
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; blobs are read by other processes
+    n = 0
     try:
-        with open(tmp, "wb") as f:
-            for piece in encode_blob(header, sections):
-                f.write(piece)
-                size += len(piece) if isinstance(piece, bytes) else piece.nbytes
+        with os.fdopen(fd, "wb") as f:
+            for p in parts:
+                n += f.write(p)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -125,7 +135,7 @@ def write_blob(path: str | Path, header: Mapping[str, Any], sections: Mapping[st
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return size
+    return n
 
 
 def _fsync_dir(d: Path) -> None:

@@ -483,8 +483,9 @@ def _composite(entries: dict[int, tuple[int, int]], bget, lgets):
     return get
 
 
-def _rebind_base(ft: FieldType, get, state: LayeredState):
-    """Snapshot references point at snapshot views; re-point them at this version."""
+def _rebind(ft: FieldType, get, resolve):
+    """Wrap ``get`` so every reference it returns (alone or in a list, set or dict) goes
+    through ``resolve(target type, value)``."""
 
     def conv(t: FieldType, v: Any) -> Any:
         if v is None:
@@ -492,10 +493,7 @@ def _rebind_base(ft: FieldType, get, state: LayeredState):
         k = t.kind
         if k == "ref":
             assert t.target is not None
-            ts = state._types[t.target]
-            if isinstance(ts, LayeredTypeState):
-                return ts._cls(ts, v._ord) if ts._is_live(v._ord) else None
-            return v
+            return resolve(t.target, v)
         if k == "list":
             return [conv(t.item, x) for x in v]  # type: ignore[arg-type]
         if k == "set":
@@ -505,24 +503,20 @@ def _rebind_base(ft: FieldType, get, state: LayeredState):
         return v
 
     return lambda o: conv(ft, get(o))
+
+
+def _rebind_base(ft: FieldType, get, state: LayeredState):
+    """Snapshot references point at snapshot views; re-point them at this version."""
+
+    def resolve(target: str, rec: Record) -> Any:
+        ts = state._types[target]
+        if isinstance(ts, LayeredTypeState):
+            return ts._cls(ts, rec._ord) if ts._is_live(rec._ord) else None
+        return rec
+
+    return _rebind(ft, get, resolve)
 
 
 def _rebind_keys(ft: FieldType, get, state: LayeredState):
     """Delta references are stored as keys; resolve them in this version."""
-
-    def conv(t: FieldType, v: Any) -> Any:
-        if v is None:
-            return None
-        k = t.kind
-        if k == "ref":
-            assert t.target is not None
-            return state._types[t.target].get(v)
-        if k == "list":
-            return [conv(t.item, x) for x in v]  # type: ignore[arg-type]
-        if k == "set":
-            return {conv(t.item, x) for x in v}  # type: ignore[arg-type]
-        if k == "dict":
-            return {a: conv(t.item, b) for a, b in v.items()}  # type: ignore[arg-type]
-        return v
-
-    return lambda o: conv(ft, get(o))
+    return _rebind(ft, get, lambda target, key: state._types[target].get(key))

@@ -16,40 +16,17 @@ import fcntl
 import json
 import mmap
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..blob import _fsync_dir
+from ..blob import atomic_write
 from ..errors import BlobNotFound, DatasetError, LockedError
 from ..ports import Buffer, check_name
 
 ANNOUNCED = "announced.json"
 LOCK = "producer.lock"
-
-
-def atomic_write(path: Path, parts: Iterable[Buffer]) -> int:
-    """Write ``parts`` to ``path`` via a temporary file, fsync and rename; return the size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique temporary name per call: two writers of one name never share a file
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    tmp = Path(tmp_name)
-    os.fchmod(fd, 0o644)  # mkstemp makes it private; blobs are read by other processes
-    n = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for p in parts:
-                n += f.write(p)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return n
 
 
 class LocalBlobStore:
