@@ -36,40 +36,15 @@ from nearstate import (
     Consumer,
     DatasetError,
     DeltaError,
-    Field,
-    FieldType,
     LocalDataset,
     LockedError,
     NearstateError,
     Producer,
     ReadState,
-    Schema,
-    TypeDef,
 )
 from nearstate.blob import ALIGN, parse_blob
 from nearstate.versions import delta_name, record_name, reverse_name, snapshot_name
-
-ITEM = Schema(
-    [
-        TypeDef(
-            "Item",
-            (
-                Field("id", FieldType("int")),
-                Field("name", FieldType("str")),
-                Field("score", FieldType("float", nullable=True)),
-                Field("tags", FieldType("list", item=FieldType("str"))),
-            ),
-            key=("id",),
-        )
-    ]
-)
-
-Model = dict[int, dict[str, Any]]
-
-
-def item(i: int, name: str | None = None, score: float | None = None, tags=()) -> dict:
-    return {"id": i, "name": f"item {i}" if name is None else name, "score": score,
-            "tags": list(tags)}  # fmt: skip
+from versioned import ITEM, Model, item
 
 
 def base_model(n: int = 30) -> Model:

@@ -62,30 +62,9 @@ from nearstate import (
 from nearstate.backends import MemoryAnnouncer, MemoryBlobStore
 from nearstate.producer import cleanup
 from nearstate.versions import delta_name, record_name, reverse_name, snapshot_name
+from versioned import ITEM, Model, item
 
 # --- the data ---------------------------------------------------------------------------------
-
-ITEM = Schema(
-    [
-        TypeDef(
-            "Item",
-            (
-                Field("id", FieldType("int")),
-                Field("name", FieldType("str")),
-                Field("score", FieldType("float", nullable=True)),
-                Field("tags", FieldType("list", item=FieldType("str"))),
-            ),
-            key=("id",),
-        )
-    ]
-)
-
-Model = dict[int, dict[str, Any]]
-
-
-def item(i: int, name: str | None = None, score: float | None = None, tags=()) -> dict:
-    return {"id": i, "name": f"item {i}" if name is None else name, "score": score,
-            "tags": list(tags)}  # fmt: skip
 
 
 def base_model(n: int = 20) -> Model:

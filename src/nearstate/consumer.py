@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DatasetError, NearstateError
-from .layered import Changes, LayeredState
+from .layered import Changes, LayeredState, gather
 from .ports import AnnouncementWatcher, BlobStore
 from .read_state import ReadState
 from .schema import Schema
@@ -183,15 +183,8 @@ class Consumer:
             return open_snapshot(self.blobs, target, verify=self.verify, schema=self.schema), None
         merged: dict[str, Changes] = {}
 
-        def step(_s: Any, ch: dict[str, Changes] | None) -> None:
-            for n, c in (ch or {}).items():
-                m = merged.setdefault(n, Changes())
-                m.added.extend(c.added)
-                m.modified.extend(c.modified)
-                m.removed.extend(c.removed)
-
         try:
-            new = walk(self.blobs, cur, target, verify=self.verify, on_step=step,
+            new = walk(self.blobs, cur, target, verify=self.verify, on_step=gather(merged),
                        schema=self.schema)  # fmt: skip
             return new, (merged if abs(target - cur.version) <= 1 else
                          net_changes(cur, new, merged))  # fmt: skip

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DatasetError, NearstateError
-from .layered import Changes, LayeredState
+from .layered import Changes, LayeredState, gather
 from .ports import BlobStore
 from .read_state import ReadState, Record
 from .versions import Catalog, load_version, read_record, walk
@@ -103,15 +103,8 @@ def diff_versions(blobs: BlobStore, v1: int, v2: int) -> dict[str, TypeDiff]:
     s1 = load_version(blobs, v1)
     merged: dict[str, Changes] = {}
 
-    def step(_s: Any, ch: dict[str, Changes] | None) -> None:
-        for n, c in (ch or {}).items():
-            m = merged.setdefault(n, Changes())
-            m.added.extend(c.added)
-            m.modified.extend(c.modified)
-            m.removed.extend(c.removed)
-
     try:
-        s2 = walk(blobs, s1, v2, on_step=step)
+        s2 = walk(blobs, s1, v2, on_step=gather(merged))
         return diff_states(s1, s2, merged)
     except NearstateError:
         s2 = load_version(blobs, v2)  # no delta chain between them: compare everything

@@ -27,7 +27,7 @@ from .delta import DeltaLayer, shape
 from .encoding import Column
 from .errors import DeltaError, SchemaError
 from .index import HashIndex
-from .read_state import ReadState, Record, TypeState, _index_value, _view_class
+from .read_state import ReadState, Record, TypeMap, TypeState, _index_value, _view_class
 from .schema import FieldType, Schema
 
 State = ReadState  # for type hints: a ReadState or a LayeredState (same reading API)
@@ -46,6 +46,20 @@ class Changes:
 
     def __len__(self) -> int:
         return len(self.added) + len(self.modified) + len(self.removed)
+
+
+def gather(into: dict[str, Changes]):
+    """An ``on_step`` callback for :func:`nearstate.versions.walk` that appends each step's
+    changes per type to ``into`` (not yet netted: see ``versions.net_changes``)."""
+
+    def step(_state: Any, changes: dict[str, Changes] | None) -> None:
+        for n, c in (changes or {}).items():
+            m = into.setdefault(n, Changes())
+            m.added.extend(c.added)
+            m.modified.extend(c.modified)
+            m.removed.extend(c.removed)
+
+    return step
 
 
 class _Overlay:
@@ -85,7 +99,7 @@ def _ref_targets(ft: FieldType) -> set[str]:
     return out
 
 
-class LayeredState:
+class LayeredState(TypeMap):
     """One version: a snapshot plus the deltas applied to it. Read it as a ReadState."""
 
     def __init__(
@@ -123,26 +137,6 @@ class LayeredState:
         for name in layered:
             ov = overlays.get(name) or _Overlay(len(base[name]))
             self._types[name] = LayeredTypeState(self, base[name], ov)
-
-    # -- the ReadState reading API ------------------------------------------------------
-
-    def __getitem__(self, type_name: str) -> TypeState:
-        try:
-            return self._types[type_name]  # type: ignore[return-value]
-        except KeyError:
-            raise SchemaError(
-                f"no type {type_name!r} in this state (types: {', '.join(self._types)})"
-            ) from None
-
-    def __contains__(self, type_name: object) -> bool:
-        return type_name in self._types
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._types)
-
-    @property
-    def types(self) -> dict[str, Any]:
-        return dict(self._types)
 
     @property
     def base(self) -> ReadState:

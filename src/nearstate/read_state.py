@@ -293,7 +293,32 @@ def _view_class(type_name: str, columns: Mapping[str, Column]) -> type[Record]:
     return type(type_name.replace(".", "_"), (Record,), ns)
 
 
-class ReadState:
+class TypeMap:
+    """Reading a state's types by name: shared by ReadState and LayeredState."""
+
+    _types: dict[str, Any]
+
+    def __getitem__(self, type_name: str) -> TypeState:
+        try:
+            return self._types[type_name]
+        except KeyError:
+            raise SchemaError(
+                f"no type {type_name!r} in this state (types: {', '.join(self._types)})"
+            ) from None
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    @property
+    def types(self) -> dict[str, TypeState]:
+        """Every type, nested ones included."""
+        return dict(self._types)
+
+
+class ReadState(TypeMap):
     """One immutable version of a dataset: ``state["Movie"]`` is a :class:`TypeState`."""
 
     def __init__(self, blob: Blob, *, schema: Schema | None = None):
@@ -345,25 +370,6 @@ class ReadState:
             cls = ts.view
             v = self._viewers[type_name] = lambda o: cls(ts, o)
         return v
-
-    def __getitem__(self, type_name: str) -> TypeState:
-        try:
-            return self._types[type_name]
-        except KeyError:
-            raise SchemaError(
-                f"no type {type_name!r} in this state (types: {', '.join(self._types)})"
-            ) from None
-
-    def __contains__(self, type_name: object) -> bool:
-        return type_name in self._types
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._types)
-
-    @property
-    def types(self) -> dict[str, TypeState]:
-        """Every type, nested ones included."""
-        return dict(self._types)
 
     @property
     def nbytes(self) -> int:
