@@ -6,35 +6,46 @@ the next version; snapshot and delta blobs kept in a :class:`BlobStore` and made
 an :class:`Announcer`; a :class:`Producer` that turns each next state into a version; a
 :class:`Consumer` holding the current version — a :class:`ReadState` (one immutable
 version, a :class:`TypeState` per type, whose :class:`Record` views decode fields on
-access) or a :class:`LayeredState` (a snapshot plus deltas); a :class:`LocalDataset`
-directory bundling the local ports. Every error derives from
-:class:`NearstateError`.
+access) or a :class:`LayeredState` (a snapshot plus deltas); a :class:`Writer` committing
+upserts, deletes and :class:`Transaction` objects to the :class:`Log`, each returning a
+:class:`Token` a consumer can wait for (read-your-writes); a :class:`Compactor` folding
+the Log into versions; a :class:`LocalDataset` directory bundling the local ports, opened
+with ``nearstate.open(url)``. Every error derives from :class:`NearstateError`.
 """
 
+from .compaction import Compactor, compact
 from .consumer import Consumer, RefreshEvent
-from .dataset import LocalDataset
+from .dataset import LocalDataset, open_dataset
 from .errors import (
     BlobError,
     BlobNotFound,
     ChecksumError,
+    ConflictError,
     CycleError,
     DatasetError,
     DeltaError,
     FormatError,
     InputError,
     LockedError,
+    LogError,
+    LogTrimmed,
+    LogUnavailable,
     NearstateError,
+    ReadTimeout,
     SchemaError,
 )
 from .index import HashIndex
 from .infer import SchemaInferrer, infer_schema
 from .jsonl import ImportResult, export_jsonl, export_records, import_jsonl
 from .layered import Changes, LayeredState
-from .ports import AnnouncementWatcher, Announcer, BlobStore
+from .ports import AnnouncementWatcher, Announcer, BlobStore, Log
 from .producer import CountChange, CycleResult, Incremental, Producer, RequiredFields
 from .read_state import ReadState, Record, TypeState, from_bytes, load
 from .schema import Field, FieldType, LongText, Ref, Schema, TypeDef, record
 from .write_state import WriteState
+from .writer import Token, Transaction, Writer
+
+open = open_dataset
 
 __version__ = "0.1.0"
 
@@ -46,6 +57,8 @@ __all__ = [
     "BlobStore",
     "Changes",
     "ChecksumError",
+    "Compactor",
+    "ConflictError",
     "Consumer",
     "CountChange",
     "CycleError",
@@ -62,10 +75,15 @@ __all__ = [
     "LayeredState",
     "LocalDataset",
     "LockedError",
+    "Log",
+    "LogError",
+    "LogTrimmed",
+    "LogUnavailable",
     "LongText",
     "NearstateError",
     "Producer",
     "ReadState",
+    "ReadTimeout",
     "Record",
     "Ref",
     "RefreshEvent",
@@ -73,15 +91,20 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SchemaInferrer",
+    "Token",
+    "Transaction",
     "TypeDef",
     "TypeState",
     "WriteState",
+    "Writer",
     "__version__",
+    "compact",
     "export_jsonl",
     "export_records",
     "from_bytes",
     "import_jsonl",
     "infer_schema",
     "load",
+    "open",
     "record",
 ]

@@ -8,6 +8,14 @@ deltas backward, and falls back to the nearest snapshot when a chain is broken. 
 refresh fails (a missing or corrupt blob, a delta that does not apply, an announced
 version that does not exist) the consumer stays on its last good version, keeps the error
 in :attr:`Consumer.last_error`, and tries again later.
+
+With a Log, the consumer also shows every committed transaction past its version: it
+tails the Log and lays the entries over the version (see :mod:`nearstate.overlay`), so a
+write is visible within milliseconds of its commit, whatever the Producer is doing. Reads
+choose their consistency: :attr:`Consumer.state` (eventual: never blocks),
+:meth:`Consumer.wait_for` a token (read-your-writes), :meth:`Consumer.sync` (strong: the
+Log's head), or :meth:`Consumer.read` with the choice as an argument. Each returns one
+immutable state, so a whole page can be built from it.
 """
 
 from __future__ import annotations
@@ -18,11 +26,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from .errors import DatasetError, NearstateError
+import msgspec
+
+from .errors import DatasetError, InputError, LogTrimmed, NearstateError, ReadTimeout
 from .layered import Changes, LayeredState, gather
-from .ports import AnnouncementWatcher, BlobStore
+from .overlay import LogTail, Net, empty_state, lay_over, with_types
+from .ports import AnnouncementWatcher, BlobStore, Log
 from .read_state import ReadState
 from .schema import Schema
 from .versions import (
@@ -34,10 +45,13 @@ from .versions import (
     open_snapshot,
     walk,
 )
+from .writer import decode_entry, version_position
 
 log = logging.getLogger("nearstate.consumer")
 
 State = ReadState | LayeredState
+Consistency = Literal["eventual", "read-your-writes", "strong"]
+CONSISTENCIES = ("eventual", "read-your-writes", "strong")
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class RefreshEvent:
     version: int
     changes: dict[str, Changes] | None
     duration_ms: float
+    position: int | None = None  #: the Log position shown afterwards (with a Log)
 
 
 Listener = Callable[[RefreshEvent], Any]
@@ -60,6 +75,10 @@ class Consumer:
     ``compact_ratio``: once the records read from delta layers exceed this fraction of the
     snapshot under them (and at least ``compact_min`` records), the consumer loads the
     newest snapshot instead of applying more deltas.
+
+    ``log``: the dataset's Log; committed transactions past the version are shown too.
+    ``log_batch``: entries read at a time; ``max_log_layers``: layers of Log entries laid
+    over the version before they are merged into one.
     """
 
     def __init__(
@@ -72,6 +91,9 @@ class Consumer:
         retry_interval: float = 1.0,
         compact_ratio: float = 0.1,
         compact_min: int = 50_000,
+        log: Log | None = None,
+        log_batch: int = 10_000,
+        max_log_layers: int = 32,
     ):
         self.blobs = blobs
         self.watcher = watcher
@@ -90,6 +112,19 @@ class Consumer:
         self.last_refresh: float | None = None  #: time.time() of the last successful refresh
         self.last_error: str | None = None  #: why the last refresh failed (None: it did not)
         self.announced_version: int | None = None
+        # with a Log: the version as published, and the entries laid over it
+        self.log = log
+        self.log_batch = log_batch
+        self.max_log_layers = max_log_layers
+        self._vstate: State | None = None
+        self._vempty = False  # _vstate is a stand-in: nothing announced yet
+        self._reader = schema  # the schema versions are read with (plus the Log's types)
+        self._tail = LogTail(0)
+        self._applied = 0
+        self._layers = 0
+        self._log_sj: str | None = None
+        self._log_schema: Schema | None = None
+        self._log_thread: threading.Thread | None = None
 
     # -- what it holds ------------------------------------------------------------------
 
@@ -103,15 +138,25 @@ class Consumer:
 
     @property
     def version(self) -> int | None:
-        s = self._state
-        return None if s is None else s.version
+        s = self._vstate
+        return None if s is None or self._vempty else s.version
+
+    @property
+    def position(self) -> int:
+        """The Log position shown: every transaction committed up to it is visible."""
+        return self._applied
 
     @property
     def lag(self) -> int:
         """Announced version minus the version held (0 when up to date or pinned)."""
-        if self.announced_version is None or self._state is None:
+        v = self.version
+        if self.announced_version is None or v is None:
             return 0 if self.announced_version is None else self.announced_version
-        return max(0, self.announced_version - self._state.version)
+        return max(0, self.announced_version - v)
+
+    def log_lag(self) -> int:
+        """Committed transactions not yet shown (asks the Log for its head)."""
+        return 0 if self.log is None else max(0, self.log.head() - self._applied)
 
     def bytes_per_type(self) -> dict[str, int]:
         s = self._state
@@ -127,8 +172,17 @@ class Consumer:
     # -- moving between versions --------------------------------------------------------
 
     def refresh(self) -> bool:
-        """Move to the announced version (unless pinned). Returns whether the version
-        changed; on failure stays where it is, sets :attr:`last_error` and raises."""
+        """Move to the announced version (unless pinned) and, with a Log, show every entry
+        committed since. Returns whether what is shown changed; on failure stays where it
+        is, sets :attr:`last_error` and raises."""
+        changed = self._refresh_version()
+        if self.log is not None:
+            with self._lock:
+                self._ensure_state()
+                changed = self._catch_up() or changed
+        return changed
+
+    def _refresh_version(self) -> bool:
         try:
             ann = self.watcher.latest()
             if ann is None:
@@ -144,12 +198,15 @@ class Consumer:
     def move_to(self, target: int) -> bool:
         """Hold version ``target``: deltas forward, reverse deltas back, or a snapshot."""
         with self._lock:
-            cur = self._state
+            cur = None if self._vempty else self._vstate
             if cur is not None and cur.version == target:
                 return False
             t0 = time.perf_counter()
             try:
                 new, changes = self._reach(cur, target)
+                self._vstate, self._vempty = new, False
+                if self.log is not None:
+                    self._follow_version(new)
             except NearstateError as e:
                 self.last_error = f"cannot move to version {target}: {describe(e)}"
                 log.warning("%s", self.last_error)
@@ -157,7 +214,8 @@ class Consumer:
             except OSError as e:
                 self.last_error = f"cannot move to version {target}: {e}"
                 raise DatasetError(self.last_error) from e
-            self._state = new
+            if self.log is None:
+                self._state = new
             self.last_error = None
             self.last_refresh = time.time()
             ev = RefreshEvent(
@@ -165,7 +223,12 @@ class Consumer:
                 new.version,
                 changes,
                 (time.perf_counter() - t0) * 1000,
+                self._applied if self.log is not None else None,
             )
+        self._announce(ev)
+        return True
+
+    def _announce(self, ev: RefreshEvent) -> None:
         with self._changed:
             self._changed.notify_all()
         for fn in list(self._listeners):
@@ -173,19 +236,18 @@ class Consumer:
                 fn(ev)
             except Exception:
                 log.exception("refresh listener %r failed", fn)
-        return True
 
     def _reach(self, cur: State | None, target: int) -> tuple[State, dict[str, Changes] | None]:
         if cur is None:
-            return load_version(self.blobs, target, verify=self.verify, schema=self.schema), None
+            return load_version(self.blobs, target, verify=self.verify, schema=self._reader), None
         cat = Catalog(self.blobs)
         if self._should_compact(cur, target, cat):
-            return open_snapshot(self.blobs, target, verify=self.verify, schema=self.schema), None
+            return open_snapshot(self.blobs, target, verify=self.verify, schema=self._reader), None
         merged: dict[str, Changes] = {}
 
         try:
             new = walk(self.blobs, cur, target, verify=self.verify, on_step=gather(merged),
-                       schema=self.schema)  # fmt: skip
+                       schema=self._reader)  # fmt: skip
             return new, (merged if abs(target - cur.version) <= 1 else
                          net_changes(cur, new, merged))  # fmt: skip
         except NearstateError as e:
@@ -194,7 +256,7 @@ class Consumer:
                         describe(e))  # fmt: skip
             try:
                 state = load_version(
-                    self.blobs, target, verify=self.verify, schema=self.schema, catalog=cat
+                    self.blobs, target, verify=self.verify, schema=self._reader, catalog=cat
                 )
             except NearstateError as e2:
                 e.add_note(f"falling back to a snapshot failed too: {describe(e2)}")
@@ -210,14 +272,27 @@ class Consumer:
         return cur.overlay_size >= max(self.compact_min, self.compact_ratio * base)
 
     def pin(self, version: int) -> None:
-        """Move to ``version`` and stay there until :meth:`unpin`."""
-        self.move_to(version)
-        self._pinned = version
+        """Move to ``version`` and stay there until :meth:`unpin` (showing the version
+        alone: no Log entries over it)."""
+        with self._lock:
+            before = self._pinned
+            self._pinned = version
+            try:
+                self.move_to(version)
+            except BaseException:
+                self._pinned = before
+                raise
+            self._show()
 
     def unpin(self) -> None:
-        """Follow announcements again (moves to the announced version now)."""
-        self._pinned = None
+        """Follow announcements (and the Log) again; moves to the announced version now."""
+        with self._lock:
+            self._pinned = None
+            self._show()
         self.refresh()
+        if self.log is not None:
+            with self._lock:
+                self._catch_up()
 
     @property
     def pinned(self) -> int | None:
@@ -233,6 +308,11 @@ class Consumer:
             self._thread = threading.Thread(target=self._run, name="nearstate-consumer",
                                             daemon=True)  # fmt: skip
             self._thread.start()
+            if self.log is not None:
+                self._log_thread = threading.Thread(
+                    target=self._run_log, name="nearstate-log-tail", daemon=True
+                )
+                self._log_thread.start()
         if wait and not self.wait_for_version(None, timeout):
             raise DatasetError(
                 f"no version loaded within {timeout:g} s"
@@ -241,10 +321,12 @@ class Consumer:
         return self
 
     def stop(self) -> None:
+        """Stop following (the state held stays readable)."""
         self._stop.set()
-        t, self._thread = self._thread, None
-        if t is not None:
-            t.join(timeout=5)
+        for t in (self._thread, self._log_thread):
+            if t is not None:
+                t.join(timeout=5)
+        self._thread = self._log_thread = None
 
     def __enter__(self) -> Consumer:
         return self
@@ -255,7 +337,7 @@ class Consumer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.refresh()
+                self._refresh_version()
             except NearstateError:
                 self._stop.wait(self.retry_interval)
                 continue
@@ -270,12 +352,15 @@ class Consumer:
                 self._stop.wait(self.retry_interval)
 
     def wait_for_version(self, version: int | None, timeout: float) -> bool:
-        """Block until the held version is at least ``version`` (any version: None)."""
+        """Block until the held version is at least ``version`` (None: until there is a
+        state to read, which with a Log may be the Log's entries alone)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 v = self.version
-                if v is not None and (version is None or v >= version):
+                if version is None and self._state is not None:
+                    return True
+                if v is not None and version is not None and v >= version:
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -302,3 +387,199 @@ class Consumer:
                 await asyncio.to_thread(self.watcher.wait, last, poll)
             else:
                 await asyncio.to_thread(self.wait_for_version, (last or 0) + 1, poll)
+
+    # -- the Log: committed writes shown before the next version ------------------------
+
+    def wait_for(self, token: int, timeout: float = 5.0) -> State:
+        """Read-your-writes: block until the transaction with ``token`` (and every one
+        before it) is shown, then return the state to read. Raises
+        :class:`~nearstate.errors.ReadTimeout` after ``timeout`` seconds, never stale data."""
+        if self.log is None:
+            raise DatasetError("read-your-writes needs the dataset's Log (this consumer has "
+                               "none)")  # fmt: skip
+        try:
+            want = int(token)
+        except (TypeError, ValueError):
+            raise InputError(f"a token is a Log position (an integer), not {token!r}") from None
+        s = self._state
+        if s is not None and self._applied >= want:
+            return s
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._ensure_state()
+                self._catch_up()
+            s = self._state
+            if s is not None and self._applied >= want:
+                return s
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"; last error: {self.last_error}" if self.last_error else ""
+                raise ReadTimeout(
+                    f"token {want} is not visible after {timeout:g} s: this consumer shows "
+                    f"the Log up to {self._applied}{why}"
+                )
+            self.log.wait(self._applied, min(left, 0.05))
+
+    def sync(self, timeout: float = 5.0) -> State:
+        """Strong: ask the Log for its head and block until it is shown (see
+        :meth:`wait_for`); every transaction committed before the call is visible."""
+        if self.log is None:
+            raise DatasetError("strong reads need the dataset's Log (this consumer has none)")
+        return self.wait_for(self.log.head(), timeout)
+
+    def read(
+        self, consistency: Consistency = "eventual", *, token: int | None = None,
+        timeout: float = 5.0,
+    ) -> State:  # fmt: skip
+        """The state to read with the chosen consistency (one immutable state: build a
+        whole page from it). ``eventual`` never blocks; ``read-your-writes`` waits for
+        ``token``; ``strong`` waits for the Log's head."""
+        if consistency == "eventual":
+            return self.state
+        if consistency == "read-your-writes":
+            if token is None:
+                raise InputError("read-your-writes needs the token of the write to see")
+            return self.wait_for(token, timeout)
+        if consistency == "strong":
+            return self.sync(timeout)
+        raise InputError(
+            f"unknown consistency {consistency!r}: use one of {', '.join(CONSISTENCIES)}"
+        )
+
+    def _ensure_state(self) -> None:
+        """Hold something to show: the announced version, else (with a Log) no records."""
+        if self._state is not None:
+            return
+        try:
+            self._refresh_version()
+        except NearstateError:
+            if self.log is None:
+                raise
+        if self._state is None and self.log is not None and self._vstate is None:
+            self._log_types()
+            if self._log_schema is None:
+                return  # nothing announced, nothing written: nothing to show yet
+            self._reader = with_types(self.schema, self._log_schema)
+            self._vstate = empty_state(self._reader or self._log_schema, "default")
+            self._vempty = True
+            self._tail = LogTail(0)
+            self._applied = 0
+            self._show()
+
+    def _follow_version(self, new: State) -> None:
+        """A new version is held: drop the Log entries it includes, show the rest over it."""
+        p = version_position(new)
+        if p < self._tail.after:  # moved back before the tail: replay from the version
+            self._tail = LogTail(p)
+            self._applied = p
+        else:
+            self._tail = self._tail.since(p)
+            self._applied = max(self._applied, p)
+        self._log_types()
+        self._show()
+
+    def _show(self) -> None:
+        """``_state`` = the version with the whole tail laid over it."""
+        v = self._vstate
+        if self.log is None or self._pinned is not None or v is None:
+            self._state = v
+            self._layers = 0
+            return
+        net = self._tail.net()
+        self._state = lay_over(v, net, name=f"log after {self._tail.after}")[0] if net else v
+        self._layers = 1 if net else 0
+
+    def _log_types(self) -> None:
+        """Re-read the Log's schema if it changed; read the version with any new types."""
+        assert self.log is not None
+        sj = self.log.schema()
+        if sj == self._log_sj:
+            return
+        ls = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
+        self._log_sj, self._log_schema = sj, ls
+        v = self._vstate
+        if ls is None or v is None or all(t.name in v.schema.types for t in ls):
+            return
+        self._reader = with_types(self._reader or v.schema, ls)
+        if self._vempty:
+            self._vstate = empty_state(self._reader or Schema([]), v.dataset)
+        else:
+            self._vstate = load_version(self.blobs, v.version, verify=self.verify,
+                                        schema=self._reader)  # fmt: skip
+        self._show()
+
+    def _catch_up(self) -> bool:
+        """Show every entry committed so far (the lock is held). Returns whether any was."""
+        if self.log is None or self._pinned is not None or self._vstate is None:
+            return False
+        shown = False
+        while True:
+            try:
+                rows = self.log.read(self._applied, self.log_batch)
+            except LogTrimmed:
+                # a newer version includes what was trimmed: move to it, then read on
+                self._refresh_version()
+                rows = self.log.read(self._applied, self.log_batch)
+            if not rows:
+                return shown
+            t0 = time.perf_counter()
+            entries = [decode_entry(p, b) for p, b in rows]
+            if any(e.schema_changed for e in entries):
+                self._log_types()
+            prev = self._state
+            assert prev is not None
+            net = self._tail.add(entries)
+            changes = _changes(prev, net)
+            if self._layers >= self.max_log_layers:
+                self._show()
+            else:
+                new, _ = lay_over(prev, net, name=f"log {entries[0].position}-"
+                                                  f"{entries[-1].position}")  # fmt: skip
+                if new is not prev:
+                    self._layers += 1
+                self._state = new
+            self._applied = entries[-1].position
+            self.last_refresh = time.time()
+            shown = True
+            v = self._vstate.version if self._vstate is not None else 0
+            self._announce(RefreshEvent(v, v, changes, (time.perf_counter() - t0) * 1000,
+                                        self._applied))  # fmt: skip
+            if len(rows) < self.log_batch:
+                return shown
+
+    def _run_log(self) -> None:
+        assert self.log is not None
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    self._ensure_state()
+                    self._catch_up()
+                self.log.wait(self._applied, 0.5)
+            except NearstateError as e:
+                self.last_error = f"following the log failed: {describe(e)}"
+                log.warning("%s", self.last_error)
+                self._stop.wait(self.retry_interval)
+            except Exception:
+                log.exception("following the log crashed")
+                self._stop.wait(self.retry_interval)
+
+
+def _changes(state: State, net: Net) -> dict[str, Changes]:
+    """What ``net`` changes relative to ``state``, per type."""
+    out: dict[str, Changes] = {}
+    for t, m in net.items():
+        ts = state.get(t, None)
+        c = Changes()
+        for k, rec in m.items():
+            there = ts is not None and k in ts
+            if rec is None:
+                if there:
+                    c.removed.append(k)
+            elif there:
+                c.modified.append(k)
+            else:
+                c.added.append(k)
+        if c:
+            out[t] = c
+    return out

@@ -5,6 +5,7 @@ Layout (see :mod:`nearstate.versions` for the blob names)::
     DIR/announced.json      the current version (replaced atomically)
     DIR/producer.lock       held by the one producer that may publish
     DIR/snapshots/ deltas/ reverse/ versions/
+    DIR/log.sqlite          the Log of committed writes (see backends.local_log)
 
 Every file is written to a temporary name, fsynced and renamed, and a version is
 announced only after all its blobs are stored, so a reader never sees a version whose
@@ -13,21 +14,52 @@ blobs are incomplete, and a crash mid-publish leaves the previous version announ
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from .backends.local import LocalAnnouncer, LocalBlobStore
+from .backends.local_log import LocalLog
+from .compaction import Compactor, compact
 from .consumer import Consumer
-from .errors import DatasetError
+from .errors import DatasetError, InputError, NearstateError
 from .layered import LayeredState
 from .producer import CycleResult, Producer, cleanup
 from .read_state import ReadState
 from .schema import Schema
 from .versions import Catalog, load_version, snapshot_name
 from .write_state import WriteState
+from .writer import LOG_POSITION, Writer
 
 ANNOUNCED = "announced.json"
+
+
+def open_dataset(url: str | Path) -> LocalDataset:
+    """Open a dataset by URL: ``file:///path`` (or a plain path) is a local directory,
+    created if needed. (``nats://host:4222/name`` needs the NATS backend.)"""
+    if isinstance(url, Path):
+        path = url
+    else:
+        u = urlparse(url)
+        if u.scheme in ("", "file") and (u.scheme or "://" not in url):
+            if u.scheme == "file" and u.netloc not in ("", "localhost"):
+                raise InputError(f"{url}: a file URL names a local path (file:///path), not "
+                                 f"host {u.netloc!r}")  # fmt: skip
+            path = Path(unquote(u.path) if u.scheme == "file" else url)
+            if not str(path):
+                raise InputError(f"{url!r}: no path")
+        elif u.scheme == "nats":
+            raise DatasetError(f"{url}: the NATS backend is not part of this version yet; "
+                               "use a file:/// dataset")  # fmt: skip
+        else:
+            raise InputError(f"{url}: unknown dataset URL scheme {u.scheme!r} (use file:///path)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"cannot create the dataset directory {path}: {e}") from e
+    return LocalDataset(path)
 
 
 class LocalDataset:
@@ -37,6 +69,7 @@ class LocalDataset:
         self.path = Path(path)
         self.blobs = LocalBlobStore(self.path)
         self.announcer = LocalAnnouncer(self.path)
+        self.log = LocalLog(self.path)
 
     def __repr__(self) -> str:
         return f"LocalDataset({str(self.path)!r})"
@@ -46,7 +79,8 @@ class LocalDataset:
         return self.path.resolve().name
 
     def exists(self) -> bool:
-        return (self.path / ANNOUNCED).is_file()
+        """Whether anything was published or written here."""
+        return (self.path / ANNOUNCED).is_file() or self.log.path.is_file()
 
     def announced(self) -> dict[str, Any] | None:
         """The current announcement, or None if nothing was ever published."""
@@ -90,8 +124,31 @@ class LocalDataset:
         return Producer(self.blobs, self.announcer, **options)
 
     def consumer(self, **options: Any) -> Consumer:
-        """A consumer of this dataset (call ``refresh()`` or ``start()``)."""
+        """A consumer of this dataset and its Log: ``start()`` it to follow both in the
+        background, or call ``refresh()``, ``wait_for(token)`` or ``sync()``."""
+        options.setdefault("log", self.log)
         return Consumer(self.blobs, self.announcer, **options)
+
+    def writer(self, *, schema: Schema | None = None, **options: Any) -> Writer:
+        """A writer committing to this dataset's Log (``schema``: types to declare)."""
+        versions = Consumer(self.blobs, self.announcer, verify=False)
+
+        def current() -> Any:
+            with contextlib.suppress(NearstateError):  # then: the version held, or none
+                versions.refresh()
+            return versions._state
+
+        return Writer(self.log, schema=schema, versions=current, **options)
+
+    def compact(self, **options: Any) -> CycleResult:
+        """Fold the Log's committed writes into a new version now (takes the producer lock;
+        ``options`` go to the Producer)."""
+        with self.producer(**options) as p:
+            return compact(p, self.log)
+
+    def compactor(self, *, interval: float = 1.0, **options: Any) -> Compactor:
+        """A background compactor (holds the producer lock until stopped and closed)."""
+        return Compactor(self.producer(**options), self.log, interval=interval)
 
     def publish(
         self,
@@ -114,6 +171,10 @@ class LocalDataset:
         snapshot: bool = False,
         snapshot_every: int = 10,
     ) -> _Published:
+        tags = dict(tags or {})
+        head = self.log.head()
+        if head:  # a full state replaces the writes committed so far as well
+            tags.setdefault(LOG_POSITION, str(head))
         with self.producer(snapshot_every=snapshot_every, retain_snapshots=None) as p:
             r = p.run_cycle(ws, snapshot=snapshot, tags=tags)
             v = r.version if r.version is not None else p.version

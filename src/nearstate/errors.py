@@ -13,7 +13,14 @@ The tree::
     ├── DatasetError         a dataset is missing, empty or inconsistent
     │   └── LockedError      another producer holds the right to publish
     ├── DeltaError           a delta does not apply to the state it is given (names the blob)
-    └── CycleError           a producer cycle failed; ``stage`` says where (nothing announced)
+    ├── CycleError           a producer cycle failed; ``stage`` says where (nothing announced)
+    ├── ConflictError        a transaction's condition failed (carries the key's current
+    │                        token); nothing of the transaction was committed
+    ├── LogError             the log cannot be read or written
+    │   ├── LogUnavailable   the log's storage or server cannot be reached (retry later)
+    │   └── LogTrimmed       the entries asked for were trimmed (load a newer version)
+    └── ReadTimeout          a read-your-writes or strong read did not become possible in
+                             time (also a TimeoutError); no stale data is returned
 
 Third-party exceptions are converted where they enter (``raise ... from e``), so callers
 only ever need to catch these.
@@ -86,3 +93,38 @@ class CycleError(NearstateError):
     def __init__(self, message: str, *, stage: str):
         self.stage = stage
         super().__init__(f"cycle failed at {stage}: {message}")
+
+
+class ConflictError(NearstateError):
+    """A transaction's condition failed; nothing of it was committed.
+
+    ``type_name`` and ``key`` name the record, ``current`` is the key's current token
+    (None when the key is absent), ``expected`` what the condition asked for.
+    """
+
+    def __init__(
+        self, message: str, *, type_name: str, key: object, current: int | None,
+        expected: object,
+    ):  # fmt: skip
+        self.type_name = type_name
+        self.key = key
+        self.current = current
+        self.expected = expected
+        super().__init__(message)
+
+
+class LogError(NearstateError):
+    """The log cannot be read or written."""
+
+
+class LogUnavailable(LogError):
+    """The log's storage (a file, a server) cannot be reached now; retrying may succeed."""
+
+
+class LogTrimmed(LogError):
+    """The entries asked for were trimmed from the log; load a newer version first."""
+
+
+class ReadTimeout(NearstateError, TimeoutError):
+    """A read that must see a token (read-your-writes) or the log's head (strong) could not
+    within its timeout. Nothing stale was returned."""

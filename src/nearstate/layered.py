@@ -178,13 +178,15 @@ class LayeredState(TypeMap):
 
 
 def apply_delta(
-    state: ReadState | LayeredState, layer: DeltaLayer
+    state: ReadState | LayeredState, layer: DeltaLayer, *, trusted: bool = False
 ) -> tuple[LayeredState | ReadState, dict[str, Changes]]:
     """The version ``layer`` produces from ``state``, and the keys it changed per type.
 
     Raises :class:`DeltaError` (naming the blob) if the delta does not start at this
     state's version and checksums, or does not arrive at the checksums it claims.
-    Costs in proportion to the delta plus the overlay already applied.
+    Costs in proportion to the delta plus the overlay already applied. ``trusted``: the
+    layer was made in this process from this state's own types (the Log's overlay), so
+    its schema need not match the snapshot's stored one.
     """
     if layer.from_version != state.version:
         raise DeltaError(
@@ -192,7 +194,7 @@ def apply_delta(
             f"but the state is at version {state.version}"
         )
     base = state.base
-    if shape(layer.schema) != shape(base.stored_schema):
+    if not trusted and shape(layer.schema) != shape(base.stored_schema):
         raise DeltaError(f"{layer.name}: written for a different schema than the state's")
     sums = state.checksums()
     for name, c in layer.from_checksums.items():

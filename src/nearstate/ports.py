@@ -1,5 +1,6 @@
-"""The ports through which versions travel: where blobs are kept, and how the current
-version is announced. Each is a small Protocol; backends implement them
+"""The ports through which versions and writes travel: where blobs are kept, how the
+current version is announced, and the Log of committed writes. Each is a small Protocol;
+backends implement them
 (:mod:`nearstate.backends.memory`, :mod:`nearstate.backends.local`, later NATS), and one
 contract test suite (``tests/contracts.py``) holds every backend to the same behaviour.
 
@@ -9,12 +10,16 @@ may map them to files, keys or objects as it likes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 Buffer = bytes | bytearray | memoryview
 
-RESERVED = frozenset({"announced.json", "producer.lock"})
+RESERVED = frozenset({
+    "announced.json", "producer.lock",
+    "log.sqlite", "log.sqlite-wal", "log.sqlite-shm", "log.sqlite-journal",
+})  # fmt: skip
 
 
 def check_name(name: str) -> None:
@@ -93,4 +98,71 @@ class AnnouncementWatcher(Protocol):
     def wait(self, newer_than: int | None, timeout: float) -> dict[str, Any] | None:
         """Block until an announcement with a version other than ``newer_than`` is current
         (or ``timeout`` seconds pass); return the current announcement (None if none)."""
+        ...
+
+
+# -- the Log ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Append:
+    """What a transaction adds to the Log: its encoded ``body``; the keys it changes as
+    ``(type, key id, exists afterwards)``; and the dataset's schema (JSON) when the
+    transaction changed it, else None."""
+
+    body: bytes
+    keys: list[tuple[str, str, bool]]
+    schema: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class LogView(Protocol):
+    """The Log as it stands at its head, seen while a transaction is being appended."""
+
+    def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
+        """``(position of the key's last change, whether the key exists after it)``, or
+        None if the key was never changed through the Log."""
+        ...
+
+    def schema(self) -> str | None:
+        """The dataset's schema as the Log keeps it (JSON text), or None."""
+        ...
+
+
+@runtime_checkable
+class Log(Protocol):
+    """The ordered, durable record of committed transactions; a position is a Token.
+
+    Positions start at 1 and only grow. Safe for several writers at once: ``append`` runs
+    ``prepare`` with the Log held at its head, so conditions checked there cannot be
+    invalidated before the entry is written.
+    """
+
+    def append(self, prepare: Callable[[LogView], Append]) -> int:
+        """Call ``prepare(view)`` at the head (it may raise: then nothing is written),
+        append what it returns, and return the entry's position once it is durable.
+        ``prepare`` may be called more than once (on a retry); it must not have effects."""
+        ...
+
+    def head(self) -> int:
+        """The position of the last committed entry (0 when there is none)."""
+        ...
+
+    def read(self, after: int, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries after position ``after``, oldest first. Raises
+        :class:`~nearstate.errors.LogTrimmed` if entries after ``after`` were trimmed."""
+        ...
+
+    def wait(self, after: int, timeout: float) -> int:
+        """Block until the head is past ``after`` or ``timeout`` seconds pass; return the
+        head."""
+        ...
+
+    def trim(self, upto: int) -> int:
+        """Forget entries at positions up to ``upto`` (they are in a retained version);
+        return how many were removed. Key positions (for conditions) are kept."""
+        ...
+
+    def schema(self) -> str | None:
+        """The dataset's schema as the Log keeps it (JSON text), or None."""
         ...

@@ -46,6 +46,7 @@ from .versions import (
     snapshot_name,
 )
 from .write_state import WriteState
+from .writer import LOG_POSITION
 
 log = logging.getLogger("nearstate.producer")
 
@@ -345,6 +346,9 @@ class Producer:
         new_schema: Schema,
     ) -> CycleResult:
         v = 1 if prior is None else prior.version + 1
+        if prior is not None and LOG_POSITION in prior.tags:
+            # a version includes the Log up to where the last one did, unless told more
+            tags = {LOG_POSITION: prior.tags[LOG_POSITION], **(tags or {})}
         want_snapshot = (
             snapshot or changes is None or self._since_snapshot + 1 >= self.snapshot_every
         )

@@ -2,6 +2,14 @@
 and a local directory (the embedded default)."""
 
 from .local import LocalAnnouncer, LocalBlobStore
-from .memory import MemoryAnnouncer, MemoryBlobStore
+from .local_log import LocalLog
+from .memory import MemoryAnnouncer, MemoryBlobStore, MemoryLog
 
-__all__ = ["LocalAnnouncer", "LocalBlobStore", "MemoryAnnouncer", "MemoryBlobStore"]
+__all__ = [
+    "LocalAnnouncer",
+    "LocalBlobStore",
+    "LocalLog",
+    "MemoryAnnouncer",
+    "MemoryBlobStore",
+    "MemoryLog",
+]

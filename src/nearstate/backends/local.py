@@ -5,6 +5,7 @@ Layout::
     DIR/announced.json        the current announcement
     DIR/producer.lock         flock()ed by the producer that may publish
     DIR/snapshots/…  DIR/deltas/…  DIR/reverse/…  DIR/versions/…   blobs, by name
+    DIR/log.sqlite            the Log of committed writes (see :mod:`.local_log`)
 
 Every file is written to a temporary name, fsynced and renamed into place, and the
 directory is fsynced, so a reader (or a crash) sees a whole file or the previous one.
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..blob import atomic_write
 from ..errors import BlobNotFound, DatasetError, LockedError
-from ..ports import Buffer, check_name
+from ..ports import RESERVED, Buffer, check_name
 
 ANNOUNCED = "announced.json"
 LOCK = "producer.lock"
@@ -70,7 +71,7 @@ class LocalBlobStore:
         for dirpath, _dirs, files in os.walk(self.root):
             rel = Path(dirpath).relative_to(self.root)
             for f in files:
-                if f.startswith(".") or f in (ANNOUNCED, LOCK):
+                if f.startswith(".") or (rel == Path(".") and f in RESERVED):
                     continue
                 name = f if rel == Path(".") else f"{rel.as_posix()}/{f}"
                 if name.startswith(prefix):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
+import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import BlobNotFound, LockedError
-from ..ports import Buffer, check_name
+from ..errors import BlobNotFound, LockedError, LogTrimmed
+from ..ports import Append, Buffer, LogView, check_name
 
 
 class MemoryBlobStore:
@@ -88,3 +90,67 @@ class MemoryAnnouncer:
         with self._cond:
             self._cond.wait_for(changed, timeout)
             return copy.deepcopy(self._current)
+
+
+class _MemoryView:
+    def __init__(self, log: MemoryLog):
+        self._log = log
+
+    def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
+        return self._log._keys.get((type_name, key_id))
+
+    def schema(self) -> str | None:
+        return self._log._schema
+
+
+class MemoryLog:
+    """The Log as a list in memory: transactions of one process, lost when it ends."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[int, bytes]] = []
+        self._keys: dict[tuple[str, str], tuple[int, bool]] = {}
+        self._schema: str | None = None
+        self._head = 0
+        self._floor = 0
+        self._cond = threading.Condition()
+
+    def append(self, prepare: Callable[[LogView], Append]) -> int:
+        with self._cond:
+            entry = prepare(_MemoryView(self))
+            self._head += 1
+            pos = self._head
+            self._entries.append((pos, bytes(entry.body)))
+            for t, k, present in entry.keys:
+                self._keys[(t, k)] = (pos, present)
+            if entry.schema is not None:
+                self._schema = json.dumps(entry.schema, sort_keys=True)
+            self._cond.notify_all()
+            return pos
+
+    def head(self) -> int:
+        return self._head
+
+    def read(self, after: int, limit: int = 1000) -> list[tuple[int, bytes]]:
+        with self._cond:
+            if after < self._floor:
+                raise LogTrimmed(
+                    f"memory log: entries after {after} were trimmed (kept from "
+                    f"{self._floor + 1}); load a newer version first"
+                )
+            i = bisect.bisect_right(self._entries, after, key=lambda e: e[0])
+            return self._entries[i : i + limit]
+
+    def wait(self, after: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._head > after, timeout)
+            return self._head
+
+    def trim(self, upto: int) -> int:
+        with self._cond:
+            i = bisect.bisect_right(self._entries, upto, key=lambda e: e[0])
+            del self._entries[:i]
+            self._floor = max(self._floor, upto)
+            return i
+
+    def schema(self) -> str | None:
+        return self._schema

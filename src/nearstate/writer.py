@@ -1,0 +1,459 @@
+"""The write API: upserts, deletes and atomic transactions with conditions, committed to
+the Log; each commit returns a :class:`Token`, the position of its Log entry.
+
+A token is returned only once the transaction is durable in the Log. Every consumer
+following the Log then shows it (see :meth:`nearstate.Consumer.wait_for`), long before the
+Producer folds the Log into the next version.
+
+Records are checked against the dataset's schema before anything is written: a type the
+schema does not have (when inference is off), a field of the wrong type or not in the type,
+a missing key or a record over ``max_record_bytes`` raise an error naming it, and nothing
+of the transaction is committed. The first write of a new type infers the type from that
+record (key ``id``; every other field optional); declare a schema to choose otherwise.
+
+Conditions (``expect_absent``, ``expect_token``) are checked with the Log held at its head,
+against the dataset as it stands before the transaction; a failed one raises
+:class:`~nearstate.errors.ConflictError` carrying the key's current token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .errors import ConflictError, InputError, LogError, SchemaError
+from .infer import infer_schema
+from .ports import Append, Log, LogView
+from .schema import FieldType, Schema, TypeDef
+from .write_state import WriteState
+
+LOG_POSITION = "log_position"  #: the version tag naming the Log position a version includes
+MAX_RECORD_BYTES = 1 << 20
+
+
+class Token(int):
+    """A position in the Log. Tokens of one dataset are ordered: a later commit has a
+    larger token. Pass one to :meth:`Consumer.wait_for` to read your own write."""
+
+    def __repr__(self) -> str:
+        return f"Token({int(self)})"
+
+
+def key_id(key: Any) -> str:
+    """A key's canonical text, as the Log keeps it (composite keys as JSON arrays)."""
+    return msgspec.json.encode(key).decode()
+
+
+def version_position(state: Any) -> int:
+    """The Log position a version includes (0 for a version made without the Log)."""
+    if state is None:
+        return 0
+    return int(state.tags.get(LOG_POSITION, 0))
+
+
+# -- the entry format ----------------------------------------------------------------------
+# msgpack: [time_ns, [[type, key, record or None (a delete)], ...], schema_changed]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One committed transaction as read back from the Log."""
+
+    position: int
+    time_ns: int
+    mutations: list[tuple[str, Any, dict[str, Any] | None]]
+    schema_changed: bool
+
+    @property
+    def token(self) -> Token:
+        return Token(self.position)
+
+
+def encode_entry(mutations: list[tuple[str, Any, dict[str, Any] | None]], schema_changed: bool
+                 ) -> bytes:  # fmt: skip
+    return msgspec.msgpack.encode([time.time_ns(), mutations, schema_changed])
+
+
+def decode_entry(position: int, body: bytes) -> Entry:
+    """Decode an entry; composite keys become tuples again."""
+    try:
+        t, muts, changed = msgspec.msgpack.decode(body)
+        out = []
+        for type_name, key, rec in muts:
+            if isinstance(key, list):
+                key = tuple(key)
+            out.append((type_name, key, rec))
+    except (msgspec.DecodeError, ValueError, TypeError) as e:
+        raise LogError(f"log entry {position} is malformed: {e}") from e
+    return Entry(position, int(t), out, bool(changed))
+
+
+# -- transactions --------------------------------------------------------------------------
+
+
+@dataclass
+class _Op:
+    type_name: str
+    record: Mapping[str, Any] | None  # None: delete
+    key: Any = None
+    expect_absent: bool = False
+    expect_token: int | None = None
+
+
+class Transaction:
+    """Mutations that commit together or not at all. Use as a context manager: it commits
+    when the block ends without an exception (then :attr:`token` is set) and discards
+    everything otherwise."""
+
+    def __init__(self, writer: Writer):
+        self._writer = writer
+        self._ops: list[_Op] = []
+        self.token: Token | None = None
+
+    def upsert(
+        self, type_name: str, record: Mapping[str, Any], *, expect_absent: bool = False,
+        expect_token: int | None = None,
+    ) -> None:  # fmt: skip
+        """Insert or replace a record. ``expect_absent``: only if its key does not exist;
+        ``expect_token``: only if the key's last change is the commit with that token."""
+        self._check_open()
+        self._ops.append(_Op(type_name, record, None, expect_absent, expect_token))
+
+    def delete(self, type_name: str, key: Any, *, expect_token: int | None = None) -> None:
+        """Delete a record by key (deleting an absent key changes nothing)."""
+        self._check_open()
+        self._ops.append(_Op(type_name, None, key, False, expect_token))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def _check_open(self) -> None:
+        if self.token is not None:
+            raise InputError("this transaction is already committed")
+
+    def commit(self) -> Token:
+        """Commit now (durable when it returns); raises ConflictError or a schema error
+        and commits nothing when a condition or a record is wrong."""
+        self._check_open()
+        self.token = self._writer._commit(self._ops)
+        return self.token
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, et: type | None, *exc: object) -> None:
+        if et is None and self.token is None:
+            self.commit()
+
+
+class Writer:
+    """Commits upserts, deletes and transactions to a dataset's Log.
+
+    ``schema``: types to declare (merged with those the dataset has; a conflicting
+    definition is a SchemaError). ``infer``: infer a type the schema lacks from its first
+    record. ``versions``: returns the dataset's current version (used to see keys that were
+    never written through the Log: imported ones). Thread-safe; safe with other writers in
+    other processes.
+    """
+
+    def __init__(
+        self,
+        log: Log,
+        *,
+        schema: Schema | None = None,
+        infer: bool = True,
+        versions: Callable[[], Any] | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ):
+        self.log = log
+        self.declared = schema
+        self.infer = infer
+        self.versions = versions
+        self.max_record_bytes = max_record_bytes
+        self._parsed: dict[str | None, Schema | None] = {}
+        self._json: dict[int, tuple[Schema, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"Writer({self.log!r})"
+
+    # -- one-mutation commits ------------------------------------------------------------
+
+    def upsert(
+        self, type_name: str, record: Mapping[str, Any], *, expect_absent: bool = False,
+        expect_token: int | None = None,
+    ) -> Token:  # fmt: skip
+        """Insert or replace one record; returns its token once durable."""
+        return self._commit([_Op(type_name, record, None, expect_absent, expect_token)])
+
+    def delete(self, type_name: str, key: Any, *, expect_token: int | None = None) -> Token:
+        """Delete one record by key; returns the token once durable."""
+        return self._commit([_Op(type_name, None, key, False, expect_token)])
+
+    def transaction(self) -> Transaction:
+        """A transaction: ``with writer.transaction() as tx: tx.upsert(...)``."""
+        return Transaction(self)
+
+    def token_of(self, type_name: str, key: Any) -> Token | None:
+        """The token of the key's last change through the Log (Token(0): the key exists but
+        was never changed through the Log; None: the key does not exist)."""
+        out: list[tuple[int, bool]] = []
+
+        def look(view: LogView) -> Append:
+            schema = self._schema(view)
+            tdef = _typedef(schema, type_name)
+            k = _normal_key(schema, tdef, key)
+            out.append(self._current(view, type_name, k))
+            raise _Done
+
+        with contextlib.suppress(_Done):
+            self.log.append(look)
+        pos, exists = out[0]
+        return Token(pos) if exists else None
+
+    @property
+    def schema(self) -> Schema | None:
+        """The dataset's schema as the Log has it now (with what this writer declared)."""
+        return self._schema_from(self.log.schema())
+
+    # -- committing ----------------------------------------------------------------------
+
+    def _commit(self, ops: list[_Op]) -> Token:
+        if not ops:
+            raise InputError("an empty transaction has nothing to commit")
+        # check the records against the schema as it is now, outside the Log's lock;
+        # inside, the work is redone only if another writer changed the schema meanwhile
+        pre_json = self.log.schema()
+        pre = self._normalise(ops, self._schema_from(pre_json))
+
+        def prepare(view: LogView) -> Append:
+            sj = view.schema()
+            muts, keys, schema = (
+                pre if sj == pre_json else self._normalise(ops, self._schema_from(sj))
+            )
+            self._check_conditions(view, ops, keys, schema, muts)
+            new_json = self._json_of(schema)
+            changed = new_json != sj
+            return Append(
+                encode_entry(muts, changed),
+                [(t, key_id(k), rec is not None) for (t, k, rec) in muts],
+                msgspec.json.decode(new_json) if changed else None,
+            )
+
+        return Token(self.log.append(prepare))
+
+    def _schema_from(self, sj: str | None) -> Schema | None:
+        if sj in self._parsed:
+            return self._parsed[sj]
+        schema = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
+        if schema is None and self.versions is not None:
+            state = self.versions()
+            if state is not None:
+                schema = state.stored_schema
+        if self.declared is not None:
+            schema = self.declared if schema is None else _merge(schema, self.declared)
+        if len(self._parsed) > 8:
+            self._parsed.clear()
+        self._parsed[sj] = schema
+        return schema
+
+    def _normalise(self, ops: list[_Op], schema: Schema | None):
+        """Each op as ``(type, key, plain record | None)``, each op's key, and the schema
+        used (with any types inferred from these records)."""
+        muts: list[tuple[str, Any, dict[str, Any] | None]] = []
+        keys: list[tuple[str, Any]] = []
+        for op in ops:
+            name = op.type_name
+            if not isinstance(name, str) or not name:
+                raise InputError(f"a type name must be a non-empty string, not {name!r}")
+            tdef = schema.types.get(name) if schema is not None else None
+            if tdef is None:
+                if op.record is None or not self.infer:
+                    known = ", ".join(sorted(schema.types)) if schema is not None else "none"
+                    raise SchemaError(f"unknown type {name!r} (the dataset has: {known})")
+                schema = _with_inferred(schema, name, op.record)
+                tdef = schema[name]
+            if tdef.key is None:
+                raise SchemaError(f"type {name!r} has no key; it is only used nested")
+            if op.record is None:
+                key = _normal_key(schema, tdef, op.key)
+                muts.append((name, key, None))
+            else:
+                if not isinstance(op.record, Mapping):
+                    raise InputError(
+                        f"{name}: a record must be a mapping, not {type(op.record).__name__}"
+                    )
+                ws = WriteState(schema)
+                try:
+                    ws.add(name, op.record)
+                except SchemaError as e:
+                    raise SchemaError(f"{e} (type {name!r} has {_fields(tdef)})") from None
+                rec = ws.staged_record(name, 0)
+                key = next(iter(ws.staged_keys(name)))
+                size = len(msgspec.msgpack.encode(rec))
+                if size > self.max_record_bytes:
+                    raise InputError(
+                        f"{name} {key!r}: the record is {size} bytes, over the limit of "
+                        f"{self.max_record_bytes} bytes (max_record_bytes)"
+                    )
+                muts.append((name, key, rec))
+            keys.append((name, key))
+        assert schema is not None
+        return muts, keys, schema
+
+    def _json_of(self, schema: Schema) -> str:
+        j = self._json.get(id(schema))
+        if j is None or j[0] is not schema:
+            if len(self._json) > 8:
+                self._json.clear()
+            j = self._json[id(schema)] = (schema, json.dumps(schema.to_json(), sort_keys=True))
+        return j[1]
+
+    def _current(self, view: LogView, type_name: str, key: Any) -> tuple[int, bool]:
+        """(token of the key's last change, whether it exists) before this transaction."""
+        state = self.versions() if self.versions is not None else None
+        vpos = version_position(state)
+        row = view.last(type_name, key_id(key))
+        if row is not None and row[0] > vpos:
+            return row
+        exists = state is not None and type_name in state and key in state[type_name]
+        return (row[0] if row is not None else 0), exists
+
+    def _check_conditions(self, view: LogView, ops: list[_Op], keys, schema: Schema,
+                          muts) -> None:  # fmt: skip
+        for op, (name, key) in zip(ops, keys, strict=True):
+            if not op.expect_absent and op.expect_token is None:
+                continue
+            pos, exists = self._current(view, name, key)
+            if op.expect_absent and exists:
+                raise ConflictError(
+                    f"{name} {key!r} already exists (last changed at token {pos}); "
+                    "expected it absent",
+                    type_name=name, key=key, current=Token(pos), expected="absent",
+                )  # fmt: skip
+            if op.expect_token is not None and pos != int(op.expect_token):
+                raise ConflictError(
+                    f"{name} {key!r} was last changed at token {pos}, not "
+                    f"{int(op.expect_token)}; someone else changed it",
+                    type_name=name, key=key, current=Token(pos), expected=op.expect_token,
+                )  # fmt: skip
+        self._check_refs(view, schema, muts)
+
+    def _check_refs(self, view: LogView, schema: Schema, muts) -> None:
+        written = {(t, k): rec is not None for t, k, rec in muts}
+        for t, k, rec in muts:
+            if rec is None:
+                continue
+            for target, ref in _refs(schema, schema[t], rec):
+                here = written.get((target, ref))
+                if here is None:
+                    here = self._current(view, target, ref)[1]
+                if not here:
+                    raise SchemaError(f"{t} {k!r} refers to {target} {ref!r}, which does not "
+                                      "exist")  # fmt: skip
+
+
+class _Done(Exception):
+    """Ends a read-only look at the Log without writing."""
+
+
+def _typedef(schema: Schema | None, name: str) -> TypeDef:
+    if schema is None or name not in schema:
+        known = ", ".join(sorted(schema.types)) if schema is not None else "none"
+        raise SchemaError(f"unknown type {name!r} (the dataset has: {known})")
+    return schema[name]
+
+
+def _normal_key(schema: Schema, tdef: TypeDef, key: Any) -> Any:
+    assert tdef.key is not None
+    if len(tdef.key) == 1:
+        parts = [key]
+    elif isinstance(key, (tuple, list)) and len(key) == len(tdef.key):
+        parts = list(key)
+    else:
+        raise InputError(f"{tdef.name}: a key has {len(tdef.key)} parts {list(tdef.key)}, "
+                         f"got {key!r}")  # fmt: skip
+    ws = WriteState(schema)
+    out = [
+        ws._convert(tdef.field(f).type, v, f"{tdef.name} key {f!r}")
+        for f, v in zip(tdef.key, parts, strict=True)
+    ]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _with_inferred(schema: Schema | None, name: str, record: Mapping[str, Any]) -> Schema:
+    if not isinstance(record, Mapping):
+        raise InputError(f"{name}: a record must be a mapping, not {type(record).__name__}")
+    if "id" not in record:
+        raise SchemaError(
+            f"cannot infer type {name!r}: its first record has no 'id' field to use as the "
+            "key; declare the type (writer(schema=...))"
+        )
+    try:
+        inferred = infer_schema([record], name, "id")
+    except InputError as e:
+        raise SchemaError(f"cannot infer type {name!r} from its first record: {e}") from None
+    # one record says little: every field but the key may be left out or null later
+    tdefs = []
+    for t in inferred:
+        keyset = set(t.key or ())
+        fields = tuple(
+            f if f.name in keyset or f.type.nullable
+            else type(f)(f.name, f.type.with_nullable(), f.default, f.omit_null)
+            for f in t.fields
+        )  # fmt: skip
+        tdefs.append(TypeDef(t.name, fields, t.key))
+    inferred = Schema(tdefs)
+    return inferred if schema is None else _merge(schema, inferred)
+
+
+def _merge(schema: Schema, other: Schema) -> Schema:
+    """``schema`` plus the types of ``other`` it lacks; a type both define must agree."""
+    from .delta import shape
+
+    for t in other:
+        mine = schema.types.get(t.name)
+        if mine is not None and shape(Schema([mine])) != shape(Schema([t])):
+            raise SchemaError(
+                f"type {t.name!r} is declared differently from the dataset's: "
+                f"{_fields(t)} vs {_fields(mine)}"
+            )
+    extra = [t for t in other if t.name not in schema.types]
+    return Schema([*schema, *extra]) if extra else schema
+
+
+def _fields(t: TypeDef) -> str:
+    return "{" + ", ".join(f"{f.name}: {f.type.spec()}" for f in t.fields) + "}"
+
+
+def _refs(schema: Schema, tdef: TypeDef, rec: Mapping[str, Any]):
+    """(target type, key) of every reference in a plain record, nested ones included."""
+    for f in tdef.fields:
+        v = rec.get(f.name)
+        if v is not None:
+            yield from _refs_in(schema, f.type, v)
+
+
+def _refs_in(schema: Schema, ft: FieldType, v: Any):
+    if v is None:
+        return
+    k = ft.kind
+    if k == "ref":
+        assert ft.target is not None
+        yield ft.target, tuple(v) if isinstance(v, list) else v
+    elif k in ("list", "set"):
+        assert ft.item is not None
+        for x in v:
+            yield from _refs_in(schema, ft.item, x)
+    elif k == "dict":
+        assert ft.item is not None
+        for x in v.values():
+            yield from _refs_in(schema, ft.item, x)
+    elif k == "record":
+        assert ft.target is not None
+        yield from _refs(schema, schema[ft.target], v)
