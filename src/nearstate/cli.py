@@ -1,7 +1,8 @@
 """The ``nearstate`` command line.
 
-Verbs: ``import``, ``inspect``, ``export``, ``get``, ``lookup``, ``versions``, ``diff``,
-``history``, ``cleanup`` and ``bench``. Each says
+Verbs: ``import``, ``inspect``, ``export``, ``lookup``, ``versions``, ``diff``,
+``history``, ``cleanup`` and ``bench``; the write path's ``put``, ``delete``, ``get``,
+``watch`` and ``compact`` are in :mod:`nearstate.cli_writes`. Each says
 what happened in plain words; errors print one line naming what was wrong and exit 1.
 """
 
@@ -209,22 +210,6 @@ def _parse_key(ts: TypeState, text: str) -> Any:
 
 def _to_json(rec: Any) -> bytes:
     return msgspec.json.format(msgspec.json.encode(record_to_json(rec)), indent=2)
-
-
-@main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("type_name")
-@click.argument("key")
-def get(directory: Path, type_name: str, key: str) -> None:
-    """Print the TYPE_NAME record with primary key KEY as JSON."""
-    try:
-        ts = LocalDataset(directory).load()[type_name]
-        rec = ts.get(_parse_key(ts, key))
-    except NearstateError as e:
-        _fail(e)
-    if rec is None:
-        _fail(KeyError(f"no {type_name} with key {key!r}"))
-    click.echo(_to_json(rec))
 
 
 @main.command()
@@ -553,3 +538,6 @@ def bench_plot(results: tuple[str, ...], output: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from . import cli_writes  # noqa: E402, F401  (registers the write-path verbs)

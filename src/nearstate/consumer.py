@@ -105,7 +105,10 @@ class Consumer:
         self._state: State | None = None
         self._pinned: int | None = None
         self._listeners: list[Listener] = []
-        self._lock = threading.RLock()  # one refresh at a time
+        # lock order: _moving, then _lock. _moving: one version move at a time (the heavy
+        # part runs under it alone); _lock: swapping what is shown (short)
+        self._moving = threading.RLock()
+        self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -177,9 +180,7 @@ class Consumer:
         is, sets :attr:`last_error` and raises."""
         changed = self._refresh_version()
         if self.log is not None:
-            with self._lock:
-                self._ensure_state()
-                changed = self._catch_up() or changed
+            changed = self._pull() or changed
         return changed
 
     def _refresh_version(self) -> bool:
@@ -197,16 +198,19 @@ class Consumer:
 
     def move_to(self, target: int) -> bool:
         """Hold version ``target``: deltas forward, reverse deltas back, or a snapshot."""
-        with self._lock:
+        with self._moving:
             cur = None if self._vempty else self._vstate
             if cur is not None and cur.version == target:
                 return False
             t0 = time.perf_counter()
             try:
-                new, changes = self._reach(cur, target)
-                self._vstate, self._vempty = new, False
-                if self.log is not None:
-                    self._follow_version(new)
+                new, changes = self._reach(cur, target)  # readers and the Log go on meanwhile
+                with self._lock:
+                    self._vstate, self._vempty = new, False
+                    if self.log is None:
+                        self._state = new
+                    else:
+                        self._follow_version(new)
             except NearstateError as e:
                 self.last_error = f"cannot move to version {target}: {describe(e)}"
                 log.warning("%s", self.last_error)
@@ -214,8 +218,6 @@ class Consumer:
             except OSError as e:
                 self.last_error = f"cannot move to version {target}: {e}"
                 raise DatasetError(self.last_error) from e
-            if self.log is None:
-                self._state = new
             self.last_error = None
             self.last_refresh = time.time()
             ev = RefreshEvent(
@@ -274,14 +276,14 @@ class Consumer:
     def pin(self, version: int) -> None:
         """Move to ``version`` and stay there until :meth:`unpin` (showing the version
         alone: no Log entries over it)."""
+        before = self._pinned
+        self._pinned = version
+        try:
+            self.move_to(version)
+        except BaseException:
+            self._pinned = before
+            raise
         with self._lock:
-            before = self._pinned
-            self._pinned = version
-            try:
-                self.move_to(version)
-            except BaseException:
-                self._pinned = before
-                raise
             self._show()
 
     def unpin(self) -> None:
@@ -290,9 +292,6 @@ class Consumer:
             self._pinned = None
             self._show()
         self.refresh()
-        if self.log is not None:
-            with self._lock:
-                self._catch_up()
 
     @property
     def pinned(self) -> int | None:
@@ -406,9 +405,7 @@ class Consumer:
             return s
         deadline = time.monotonic() + timeout
         while True:
-            with self._lock:
-                self._ensure_state()
-                self._catch_up()
+            self._pull()
             s = self._state
             if s is not None and self._applied >= want:
                 return s
@@ -447,6 +444,19 @@ class Consumer:
             f"unknown consistency {consistency!r}: use one of {', '.join(CONSISTENCIES)}"
         )
 
+    def _pull(self) -> bool:
+        """Hold a state, then show every Log entry committed so far (no lock held on
+        entry). Returns whether anything new is shown."""
+        self._ensure_state()
+        try:
+            with self._lock:
+                return self._catch_up()
+        except LogTrimmed:
+            # a newer version includes what was trimmed: move to it, then read on
+            self._refresh_version()
+            with self._lock:
+                return self._catch_up()
+
     def _ensure_state(self) -> None:
         """Hold something to show: the announced version, else (with a Log) no records."""
         if self._state is not None:
@@ -456,7 +466,11 @@ class Consumer:
         except NearstateError:
             if self.log is None:
                 raise
-        if self._state is None and self.log is not None and self._vstate is None:
+        if self.log is None:
+            return
+        with self._lock:
+            if self._state is not None or self._vstate is not None:
+                return
             self._log_types()
             if self._log_schema is None:
                 return  # nothing announced, nothing written: nothing to show yet
@@ -494,10 +508,10 @@ class Consumer:
         """Re-read the Log's schema if it changed; read the version with any new types."""
         assert self.log is not None
         sj = self.log.schema()
-        if sj == self._log_sj:
-            return
-        ls = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
-        self._log_sj, self._log_schema = sj, ls
+        if sj != self._log_sj:
+            ls = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
+            self._log_sj, self._log_schema = sj, ls
+        ls = self._log_schema
         v = self._vstate
         if ls is None or v is None or all(t.name in v.schema.types for t in ls):
             return
@@ -515,12 +529,7 @@ class Consumer:
             return False
         shown = False
         while True:
-            try:
-                rows = self.log.read(self._applied, self.log_batch)
-            except LogTrimmed:
-                # a newer version includes what was trimmed: move to it, then read on
-                self._refresh_version()
-                rows = self.log.read(self._applied, self.log_batch)
+            rows = self.log.read(self._applied, self.log_batch)  # LogTrimmed: see _pull
             if not rows:
                 return shown
             t0 = time.perf_counter()
@@ -552,9 +561,7 @@ class Consumer:
         assert self.log is not None
         while not self._stop.is_set():
             try:
-                with self._lock:
-                    self._ensure_state()
-                    self._catch_up()
+                self._pull()
                 self.log.wait(self._applied, 0.5)
             except NearstateError as e:
                 self.last_error = f"following the log failed: {describe(e)}"
@@ -569,7 +576,7 @@ def _changes(state: State, net: Net) -> dict[str, Changes]:
     """What ``net`` changes relative to ``state``, per type."""
     out: dict[str, Changes] = {}
     for t, m in net.items():
-        ts = state.get(t, None)
+        ts = state.types.get(t)
         c = Changes()
         for k, rec in m.items():
             there = ts is not None and k in ts

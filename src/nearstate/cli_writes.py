@@ -1,0 +1,241 @@
+"""The ``nearstate`` verbs of the write path: ``put``, ``delete``, ``get`` (with a
+consistency), ``watch``, ``compact`` and ``bench raw``. Registered on the main group by
+:mod:`nearstate.cli`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from .cli import _fail, _parse_key, _to_json, bench, err, main, out
+from .compaction import compact as compact_log
+from .consumer import CONSISTENCIES
+from .dataset import LocalDataset, open_dataset
+from .errors import DatasetError, InputError, NearstateError
+from .writer import decode_entry
+
+_DIR = click.Path(file_okay=False, path_type=Path)
+
+
+def _records(text: str) -> list[dict[str, Any]]:
+    """One JSON object, or an array of them (``-`` reads standard input)."""
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        v = msgspec.json.decode(text.encode())
+    except msgspec.DecodeError as e:
+        raise InputError(f"the record is not valid JSON: {e}") from None
+    recs = v if isinstance(v, list) else [v]
+    for r in recs:
+        if not isinstance(r, dict):
+            raise InputError(f"a record is a JSON object, not {type(r).__name__}: {r!r}")
+    if not recs:
+        raise InputError("no record given")
+    return recs
+
+
+@main.command()
+@click.argument("directory", type=_DIR)
+@click.argument("type_name")
+@click.argument("record")
+@click.option("--expect-absent", is_flag=True, help="Only if no record has this key yet.")
+@click.option("--expect-token", type=int, default=None,
+              help="Only if the key was last changed by the commit with this token.")  # fmt: skip
+def put(directory: Path, type_name: str, record: str, expect_absent: bool,
+        expect_token: int | None) -> None:  # fmt: skip
+    """Commit RECORD (a JSON object, an array of objects committed together, or - for
+    standard input) as TYPE_NAME and print its token."""
+    try:
+        recs = _records(record)
+        w = open_dataset(directory).writer()
+        with w.transaction() as tx:
+            for r in recs:
+                tx.upsert(type_name, r, expect_absent=expect_absent, expect_token=expect_token)
+    except NearstateError as e:
+        _fail(e)
+    assert tx.token is not None
+    err.print(f"Committed {len(recs)} {type_name} record{'s' if len(recs) != 1 else ''} "
+              f"at token {int(tx.token)}.", highlight=False)  # fmt: skip
+    click.echo(int(tx.token))
+
+
+@main.command()
+@click.argument("directory", type=_DIR)
+@click.argument("type_name")
+@click.argument("key")
+@click.option("--expect-token", type=int, default=None,
+              help="Only if the key was last changed by the commit with this token.")  # fmt: skip
+def delete(directory: Path, type_name: str, key: str, expect_token: int | None) -> None:
+    """Delete the TYPE_NAME record with KEY and print the token of the deletion."""
+    try:
+        ds = _existing(directory)
+        c = ds.consumer()
+        c.refresh()
+        ts = c.state[type_name]
+        token = ds.writer().delete(type_name, _parse_key(ts, key), expect_token=expect_token)
+    except NearstateError as e:
+        _fail(e)
+    err.print(f"Deleted {type_name} {key} at token {int(token)}.", highlight=False)
+    click.echo(int(token))
+
+
+@main.command()
+@click.argument("directory", type=_DIR)
+@click.argument("type_name")
+@click.argument("key")
+@click.option("--consistency", type=click.Choice(CONSISTENCIES), default="eventual",
+              show_default=True,
+              help="eventual: what is there now; read-your-writes: wait for --token; "
+                   "strong: wait for every commit made before this command.")  # fmt: skip
+@click.option("--token", type=int, default=None, help="The token to wait for.")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds to wait before giving up.")  # fmt: skip
+def get(directory: Path, type_name: str, key: str, consistency: str, token: int | None,
+        timeout: float) -> None:  # fmt: skip
+    """Print the TYPE_NAME record with primary key KEY as JSON."""
+    try:
+        ds = _existing(directory)
+        c = ds.consumer()
+        if consistency == "eventual":
+            c.refresh()
+        state = c.read(consistency, token=token, timeout=timeout)  # type: ignore[arg-type]
+        ts = state[type_name]
+        rec = ts.get(_parse_key(ts, key))
+    except NearstateError as e:
+        _fail(e)
+    if rec is None:
+        _fail(KeyError(f"no {type_name} with key {key!r} (version {c.version}, log up to "
+                       f"token {c.position})"))  # fmt: skip
+    click.echo(_to_json(rec))
+
+
+@main.command()
+@click.argument("directory", type=_DIR)
+@click.option("--from", "start", type=int, default=None,
+              help="Show commits after this token (default: only new ones).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per commit.")
+@click.option("--count", type=int, default=None, help="Stop after this many commits.")
+def watch(directory: Path, start: int | None, as_json: bool, count: int | None) -> None:
+    """Print committed changes as they arrive (Ctrl-C stops)."""
+    ds = LocalDataset(directory)
+    log = ds.log
+    try:
+        pos = log.head() if start is None else start
+        if not as_json:
+            err.print(f"Watching {directory} for commits after token {pos} (Ctrl-C stops).",
+                      highlight=False)  # fmt: skip
+        seen = 0
+        while count is None or seen < count:
+            rows = log.read(pos, 1000)
+            if not rows:
+                log.wait(pos, 0.5)
+                continue
+            for p, body in rows:
+                e = decode_entry(p, body)
+                pos = p
+                seen += 1
+                _show_entry(e, as_json)
+                if count is not None and seen >= count:
+                    break
+    except KeyboardInterrupt:
+        return
+    except NearstateError as e:
+        _fail(e)
+
+
+def _show_entry(e: Any, as_json: bool) -> None:
+    when = time.strftime("%H:%M:%S", time.localtime(e.time_ns / 1e9))
+    if as_json:
+        changes = [{"type": t, "key": k, "op": "delete" if r is None else "upsert", "record": r}
+                   for t, k, r in e.mutations]  # fmt: skip
+        click.echo(msgspec.json.encode({"token": e.position, "time_ns": e.time_ns,
+                                        "changes": changes}).decode())  # fmt: skip
+        sys.stdout.flush()
+        return
+    for t, k, r in e.mutations:
+        if r is None:
+            out.print(f"{when}  token {e.position}  deleted {t} {k!r}", highlight=False)
+        else:
+            body = msgspec.json.encode(r).decode()
+            body = body if len(body) <= 100 else body[:97] + "..."
+            out.print(f"{when}  token {e.position}  upserted {t} {k!r}  {body}",
+                      highlight=False)  # fmt: skip
+    sys.stdout.flush()
+
+
+@main.command()
+@click.argument("directory", type=_DIR)
+@click.option("--follow", is_flag=True, help="Keep folding new commits until Ctrl-C.")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Seconds between compactions with --follow.")  # fmt: skip
+def compact(directory: Path, follow: bool, interval: float) -> None:
+    """Fold the commits in the log into a new version (a delta; a snapshot when due)."""
+    try:
+        ds = _existing(directory)
+        with ds.producer() as p:
+            while True:
+                r = compact_log(p, ds.log)
+                if r.version is None:
+                    if not follow:
+                        out.print(f"Nothing to fold: version {p.version} includes every "
+                                  "commit.", highlight=False)  # fmt: skip
+                else:
+                    n = "all" if r.changed < 0 else f"{r.changed:,}"
+                    kind = "a snapshot" if r.snapshot else "a delta"
+                    out.print(f"Folded the log up to token {p.state.tags.get('log_position')} "
+                              f"into version {r.version} ({n} records changed, {kind}).",
+                              highlight=False)  # fmt: skip
+                if not follow:
+                    return
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+    except NearstateError as e:
+        _fail(e)
+
+
+def _existing(directory: Path) -> LocalDataset:
+    ds = LocalDataset(directory)
+    if not ds.exists():
+        raise DatasetError(f"{directory} holds no dataset (nothing published or written)")
+    return ds
+
+
+@bench.command("raw")
+@click.option("--probes", type=int, default=1000, show_default=True,
+              help="Writes timed from commit to visible in the other process.")  # fmt: skip
+@click.option("--commits", type=int, default=10_000, show_default=True,
+              help="Single-record commits for the commit rate.")  # fmt: skip
+@click.option("--batch", type=int, default=1000, show_default=True,
+              help="Mutations per transaction for the batched rate.")  # fmt: skip
+@click.option("--batches", type=int, default=100, show_default=True)
+@click.option("--peers/--no-peers", default=True, show_default=True,
+              help="Run the same measures on SQLite and Redis alongside.")  # fmt: skip
+@click.option("--compact-every", type=float, default=0.5, show_default=True,
+              help="Seconds between producer compactions during the visibility probes "
+                   "(0: none).")  # fmt: skip
+@click.option("--workdir", type=_DIR, default=None, help="Where the dataset goes (a temp dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_raw(probes: int, commits: int, batch: int, batches: int, peers: bool,
+              compact_every: float, workdir: Path | None, as_json: bool) -> None:  # fmt: skip
+    """Write -> visible in another process, strong-read overhead, commit rates."""
+    from .bench.raw import run_raw
+
+    try:
+        res = run_raw(probes=probes, commits=commits, batch=batch, batches=batches,
+                      peers=peers, workdir=workdir, progress=None if as_json else err,
+                      compact_every=compact_every)  # fmt: skip
+    except NearstateError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    from .bench.raw import describe
+
+    out.print(describe(res), highlight=False)
