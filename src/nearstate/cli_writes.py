@@ -186,11 +186,13 @@ def compact(directory: Path, follow: bool, interval: float) -> None:
                         out.print(f"Nothing to fold: version {p.version} includes every "
                                   "commit.", highlight=False)  # fmt: skip
                 else:
-                    n = "all" if r.changed < 0 else f"{r.changed:,}"
-                    kind = "a snapshot" if r.snapshot else "a delta"
+                    if r.changes is None:
+                        what = "a snapshot: the schema gained types"
+                    else:
+                        kind = "a delta and a snapshot" if r.snapshot else "a delta"
+                        what = f"{r.changed:,} records changed, {kind}"
                     out.print(f"Folded the log up to token {p.state.tags.get('log_position')} "
-                              f"into version {r.version} ({n} records changed, {kind}).",
-                              highlight=False)  # fmt: skip
+                              f"into version {r.version} ({what}).", highlight=False)  # fmt: skip
                 if not follow:
                     return
                 time.sleep(interval)
