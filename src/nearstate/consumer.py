@@ -245,6 +245,13 @@ class Consumer:
         cat = Catalog(self.blobs)
         if self._should_compact(cur, target, cat):
             return open_snapshot(self.blobs, target, verify=self.verify, schema=self._reader), None
+        fwd = target > cur.version
+        steps = range(cur.version + 1, target + 1) if fwd else range(target + 1, cur.version + 1)
+        have = cat.deltas if fwd else cat.reverses
+        if any(v not in have for v in steps) and cat.route(target) is not None:
+            # no chain of deltas (a snapshot-only version, or retention removed them)
+            return load_version(self.blobs, target, verify=self.verify, schema=self._reader,
+                                catalog=cat), None  # fmt: skip
         merged: dict[str, Changes] = {}
 
         try:

@@ -205,7 +205,7 @@ class Writer:
         out: list[tuple[int, bool]] = []
 
         def look(view: LogView) -> Append:
-            schema = self._schema(view)
+            schema = self._schema_from(view.schema())
             tdef = _typedef(schema, type_name)
             k = _normal_key(schema, tdef, key)
             out.append(self._current(view, type_name, k))
@@ -340,7 +340,8 @@ class Writer:
                 raise ConflictError(
                     f"{name} {key!r} was last changed at token {pos}, not "
                     f"{int(op.expect_token)}; someone else changed it",
-                    type_name=name, key=key, current=Token(pos), expected=op.expect_token,
+                    type_name=name, key=key, current=Token(pos) if exists else None,
+                    expected=op.expect_token,
                 )  # fmt: skip
         self._check_refs(view, schema, muts)
 

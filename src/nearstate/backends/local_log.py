@@ -222,7 +222,12 @@ class LocalLog:
     def floor(self) -> int:
         """Entries up to this position were trimmed (0: none)."""
         conn = self._conn()
-        return 0 if conn is None else self._floor(conn)
+        if conn is None:
+            return 0
+        try:
+            return self._floor(conn)
+        except sqlite3.Error as e:
+            raise LogUnavailable(f"cannot read the log {self.path}: {e}") from e
 
     @staticmethod
     def _floor(conn: sqlite3.Connection) -> int:
@@ -234,6 +239,10 @@ class LocalLog:
         conn = self._conn()
         if conn is None:
             return {"head": 0, "floor": 0, "entries": 0, "bytes": 0}
-        n = conn.execute("SELECT count(*) FROM log").fetchone()[0]
+        try:
+            n = conn.execute("SELECT count(*) FROM log").fetchone()[0]
+            floor = self._floor(conn)
+        except sqlite3.Error as e:
+            raise LogUnavailable(f"cannot read the log {self.path}: {e}") from e
         size = sum(p.stat().st_size for p in self.root.glob(FILE + "*") if p.is_file())
-        return {"head": self.head(), "floor": self._floor(conn), "entries": n, "bytes": size}
+        return {"head": self.head(), "floor": floor, "entries": n, "bytes": size}
