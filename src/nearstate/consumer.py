@@ -374,9 +374,9 @@ class Consumer:
                 self._changed.wait(min(left, 0.1))
 
     async def updates(self, *, poll: float = 0.5) -> AsyncIterator[State]:
-        """Follow announcements from asyncio: yields the state now and after each change.
-        Blocking work (waiting, loading) runs in a worker thread."""
-        last = None
+        """Follow announcements (and the Log) from asyncio: yields the state now and after
+        each change. Blocking work (waiting, loading) runs in a worker thread."""
+        last: State | None = None
         while True:
             if self._thread is None:
                 try:
@@ -385,14 +385,20 @@ class Consumer:
                     await asyncio.sleep(self.retry_interval)
                     continue
             s = self._state
-            if s is not None and s.version != last:
-                last = s.version
+            if s is not None and s is not last:
+                last = s
                 yield s
                 continue
-            if self._thread is None:
-                await asyncio.to_thread(self.watcher.wait, last, poll)
+            if self._thread is not None:
+                await asyncio.to_thread(self._wait_change, last, poll)
+            elif self.log is not None:
+                await asyncio.to_thread(self.log.wait, self._applied, poll)
             else:
-                await asyncio.to_thread(self.wait_for_version, (last or 0) + 1, poll)
+                await asyncio.to_thread(self.watcher.wait, self.version, poll)
+
+    def _wait_change(self, since: State | None, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._state is not since, timeout)
 
     # -- the Log: committed writes shown before the next version ------------------------
 
