@@ -7,20 +7,23 @@ the subclass (``Test…``), never these classes themselves.
 (an AnnouncementWatcher of that dataset) and ``second_announcer`` (another handle on that
 dataset, as a second producer would hold; it may be ``announcer`` itself when the backend
 only has one handle per dataset).
+``LogContract`` needs ``log`` (a fresh, empty Log) and ``second_log`` (another handle on
+that Log, as another writer would hold; it may be ``log`` itself).
 """
 
 from __future__ import annotations
 
 import array
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from nearstate.errors import BlobNotFound, LockedError
-from nearstate.ports import AnnouncementWatcher, Announcer, BlobStore, Lease
+from nearstate.errors import BlobNotFound, LockedError, LogTrimmed
+from nearstate.ports import AnnouncementWatcher, Announcer, Append, BlobStore, Lease, Log, LogView
 
 # A wait that should end at once is given LONG seconds and must end within PROMPT; a wait
 # that should time out is given SHORT seconds and must end within SHORT + PROMPT.
@@ -450,3 +453,376 @@ class AnnouncerContract:
             second.release()
             second.release()
         announcer.lock("producer-gamma").release()
+
+
+# --- the Log -------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Raised by a test's ``prepare`` to refuse an append."""
+
+
+def _entry(body: bytes, keys: list[tuple[str, str, bool]] | None = None,
+           schema: dict[str, Any] | None = None) -> Callable[[LogView], Append]:  # fmt: skip
+    """A ``prepare`` that appends ``body`` with ``keys`` and ``schema`` unconditionally."""
+    return lambda view: Append(body, list(keys or []), schema)
+
+
+def _read_all(log: Log, after: int = 0, limit: int = 7) -> list[tuple[int, bytes]]:
+    """Every entry after ``after``, read ``limit`` at a time, bodies as bytes."""
+    out: list[tuple[int, bytes]] = []
+    while True:
+        rows = log.read(after, limit)
+        if not rows:
+            return out
+        assert len(rows) <= limit
+        out.extend((int(p), bytes(b)) for p, b in rows)
+        after = rows[-1][0]
+
+
+class LogContract:
+    """What every :class:`~nearstate.ports.Log` does: ordered, durable entries whose
+    positions start at 1 and only grow, an append whose ``prepare`` sees the head and may
+    refuse, key positions and the schema kept beside the entries, waiting, and trimming."""
+
+    @pytest.fixture
+    def log(self) -> Log:
+        raise NotImplementedError("a LogContract subclass supplies the `log` fixture")
+
+    @pytest.fixture
+    def second_log(self, log: Log) -> Log:
+        return log
+
+    # --- append / head / read ----------------------------------------------------------------
+
+    def test_is_a_log(self, log: Log, second_log: Log) -> None:
+        """The backend satisfies the Protocol, and prepare is given a LogView."""
+        assert isinstance(log, Log)
+        assert isinstance(second_log, Log)
+        views: list[object] = []
+
+        def prepare(view: LogView) -> Append:
+            views.append(view)
+            return Append(b"x", [])
+
+        log.append(prepare)
+        assert len(views) >= 1
+        assert all(isinstance(v, LogView) for v in views)
+
+    def test_empty_log(self, log: Log) -> None:
+        """A fresh Log has head 0, no entries after any position and no schema."""
+        assert log.head() == 0
+        assert log.read(0) == []
+        assert log.read(0, 5) == []
+        assert log.read(10) == []
+        assert log.schema() is None
+
+    def test_append_returns_positions_from_1(self, log: Log, second_log: Log) -> None:
+        """Positions start at 1 and grow by one per append, whichever handle appends; the
+        head is the last position."""
+        assert log.append(_entry(b"a")) == 1
+        assert log.head() == 1
+        assert second_log.append(_entry(b"b")) == 2
+        assert log.append(_entry(b"c")) == 3
+        assert log.head() == second_log.head() == 3
+
+    def test_read_returns_entries_in_order_and_honours_limit(
+        self, log: Log, second_log: Log
+    ) -> None:
+        """read(after, limit) returns (position, body) oldest first, only those after
+        ``after`` and at most ``limit`` of them; bodies come back byte for byte (binary and
+        empty ones too)."""
+        bodies = [b"first", b"\x00\xff\x00binary", b"", b"x" * 100_000, b"last"]
+        for b in bodies:
+            log.append(_entry(b))
+        want = list(enumerate(bodies, start=1))
+        for reader in (log, second_log):
+            got = reader.read(0)
+            assert [(p, bytes(b)) for p, b in got] == want
+            assert all(type(p) is int for p, _ in got)
+            assert [(p, bytes(b)) for p, b in reader.read(0, 2)] == want[:2]
+            assert [(p, bytes(b)) for p, b in reader.read(2, 2)] == want[2:4]
+            assert [(p, bytes(b)) for p, b in reader.read(4, 100)] == want[4:]
+            assert reader.read(5) == []
+            assert reader.read(99) == []
+            assert _read_all(reader, 0, limit=1) == want
+
+    def test_failed_prepare_appends_nothing(self, log: Log) -> None:
+        """When prepare raises, the exception reaches the caller unchanged and nothing is
+        written: not the entry, its keys or its schema; the next append takes the next
+        position as if the failed one had never been tried."""
+        log.append(_entry(b"kept", [("T", "1", True)], {"types": ["v1"]}))
+        schema_before = log.schema()
+        error = _Refused("no")
+
+        def refuse(view: LogView) -> Append:
+            raise error
+
+        with pytest.raises(_Refused) as e:
+            log.append(refuse)
+        assert e.value is error
+
+        def refuse_late(view: LogView) -> Append:
+            view.last("T", "2")
+            view.schema()
+            raise _Refused("after looking")
+
+        with pytest.raises(_Refused, match="after looking"):
+            log.append(refuse_late)
+        assert log.head() == 1
+        assert [(p, bytes(b)) for p, b in log.read(0)] == [(1, b"kept")]
+        assert log.schema() == schema_before
+        assert log.append(_entry(b"next")) == 2
+        assert [(p, bytes(b)) for p, b in log.read(1)] == [(2, b"next")]
+
+    def test_view_last_gives_each_keys_last_change(self, log: Log, second_log: Log) -> None:
+        """view.last(type, key id) is (position, exists) of the key's last change through
+        the Log, None for a key never changed (the type is part of the key); it reflects
+        appends made through another handle."""
+        log.append(_entry(b"1", [("Story", '"a"', True), ("Story", '"b"', True)]))
+        second_log.append(_entry(b"2", [("Story", '"a"', False), ("Person", '"b"', True)]))
+        log.append(_entry(b"3", []))
+        seen: dict[str, Any] = {}
+
+        def look(view: LogView) -> Append:
+            seen["a"] = view.last("Story", '"a"')
+            seen["b"] = view.last("Story", '"b"')
+            seen["pb"] = view.last("Person", '"b"')
+            seen["c"] = view.last("Story", '"c"')
+            seen["pa"] = view.last("Person", '"a"')
+            raise _Refused("only looking")
+
+        for handle in (log, second_log):
+            seen.clear()
+            with pytest.raises(_Refused):
+                handle.append(look)
+            assert seen["a"] is not None and tuple(seen["a"]) == (2, False)
+            assert seen["b"] is not None and tuple(seen["b"]) == (1, True)
+            assert seen["pb"] is not None and tuple(seen["pb"]) == (2, True)
+            assert seen["c"] is None
+            assert seen["pa"] is None
+        second_log.append(_entry(b"4", [("Story", '"a"', True)]))
+        with pytest.raises(_Refused):
+            log.append(look)
+        assert tuple(seen["a"]) == (4, True)
+
+    def test_schema_is_kept_only_when_given(self, log: Log, second_log: Log) -> None:
+        """An append with a schema makes it the Log's schema (JSON text equal to it, seen by
+        view.schema() too and by another handle); an append without one leaves it as it
+        was; a later schema replaces it."""
+        first = {"types": [{"name": "Story", "fields": [{"name": "id", "type": "str"}]}]}
+        second = {"types": [*first["types"], {"name": "Person", "fields": []}]}
+        log.append(_entry(b"1", [], first))
+        text = log.schema()
+        assert isinstance(text, str)
+        assert json.loads(text) == first
+        assert second_log.schema() is not None and json.loads(second_log.schema()) == first
+        seen: list[str | None] = []
+
+        def look(view: LogView) -> Append:
+            seen.append(view.schema())
+            return Append(b"2", [])
+
+        log.append(look)
+        assert seen[-1] is not None and json.loads(seen[-1]) == first
+        assert log.schema() == text
+        second_log.append(_entry(b"3", [], second))
+        assert json.loads(log.schema() or "null") == second
+        log.append(look)
+        assert json.loads(seen[-1] or "null") == second
+
+    # --- wait ------------------------------------------------------------------------------
+
+    def test_wait_wakes_when_another_thread_appends(self, log: Log, second_log: Log) -> None:
+        """Threads waiting for an entry past the head all return promptly (well under the
+        timeout) with the new head when another thread appends, and not before."""
+        log.append(_entry(b"1"))
+        n = 3
+        ready = threading.Barrier(n + 1)
+        woke: list[tuple[int, float]] = []
+        lock = threading.Lock()
+
+        def waiter() -> None:
+            ready.wait()
+            h = log.wait(1, LONG)
+            with lock:
+                woke.append((h, time.monotonic()))
+
+        threads = [threading.Thread(target=waiter, daemon=True) for _ in range(n)]
+        for t in threads:
+            t.start()
+        ready.wait()
+        time.sleep(SETTLE)  # let the waiters block (the assertions hold however long)
+        with lock:
+            assert woke == [], "wait returned before anything was appended"
+        appended_at = time.monotonic()
+        second_log.append(_entry(b"2"))
+        for t in threads:
+            t.join(LONG + PROMPT)
+            assert not t.is_alive()
+        assert len(woke) == n, woke
+        for h, at in woke:
+            assert h == 2, woke
+            assert at - appended_at < PROMPT, at - appended_at
+
+    def test_wait_times_out_with_the_head(self, log: Log) -> None:
+        """With nothing new, wait returns the head after about ``timeout`` seconds: not
+        before, and not much after (an empty Log too)."""
+        for expected in (0, 1):
+            t0 = time.monotonic()
+            h = log.wait(expected, SHORT)
+            elapsed = time.monotonic() - t0
+            assert h == expected, h
+            assert SHORT * 0.9 <= elapsed < SHORT + PROMPT, elapsed
+            log.append(_entry(b"x"))
+
+    def test_wait_returns_at_once_when_already_past(self, log: Log) -> None:
+        """A waiter that is behind the head gets the head at once."""
+        log.append(_entry(b"1"))
+        log.append(_entry(b"2"))
+        t0 = time.monotonic()
+        assert log.wait(0, LONG) == 2
+        assert log.wait(1, LONG) == 2
+        assert time.monotonic() - t0 < PROMPT
+
+    # --- trim ------------------------------------------------------------------------------
+
+    def test_trim_forgets_entries_up_to_a_position(self, log: Log, second_log: Log) -> None:
+        """trim(upto) removes the entries up to ``upto`` and returns how many; reading from
+        before that point raises LogTrimmed (for every handle), reading from it or later
+        works; the head is unchanged; trimming again removes nothing."""
+        for i in range(1, 6):
+            log.append(_entry(f"e{i}".encode()))
+        assert log.trim(2) == 2
+        assert log.head() == 5
+        for reader in (log, second_log):
+            assert [(p, bytes(b)) for p, b in reader.read(2)] == [
+                (3, b"e3"), (4, b"e4"), (5, b"e5"),
+            ]  # fmt: skip
+            assert [p for p, _ in reader.read(3, 1)] == [4]
+            for after in (0, 1):
+                with pytest.raises(LogTrimmed):
+                    reader.read(after)
+        assert log.trim(2) == 0
+        assert log.trim(1) == 0
+        with pytest.raises(LogTrimmed):
+            log.read(1)  # a lower trim does not bring entries back
+        assert second_log.trim(4) == 2
+        assert [p for p, _ in log.read(4)] == [5]
+        with pytest.raises(LogTrimmed):
+            log.read(3)
+
+    def test_trim_keeps_key_positions_and_schema(self, log: Log) -> None:
+        """Trimming entries keeps each key's last position (conditions still work) and the
+        schema."""
+        schema = {"types": []}
+        log.append(_entry(b"1", [("T", "k", True)], schema))
+        log.append(_entry(b"2", [("T", "j", False)]))
+        log.trim(2)
+        seen: dict[str, Any] = {}
+
+        def look(view: LogView) -> Append:
+            seen["k"] = view.last("T", "k")
+            seen["j"] = view.last("T", "j")
+            return Append(b"3", [])
+
+        log.append(look)
+        assert tuple(seen["k"]) == (1, True)
+        assert tuple(seen["j"]) == (2, False)
+        assert json.loads(log.schema() or "null") == schema
+
+    def test_positions_are_never_reused_after_trim(self, log: Log) -> None:
+        """After every entry is trimmed the head stays, and the next append takes the next
+        position (never one handed out before)."""
+        for b in (b"1", b"2", b"3"):
+            log.append(_entry(b))
+        assert log.trim(3) == 3
+        assert log.head() == 3
+        assert log.read(3) == []
+        with pytest.raises(LogTrimmed):
+            log.read(2)
+        assert log.append(_entry(b"4")) == 4
+        assert [(p, bytes(b)) for p, b in log.read(3)] == [(4, b"4")]
+
+    # --- several writers at once ----------------------------------------------------------
+
+    def test_concurrent_appends_get_distinct_positions(self, log: Log, second_log: Log) -> None:
+        """Appends from several threads (through both handles) each get their own position;
+        together they are exactly 1..N, and each position reads back the body appended
+        there."""
+        log.append(_entry(b"0-first"))  # the Log exists (its creation is another test's)
+        n_threads, per_thread = 6, 25
+        start = threading.Barrier(n_threads)
+        got: dict[int, bytes] = {}
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def writer(i: int) -> None:
+            handle = log if i % 2 else second_log
+            try:
+                start.wait()
+                for j in range(per_thread):
+                    body = f"{i}-{j}".encode()
+                    pos = handle.append(_entry(body))
+                    with lock:
+                        assert pos not in got, f"position {pos} handed out twice"
+                        got[pos] = body
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(LONG * 3)
+            assert not t.is_alive()
+        assert errors == [], errors
+        total = n_threads * per_thread + 1
+        assert sorted(got) == list(range(2, total + 1))
+        assert log.head() == total
+        assert _read_all(log, 1) == sorted(got.items())
+
+    def test_racing_expect_absent_appends_let_exactly_one_win(
+        self, log: Log, second_log: Log
+    ) -> None:
+        """N threads race to create one key with a prepare that refuses when view.last shows
+        it exists: prepare runs with the Log held at its head, so exactly one appends and
+        every other one is refused."""
+        log.append(_entry(b"another key", [("Story", '"other"', True)]))
+        n = 8
+        start = threading.Barrier(n)
+        won: list[int] = []
+        refused: list[str] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def racer(i: int) -> None:
+            def prepare(view: LogView) -> Append:
+                row = view.last("Story", '"k"')
+                if row is not None and row[1]:
+                    raise _Refused(f"racer {i}: exists at {row[0]}")
+                time.sleep(0.01)  # widen the window a check outside the lock would lose
+                return Append(f"racer {i}".encode(), [("Story", '"k"', True)])
+
+            try:
+                start.wait()
+                pos = (log if i % 2 else second_log).append(prepare)
+                with lock:
+                    won.append(pos)
+            except _Refused as e:
+                with lock:
+                    refused.append(str(e))
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=racer, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(LONG)
+            assert not t.is_alive()
+        assert errors == [], errors
+        assert won == [2], won
+        assert len(refused) == n - 1, refused
+        assert log.head() == 2
+        assert [p for p, _ in log.read(0)] == [1, 2]

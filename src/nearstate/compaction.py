@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import NearstateError
+from .errors import CycleError, NearstateError
 from .ports import Log
 from .producer import CycleResult, Producer
 from .schema import Schema
@@ -37,6 +37,8 @@ def compact(producer: Producer, log_: Log, *, trim: bool = True, snapshot: bool 
     head = log_.head()
     if head <= after:
         return CycleResult(None, producer.version, {}, False, {})
+    sj = log_.schema()
+    log_schema = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
     net: dict[str, dict[Any, dict[str, Any] | None]] = {}
     pos = after
     while pos < head:
@@ -46,16 +48,19 @@ def compact(producer: Producer, log_: Log, *, trim: bool = True, snapshot: bool 
         for p, body in rows:
             if p > head:
                 break
-            for type_name, key, rec in decode_entry(p, body).mutations:
+            for type_name, key, rec in decode_entry(p, body, log_schema).mutations:
                 net.setdefault(type_name, {})[key] = rec
             pos = p
     tags = {LOG_POSITION: str(pos)}
-    sj = log_.schema()
-    log_schema = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
     if prior is None or (
         log_schema is not None and any(t.name not in prior.stored_schema for t in log_schema)
     ):
-        result = producer.run_cycle(_full(prior, net, log_schema), snapshot=True, tags=tags)
+        try:
+            full = _full(prior, net, log_schema)
+        except NearstateError as e:
+            raise CycleError(f"the log's records do not form a state: {e}",
+                             stage="populate") from e  # fmt: skip
+        result = producer.run_cycle(full, snapshot=True, tags=tags)
     else:
 
         def mutate(inc: Any) -> None:

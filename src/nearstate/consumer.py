@@ -546,9 +546,10 @@ class Consumer:
             if not rows:
                 return shown
             t0 = time.perf_counter()
-            entries = [decode_entry(p, b) for p, b in rows]
+            entries = [decode_entry(p, b, self._log_schema) for p, b in rows]
             if any(e.schema_changed for e in entries):
-                self._log_types()
+                self._log_types()  # then decode again: keys of new types may need it
+                entries = [decode_entry(p, b, self._log_schema) for p, b in rows]
             prev = self._state
             assert prev is not None
             net = self._tail.add(entries)

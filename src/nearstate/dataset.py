@@ -31,7 +31,7 @@ from .read_state import ReadState
 from .schema import Schema
 from .versions import Catalog, load_version, snapshot_name
 from .write_state import WriteState
-from .writer import LOG_POSITION, Writer
+from .writer import Writer
 
 ANNOUNCED = "announced.json"
 
@@ -132,10 +132,20 @@ class LocalDataset:
     def writer(self, *, schema: Schema | None = None, **options: Any) -> Writer:
         """A writer committing to this dataset's Log (``schema``: types to declare)."""
         versions = Consumer(self.blobs, self.announcer, verify=False)
+        seen: list[Any] = [None]
+        announced = self.path / ANNOUNCED
 
         def current() -> Any:
-            with contextlib.suppress(NearstateError):  # then: the version held, or none
-                versions.refresh()
+            # the announced version; a stat tells whether the announcement changed
+            try:
+                st = announced.stat()
+                stamp: Any = (st.st_ino, st.st_mtime_ns, st.st_size)
+            except OSError:
+                stamp = None
+            if stamp != seen[0]:
+                with contextlib.suppress(NearstateError):  # then: the version held, or none
+                    versions.refresh()
+                    seen[0] = stamp
             return versions._state
 
         return Writer(self.log, schema=schema, versions=current, **options)
@@ -171,10 +181,6 @@ class LocalDataset:
         snapshot: bool = False,
         snapshot_every: int = 10,
     ) -> _Published:
-        tags = dict(tags or {})
-        head = self.log.head()
-        if head:  # a full state replaces the writes committed so far as well
-            tags.setdefault(LOG_POSITION, str(head))
         with self.producer(snapshot_every=snapshot_every, retain_snapshots=None) as p:
             r = p.run_cycle(ws, snapshot=snapshot, tags=tags)
             v = r.version if r.version is not None else p.version

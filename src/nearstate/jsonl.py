@@ -142,7 +142,11 @@ def _import(
     if not records:
         raise InputError(f"{path} holds no records")
     ds = LocalDataset(into)
-    prev = ds.load() if ds.exists() else None
+    if ds.log.head():
+        # fold committed writes into a version first, so the types this file does not
+        # replace keep them (writes committed from here on are laid over the import)
+        ds.compact()
+    prev = ds.load() if ds.latest_version() is not None else None
     sampled = len(records) > INFER_SAMPLE
     try:
         ws = _stage(inf.schema(), prev, type_name, keys, lines, records, progress, sampled)

@@ -336,6 +336,11 @@ class WriteState:
         elif k == "datetime":
             if isinstance(v, _dt.datetime):
                 return v
+            if isinstance(v, str):  # JSON has no datetime: ISO 8601 text is accepted
+                try:
+                    return _dt.datetime.fromisoformat(v)
+                except ValueError:
+                    pass
         elif k in ("list", "set"):
             if isinstance(v, (list, tuple, set, frozenset)):
                 assert ft.item is not None

@@ -19,6 +19,7 @@ against the dataset as it stands before the transaction; a failed one raises
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -80,18 +81,35 @@ def encode_entry(mutations: list[tuple[str, Any, dict[str, Any] | None]], schema
     return msgspec.msgpack.encode([time.time_ns(), mutations, schema_changed])
 
 
-def decode_entry(position: int, body: bytes) -> Entry:
-    """Decode an entry; composite keys become tuples again."""
+def decode_entry(position: int, body: bytes, schema: Schema | None = None) -> Entry:
+    """Decode an entry; composite keys become tuples again, and (given the schema) keys of
+    datetime fields datetimes again (msgpack keeps a naive datetime as ISO text)."""
     try:
         t, muts, changed = msgspec.msgpack.decode(body)
         out = []
         for type_name, key, rec in muts:
             if isinstance(key, list):
                 key = tuple(key)
+            if schema is not None and type_name in schema.types:
+                key = _datetime_key(schema[type_name], key)
             out.append((type_name, key, rec))
     except (msgspec.DecodeError, ValueError, TypeError) as e:
         raise LogError(f"log entry {position} is malformed: {e}") from e
     return Entry(position, int(t), out, bool(changed))
+
+
+def _datetime_key(tdef: TypeDef, key: Any) -> Any:
+    if tdef.key is None:
+        return key
+    kinds = [tdef.field(k).type.kind for k in tdef.key]
+    if "datetime" not in kinds:
+        return key
+    parts = list(key) if len(kinds) > 1 else [key]
+    parts = [
+        _dt.datetime.fromisoformat(p) if k == "datetime" and isinstance(p, str) else p
+        for k, p in zip(kinds, parts, strict=True)
+    ]
+    return tuple(parts) if len(kinds) > 1 else parts[0]
 
 
 # -- transactions --------------------------------------------------------------------------
@@ -123,6 +141,7 @@ class Transaction:
         """Insert or replace a record. ``expect_absent``: only if its key does not exist;
         ``expect_token``: only if the key's last change is the commit with that token."""
         self._check_open()
+        _check_record(type_name, record)
         self._ops.append(_Op(type_name, record, None, expect_absent, expect_token))
 
     def delete(self, type_name: str, key: Any, *, expect_token: int | None = None) -> None:
@@ -176,7 +195,7 @@ class Writer:
         self.infer = infer
         self.versions = versions
         self.max_record_bytes = max_record_bytes
-        self._parsed: dict[str | None, Schema | None] = {}
+        self._parsed: dict[tuple[str | None, int], tuple[Any, Schema | None]] = {}
         self._json: dict[int, tuple[Schema, str]] = {}
 
     def __repr__(self) -> str:
@@ -189,6 +208,7 @@ class Writer:
         expect_token: int | None = None,
     ) -> Token:  # fmt: skip
         """Insert or replace one record; returns its token once durable."""
+        _check_record(type_name, record)
         return self._commit([_Op(type_name, record, None, expect_absent, expect_token)])
 
     def delete(self, type_name: str, key: Any, *, expect_token: int | None = None) -> Token:
@@ -248,18 +268,22 @@ class Writer:
         return Token(self.log.append(prepare))
 
     def _schema_from(self, sj: str | None) -> Schema | None:
-        if sj in self._parsed:
-            return self._parsed[sj]
+        """The schema to write with: the Log's, where the current version defines a type
+        differently (an import changed it) the version's, plus what was declared."""
+        state = self.versions() if self.versions is not None else None
+        vschema = state.stored_schema if state is not None else None
+        ck = (sj, id(vschema))
+        hit = self._parsed.get(ck)
+        if hit is not None and hit[0] is vschema:
+            return hit[1]
         schema = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
-        if schema is None and self.versions is not None:
-            state = self.versions()
-            if state is not None:
-                schema = state.stored_schema
+        if vschema is not None:
+            schema = vschema if schema is None else _prefer(vschema, schema)
         if self.declared is not None:
             schema = self.declared if schema is None else _merge(schema, self.declared)
         if len(self._parsed) > 8:
             self._parsed.clear()
-        self._parsed[sj] = schema
+        self._parsed[ck] = (vschema, schema)
         return schema
 
     def _normalise(self, ops: list[_Op], schema: Schema | None):
@@ -359,6 +383,11 @@ class Writer:
                                       "exist")  # fmt: skip
 
 
+def _check_record(type_name: str, record: Any) -> None:
+    if not isinstance(record, Mapping):
+        raise InputError(f"{type_name}: a record must be a mapping, not {type(record).__name__}")
+
+
 class _Done(Exception):
     """Ends a read-only look at the Log without writing."""
 
@@ -413,19 +442,29 @@ def _with_inferred(schema: Schema | None, name: str, record: Mapping[str, Any]) 
     return inferred if schema is None else _merge(schema, inferred)
 
 
+def _prefer(first: Schema, other: Schema) -> Schema:
+    """Every type of ``first``, then the types only ``other`` has."""
+    extra = [t for t in other if t.name not in first.types]
+    return Schema([*first, *extra]) if extra else first
+
+
 def _merge(schema: Schema, other: Schema) -> Schema:
     """``schema`` plus the types of ``other`` it lacks; a type both define must agree."""
-    from .delta import shape
-
     for t in other:
         mine = schema.types.get(t.name)
-        if mine is not None and shape(Schema([mine])) != shape(Schema([t])):
+        if mine is not None and _shape(mine) != _shape(t):
             raise SchemaError(
                 f"type {t.name!r} is declared differently from the dataset's: "
                 f"{_fields(t)} vs {_fields(mine)}"
             )
     extra = [t for t in other if t.name not in schema.types]
     return Schema([*schema, *extra]) if extra else schema
+
+
+def _shape(t: TypeDef) -> dict[str, Any]:
+    j = t.to_json()
+    j["fields"] = [{k: v for k, v in f.items() if k != "omit_null"} for f in j["fields"]]
+    return j
 
 
 def _fields(t: TypeDef) -> str:

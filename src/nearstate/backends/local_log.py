@@ -98,9 +98,18 @@ class LocalLog:
                 self.root.mkdir(parents=True, exist_ok=True)
             c = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                 check_same_thread=False)  # fmt: skip
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=FULL")
-            c.executescript(_SCHEMA)
+            # switching a new file to WAL does not wait for a busy database: retry it
+            deadline = time.monotonic() + self.busy_timeout
+            while True:
+                try:
+                    c.execute("PRAGMA journal_mode=WAL")
+                    c.execute("PRAGMA synchronous=FULL")
+                    c.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
         except sqlite3.Error as e:
             raise LogUnavailable(f"cannot open the log {self.path}: {e}") from e
         except OSError as e:
