@@ -24,7 +24,7 @@ from .blob import Blob, encode_blob, parse_blob
 from .encoding import Column, ColumnContext, encode_column, open_column
 from .errors import DeltaError, FormatError
 from .read_state import ReadState
-from .schema import Field, Schema, TypeDef, refs_to_keys
+from .schema import Field, Schema, TypeDef, refs_to_keys, schema_from_json
 from .write_state import WriteState
 
 
@@ -110,14 +110,15 @@ class DeltaLayer:
             self.kind: str = h["kind"]
             self.version = int(h["version"])
             self.from_version = int(h["from_version"])
-            self.schema = Schema.from_json(h["state_schema"])
+            self.schema = schema_from_json(h["state_schema"])
             self.checksums = {n: _digest.parse(c) for n, c in h["checksums"].items()}
             self.from_checksums = {n: _digest.parse(c) for n, c in h["from_checksums"].items()}
             removed_meta = h["removed"]
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{name}: malformed delta header ({e})") from None
         self.tags: dict[str, str] = dict(h.get("tags", {}))
-        self.state = ReadState(blob, schema=None if schema is None else layer_schema(schema))
+        self.state = ReadState(blob, schema=None if schema is None else layer_schema(schema),
+                               views=False)  # fmt: skip
         self.removed: dict[str, list[Any]] = {}
         ctx = ColumnContext(blob.arrays, lambda t: lambda o: o)
         for tname, meta in removed_meta.items():

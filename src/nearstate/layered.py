@@ -15,6 +15,7 @@ target as of the snapshot or delta that wrote the nested record; see decision 00
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .delta import DeltaLayer, shape
 from .encoding import Column
 from .errors import DeltaError, SchemaError
 from .index import HashIndex
-from .read_state import ReadState, Record, TypeMap, TypeState, _index_value, _view_class
+from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
 from .schema import FieldType, Schema
 
 State = ReadState  # for type hints: a ReadState or a LayeredState (same reading API)
@@ -307,7 +308,7 @@ class LayeredTypeState:
                 lgets = [None if g is None else _rebind_keys(f.type, g, state) for g in lgets]
             columns[f.name] = Column(f.name, f.type, _composite(entries, bget, lgets), 0)
         self._columns = columns
-        cls = _view_class(self.name, columns)
+        cls = _shared_view_class(self.name, tuple(columns))
         self._cls = cls
         self.view = cls
         key = self.typedef.key
@@ -451,6 +452,18 @@ class LayeredTypeState:
                         yield o, combo
 
         return HashIndex(fields, values())
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_view_class(type_name: str, fields: tuple[str, ...]) -> type[Record]:
+    """One view class per type and field list, shared by every layered version: its
+    properties read ``self._ts._columns`` (a version makes no class of its own, so the
+    versions it replaces are freed without the cycle collector)."""
+    ns: dict[str, Any] = {"__slots__": ()}
+    for name in fields:
+        if name.isidentifier() and not hasattr(Record, name):
+            ns[name] = property(lambda self, _n=name: self._ts._columns[_n].get(self._ord))
+    return type(type_name.replace(".", "_"), (Record,), ns)
 
 
 class _CombinedIndex:

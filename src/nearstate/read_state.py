@@ -20,7 +20,7 @@ from .blob import Blob, parse_blob, read_blob
 from .encoding import Column, ColumnContext, open_column
 from .errors import FormatError, SchemaError
 from .index import HashIndex, LazyIndexes, make_pk_lookup
-from .schema import Field, FieldType, Schema, TypeDef
+from .schema import Field, FieldType, Schema, TypeDef, schema_from_json
 
 
 class Record:
@@ -113,6 +113,7 @@ class TypeState:
         columns: dict[str, Column],
         pk_table: np.ndarray | None,
         nbytes: int,
+        views: bool = True,
     ):
         self.name = typedef.name
         self.typedef = typedef
@@ -120,9 +121,10 @@ class TypeState:
         self._count = count
         self._columns = columns
         self.nbytes = nbytes
-        cls = _view_class(typedef.name, columns)
-        self._cls = cls
-        self.view = cls  # ordinal -> Record (no bounds check: internal)
+        if views:
+            cls = _view_class(typedef.name, columns)
+            self._cls = cls
+            self.view = cls  # ordinal -> Record (no bounds check: internal)
         self._indexes = LazyIndexes(self._build_index)
         if typedef.key is not None:
             kcols = [columns[k].get for k in typedef.key]
@@ -137,10 +139,21 @@ class TypeState:
                 kcol = columns[typedef.key[0]]
                 kind, raw = kcol.ftype.kind, kcol.raw
             self._lookup = make_pk_lookup(pk_table, self._key_at, kind=kind, raw_at=raw)
-            self.get = self._make_get(self._lookup)  # shadows the method: one call less
+            if views:
+                self.get = self._make_get(self._lookup)  # shadows the method: one call less
         else:
             self._key_at = lambda o: None
             self._lookup = None
+
+    def __getattr__(self, name: str) -> Any:
+        # without ``views`` (a delta layer's records, read through a LayeredState) the view
+        # class is made on first use: a class per layer would be garbage the cycle
+        # collector must walk (long pauses when the Log is applied many times a second)
+        if name in ("_cls", "view"):
+            cls = _view_class(self.typedef.name, self._columns)
+            self._cls = self.view = cls
+            return cls
+        raise AttributeError(name)
 
     def __len__(self) -> int:
         return self._count
@@ -321,14 +334,14 @@ class TypeMap:
 class ReadState(TypeMap):
     """One immutable version of a dataset: ``state["Movie"]`` is a :class:`TypeState`."""
 
-    def __init__(self, blob: Blob, *, schema: Schema | None = None):
+    def __init__(self, blob: Blob, *, schema: Schema | None = None, views: bool = True):
         h = blob.header
         self.blob = blob
         self.dataset: str = h.get("dataset", "default")
         self.version: int = int(h.get("version", 0))
         self.tags: dict[str, str] = dict(h.get("tags", {}))
         try:
-            stored = Schema.from_json(h["schema"])
+            stored = schema_from_json(h["schema"])
             types_meta = h["types"]
         except KeyError as e:
             raise FormatError(f"{blob.source}: header lacks {e.args[0]!r}") from None
@@ -354,7 +367,7 @@ class ReadState(TypeMap):
             if tdef.key is not None and pk is None:
                 pk = np.zeros(8, dtype=np.uint8)  # a type this blob does not have: empty
             nbytes = sum(v for k, v in sizes.items() if k.startswith(tdef.name + "/"))
-            ts = TypeState(self, tdef, count, columns, pk, nbytes)
+            ts = TypeState(self, tdef, count, columns, pk, nbytes, views)
             ts._digests = blob.arrays.get(f"{tdef.name}/#digest") if meta else None
             self._types[tdef.name] = ts
         self._checksums = {

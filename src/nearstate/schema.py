@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+
+import msgspec
 
 from .errors import SchemaError
 
@@ -461,3 +464,14 @@ def _from_hint(hint: Any, where: str) -> tuple[FieldType, list[type]]:
             return FieldType("ref", target=name), [hint]
         return FieldType("record", target=name), [hint]
     raise SchemaError(f"{where}: unsupported type {hint!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_from_text(text: bytes) -> Schema:
+    return Schema.from_json(msgspec.json.decode(text))
+
+
+def schema_from_json(obj: Mapping[str, Any]) -> Schema:
+    """:meth:`Schema.from_json`, shared: a schema is immutable, so blobs whose headers
+    hold the same schema (every delta of a dataset) share one object."""
+    return _schema_from_text(msgspec.json.encode(obj))

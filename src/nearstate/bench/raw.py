@@ -91,7 +91,8 @@ def run_raw(
         w.upsert("Probe", {"id": -1, "sent": 0})  # the type exists before timing starts
 
         _say(progress, f"Timing {probes:,} writes until visible in another process ...")
-        visible = _visible(ds, w, probes, compact_every)
+        commit_ms: list[float] = []
+        visible = _visible(ds, w, probes, compact_every, commit_ms)
 
         _say(progress, "Timing strong reads on a caught-up consumer ...")
         c = ds.consumer().start()
@@ -127,6 +128,7 @@ def run_raw(
             "commits_per_s": round(commit_rate),
             "batched_mutations_per_s": round(batched_rate),
             "eventual_lookup_us": _pct(eventual),
+            "probe_commit_ms": _pct(commit_ms),
             "config": {
                 "probes": probes,
                 "commits": commits,
@@ -151,7 +153,9 @@ def run_raw(
 # -- write -> visible in another process ----------------------------------------------------
 
 
-def _visible(ds: LocalDataset, w: Any, probes: int, compact_every: float) -> list[float]:
+def _visible(
+    ds: LocalDataset, w: Any, probes: int, compact_every: float, commit_ms: list[float]
+) -> list[float]:
     """Probe writes, timed until a consumer in another process shows them, while (with
     ``compact_every``) a producer process folds the Log into versions meanwhile."""
     compactor = None
@@ -171,7 +175,9 @@ def _visible(ds: LocalDataset, w: Any, probes: int, compact_every: float) -> lis
             raise RuntimeError("the consumer process did not start")
         rnd = random.Random(0)
         for i in range(probes):
-            w.upsert("Probe", {"id": i, "sent": time.monotonic_ns()})
+            sent = time.monotonic_ns()
+            w.upsert("Probe", {"id": i, "sent": sent})
+            commit_ms.append((time.monotonic_ns() - sent) / 1e6)
             time.sleep(rnd.uniform(0.002, 0.008))
         child.stdin.write("done\n")
         child.stdin.flush()
