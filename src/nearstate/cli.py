@@ -519,9 +519,10 @@ def bench_versions(
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def bench_plot(results: tuple[str, ...], output: Path) -> None:
-    """Draw 'bench store --json' RESULTS files (memory, lookup latency) or one 'bench
-    versions --json' result (delta apply time per state size) into a PNG."""
-    from .bench.plot import plot_store, plot_versions
+    """Draw 'bench store --json' RESULTS files (memory, lookup latency), one 'bench
+    versions --json' result (delta apply time per state size) or 'bench raw --json'
+    results (write -> visible, write rates) into a PNG."""
+    from .bench.plot import plot_raw, plot_store, plot_versions
 
     try:
         first = json.loads(Path(results[0]).read_text())
@@ -529,6 +530,8 @@ def bench_plot(results: tuple[str, ...], output: Path) -> None:
             if len(results) != 1:
                 raise DatasetError("give one 'bench versions' result at a time")
             plot_versions(results[0], output)
+        elif "visible_ms" in first:
+            plot_raw(results, output)
         else:
             plot_store(results, output)
     except NearstateError as e:

@@ -87,3 +87,55 @@ def plot_versions(result: str | Path, out: str | Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_raw(results: Sequence[str | Path], out: str | Path) -> Path:
+    """Draw write -> visible (p50, p99 per run, nearstate and Redis) and commit rates
+    (nearstate, SQLite, Redis) from ``bench raw --json`` result files."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise DatasetError("plots need matplotlib: pip install 'nearstate[bench]'") from e
+    runs = [json.loads(Path(p).read_text()) for p in results]
+    fig, (vis_ax, rate_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    w = 0.38
+    x = range(len(runs))
+    for i, (who, colour) in enumerate((("nearstate", _COLOURS["nearstate"]),
+                                       ("redis", "#d62728"))):  # fmt: skip
+        vis = [r["visible_ms"] if who == "nearstate" else
+               r.get("peers", {}).get("redis", {}).get("visible_ms") for r in runs]  # fmt: skip
+        xs = [j + (i - 0.5) * w for j in x]
+        vis_ax.bar(xs, [v["p99"] if v else 0 for v in vis], w, color=colour, alpha=0.35,
+                   label=f"{who} p99")  # fmt: skip
+        vis_ax.bar(xs, [v["p50"] if v else 0 for v in vis], w, color=colour,
+                   label=f"{who} p50")  # fmt: skip
+    vis_ax.axhline(20, color="#555555", linestyle="--", linewidth=1, label="target p99: 20 ms")
+    vis_ax.axhline(5, color="#555555", linestyle=":", linewidth=1, label="target p50: 5 ms")
+    vis_ax.set_xticks(list(x), [f"run {j + 1}" for j in x])
+    vis_ax.set_ylabel("ms")
+    vis_ax.set_title("Write -> visible in another process (lower is better)", fontsize=10)
+    vis_ax.legend(fontsize=8, frameon=False)
+    systems = ["nearstate", "sqlite", "redis"]
+    colours = [_COLOURS["nearstate"], _COLOURS["sqlite"], "#d62728"]
+    for k, key in enumerate(("commits_per_s", "batched_mutations_per_s")):
+        vals = []
+        for s in systems:
+            got = [r[key] if s == "nearstate" else r.get("peers", {}).get(s, {}).get(key)
+                   for r in runs]  # fmt: skip
+            got = sorted(v for v in got if v)
+            vals.append(got[len(got) // 2] if got else 0)
+        xs = [k + (i - 1) * 0.27 for i in range(len(systems))]
+        for xi, v, s, c in zip(xs, vals, systems, colours, strict=True):
+            rate_ax.bar(xi, v, 0.27, color=c, label=s if k == 0 else None)
+    rate_ax.set_yscale("log")
+    rate_ax.set_xticks([0, 1], ["single-record commits/s", "batched mutations/s"])
+    rate_ax.set_title("Write rates, median of runs (higher is better; log scale)", fontsize=10)
+    rate_ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
