@@ -17,8 +17,7 @@ _COLOURS = {
 }
 
 
-def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
-    """Draw memory and lookup p50 per system for each ``bench store --json`` result file."""
+def _pyplot():
     try:
         import matplotlib
 
@@ -26,6 +25,12 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise DatasetError("plots need matplotlib: pip install 'nearstate[bench]'") from e
+    return plt
+
+
+def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
+    """Draw memory and lookup p50 per system for each ``bench store --json`` result file."""
+    plt = _pyplot()
     runs = [(Path(p).stem, json.loads(Path(p).read_text())) for p in results]
     fig, (mem_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.8 / len(_SYSTEMS)
@@ -56,13 +61,7 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
 def plot_versions(result: str | Path, out: str | Path) -> Path:
     """Draw delta apply time against a full snapshot load, per state size, from a
     ``bench versions --json`` result file."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise DatasetError("plots need matplotlib: pip install 'nearstate[bench]'") from e
+    plt = _pyplot()
     r = json.loads(Path(result).read_text())
     sizes = list(r["delta_apply_ms"])
     labels = [f"{int(n):,}" for n in sizes]
@@ -92,13 +91,7 @@ def plot_versions(result: str | Path, out: str | Path) -> Path:
 def plot_raw(results: Sequence[str | Path], out: str | Path) -> Path:
     """Draw write -> visible (p50, p99 per run, nearstate and Redis) and commit rates
     (nearstate, SQLite, Redis) from ``bench raw --json`` result files."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise DatasetError("plots need matplotlib: pip install 'nearstate[bench]'") from e
+    plt = _pyplot()
     runs = [json.loads(Path(p).read_text()) for p in results]
     fig, (vis_ax, rate_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     w = 0.38
