@@ -181,3 +181,16 @@ def test_bench_raw_reports_every_figure(tmp_path: Path) -> None:
     assert res["visible_ms"]["n"] == 20  # every probe was seen by the other process
     assert res["commits_per_s"] > 0
     assert res["batched_mutations_per_s"] > 0
+
+
+def test_inspect_shows_the_log(tmp_path: Path) -> None:
+    d = tmp_path / "ds"
+    for i in range(3):
+        run("put", d, "Story", json.dumps({"id": f"s{i}", "title": "T"}))
+    run("compact", d)
+    run("put", d, "Story", json.dumps({"id": "s9", "title": "after"}))
+    code, out, _ = run("inspect", d)
+    assert code == 0
+    assert "this version includes up to token 3" in out
+    code, out, _ = run("inspect", d, "--json")
+    assert json.loads(out)["log"]["head"] == 4

@@ -134,6 +134,11 @@ def inspect(directory: Path, as_json: bool) -> None:
         "dataset": state.dataset, "version": state.version, "bytes": state.nbytes,
         "tags": state.tags, "types": {},
     }  # fmt: skip
+    if ds.log.path.exists():
+        try:
+            info["log"] = ds.log.stats()
+        except NearstateError as e:
+            info["log"] = {"error": str(e)}
     for name, ts in state.types.items():
         info["types"][name] = {
             "records": len(ts),
@@ -152,6 +157,17 @@ def inspect(directory: Path, as_json: bool) -> None:
         f"in {len(info['types'])} types",
         highlight=False,
     )
+    lg = info.get("log")
+    if lg is not None:
+        if "error" in lg:
+            out.print(f"log: {lg['error']}", highlight=False)
+        else:
+            out.print(
+                f"log: {lg['entries']:,} commits kept (tokens {lg['floor'] + 1}–{lg['head']}), "
+                f"{lg['bytes'] / 1e6:,.2f} MB; this version includes up to token "
+                f"{state.tags.get('log_position', 0)}",
+                highlight=False,
+            )
     for name, t in info["types"].items():
         kind = f"key {', '.join(t['key'])}" if t["key"] else "nested"
         table = Table(title=f"{name} — {t['records']:,} records, {kind}, {t['bytes']:,} bytes",
