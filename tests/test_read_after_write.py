@@ -25,7 +25,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,30 +43,14 @@ from nearstate import (
     SchemaError,
     Writer,
     WriteState,
-    record,
 )
 from nearstate.backends.memory import MemoryAnnouncer, MemoryBlobStore, MemoryLog
 from nearstate.ports import Append, Log, LogView
 from nearstate.writer import encode_entry, key_id
+from versioned import Article, Person
 
 LONG = 10.0  # a wait that should end: it is given this long (and takes milliseconds)
 PROMPT = 2.0  # what "at once" means for a call that must not block
-
-
-@record(key="id")
-@dataclass
-class Person:
-    id: int
-    name: str
-
-
-@record(key="id")
-@dataclass
-class Article:
-    id: str
-    title: str
-    author: nearstate.Ref[Person]
-    editors: list[nearstate.Ref[Person]]
 
 
 ARTICLES = Schema.from_dataclasses(Article, Person)

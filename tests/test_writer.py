@@ -32,7 +32,6 @@ from nearstate import (
     FieldType,
     InputError,
     LocalDataset,
-    Ref,
     Schema,
     SchemaError,
     Token,
@@ -40,7 +39,7 @@ from nearstate import (
     WriteState,
     record,
 )
-from versioned import ITEM, item
+from versioned import ITEM, Article, Person, item
 
 LONG = 10.0  # seconds a consumer may take to show a write (it takes milliseconds)
 
@@ -66,22 +65,6 @@ def visible(ds: LocalDataset, type_name: str) -> dict[Any, dict[str, Any]]:
 class Hero:
     url: str
     width: int
-
-
-@record(key="id")
-@dataclass
-class Person:
-    id: int
-    name: str
-
-
-@record(key="id")
-@dataclass
-class Article:
-    id: str
-    title: str
-    author: Ref[Person]
-    editors: list[Ref[Person]]
 
 
 @record(key=("site", "slug"))

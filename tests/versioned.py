@@ -1,10 +1,12 @@
-"""The record type and model helpers shared by the version tests."""
+"""Record types and model helpers shared by the version, writer and read-after-write
+tests."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from nearstate import Field, FieldType, Schema, TypeDef
+from nearstate import Field, FieldType, Ref, Schema, TypeDef, record
 
 ITEM = Schema(
     [
@@ -20,6 +22,23 @@ ITEM = Schema(
         )
     ]
 )
+
+
+@record(key="id")
+@dataclass
+class Person:
+    id: int
+    name: str
+
+
+@record(key="id")
+@dataclass
+class Article:
+    id: str
+    title: str
+    author: Ref[Person]
+    editors: list[Ref[Person]]
+
 
 Model = dict[int, dict[str, Any]]
 

@@ -79,7 +79,7 @@ def compact(producer: Producer, log_: Log, *, trim: bool = True, snapshot: bool 
 
 def _full(prior: Any, net: dict[str, dict[Any, Any]], log_schema: Schema | None) -> WriteState:
     """Every record of the next version (when the Log brought new types: a snapshot)."""
-    schema = log_schema if prior is None else _with(prior.stored_schema, log_schema)
+    schema = log_schema if prior is None else prior.stored_schema.extended(log_schema)
     assert schema is not None
     ws = WriteState(schema)
     if prior is not None:
@@ -94,13 +94,6 @@ def _full(prior: Any, net: dict[str, dict[Any, Any]], log_schema: Schema | None)
         if ups:
             ws.add_many(name, ups)
     return ws
-
-
-def _with(schema: Schema, other: Schema | None) -> Schema:
-    if other is None:
-        return schema
-    extra = [t for t in other if t.name not in schema.types]
-    return Schema([*schema, *extra]) if extra else schema
 
 
 def trim_log(producer: Producer, log_: Log) -> int:

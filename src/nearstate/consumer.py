@@ -590,7 +590,7 @@ def _changes(state: State, net: Net) -> dict[str, Changes]:
     """What ``net`` changes relative to ``state``, per type."""
     out: dict[str, Changes] = {}
     for t, m in net.items():
-        ts = state.types.get(t)
+        ts = state.get(t)
         c = Changes()
         for k, rec in m.items():
             there = ts is not None and k in ts

@@ -99,9 +99,4 @@ def empty_state(schema: Schema, dataset: str) -> ReadState:
 
 def with_types(schema: Schema | None, log_schema: Schema | None) -> Schema | None:
     """``schema`` plus the types only the Log has."""
-    if log_schema is None:
-        return schema
-    if schema is None:
-        return log_schema
-    extra = [t for t in log_schema if t.name not in schema.types]
-    return Schema([*schema, *extra]) if extra else schema
+    return log_schema if schema is None else schema.extended(log_schema)

@@ -322,6 +322,10 @@ class TypeMap:
     def __contains__(self, type_name: object) -> bool:
         return type_name in self._types
 
+    def get(self, type_name: str, default: Any = None) -> TypeState | Any:
+        """The type's records, or ``default`` when the state has no such type."""
+        return self._types.get(type_name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._types)
 

@@ -333,6 +333,13 @@ class Schema:
         except (KeyError, TypeError) as e:
             raise SchemaError(f"malformed schema: {e!r}") from e
 
+    def extended(self, other: Schema | None) -> Schema:
+        """This schema plus the types only ``other`` has (ours win where both define one)."""
+        if other is None:
+            return self
+        extra = [t for t in other if t.name not in self.types]
+        return Schema([*self, *extra]) if extra else self
+
     def merged(self, other: Schema) -> Schema:
         """This schema with ``other``'s types added or replacing ours of the same name."""
         types_ = dict(self.types)

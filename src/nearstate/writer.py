@@ -278,7 +278,7 @@ class Writer:
             return hit[1]
         schema = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
         if vschema is not None:
-            schema = vschema if schema is None else _prefer(vschema, schema)
+            schema = vschema if schema is None else vschema.extended(schema)
         if self.declared is not None:
             schema = self.declared if schema is None else _merge(schema, self.declared)
         if len(self._parsed) > 8:
@@ -442,12 +442,6 @@ def _with_inferred(schema: Schema | None, name: str, record: Mapping[str, Any]) 
     return inferred if schema is None else _merge(schema, inferred)
 
 
-def _prefer(first: Schema, other: Schema) -> Schema:
-    """Every type of ``first``, then the types only ``other`` has."""
-    extra = [t for t in other if t.name not in first.types]
-    return Schema([*first, *extra]) if extra else first
-
-
 def _merge(schema: Schema, other: Schema) -> Schema:
     """``schema`` plus the types of ``other`` it lacks; a type both define must agree."""
     for t in other:
@@ -457,8 +451,7 @@ def _merge(schema: Schema, other: Schema) -> Schema:
                 f"type {t.name!r} is declared differently from the dataset's: "
                 f"{_fields(t)} vs {_fields(mine)}"
             )
-    extra = [t for t in other if t.name not in schema.types]
-    return Schema([*schema, *extra]) if extra else schema
+    return schema.extended(other)
 
 
 def _shape(t: TypeDef) -> dict[str, Any]:
