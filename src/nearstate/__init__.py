@@ -9,13 +9,14 @@ version, a :class:`TypeState` per type, whose :class:`Record` views decode field
 access) or a :class:`LayeredState` (a snapshot plus deltas); a :class:`Writer` committing
 upserts, deletes and :class:`Transaction` objects to the :class:`Log`, each returning a
 :class:`Token` a consumer can wait for (read-your-writes); a :class:`Compactor` folding
-the Log into versions; a :class:`LocalDataset` directory bundling the local ports, opened
-with ``nearstate.open(url)``. Every error derives from :class:`NearstateError`.
+the Log into versions; a :class:`Dataset` bundling the ports of one backend — a
+:class:`LocalDataset` directory or a :class:`NatsDataset` in NATS JetStream — opened with
+``nearstate.open(url)``. Every error derives from :class:`NearstateError`.
 """
 
 from .compaction import Compactor, compact
 from .consumer import Consumer, RefreshEvent
-from .dataset import LocalDataset, open_dataset
+from .dataset import Dataset, LocalDataset, NatsDataset, open_dataset
 from .errors import (
     BlobError,
     BlobNotFound,
@@ -63,6 +64,7 @@ __all__ = [
     "CountChange",
     "CycleError",
     "CycleResult",
+    "Dataset",
     "DatasetError",
     "DeltaError",
     "Field",
@@ -80,6 +82,7 @@ __all__ = [
     "LogTrimmed",
     "LogUnavailable",
     "LongText",
+    "NatsDataset",
     "NearstateError",
     "Producer",
     "ReadState",

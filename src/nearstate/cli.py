@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .dataset import LocalDataset
+from .dataset import Dataset, LocalDataset, open_dataset
 from .errors import DatasetError, NearstateError, SchemaError
 from .jsonl import export_jsonl, import_jsonl, record_to_json
 from .read_state import TypeState
@@ -121,12 +121,12 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(directory: Path, as_json: bool) -> None:
+def inspect(directory: str, as_json: bool) -> None:
     """Show a dataset's version, types, record counts and bytes per type and field."""
     try:
-        ds = LocalDataset(directory)
+        ds = _existing(directory)
         state = ds.load()
     except NearstateError as e:
         _fail(e)
@@ -134,7 +134,7 @@ def inspect(directory: Path, as_json: bool) -> None:
         "dataset": state.dataset, "version": state.version, "bytes": state.nbytes,
         "tags": state.tags, "types": {},
     }  # fmt: skip
-    if ds.log.path.exists():
+    if not isinstance(ds, LocalDataset) or ds.log.path.exists():
         try:
             info["log"] = ds.log.stats()
         except NearstateError as e:
@@ -183,14 +183,14 @@ def inspect(directory: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.option("--type", "type_name", required=True, help="Record type to export.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here instead of standard output.")  # fmt: skip
-def export(directory: Path, type_name: str, output: Path | None) -> None:
+def export(directory: str, type_name: str, output: Path | None) -> None:
     """Write a type's records as JSON Lines (the same records an import took in)."""
     try:
-        state = LocalDataset(directory).load()
+        state = _existing(directory).load()
         if output is None:
             n = export_jsonl(state, type_name, sys.stdout.buffer)
             sys.stdout.buffer.flush()
@@ -229,17 +229,17 @@ def _to_json(rec: Any) -> bytes:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.argument("type_name")
 @click.option("--field", "fields", multiple=True, help="Print only these fields.")
-def lookup(directory: Path, type_name: str, fields: tuple[str, ...]) -> None:
+def lookup(directory: str, type_name: str, fields: tuple[str, ...]) -> None:
     """Serve lookups: load the dataset once, then answer one key per line of standard input.
 
     Each answer is one JSON line (or ``null`` for an unknown key) with the time it took.
     """
     try:
         t0 = time.perf_counter()
-        state = LocalDataset(directory).load()
+        state = _existing(directory).load()
         ts = state[type_name]
         for f in fields:
             ts.column(f)
@@ -279,13 +279,13 @@ def _short(v: Any, width: int = 60) -> str:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.argument("v1", type=int)
 @click.argument("v2", type=int)
 @click.option("--limit", type=int, default=20, show_default=True,
               help="Changed records shown per type (all with --json).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def diff(directory: Path, v1: int, v2: int, limit: int, as_json: bool) -> None:
+def diff(directory: str, v1: int, v2: int, limit: int, as_json: bool) -> None:
     """Show the records added, removed and changed from version V1 to V2, per type, with
     the fields that changed."""
     from .history import diff_versions
@@ -328,11 +328,11 @@ def diff(directory: Path, v1: int, v2: int, limit: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.argument("type_name")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def history(directory: Path, type_name: str, key: str, as_json: bool) -> None:
+def history(directory: str, type_name: str, key: str, as_json: bool) -> None:
     """Show the versions in which the TYPE_NAME record KEY changed, and what changed."""
     from .history import record_history
 
@@ -364,9 +364,9 @@ def history(directory: Path, type_name: str, key: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def versions(directory: Path, as_json: bool) -> None:
+def versions(directory: str, as_json: bool) -> None:
     """List the kept versions: which blobs each has and how many records it changed."""
     from .versions import Catalog, read_record
 
@@ -407,10 +407,10 @@ def versions(directory: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", metavar="DATASET")
 @click.option("--keep", type=click.IntRange(min=1), default=5, show_default=True,
               help="Snapshots to keep (with the deltas between them).")  # fmt: skip
-def cleanup(directory: Path, keep: int) -> None:
+def cleanup(directory: str, keep: int) -> None:
     """Delete versions older than the newest KEEP snapshots."""
     try:
         ds = _existing(directory)
@@ -426,10 +426,16 @@ def cleanup(directory: Path, keep: int) -> None:
               highlight=False)  # fmt: skip
 
 
-def _existing(directory: Path) -> LocalDataset:
-    ds = LocalDataset(directory)
-    if not ds.exists():
+def _existing(directory: str | Path) -> Dataset:
+    """The dataset named by a directory or URL (file:///path, nats://host:4222/name); it
+    must have a version announced."""
+    target = str(directory)
+    url = target if "://" in target else Path(target)
+    if isinstance(url, Path) and not (url / "announced.json").is_file():
         raise DatasetError(f"{directory} holds no dataset (no announced.json)")
+    ds = open_dataset(url)
+    if ds.announced() is None:
+        raise DatasetError(f"{directory} holds no dataset (nothing announced)")
     return ds
 
 
@@ -538,7 +544,7 @@ def bench_plot(results: tuple[str, ...], output: Path) -> None:
     """Draw 'bench store --json' RESULTS files (memory, lookup latency), one 'bench
     versions --json' result (delta apply time per state size) or 'bench raw --json'
     results (write -> visible, write rates) into a PNG."""
-    from .bench.plot import plot_raw, plot_store, plot_versions
+    from .bench.plot import plot_raw, plot_raw_nats, plot_store, plot_versions
 
     try:
         first = json.loads(Path(results[0]).read_text())
@@ -546,6 +552,8 @@ def bench_plot(results: tuple[str, ...], output: Path) -> None:
             if len(results) != 1:
                 raise DatasetError("give one 'bench versions' result at a time")
             plot_versions(results[0], output)
+        elif "visible_ms" in first and first.get("backend") == "nats":
+            plot_raw_nats(results, output)
         elif "visible_ms" in first:
             plot_raw(results, output)
         else:

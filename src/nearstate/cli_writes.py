@@ -16,11 +16,13 @@ import msgspec
 from .cli import _fail, _parse_key, _to_json, bench, err, main, out
 from .compaction import compact as compact_log
 from .consumer import CONSISTENCIES
-from .dataset import LocalDataset, open_dataset
+from .dataset import Dataset, open_dataset
 from .errors import DatasetError, InputError, NearstateError
 from .writer import decode_entry
 
 _DIR = click.Path(file_okay=False, path_type=Path)
+# a dataset: a directory, file:///path or nats://host:4222/name
+_DATASET = click.STRING
 
 
 def _records(text: str) -> list[dict[str, Any]]:
@@ -41,19 +43,19 @@ def _records(text: str) -> list[dict[str, Any]]:
 
 
 @main.command()
-@click.argument("directory", type=_DIR)
+@click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.argument("type_name")
 @click.argument("record")
 @click.option("--expect-absent", is_flag=True, help="Only if no record has this key yet.")
 @click.option("--expect-token", type=int, default=None,
               help="Only if the key was last changed by the commit with this token.")  # fmt: skip
-def put(directory: Path, type_name: str, record: str, expect_absent: bool,
+def put(dataset: str, type_name: str, record: str, expect_absent: bool,
         expect_token: int | None) -> None:  # fmt: skip
     """Commit RECORD (a JSON object, an array of objects committed together, or - for
     standard input) as TYPE_NAME and print its token."""
     try:
         recs = _records(record)
-        w = open_dataset(directory).writer()
+        w = open_dataset(dataset).writer()
         with w.transaction() as tx:
             for r in recs:
                 tx.upsert(type_name, r, expect_absent=expect_absent, expect_token=expect_token)
@@ -66,15 +68,15 @@ def put(directory: Path, type_name: str, record: str, expect_absent: bool,
 
 
 @main.command()
-@click.argument("directory", type=_DIR)
+@click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.argument("type_name")
 @click.argument("key")
 @click.option("--expect-token", type=int, default=None,
               help="Only if the key was last changed by the commit with this token.")  # fmt: skip
-def delete(directory: Path, type_name: str, key: str, expect_token: int | None) -> None:
+def delete(dataset: str, type_name: str, key: str, expect_token: int | None) -> None:
     """Delete the TYPE_NAME record with KEY and print the token of the deletion."""
     try:
-        ds = _existing(directory)
+        ds = _existing(dataset)
         c = ds.consumer()
         c.refresh()
         ts = c.state[type_name]
@@ -86,7 +88,7 @@ def delete(directory: Path, type_name: str, key: str, expect_token: int | None) 
 
 
 @main.command()
-@click.argument("directory", type=_DIR)
+@click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.argument("type_name")
 @click.argument("key")
 @click.option("--consistency", type=click.Choice(CONSISTENCIES), default="eventual",
@@ -96,11 +98,11 @@ def delete(directory: Path, type_name: str, key: str, expect_token: int | None) 
 @click.option("--token", type=int, default=None, help="The token to wait for.")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait before giving up.")  # fmt: skip
-def get(directory: Path, type_name: str, key: str, consistency: str, token: int | None,
+def get(dataset: str, type_name: str, key: str, consistency: str, token: int | None,
         timeout: float) -> None:  # fmt: skip
     """Print the TYPE_NAME record with primary key KEY as JSON."""
     try:
-        ds = _existing(directory)
+        ds = _existing(dataset)
         c = ds.consumer()
         if consistency == "eventual":
             c.refresh()
@@ -116,19 +118,21 @@ def get(directory: Path, type_name: str, key: str, consistency: str, token: int 
 
 
 @main.command()
-@click.argument("directory", type=_DIR)
+@click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.option("--from", "start", type=int, default=None,
               help="Show commits after this token (default: only new ones).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per commit.")
 @click.option("--count", type=int, default=None, help="Stop after this many commits.")
-def watch(directory: Path, start: int | None, as_json: bool, count: int | None) -> None:
+def watch(dataset: str, start: int | None, as_json: bool, count: int | None) -> None:
     """Print committed changes as they arrive (Ctrl-C stops)."""
-    ds = LocalDataset(directory)
-    log = ds.log
+    try:
+        log = open_dataset(dataset).log
+    except NearstateError as e:
+        _fail(e)
     try:
         pos = log.head() if start is None else start
         if not as_json:
-            err.print(f"Watching {directory} for commits after token {pos} (Ctrl-C stops).",
+            err.print(f"Watching {dataset} for commits after token {pos} (Ctrl-C stops).",
                       highlight=False)  # fmt: skip
         seen = 0
         while count is None or seen < count:
@@ -170,42 +174,64 @@ def _show_entry(e: Any, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=_DIR)
+@click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.option("--follow", is_flag=True, help="Keep folding new commits until Ctrl-C.")
 @click.option("--interval", type=float, default=1.0, show_default=True,
               help="Seconds between compactions with --follow.")  # fmt: skip
-def compact(directory: Path, follow: bool, interval: float) -> None:
-    """Fold the commits in the log into a new version (a delta; a snapshot when due)."""
+def compact(dataset: str, follow: bool, interval: float) -> None:
+    """Fold the commits in the log into a new version (a delta; a snapshot when due).
+    With --follow it keeps going through failures (a server outage, a lost lock), saying
+    each one and trying again, until Ctrl-C."""
     try:
-        ds = _existing(directory)
-        with ds.producer() as p:
-            while True:
-                r = compact_log(p, ds.log)
-                if r.version is None:
-                    if not follow:
-                        out.print(f"Nothing to fold: version {p.version} includes every "
-                                  "commit.", highlight=False)  # fmt: skip
-                else:
-                    if r.changes is None:
-                        what = "a snapshot: the schema gained types"
-                    else:
-                        kind = "a delta and a snapshot" if r.snapshot else "a delta"
-                        what = f"{r.changed:,} records changed, {kind}"
-                    out.print(f"Folded the log up to token {p.state.tags.get('log_position')} "
-                              f"into version {r.version} ({what}).", highlight=False)  # fmt: skip
-                if not follow:
-                    return
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        return
+        ds = _existing(dataset)
     except NearstateError as e:
         _fail(e)
+    while True:
+        try:
+            _compact_with(ds, follow, interval)
+            return
+        except KeyboardInterrupt:
+            return
+        except NearstateError as e:
+            if not follow:
+                _fail(e)
+            err.print(f"Compaction failed: {e}. Trying again in {max(interval, 1.0):g} s.",
+                      highlight=False)  # fmt: skip
+            try:
+                time.sleep(max(interval, 1.0))
+            except KeyboardInterrupt:
+                return
 
 
-def _existing(directory: Path) -> LocalDataset:
-    ds = LocalDataset(directory)
+def _compact_with(ds: Dataset, follow: bool, interval: float) -> None:
+    with ds.producer() as p:
+        while True:
+            r = compact_log(p, ds.log)
+            if r.version is None:
+                if not follow:
+                    out.print(f"Nothing to fold: version {p.version} includes every "
+                              "commit.", highlight=False)  # fmt: skip
+            else:
+                if r.changes is None:
+                    what = "a snapshot: the schema gained types"
+                else:
+                    kind = "a delta and a snapshot" if r.snapshot else "a delta"
+                    what = f"{r.changed:,} records changed, {kind}"
+                out.print(f"Folded the log up to token {p.state.tags.get('log_position')} "
+                          f"into version {r.version} ({what}).", highlight=False)  # fmt: skip
+            if not follow:
+                return
+            time.sleep(interval)
+
+
+def _existing(dataset: str) -> Dataset:
+    """The dataset named by a directory or URL, which must hold something."""
+    url = dataset if "://" in dataset else Path(dataset)
+    if isinstance(url, Path) and not url.is_dir():
+        raise DatasetError(f"{dataset} holds no dataset (nothing published or written)")
+    ds = open_dataset(url)
     if not ds.exists():
-        raise DatasetError(f"{directory} holds no dataset (nothing published or written)")
+        raise DatasetError(f"{dataset} holds no dataset (nothing published or written)")
     return ds
 
 
@@ -223,16 +249,27 @@ def _existing(directory: Path) -> LocalDataset:
               help="Seconds between producer compactions during the visibility probes "
                    "(0: none).")  # fmt: skip
 @click.option("--workdir", type=_DIR, default=None, help="Where the dataset goes (a temp dir).")
+@click.option("--backend", type=click.Choice(["local", "nats"]), default="local",
+              show_default=True, help="Where the dataset is kept.")  # fmt: skip
+@click.option("--nats-url", default=None,
+              help="NATS server for --backend nats (default: $NEARSTATE_NATS_URL, else "
+                   "nats://127.0.0.1:4222).")  # fmt: skip
+@click.option("--consumers", type=int, default=None,
+              help="Consumer processes timed (default: 4 on nats, 1 on local).")  # fmt: skip
+@click.option("--snapshot-mb", type=int, default=200, show_default=True,
+              help="Size of the snapshot published and fetched on nats (0: skip).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_raw(probes: int, commits: int, batch: int, batches: int, peers: bool,
-              compact_every: float, workdir: Path | None, as_json: bool) -> None:  # fmt: skip
-    """Write -> visible in another process, strong-read overhead, commit rates."""
+              compact_every: float, workdir: Path | None, backend: str, nats_url: str | None,
+              consumers: int | None, snapshot_mb: int, as_json: bool) -> None:  # fmt: skip
+    """Write -> visible in other processes, strong-read overhead, commit rates."""
     from .bench.raw import run_raw
 
     try:
         res = run_raw(probes=probes, commits=commits, batch=batch, batches=batches,
                       peers=peers, workdir=workdir, progress=None if as_json else err,
-                      compact_every=compact_every)  # fmt: skip
+                      compact_every=compact_every, backend=backend, nats_url=nats_url,
+                      consumers=consumers, snapshot_mb=snapshot_mb)  # fmt: skip
     except NearstateError as e:
         _fail(e)
     if as_json:

@@ -21,6 +21,7 @@ immutable state, so a whole page can be built from it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -114,6 +115,7 @@ class Consumer:
         self._stop = threading.Event()
         self.last_refresh: float | None = None  #: time.time() of the last successful refresh
         self.last_error: str | None = None  #: why the last refresh failed (None: it did not)
+        self._confirmed: float | None = None  # monotonic time the Log last said "caught up"
         self.announced_version: int | None = None
         # with a Log: the version as published, and the entries laid over it
         self.log = log
@@ -157,6 +159,14 @@ class Consumer:
             return 0 if self.announced_version is None else self.announced_version
         return max(0, self.announced_version - v)
 
+    def staleness(self) -> float | None:
+        """Seconds since the Log last confirmed that this consumer shows every committed
+        write: near 0 while a started consumer follows it, growing while the Log cannot be
+        reached (reads go on from memory meanwhile; :attr:`last_error` says why). None if
+        it never has (not started, or no Log)."""
+        c = self._confirmed
+        return None if c is None else max(0.0, time.monotonic() - c)
+
     def log_lag(self) -> int:
         """Committed transactions not yet shown (asks the Log for its head)."""
         return 0 if self.log is None else max(0, self.log.head() - self._applied)
@@ -186,11 +196,17 @@ class Consumer:
     def _refresh_version(self) -> bool:
         try:
             ann = self.watcher.latest()
-            if ann is None:
-                return False
+        except NearstateError as e:
+            self.last_error = f"{_ANN_FAILED}: {describe(e)}"
+            raise
+        if self.last_error is not None and self.last_error.startswith(_ANN_FAILED):
+            self.last_error = None  # the announcement can be read again
+        if ann is None:
+            return False
+        try:
             self.announced_version = announced_version(ann)
         except NearstateError as e:
-            self.last_error = f"cannot read the announcement: {describe(e)}"
+            self.last_error = f"{_ANN_FAILED}: {describe(e)}"
             raise
         if self._pinned is not None:
             return False
@@ -306,9 +322,19 @@ class Consumer:
 
     # -- following announcements --------------------------------------------------------
 
-    def start(self, *, wait: bool = True, timeout: float = 30.0) -> Consumer:
+    def start(self, *, wait: bool = True, timeout: float = 30.0,
+              freeze_gc: bool = False) -> Consumer:  # fmt: skip
         """Load the announced version and follow announcements in a background thread.
-        With ``wait``, returns once a version is held (DatasetError after ``timeout``)."""
+        With ``wait``, returns once a version is held (DatasetError after ``timeout``).
+
+        ``freeze_gc``: once the first state is held, move every object the process has so
+        far out of the garbage collector's reach (:func:`gc.freeze`), as long-running
+        services do after start-up. Python's full collections otherwise scan them all
+        and pause every thread, the refresh threads included, for tens of milliseconds
+        (measured: 38 ms for a bench consumer); afterwards only newer objects are
+        scanned. Objects frozen stay until the process ends unless freed by their last
+        reference, so use it in a service process, not in one that starts many
+        consumers."""
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="nearstate-consumer",
@@ -324,6 +350,9 @@ class Consumer:
                 f"no version loaded within {timeout:g} s"
                 + (f": {self.last_error}" if self.last_error else " (nothing announced?)")
             )
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         return self
 
     def stop(self) -> None:
@@ -354,7 +383,7 @@ class Consumer:
             try:
                 self.watcher.wait(self.version, timeout=0.5)
             except NearstateError as e:
-                self.last_error = f"watching announcements failed: {e}"
+                self.last_error = f"{_ANN_FAILED}: {e}"
                 self._stop.wait(self.retry_interval)
 
     def wait_for_version(self, version: int | None, timeout: float) -> bool:
@@ -520,7 +549,7 @@ class Consumer:
     def _log_types(self) -> None:
         """Re-read the Log's schema if it changed; read the version with any new types."""
         assert self.log is not None
-        sj = self.log.schema()
+        sj = self.log.schema(fresh=False)  # an entry said it changed: this handle has it
         if sj != self._log_sj:
             ls = Schema.from_json(msgspec.json.decode(sj)) if sj is not None else None
             self._log_sj, self._log_schema = sj, ls
@@ -542,7 +571,7 @@ class Consumer:
             return False
         shown = False
         while True:
-            rows = self.log.read(self._applied, self.log_batch)  # LogTrimmed: see _pull
+            rows = self.log.read(self._applied, self.log_batch, fresh=False)  # LogTrimmed: _pull
             if not rows:
                 return shown
             t0 = time.perf_counter()
@@ -576,14 +605,23 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 self._pull()
-                self.log.wait(self._applied, 0.5)
+                self._confirmed = time.monotonic()
+                if self.last_error and self.last_error.startswith(_LOG_FAILED):
+                    log.warning("following the log again after: %s", self.last_error)
+                    self.last_error = None
+                if self.log.wait(self._applied, 0.5) <= self._applied:
+                    self._confirmed = time.monotonic()  # nothing new: still caught up
             except NearstateError as e:
-                self.last_error = f"following the log failed: {describe(e)}"
+                self.last_error = f"{_LOG_FAILED}: {describe(e)}"
                 log.warning("%s", self.last_error)
                 self._stop.wait(self.retry_interval)
             except Exception:
                 log.exception("following the log crashed")
                 self._stop.wait(self.retry_interval)
+
+
+_LOG_FAILED = "following the log failed"
+_ANN_FAILED = "cannot read the announcement"
 
 
 def _changes(state: State, net: Net) -> dict[str, Changes]:

@@ -1,4 +1,4 @@
-"""A dataset kept in a local directory: the embedded default.
+"""Datasets: a local directory (the embedded default) or NATS JetStream, opened by URL.
 
 Layout (see :mod:`nearstate.versions` for the blob names)::
 
@@ -10,15 +10,21 @@ Layout (see :mod:`nearstate.versions` for the blob names)::
 Every file is written to a temporary name, fsynced and renamed, and a version is
 announced only after all its blobs are stored, so a reader never sees a version whose
 blobs are incomplete, and a crash mid-publish leaves the previous version announced.
+
+A NATS dataset keeps the same blobs in a JetStream Object Store, the announcement in a KV
+bucket and the Log in a stream (see :mod:`nearstate.backends.nats_conn` and
+docs/operations.md); the same code runs on either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from .backends.local import LocalAnnouncer, LocalBlobStore
 from .backends.local_log import LocalLog
@@ -36,9 +42,17 @@ from .writer import Writer
 ANNOUNCED = "announced.json"
 
 
-def open_dataset(url: str | Path) -> LocalDataset:
+def open_dataset(url: str | Path | None = None) -> LocalDataset | NatsDataset:
     """Open a dataset by URL: ``file:///path`` (or a plain path) is a local directory,
-    created if needed. (``nats://host:4222/name`` needs the NATS backend.)"""
+    created if needed; ``nats://host:4222/name`` is dataset ``name`` in NATS JetStream
+    (``nats://h1:4222,h2:4222/name`` lists several servers of a cluster; ``?replicas=3``
+    sets the replication of the streams it creates, ``?lease=10`` the producer lease in
+    seconds). Without a URL, the ``NEARSTATE_DATASET`` environment variable names one."""
+    if url is None:
+        url = os.environ.get("NEARSTATE_DATASET", "")
+        if not url:
+            raise InputError("no dataset URL given and NEARSTATE_DATASET is not set "
+                             "(use file:///path or nats://host:4222/name)")  # fmt: skip
     if isinstance(url, Path):
         path = url
     else:
@@ -50,11 +64,11 @@ def open_dataset(url: str | Path) -> LocalDataset:
             path = Path(unquote(u.path) if u.scheme == "file" else url)
             if not str(path):
                 raise InputError(f"{url!r}: no path")
-        elif u.scheme == "nats":
-            raise DatasetError(f"{url}: the NATS backend is not part of this version yet; "
-                               "use a file:/// dataset")  # fmt: skip
+        elif u.scheme in ("nats", "tls"):
+            return NatsDataset.from_url(url)
         else:
-            raise InputError(f"{url}: unknown dataset URL scheme {u.scheme!r} (use file:///path)")
+            raise InputError(f"{url}: unknown dataset URL scheme {u.scheme!r} (use "
+                             "file:///path or nats://host:4222/name)")  # fmt: skip
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -62,25 +76,28 @@ def open_dataset(url: str | Path) -> LocalDataset:
     return LocalDataset(path)
 
 
-class LocalDataset:
-    """A dataset in a local directory (created on first publish)."""
+class Dataset:
+    """What every dataset offers, whichever backend keeps it: ``blobs``, ``announcer`` and
+    ``log`` are its ports; the rest builds producers, consumers and writers on them."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.blobs = LocalBlobStore(self.path)
-        self.announcer = LocalAnnouncer(self.path)
-        self.log = LocalLog(self.path)
-
-    def __repr__(self) -> str:
-        return f"LocalDataset({str(self.path)!r})"
+    blobs: Any
+    announcer: Any
+    log: Any
 
     @property
     def name(self) -> str:
-        return self.path.resolve().name
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def _announcement_stamp(self) -> Any:
+        """Something that changes whenever the announcement may have (cheap to get)."""
+        raise NotImplementedError
 
     def exists(self) -> bool:
         """Whether anything was published or written here."""
-        return (self.path / ANNOUNCED).is_file() or self.log.path.is_file()
+        raise NotImplementedError
 
     def announced(self) -> dict[str, Any] | None:
         """The current announcement, or None if nothing was ever published."""
@@ -94,28 +111,19 @@ class LocalDataset:
         """Versions whose records are kept (oldest first)."""
         return sorted(Catalog(self.blobs).records)
 
-    def snapshot_path(self, version: int) -> Path:
-        return self.blobs.path(snapshot_name(version))
-
     def load(
         self, version: int | None = None, *, mmap: bool = True, verify: bool = True,
         schema: Schema | None = None,
     ) -> ReadState | LayeredState:  # fmt: skip
         """Load the announced version (or ``version``): its snapshot, or the nearest
-        snapshot before it plus deltas. (``mmap=False`` reads snapshots into memory.)"""
+        snapshot before it plus deltas."""
         if version is None:
             version = self.latest_version()
             if version is None:
                 raise DatasetError(
-                    f"{self.path} holds no dataset yet (no {ANNOUNCED}); "
+                    f"{self._where()} holds no dataset yet (nothing announced); "
                     "create one with 'nearstate import'"
                 )
-        if not mmap:
-            from .read_state import load as _load
-
-            p = self.snapshot_path(version)
-            if p.is_file():
-                return _load(p, mmap=False, verify=verify, schema=schema)
         return load_version(self.blobs, version, verify=verify, schema=schema)
 
     def producer(self, **options: Any) -> Producer:
@@ -129,23 +137,35 @@ class LocalDataset:
         options.setdefault("log", self.log)
         return Consumer(self.blobs, self.announcer, **options)
 
+    #: whether a writer moves to a newly announced version in the background (where
+    #: fetching it is a network round trip or more) rather than inside the next commit
+    _versions_in_background = False
+
     def writer(self, *, schema: Schema | None = None, **options: Any) -> Writer:
         """A writer committing to this dataset's Log (``schema``: types to declare)."""
         versions = Consumer(self.blobs, self.announcer, verify=False)
         seen: list[Any] = [None]
-        announced = self.path / ANNOUNCED
+        moving = threading.Lock()
 
-        def current() -> Any:
-            # the announced version; a stat tells whether the announcement changed
+        def move(stamp: Any) -> None:
             try:
-                st = announced.stat()
-                stamp: Any = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except OSError:
-                stamp = None
-            if stamp != seen[0]:
                 with contextlib.suppress(NearstateError):  # then: the version held, or none
                     versions.refresh()
                     seen[0] = stamp
+            finally:
+                moving.release()
+
+        def current() -> Any:
+            # the announced version, refreshed only when the announcement may have changed.
+            # Conditions stay right while a newer version is being fetched: a key changed
+            # since the held version is answered by the Log's key positions
+            stamp = self._announcement_stamp()
+            if stamp != seen[0] and moving.acquire(blocking=False):
+                if self._versions_in_background and versions._state is not None:
+                    threading.Thread(target=move, args=(stamp,), daemon=True,
+                                     name="nearstate-writer-version").start()  # fmt: skip
+                else:
+                    move(stamp)
             return versions._state
 
         return Writer(self.log, schema=schema, versions=current, **options)
@@ -190,6 +210,153 @@ class LocalDataset:
     def cleanup(self, keep_snapshots: int) -> list[str]:
         """Keep the newest snapshots and the deltas from the oldest kept one on."""
         return cleanup(self.blobs, keep_snapshots=keep_snapshots)
+
+
+class LocalDataset(Dataset):
+    """A dataset in a local directory (created on first publish)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.blobs = LocalBlobStore(self.path)
+        self.announcer = LocalAnnouncer(self.path)
+        self.log = LocalLog(self.path)
+
+    def __repr__(self) -> str:
+        return f"LocalDataset({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    @property
+    def url(self) -> str:
+        return self.path.resolve().as_uri()
+
+    def _where(self) -> str:
+        return str(self.path)
+
+    def _announcement_stamp(self) -> Any:
+        try:
+            st = (self.path / ANNOUNCED).stat()
+            return (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            return None
+
+    def exists(self) -> bool:
+        return (self.path / ANNOUNCED).is_file() or self.log.path.is_file()
+
+    def snapshot_path(self, version: int) -> Path:
+        return self.blobs.path(snapshot_name(version))
+
+    def load(
+        self, version: int | None = None, *, mmap: bool = True, verify: bool = True,
+        schema: Schema | None = None,
+    ) -> ReadState | LayeredState:  # fmt: skip
+        """Load the announced version (or ``version``): its snapshot, or the nearest
+        snapshot before it plus deltas. (``mmap=False`` reads snapshots into memory.)"""
+        if not mmap:
+            from .read_state import load as _load
+
+            if version is None:
+                version = self.latest_version()
+            if version is not None:
+                p = self.snapshot_path(version)
+                if p.is_file():
+                    return _load(p, mmap=False, verify=verify, schema=schema)
+        return super().load(version, verify=verify, schema=schema)
+
+
+class NatsDataset(Dataset):
+    """A dataset kept in NATS JetStream (see :mod:`nearstate.backends.nats_conn`): many
+    writers, one producer and any number of consumers on any hosts share it."""
+
+    def __init__(self, servers: str, name: str, *, replicas: int = 1, lease: float = 10.0):
+        from .backends.nats_conn import check_dataset_name, connection
+        from .backends.nats_log import NatsLog
+        from .backends.nats_store import NatsAnnouncer, NatsBlobStore
+
+        self.servers = servers
+        self._name = check_dataset_name(name)
+        self.replicas = replicas
+        conn = connection(servers)
+        self.blobs = NatsBlobStore(conn, name, replicas=replicas)
+        self.announcer = NatsAnnouncer(conn, name, replicas=replicas, lease=lease)
+        self.log = NatsLog(conn, name, replicas=replicas)
+        self._seen = -1
+
+    @classmethod
+    def from_url(cls, url: str) -> NatsDataset:
+        u = urlparse(url)
+        name = unquote(u.path).strip("/")
+        if not name:
+            raise InputError(f"{url}: name the dataset after the server "
+                             "(nats://host:4222/name)")  # fmt: skip
+        q = parse_qs(u.query)
+        try:
+            replicas = int(q.pop("replicas", ["1"])[-1])
+            lease = float(q.pop("lease", ["10"])[-1])
+        except ValueError as e:
+            raise InputError(f"{url}: {e}") from None
+        if q:
+            raise InputError(f"{url}: unknown option(s) {', '.join(sorted(q))} "
+                             "(known: replicas, lease)")  # fmt: skip
+        if not 1 <= replicas <= 5:
+            raise InputError(f"{url}: replicas must be 1 to 5, not {replicas}")
+        if not (0 < lease < float("inf")):
+            raise InputError(f"{url}: lease must be a number of seconds above 0, not {lease}")
+        auth, _, hosts = u.netloc.rpartition("@")
+        scheme = u.scheme
+        servers = ",".join(f"{scheme}://{auth + '@' if auth else ''}{h}"
+                           for h in (hosts or "127.0.0.1:4222").split(","))  # fmt: skip
+        return cls(servers, name, replicas=replicas, lease=lease)
+
+    def __repr__(self) -> str:
+        return f"NatsDataset({self.url!r})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def url(self) -> str:
+        first = self.servers.split(",")[0]
+        return f"{first}/{self._name}"
+
+    def _where(self) -> str:
+        return self.url
+
+    _versions_in_background = True
+
+    def _announcement_stamp(self) -> Any:
+        # while the server cannot be reached, the writer keeps the version it holds (its
+        # commits fail on their own)
+        with contextlib.suppress(DatasetError):
+            self._seen = self.announcer.seen()
+        return self._seen
+
+    def exists(self) -> bool:
+        return self.announced() is not None or self.log.head() > 0
+
+    def delete(self) -> None:
+        """Delete the dataset from the server: its Log stream, KV bucket and object store,
+        with everything they hold. Handles still open on it fail afterwards."""
+        from .backends.nats_conn import Unavailable
+
+        self.log.close()
+        self.announcer.close()
+        conn, n = self.log.conn, self.log.names
+
+        async def delete() -> None:
+            from nats.js.errors import NotFoundError
+
+            for stream in (n.log_stream, n.kv_stream, n.obj_stream):
+                with contextlib.suppress(NotFoundError):
+                    await conn.js.delete_stream(stream)
+
+        try:
+            conn.run(delete(), timeout=30)
+        except Unavailable as e:
+            raise DatasetError(f"cannot delete {self.url}: {e}") from None
 
 
 class _Published:

@@ -148,9 +148,15 @@ class Log(Protocol):
         """The position of the last committed entry (0 when there is none)."""
         ...
 
-    def read(self, after: int, limit: int = 1000) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` entries after position ``after``, oldest first. Raises
-        :class:`~nearstate.errors.LogTrimmed` if entries after ``after`` were trimmed."""
+    def read(self, after: int, limit: int = 1000, *, fresh: bool = True) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries after position ``after``, oldest first: every entry
+        committed before the call (up to ``limit``). Raises
+        :class:`~nearstate.errors.LogTrimmed` if entries after ``after`` were trimmed.
+
+        ``fresh=False`` lets a networked backend answer from entries it has already
+        received, without asking the server for its head (a follower that has just been
+        woken by :meth:`wait` uses it); it may then miss the newest entries. Local
+        backends always answer fresh."""
         ...
 
     def wait(self, after: int, timeout: float) -> int:
@@ -163,6 +169,7 @@ class Log(Protocol):
         return how many were removed. Key positions (for conditions) are kept."""
         ...
 
-    def schema(self) -> str | None:
-        """The dataset's schema as the Log keeps it (JSON text), or None."""
+    def schema(self, *, fresh: bool = True) -> str | None:
+        """The dataset's schema as the Log keeps it (JSON text), or None. ``fresh=False``:
+        as far as this handle has seen (see :meth:`read`)."""
         ...

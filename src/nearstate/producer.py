@@ -30,7 +30,7 @@ from typing import Any
 from . import digest as _digest
 from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta, shape
-from .errors import CycleError, SchemaError
+from .errors import CycleError, LockedError, SchemaError
 from .layered import Changes, LayeredState, apply_delta
 from .ports import Announcer, BlobStore
 from .read_state import ReadState
@@ -199,9 +199,13 @@ class Producer:
 
     def _restore(self) -> None:
         ann = self.announcer.latest()  # type: ignore[attr-defined]
+        v = announced_version(ann) if ann is not None else 0
+        # blobs of versions after the announced one are leftovers of a producer that died
+        # mid-publish; this producer will reuse those numbers, so a reader must never
+        # route through them (a stale snapshot would shadow the new version's delta)
+        _drop_unannounced(self.blobs, v)
         if ann is None:
             return
-        v = announced_version(ann)
         self._state = load_version(self.blobs, v, verify=self.verify)
         cat = Catalog(self.blobs)
         last_snap = max((s for s in cat.snapshots if s <= v), default=v)
@@ -442,6 +446,11 @@ class Producer:
                 new_state = snap
             self.blobs.put(record_name(v), [json.dumps(record).encode()])
         assert new_state is not None
+        if getattr(self._lease, "lost", False):  # a lease-based lock (NATS) expired
+            raise LockedError(
+                "this producer lost its lock (its lease was not renewed in time and another "
+                f"producer may have taken it); version {v} was stored but not announced"
+            )
         with t.stage("announce"):
             self.announcer.announce(record)
         # announced: this is now the producer's state
@@ -454,6 +463,30 @@ class Producer:
                 log.warning("retention cleanup failed: %s", e)
         return CycleResult(v, None if prior is None else prior.version, changes,
                            snapshot_name(v) in blobs, t.ms, sizes)  # fmt: skip
+
+
+def _version_numbers(name: str) -> list[int] | None:
+    """The version numbers a blob name carries (``snapshots/7.blob`` -> [7],
+    ``deltas/6-7.blob`` -> [6, 7]), or None for another name."""
+    stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
+    try:
+        return [int(p) for p in stem.split("-")]
+    except ValueError:
+        return None
+
+
+def _drop_unannounced(blobs: BlobStore, announced: int) -> list[str]:
+    """Delete the blobs of versions after ``announced`` (only the lock holder may)."""
+    gone = []
+    for name in blobs.list():
+        vs = _version_numbers(name)
+        if vs is not None and max(vs) > announced:
+            blobs.delete(name)
+            gone.append(name)
+    if gone:
+        log.warning("removed %d blob(s) of versions after %d that were never announced: %s",
+                    len(gone), announced, ", ".join(gone[:5]))  # fmt: skip
+    return gone
 
 
 def cleanup(blobs: BlobStore, *, keep_snapshots: int) -> list[str]:
@@ -469,12 +502,8 @@ def cleanup(blobs: BlobStore, *, keep_snapshots: int) -> list[str]:
     oldest = snaps[-keep_snapshots]
     gone = []
     for name in blobs.list():
-        stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
-        try:
-            vs = [int(p) for p in stem.split("-")]
-        except ValueError:
-            continue
-        if min(vs) < oldest:
+        vs = _version_numbers(name)
+        if vs is not None and min(vs) < oldest:
             blobs.delete(name)
             gone.append(name)
     return gone

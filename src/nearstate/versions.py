@@ -60,10 +60,15 @@ class Catalog:
     """What a blob store holds: snapshot versions, delta targets, reverse-delta origins."""
 
     def __init__(self, blobs: BlobStore):
-        self.snapshots = _versions(blobs.list("snapshots/"))
-        self.deltas = _versions(blobs.list("deltas/"), second=True)  # versions reachable
-        self.reverses = _versions(blobs.list("reverse/"))  # versions one can step back from
-        self.records = _versions(blobs.list("versions/"))
+        names = blobs.list()  # one listing (over a network store, one request)
+
+        def under(prefix: str) -> list[str]:
+            return [n for n in names if n.startswith(prefix)]
+
+        self.snapshots = _versions(under("snapshots/"))
+        self.deltas = _versions(under("deltas/"), second=True)  # versions reachable
+        self.reverses = _versions(under("reverse/"))  # versions one can step back from
+        self.records = _versions(under("versions/"))
 
     def route(self, target: int) -> int | None:
         """The newest snapshot from which deltas reach ``target``, or None."""

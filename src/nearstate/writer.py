@@ -233,7 +233,7 @@ class Writer:
 
         with contextlib.suppress(_Done):
             self.log.append(look)
-        pos, exists = out[0]
+        pos, exists = out[-1]  # prepare may run again after catching up: the last answer
         return Token(pos) if exists else None
 
     @property
@@ -248,7 +248,7 @@ class Writer:
             raise InputError("an empty transaction has nothing to commit")
         # check the records against the schema as it is now, outside the Log's lock;
         # inside, the work is redone only if another writer changed the schema meanwhile
-        pre_json = self.log.schema()
+        pre_json = self.log.schema(fresh=False)  # a guess: prepare checks it at the head
         pre = self._normalise(ops, self._schema_from(pre_json))
 
         def prepare(view: LogView) -> Append:

@@ -169,7 +169,7 @@ class LocalLog:
             raise LogUnavailable(f"cannot read the log {self.path}: {e}") from e
         return 0 if row is None else int(row[0])
 
-    def read(self, after: int, limit: int = 1000) -> list[tuple[int, bytes]]:
+    def read(self, after: int, limit: int = 1000, *, fresh: bool = True) -> list[tuple[int, bytes]]:
         conn = self._conn()
         if conn is None:
             return []
@@ -219,7 +219,7 @@ class LocalLog:
             raise LogUnavailable(f"cannot trim the log {self.path}: {e}") from e
         return n
 
-    def schema(self) -> str | None:
+    def schema(self, *, fresh: bool = True) -> str | None:
         conn = self._conn()
         if conn is None:
             return None

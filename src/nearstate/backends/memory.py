@@ -130,7 +130,7 @@ class MemoryLog:
     def head(self) -> int:
         return self._head
 
-    def read(self, after: int, limit: int = 1000) -> list[tuple[int, bytes]]:
+    def read(self, after: int, limit: int = 1000, *, fresh: bool = True) -> list[tuple[int, bytes]]:
         with self._cond:
             if after < self._floor:
                 raise LogTrimmed(
@@ -152,5 +152,5 @@ class MemoryLog:
             self._floor = max(self._floor, upto)
             return i
 
-    def schema(self) -> str | None:
+    def schema(self, *, fresh: bool = True) -> str | None:
         return self._schema

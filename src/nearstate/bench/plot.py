@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import DatasetError
 
@@ -51,11 +52,7 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
         ax.set_ylabel(unit)
         ax.legend(fontsize=8)
     mem_ax.set_yscale("log")
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_versions(result: str | Path, out: str | Path) -> Path:
@@ -81,6 +78,10 @@ def plot_versions(result: str | Path, out: str | Path) -> Path:
     ax.set_ylabel("ms (median)")
     ax.set_title("A delta costs what the change costs, not the dataset")
     ax.legend(frameon=False, fontsize=9)
+    return _save(plt, fig, out)
+
+
+def _save(plt: Any, fig: Any, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)
@@ -127,8 +128,48 @@ def plot_raw(results: Sequence[str | Path], out: str | Path) -> Path:
     rate_ax.set_xticks([0, 1], ["single-record commits/s", "batched mutations/s"])
     rate_ax.set_title("Write rates, median of runs (higher is better; log scale)", fontsize=10)
     rate_ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
+
+
+def plot_raw_nats(results: Sequence[str | Path], out: str | Path) -> Path:
+    """Draw ``bench raw --backend nats --json`` results: write -> visible on each of the
+    consumer processes and on all of them (the slowest), per run; and the big snapshot's
+    publish and fetch times through NATS beside a local directory."""
+    plt = _pyplot()
+    runs = [json.loads(Path(p).read_text()) for p in results]
+    fig, (vis_ax, snap_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    n = max(len(r.get("visible_ms_per_consumer", [])) for r in runs)
+    labels = ["each consumer"] * n + ["all (slowest)"]
+    w = 0.8 / len(labels)
+    for j, r in enumerate(runs):
+        series = [*r.get("visible_ms_per_consumer", []), r["visible_ms"]]
+        for i, v in enumerate(series):
+            colour = _COLOURS["nearstate"] if i == len(series) - 1 else "#9ecae1"
+            x = j + (i - (len(series) - 1) / 2) * w
+            vis_ax.bar(x, v["p99"], w * 0.9, color=colour, alpha=0.35)
+            shown = j == 0 and i in (0, len(series) - 1)
+            vis_ax.bar(x, v["p50"], w * 0.9, color=colour, label=labels[i] if shown else None)
+    vis_ax.axhline(25, color="#555555", linestyle="--", linewidth=1,
+                   label="target p99 on all: 25 ms")  # fmt: skip
+    vis_ax.set_xticks(range(len(runs)), [f"run {j + 1}" for j in range(len(runs))])
+    vis_ax.set_ylabel("ms (solid p50, pale p99)")
+    vis_ax.set_title("Write -> visible on each consumer process, NATS (lower is better)",
+                     fontsize=10)  # fmt: skip
+    vis_ax.legend(fontsize=8, frameon=False)
+    snaps = [r["snapshot"] for r in runs if "snapshot" in r]
+    if snaps:
+        mb = snaps[0]["bytes"] / 1e6
+        keys = [("nats", "publish_s"), ("nats", "fetch_s"), ("local", "publish_s"),
+                ("local", "fetch_s")]  # fmt: skip
+        for k, (where, what) in enumerate(keys):
+            vals = sorted(s[where][what] for s in snaps)
+            colour = _COLOURS["nearstate"] if where == "nats" else _COLOURS["sqlite"]
+            snap_ax.bar(k, vals[len(vals) // 2], 0.6, color=colour)
+            snap_ax.scatter([k] * len(vals), vals, color="#333333", s=10, zorder=3)
+        snap_ax.axhline(5, color="#555555", linestyle="--", linewidth=1, label="target: 5 s")
+        snap_ax.set_xticks(range(len(keys)), [f"{a}\n{b.removesuffix('_s')}" for a, b in keys])
+        snap_ax.set_ylabel("seconds (bar: median; dots: runs)")
+        snap_ax.set_title(f"A {mb:,.0f} MB snapshot: publish and fetch (lower is better)",
+                          fontsize=10)  # fmt: skip
+        snap_ax.legend(fontsize=8, frameon=False)
+    return _save(plt, fig, out)

@@ -11,6 +11,13 @@
   (fsynced) before the next starts.
 * ``batched_mutations_per_s`` — upserts committed in transactions of ``batch``.
 
+``--backend nats`` runs the same on a NATS JetStream dataset (``nats://.../bench-raw-PID``,
+dropped afterwards) with four consumer processes: ``visible_ms`` is then, per probe, the
+time until the *slowest* of them shows it. It adds ``snapshot``: a snapshot of
+``snapshot_mb`` MB (incompressible records) published (blob put + announce) and fetched (a
+blob get in another process, every byte read) through the backend, and the same through a
+local directory alongside.
+
 Alongside, the same measures on what a Python user might pick instead: SQLite itself (the
 floor under our Log: a plain durable insert) and Redis (SET + PUBLISH to a subscriber;
 note that Redis acknowledges before anything reaches the disk unless configured with
@@ -33,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset import LocalDataset
+from ..dataset import Dataset, LocalDataset, open_dataset
 
 SEED_RECORDS = 10_000
 
@@ -75,14 +82,31 @@ def run_raw(
     workdir: Path | None = None,
     progress: Any = None,
     compact_every: float = 0.5,
+    backend: str = "local",
+    nats_url: str | None = None,
+    consumers: int | None = None,
+    snapshot_mb: int = 200,
 ) -> dict[str, Any]:
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nearstate-bench-raw-"))
     d = root / "ds"
     shutil.rmtree(d, ignore_errors=True)
-    try:
+    if consumers is None:
+        consumers = 4 if backend == "nats" else 1
+    ds: Dataset
+    if backend == "nats":
+        base = nats_url or os.environ.get("NEARSTATE_NATS_URL") or "nats://127.0.0.1:4222"
+        target = f"{base.rstrip('/')}/bench-raw-{os.getpid()}"
+        ds = open_dataset(target)
+        _drop_nats(ds)  # a leftover of an earlier run under this pid
+        ds = open_dataset(target)
+    elif backend == "local":
+        target = str(d)
         ds = LocalDataset(d)
+    else:
+        raise ValueError(f"unknown backend {backend!r} (local or nats)")
+    try:
         w = ds.writer()
-        _say(progress, f"Seeding {SEED_RECORDS:,} stories and a first version in {d} ...")
+        _say(progress, f"Seeding {SEED_RECORDS:,} stories and a first version in {target} ...")
         for start in range(0, SEED_RECORDS, 1000):
             with w.transaction() as tx:
                 for i in range(start, min(start + 1000, SEED_RECORDS)):
@@ -90,9 +114,12 @@ def run_raw(
         ds.compact()
         w.upsert("Probe", {"id": -1, "sent": 0})  # the type exists before timing starts
 
-        _say(progress, f"Timing {probes:,} writes until visible in another process ...")
+        _say(progress, f"Timing {probes:,} writes until visible in {consumers} other "
+                       f"process{'es' if consumers != 1 else ''} ...")  # fmt: skip
         commit_ms: list[float] = []
-        visible = _visible(ds, w, probes, compact_every, commit_ms)
+        per_consumer = _visible(target, w, probes, compact_every, commit_ms, consumers)
+        # a probe is visible on all consumers when the slowest one shows it
+        visible = [max(ms) for ms in zip(*per_consumer, strict=True)]
 
         _say(progress, "Timing strong reads on a caught-up consumer ...")
         c = ds.consumer().start()
@@ -123,96 +150,192 @@ def run_raw(
         batched_rate = batches * batch / (time.perf_counter() - t0)
 
         res: dict[str, Any] = {
+            "backend": backend,
             "visible_ms": _pct(visible),
             "strong_overhead_ms": _pct(strong),
             "commits_per_s": round(commit_rate),
             "batched_mutations_per_s": round(batched_rate),
             "eventual_lookup_us": _pct(eventual),
             "probe_commit_ms": _pct(commit_ms),
+            "visible_ms_per_consumer": [_pct(ms) for ms in per_consumer],
             "config": {
                 "probes": probes,
                 "commits": commits,
                 "batch": batch,
                 "batches": batches,
                 "seed_records": SEED_RECORDS,
-                "log_poll_ms": ds.log.poll_interval * 1e3,
+                "consumers": consumers,
+                "dataset": target,
                 "cpus": os.cpu_count(),
                 "compact_every_s": compact_every,
             },
         }
+        if backend == "local":
+            res["config"]["log_poll_ms"] = ds.log.poll_interval * 1e3
+        if backend == "nats" and snapshot_mb > 0:
+            _say(progress, f"Publishing and fetching a {snapshot_mb} MB snapshot ...")
+            res["snapshot"] = _snapshot(ds, target, root, snapshot_mb)
         if peers:
             res["peers"] = {"sqlite": _sqlite_peer(root, commits, batch, batches)}
             _say(progress, "Running the same on Redis ...")
             res["peers"]["redis"] = _redis_peer(probes, commits, batch, batches)
         return res
     finally:
+        if backend == "nats":
+            _drop_nats(ds)
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _drop_nats(ds: Any) -> None:
+    """Delete a benchmark dataset from the server (best effort)."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        ds.delete()
+
+
+# -- a big snapshot through the backend ------------------------------------------------------
+
+
+def _snapshot(ds: Any, target: str, root: Path, mb: int) -> dict[str, Any]:
+    """Encode a real snapshot of about ``mb`` MB (random bytes, so it does not compress),
+    then time publishing it (blob put + announce) and fetching it in another process
+    (blob get, every byte read), through the dataset's backend and a local directory."""
+    from ..schema import Field, FieldType, Schema, TypeDef
+    from ..write_state import WriteState
+
+    fields = (Field("id", FieldType("int")), Field("data", FieldType("bytes")))
+    schema = Schema([TypeDef("Blob", fields, key=("id",))])
+    ws = WriteState(schema)
+    rnd = random.Random(1)
+    for i in range(mb * 1000):
+        ws.add("Blob", {"id": i, "data": rnd.randbytes(1000)})
+    local = LocalDataset(root / "snapshot-local")
+    v = local.publish(ws)
+    data = local.snapshot_path(v).read_bytes()
+    name = f"snapshots/bench-{mb}mb.blob"
+    out: dict[str, Any] = {"bytes": len(data)}
+    for where, blobs, announcer, dataset in (
+        ("nats", ds.blobs, ds.announcer, target),
+        ("local", local.blobs, local.announcer, str(local.path)),
+    ):
+        t0 = time.perf_counter()
+        blobs.put(name, [data])
+        announcer.announce({"version": v, "bench_blob": name})
+        publish_s = time.perf_counter() - t0
+        r = subprocess.run(
+            [sys.executable, "-m", "nearstate.bench.raw", "fetch", dataset, name],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"fetching the snapshot failed: {r.stderr.strip()}")
+        fetched = json.loads(r.stdout)
+        if fetched["bytes"] != len(data) or fetched["xxh3"] != _xxh(data):
+            raise RuntimeError(f"the {where} snapshot came back different")
+        out[where] = {"publish_s": round(publish_s, 3), "fetch_s": fetched["seconds"]}
+        blobs.delete(name)
+    return out
+
+
+def _xxh(data: Any) -> str:
+    import xxhash
+
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+def _fetch_main(dataset: str, name: str) -> None:
+    ds = open_dataset(dataset)
+    ds.announced()  # connected, before the clock starts
+    t0 = time.perf_counter()
+    data = ds.blobs.get(name)
+    digest = _xxh(data)  # every byte read (a local blob is a memory map)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"bytes": len(data), "xxh3": digest, "seconds": round(seconds, 3)}))
 
 
 # -- write -> visible in another process ----------------------------------------------------
 
 
 def _visible(
-    ds: LocalDataset, w: Any, probes: int, compact_every: float, commit_ms: list[float]
-) -> list[float]:
-    """Probe writes, timed until a consumer in another process shows them, while (with
-    ``compact_every``) a producer process folds the Log into versions meanwhile."""
+    target: str, w: Any, probes: int, compact_every: float, commit_ms: list[float],
+    consumers: int,
+) -> list[list[float]]:  # fmt: skip
+    """Probe writes, timed until each of ``consumers`` consumer processes shows them, while
+    (with ``compact_every``) a producer process folds the Log into versions meanwhile.
+    Returns, per consumer, each probe's milliseconds."""
     compactor = None
     if compact_every > 0:
         compactor = subprocess.Popen(
             [sys.executable, "-c", "from nearstate.cli import main; main()", "compact",
-             str(ds.path), "--follow", "--interval", str(compact_every)],
+             target, "--follow", "--interval", str(compact_every)],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-    child = subprocess.Popen(
-        [sys.executable, "-m", "nearstate.bench.raw", "consumer", str(ds.path), str(probes)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    cmd = [sys.executable, "-m", "nearstate.bench.raw", "consumer", target, str(probes)]
+    children = [
+        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(consumers)
+    ]
     try:
-        assert child.stdout is not None and child.stdin is not None
-        if child.stdout.readline().strip() != "ready":
-            raise RuntimeError("the consumer process did not start")
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a consumer process did not start")
         rnd = random.Random(0)
         for i in range(probes):
             sent = time.monotonic_ns()
             w.upsert("Probe", {"id": i, "sent": sent})
             commit_ms.append((time.monotonic_ns() - sent) / 1e6)
             time.sleep(rnd.uniform(0.002, 0.008))
-        child.stdin.write("done\n")
-        child.stdin.flush()
-        line = child.stdout.readline()
-        child.wait(timeout=60)
-        return json.loads(line)["visible_ms"]
+        out = []
+        for child in children:
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write("done\n")
+            child.stdin.flush()
+        for child in children:
+            assert child.stdout is not None
+            got = json.loads(child.stdout.readline())["visible_ms"]
+            child.wait(timeout=60)
+            if len(got) != probes:
+                raise RuntimeError(f"a consumer showed {len(got)} of {probes} probes")
+            out.append(got)
+        return out
     finally:
-        for p in (child, compactor):
+        for p in (*children, compactor):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
 
 
-def _consumer_main(directory: str, probes: int) -> None:
+def _consumer_main(dataset: str, probes: int) -> None:
     import threading
 
-    ds = LocalDataset(directory)
+    ds = open_dataset(dataset if "://" in dataset else Path(dataset))
     c = ds.consumer()
     seen: dict[int, float] = {}
     done = threading.Event()
 
     def on_refresh(ev: Any) -> None:
         now = time.monotonic_ns()
-        ch = (ev.changes or {}).get("Probe")
-        if ch is None:
+        state = c.state
+        if "Probe" not in state:
             return
-        ts = c.state["Probe"]
-        for k in (*ch.added, *ch.modified):
+        ts = state["Probe"]
+        if ev.changes is None:  # a snapshot was loaded: any record may be new
+            keys: Any = ts.keys()
+        else:
+            ch = ev.changes.get("Probe")
+            if ch is None:
+                return
+            keys = (*ch.added, *ch.modified)
+        for k in keys:
             if k >= 0 and k not in seen:
                 seen[k] = (now - ts.get(k).sent) / 1e6
         if len(seen) >= probes:
             done.set()
 
     c.add_listener(on_refresh)
-    c.start()
+    c.start(freeze_gc=True)  # as a service process would (see Consumer.start)
     print("ready", flush=True)
     sys.stdin.readline()
     done.wait(30)
@@ -341,9 +464,16 @@ def describe(res: dict[str, Any]) -> str:
     def ok(good: bool) -> str:
         return "meets" if good else "MISSES"
 
+    n = res.get("config", {}).get("consumers", 1)
+    if res.get("backend") == "nats":
+        visible = (f"write -> visible on all {n} consumer processes: p50 {v['p50']:.2f} ms, "
+                   f"p99 {v['p99']:.2f} ms ({ok(v['p99'] <= 25)} p99 <= 25 ms)")  # fmt: skip
+    else:
+        visible = (f"write -> visible in another process: p50 {v['p50']:.2f} ms, p99 "
+                   f"{v['p99']:.2f} ms ({ok(v['p50'] <= 5 and v['p99'] <= 20)} p50 <= 5 ms, "
+                   "p99 <= 20 ms)")  # fmt: skip
     lines = [
-        f"write -> visible in another process: p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms "
-        f"({ok(v['p50'] <= 5 and v['p99'] <= 20)} p50 <= 5 ms, p99 <= 20 ms)",
+        visible,
         f"strong-read overhead, caught up: p50 {s['p50']:.3f} ms, p99 {s['p99']:.3f} ms "
         f"({ok(s['p99'] <= 5)} p99 <= 5 ms)",
         f"single-record commits: {res['commits_per_s']:,}/s ({ok(res['commits_per_s'] >= 5000)} "
@@ -351,6 +481,14 @@ def describe(res: dict[str, Any]) -> str:
         f"batched mutations: {res['batched_mutations_per_s']:,}/s "
         f"({ok(res['batched_mutations_per_s'] >= 50_000)} >= 50k/s)",
     ]
+    snap = res.get("snapshot")
+    if snap is not None:
+        nb, lb = snap["nats"], snap["local"]
+        good = nb["publish_s"] <= 5 and nb["fetch_s"] <= 5
+        lines.append(f"{snap['bytes'] / 1e6:,.0f} MB snapshot through NATS: publish "
+                     f"{nb['publish_s']:.2f} s, fetch {nb['fetch_s']:.2f} s ({ok(good)} <= 5 s "
+                     f"each); a local directory: {lb['publish_s']:.2f} s / "
+                     f"{lb['fetch_s']:.2f} s")  # fmt: skip
     for name, p in res.get("peers", {}).items():
         if "skipped" in p:
             lines.append(f"{name}: skipped ({p['skipped']})")
@@ -366,5 +504,7 @@ def describe(res: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if sys.argv[1] == "consumer":
         _consumer_main(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "fetch":
+        _fetch_main(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "redis-subscriber":
         _redis_subscriber_main(sys.argv[2], int(sys.argv[3]))
