@@ -340,3 +340,11 @@ class Child:
             if f is not None:
                 f.close()
         self._err.close()
+
+
+def spawn(children: list[Child], code: str, *args: str) -> Child:
+    """Start ``code`` in a child process, kept in ``children`` (the fixture kills any
+    still running at the end of the test)."""
+    p = Child(code, *args)
+    children.append(p)
+    return p

@@ -1,7 +1,8 @@
-"""Several writer and reader processes (and a compactor) share one local dataset for a few
-seconds; each records what it did and saw, and the history is checked against the
-consistency nearstate promises (see ``tests/history.py``): read-your-writes, monotonic
-reads, strong reads, conditional writes that never both commit, and no lost writes.
+"""Several writer and reader processes (and a compactor) share one dataset — a local
+directory, then a NATS JetStream dataset — for a few seconds; each records what it did
+and saw, and the history is checked against the consistency nearstate promises (see
+``tests/history.py``): read-your-writes, monotonic reads, strong reads, conditional
+writes that never both commit, and no lost writes.
 
 The checker is first shown to catch a history that breaks each property, so a passing
 run means something."""
@@ -18,6 +19,7 @@ import pytest
 import history
 import nearstate
 from history import LONG, Child
+from natsserver import drop, server_url, unique
 
 RUN_SECONDS = 5.0
 WRITERS = 3
@@ -276,15 +278,6 @@ print("done", n, flush=True)
 """
 
 
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    """Child processes a test starts; any still running at the end are killed."""
-    procs: list[Child] = []
-    yield procs
-    for p in procs:
-        p.close()
-
-
 def _start(children: list[Child], role: str, *args: str) -> Child:
     """A process running ``role`` after the common prelude (args: dataset, history file,
     stop file, name)."""
@@ -302,15 +295,27 @@ def _all_keys() -> list[str]:
     return [*COUNTERS, *writers, *(f"r{i}" for i in range(READERS))]
 
 
+@pytest.fixture(params=["local", "nats"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the shared dataset lives: a directory, or a NATS dataset (writers on several
+    hosts would share it the same way)."""
+    if request.param == "local":
+        yield str(tmp_path / "ds")
+        return
+    url, name = server_url(), unique("cc")
+    yield f"{url}/{name}"
+    drop(url, name)
+
+
 def test_concurrent_writers_readers_and_compactor_keep_every_promise(
-    tmp_path: Path, children: list[Child]
+    tmp_path: Path, target: str, children: list[Child]
 ) -> None:
     """Three writers (blind upserts of their own keys and conditional increments of shared
     counters), two readers (eventual reads, read-your-writes and strong reads) and a
     compactor folding the Log every 0.3 s run together for a few seconds. Their recorded
     history shows read-your-writes, monotonic reads, strong reads, single-chain counters
     and no lost write; and the run did real work (commits, conflicts, compactions)."""
-    path = tmp_path / "ds"
+    path = target
     ds = nearstate.open(path)
     w = ds.writer()
     init = [
@@ -383,7 +388,9 @@ print("done", 0, flush=True)
 """
 
 
-def test_racing_creators_create_each_key_once(tmp_path: Path, children: list[Child]) -> None:
+def test_racing_creators_create_each_key_once(
+    tmp_path: Path, target: str, children: list[Child]
+) -> None:
     """Four processes race to create the same 600 keys with expect_absent. Each key is
     created by exactly one of them, every refusal carries the winner's token, and a strong
     read shows each key with the winner's value."""

@@ -1,8 +1,9 @@
 """Read-after-write: consumers show committed writes over their version, before (and after)
 the Producer folds them into the next one.
 
-Every behaviour test runs twice: over a LocalDataset (SQLite Log) in a temporary directory
-and over the in-memory ports (MemoryBlobStore, MemoryAnnouncer, MemoryLog):
+Every behaviour test runs three times: over a LocalDataset (SQLite Log) in a temporary
+directory, over the in-memory ports (MemoryBlobStore, MemoryAnnouncer, MemoryLog), and over
+a NATS JetStream dataset (tests/natsserver.py):
 
 * a started consumer shows a write by itself; lookups, ``in``, ``len``, iteration,
   ``keys()``, ``find`` and ``index`` see upserts and deletes; references to records written
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 
 import nearstate
+from natsserver import drop, server_url, unique
 from nearstate import (
     Consumer,
     CycleResult,
@@ -146,9 +148,32 @@ class MemoryEnv(Env):
             return r.version
 
 
-@pytest.fixture(params=["local", "memory"])
+class NatsEnv(LocalEnv):
+    """A NATS JetStream dataset on the test server (tests/natsserver.py)."""
+
+    kind = "nats"
+
+    def __init__(self) -> None:
+        Env.__init__(self)
+        self.url = f"{server_url()}/{unique('raw')}"
+        self.ds = nearstate.open(self.url)
+        self.log = self.ds.log
+
+    def _consumer(self, **kw: Any) -> Consumer:
+        return nearstate.open(self.url).consumer(**kw)
+
+    def close(self) -> None:
+        super().close()
+        drop(server_url(), self.ds.name)
+
+
+@pytest.fixture(params=["local", "memory", "nats"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    e: Env = LocalEnv(tmp_path / "ds") if request.param == "local" else MemoryEnv()
+    e: Env
+    if request.param == "nats":
+        e = NatsEnv()
+    else:
+        e = LocalEnv(tmp_path / "ds") if request.param == "local" else MemoryEnv()
     yield e
     e.close()
 

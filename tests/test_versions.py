@@ -622,6 +622,39 @@ def test_snapshot_every_and_late_consumers(ports: Ports) -> None:
     assert full(p2, m).snapshot is True  # 11
 
 
+def test_a_version_retired_while_a_consumer_loads_it(ports: Ports) -> None:
+    """A producer that keeps one snapshot publishes version 3, and so removes version 2,
+    while a new consumer is loading version 2: the consumer goes for version 3 rather than
+    failing (CI caught a reader on NATS failing this way behind a busy compactor)."""
+    p = ports.producer(snapshot_every=1, retain_snapshots=1)
+    m = base_model()
+    full(p, m)
+    m[1]["name"] = "two"
+    full(p, m)
+    assert ports.announced() == 2
+
+    class Retiring(FailingBlobStore):
+        """Publishes version 3 the first time version 2's snapshot is asked for."""
+
+        def get(self, name: str) -> Any:
+            if name == snapshot_name(2) and ports.announced() == 2:
+                m[1]["name"] = "three"
+                full(p, m)
+                assert snapshot_name(2) not in self.inner.list()
+            return self.inner.get(name)
+
+    c = Consumer(Retiring(ports.blobs), ports.announcer)
+    assert c.refresh() is True
+    assert c.version == 3
+    assert_holds(c.state, m)
+    assert c.last_error is None
+    # a version that is gone with nothing newer announced still fails plainly
+    lone = Consumer(ports.blobs, ports.announcer)
+    ports.blobs.delete(snapshot_name(3))
+    with pytest.raises(nearstate.NearstateError, match="version 3"):
+        lone.refresh()
+
+
 def test_compaction_switches_to_a_snapshot(ports: Ports) -> None:
     p = ports.producer(snapshot_every=2)
     compacting = ports.consumer(compact_min=1, compact_ratio=0.0)

@@ -10,34 +10,18 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import nearstate
-from history import LONG, Child
+from history import LONG, Child, spawn
 from nearstate.backends.local_log import LocalLog
 from nearstate.writer import LOG_POSITION, decode_entry
 
 # --- children ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    """Child processes a test starts; any still running at the end are killed."""
-    procs: list[Child] = []
-    yield procs
-    for p in procs:
-        p.close()
-
-
-def spawn(children: list[Child], code: str, *args: str) -> Child:
-    """Start ``code`` in a child process (killed at the end of the test if still running)."""
-    p = Child(code, *args)
-    children.append(p)
-    return p
 
 
 # --- reading the log and a state back ---------------------------------------------------------
@@ -472,3 +456,38 @@ def test_compaction_killed_midway_leaves_a_complete_version_and_loses_nothing(
     assert int(ds.load().tags[LOG_POSITION]) == ds.log.head()
     fresh = nearstate.open(path).consumer()
     assert items(fresh.sync(timeout=LONG)) == last
+
+
+def test_blobs_of_a_version_never_announced_do_not_shadow_the_next_one(tmp_path: Path) -> None:
+    """A producer stores every blob of version 2, a snapshot among them, and dies before
+    announcing it. The next producer reuses the number 2 and publishes only a delta:
+    readers must get its records, not the dead producer's stale snapshot (which, found
+    first, would win the route), and a cleanup must not take the announced version's
+    snapshot for an older one."""
+    ds = nearstate.open(tmp_path / "ds")
+    w = ds.writer()
+    w.upsert("Item", {"id": "a", "n": 1})
+    assert ds.compact().version == 1
+    w.upsert("Item", {"id": "a", "n": 2})
+
+    class Dies(Exception):
+        pass
+
+    with ds.producer(snapshot_every=1) as p:
+
+        def die(_: Any) -> None:
+            raise Dies("killed before announcing")
+
+        p.announcer = type("A", (), {"announce": staticmethod(die)})()
+        with pytest.raises(nearstate.CycleError, match="killed before announcing"):
+            nearstate.compact(p, ds.log)
+    assert ds.latest_version() == 1
+    assert any(n.startswith("snapshots/") and n.endswith("2.blob") for n in ds.blobs.list())
+
+    w.upsert("Item", {"id": "a", "n": 3})
+    r = ds.compact(retain_snapshots=1)  # a delta for version 2, then a cleanup
+    assert r.version == 2 and not r.snapshot
+    assert items(ds.load(verify=True)) == {"a": 3}
+    c = ds.consumer()
+    assert items(c.sync(timeout=LONG)) == {"a": 3}
+    assert items(nearstate.open(tmp_path / "ds").load(1)) == {"a": 1}  # still routable
