@@ -210,6 +210,21 @@ class Consumer:
             raise
         if self._pinned is not None:
             return False
+        for _ in range(_MOVE_ATTEMPTS - 1):
+            target = self.announced_version
+            try:
+                return self.move_to(target)
+            except NearstateError:
+                # a producer that compacts often may have removed the version this consumer
+                # was loading, because newer ones exist: go for the newest one instead
+                try:
+                    ann = self.watcher.latest()
+                    newer = None if ann is None else announced_version(ann)
+                except NearstateError:
+                    newer = None
+                if newer is None or newer == target:
+                    raise
+                self.announced_version = newer
         return self.move_to(self.announced_version)
 
     def move_to(self, target: int) -> bool:
@@ -621,6 +636,7 @@ class Consumer:
 
 
 _LOG_FAILED = "following the log failed"
+_MOVE_ATTEMPTS = 4  # tries to reach the announced version while it keeps moving on
 _ANN_FAILED = "cannot read the announcement"
 
 

@@ -241,8 +241,21 @@ class NatsBlobStore:
 
         sub = self._run(start())
         try:
+            checked = time.monotonic()
             while not done.wait(0.5):
-                if time.monotonic() - state["last"] > self.get_timeout:
+                now = time.monotonic()
+                if now - state["last"] > 1.0 and now - checked > 1.0:
+                    # no chunk for a second: a delete (or a replacing put) that raced this
+                    # read purges the chunks after the name, so look at the name again
+                    checked = now
+                    again = self._run(self._info(name))
+                    if again is None or again.nuid != info.nuid:
+                        raise BlobNotFound(
+                            f"blob {name!r} in {self._where()} was "
+                            f"{'deleted' if again is None else 'replaced'} while being read",
+                            name=name,
+                        )
+                if now - state["last"] > self.get_timeout:
                     raise DatasetError(
                         f"reading blob {name!r} from {self._where()} stalled at "
                         f"{state['off']} of {size} bytes"
