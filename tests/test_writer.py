@@ -329,6 +329,22 @@ def test_declared_schema_with_references_and_nested_records(ds: LocalDataset) ->
     assert ds.log.head() == 5
 
 
+def test_one_transaction_of_many_records_with_a_key_twice(ds: LocalDataset) -> None:
+    """A transaction stages all its records together (one WriteState, for speed); a key
+    upserted twice in it still commits, the last one winning, and each record keeps its
+    own nested values."""
+    w = ds.writer(schema=EVERYTHING)
+    with w.transaction() as tx:
+        for i in range(50):
+            tx.upsert("Everything", _everything(f"e{i}"))
+        tx.upsert("Everything", dict(_everything("e7"), body="again"))
+    c = ds.consumer()
+    c.wait_for(tx.token)
+    assert len(c.state["Everything"]) == 50
+    assert c.state["Everything"].get("e7").body == "again"
+    assert c.state["Everything"].get("e8").to_dict() == _expected_everything("e8")
+
+
 # --- bad input commits nothing ---------------------------------------------------------------
 
 

@@ -197,6 +197,7 @@ class Writer:
         self.max_record_bytes = max_record_bytes
         self._parsed: dict[tuple[str | None, int], tuple[Any, Schema | None]] = {}
         self._json: dict[int, tuple[Schema, str]] = {}
+        self._refful: dict[int, tuple[Schema, bool]] = {}
 
     def __repr__(self) -> str:
         return f"Writer({self.log!r})"
@@ -291,6 +292,7 @@ class Writer:
         used (with any types inferred from these records)."""
         muts: list[tuple[str, Any, dict[str, Any] | None]] = []
         keys: list[tuple[str, Any]] = []
+        ws: WriteState | None = None
         for op in ops:
             name = op.type_name
             if not isinstance(name, str) or not name:
@@ -312,13 +314,21 @@ class Writer:
                     raise InputError(
                         f"{name}: a record must be a mapping, not {type(op.record).__name__}"
                     )
-                ws = WriteState(schema)
+                # one WriteState for the whole transaction (building one per record cost
+                # most of a bulk commit); a fresh one for a key staged twice
+                if ws is None or ws.schema is not schema:
+                    ws = WriteState(schema)
                 try:
-                    ws.add(name, op.record)
+                    ordinal = ws.add(name, op.record)
                 except SchemaError as e:
-                    raise SchemaError(f"{e} (type {name!r} has {_fields(tdef)})") from None
-                rec = ws.staged_record(name, 0)
-                key = next(iter(ws.staged_keys(name)))
+                    fresh = WriteState(schema)
+                    try:
+                        ordinal = fresh.add(name, op.record)
+                    except SchemaError:
+                        raise SchemaError(f"{e} (type {name!r} has {_fields(tdef)})") from None
+                    ws = fresh  # the record was fine: its key was staged already
+                rec = ws.staged_record(name, ordinal)
+                key = next(reversed(ws.staged_keys(name)))
                 size = len(msgspec.msgpack.encode(rec))
                 if size > self.max_record_bytes:
                     raise InputError(
@@ -370,6 +380,13 @@ class Writer:
         self._check_refs(view, schema, muts)
 
     def _check_refs(self, view: LogView, schema: Schema, muts) -> None:
+        c = self._refful.get(id(schema))
+        if c is None or c[0] is not schema:
+            has = any(f.type.kind == "ref" or "ref<" in f.type.spec() for t in schema
+                      for f in t.fields)  # fmt: skip
+            c = self._refful[id(schema)] = (schema, has)
+        if not c[1]:
+            return  # no type holds a reference: nothing to look up
         written = {(t, k): rec is not None for t, k, rec in muts}
         for t, k, rec in muts:
             if rec is None:
