@@ -16,3 +16,25 @@ def children() -> Iterator[list[Child]]:
     yield procs
     for p in procs:
         p.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A CMS write store URL: a SQLite file, or a PostgreSQL schema of the test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cms.db'}"
+        return
+    from pgserver import private_schema
+
+    with private_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def write_store(store_url: str) -> Iterator[object]:
+    """An open, migrated CMS write store (SQLite and PostgreSQL); closed afterwards."""
+    from nearstate.content.db import open_store
+
+    store = open_store(store_url)
+    yield store
+    store.close()

@@ -1,0 +1,736 @@
+"""The ingestion pipeline: outbox events in, render-ready records out.
+
+For each event the :class:`Ingestor` re-reads the content from the write store (never the
+event's copy: an event only says *what* changed), applies the templates and business rules
+(slug, excerpt, reading time, card and hero variants, layout rows), validates references,
+resolves them into render-ready form (asset id → URL per size, title id → a title card,
+person id → a name) and writes the records for that change through the
+:class:`~nearstate.Writer` in one transaction. The resulting token is recorded against the
+revision (``story_revisions.token``), so a preview can wait for exactly that save.
+
+Idempotent and safe with several workers: a story's records are written on the condition
+that nobody changed them since they were read (``expect_token`` / ``expect_absent``), so a
+worker holding an older view of a story never overwrites a newer one; it loses the race,
+reads again and writes the newest. An event processed twice writes the same records again.
+
+The :class:`IngestWorker` claims events (at least once, with a lease), runs the due
+schedules, retries transient failures with backoff and moves events that keep failing to
+the dead-letter list (see :mod:`nearstate.content.outbox`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, InputError, LogError, NearstateError
+from ..writer import Token, Writer
+from . import outbox
+from .cms import CMS, _known
+from .db import StoreError, Tx, WriteStore, wait_notify
+from .media import SIZES, MediaConfig, asset_url
+from .outbox import Event
+from .rules import Problem, check_references, excerpt, plain_text, reading_minutes, video_embed
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 500  # records per Writer transaction for bulk events (titles, people)
+_CRASH_ENV = "NEARSTATE_INGEST_CRASH_AT"  # fault tests: die at a named step
+
+
+class PermanentFailure(NearstateError):
+    """An event that can never succeed (an unknown kind, a malformed payload)."""
+
+
+def _crash_point(step: str) -> None:
+    """Fault injection for the crash tests: exit at once at ``step`` when asked to."""
+    if os.environ.get(_CRASH_ENV) == step:
+        os._exit(75)
+
+
+def _when(ts: float | None) -> dt.datetime | None:
+    return None if ts is None else dt.datetime.fromtimestamp(float(ts), dt.UTC)
+
+
+def _in(ids: Iterable[Any]) -> str:
+    return ",".join("?" * len(list(ids)))
+
+
+@dataclass
+class Outcome:
+    """What processing one event did."""
+
+    token: Token | None = None
+    records: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    follow_up: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+class Ingestor:
+    """Turns one event into render-ready records. ``writer`` commits to the dataset;
+    ``media`` builds asset URLs."""
+
+    def __init__(self, store: WriteStore, writer: Writer, media: MediaConfig):
+        self.store = store
+        self.writer = writer
+        self.media = media
+        self.cms = CMS(store)
+
+    def process(self, event: Event) -> Outcome:
+        """Process ``event`` and mark it done in the write store (with the token recorded
+        against its revision). Raises on failure, leaving the event to be retried."""
+        handler = {
+            "story": self._story,
+            "layout": self._layout,
+            "layouts": self._layouts,
+            "titles": self._titles,
+            "people": self._people,
+        }.get(event.kind)
+        if handler is None:
+            raise PermanentFailure(f"event {event.id}: unknown kind {event.kind!r}")
+        for attempt in range(4):
+            try:
+                return handler(event)
+            except ConflictError:
+                # another worker wrote these records since this one read them: read again
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- stories ---------------------------------------------------------------------------
+
+    def _story(self, ev: Event) -> Outcome:
+        try:
+            sid = int(ev.subject)
+        except ValueError:
+            raise PermanentFailure(f"event {ev.id}: story id {ev.subject!r}") from None
+        out = Outcome()
+        # the records' tokens before the content is read: a write by another worker after
+        # this point makes the conditional write below fail (and this one read again), so
+        # content read earlier never overwrites content read later
+        t_draft = self.writer.token_of("DraftStory", sid)
+        t_live = self.writer.token_of("Story", sid)
+        with self.store.transaction(write=False) as tx:
+            s = tx.one("SELECT * FROM stories WHERE id = ?", (sid,))
+            if s is None:
+                draft = live = None
+                rev = None
+                live_wanted = False
+            else:
+                rev = int(s["revision"])
+                cur = self._rev(tx, sid, rev)
+                known = _known(tx, sid)
+                out.problems = check_references(cur, known)
+                draft = None if out.problems else self._resolve(tx, sid, rev, cur, s)
+                live_wanted = s["status"] == "published" and s["published_revision"] is not None
+                live = None
+                if live_wanted:
+                    prev = int(s["published_revision"])
+                    if prev == rev:
+                        live = draft
+                    else:
+                        pub = self._rev(tx, sid, prev)
+                        if not check_references(pub, known):
+                            live = self._resolve(tx, sid, prev, pub, s)
+        wtx = self.writer.transaction()
+        if draft is not None:
+            draft_rec = dict(
+                draft,
+                status=s["status"],
+                publish_at=_when(s["publish_at"]),
+                unpublish_at=_when(s["unpublish_at"]),
+            )
+            wtx.upsert("DraftStory", draft_rec, **_unchanged(t_draft))
+        elif s is None and t_draft is not None:
+            wtx.delete("DraftStory", sid, expect_token=t_draft)
+        if live is not None:
+            wtx.upsert("Story", live, **_unchanged(t_live))
+        elif not live_wanted and t_live is not None:
+            wtx.delete("Story", sid, expect_token=t_live)
+        if len(wtx):
+            out.token = wtx.commit()
+            out.records = len(wtx)
+        _crash_point("after-store-commit")
+        with self.store.transaction() as tx:
+            if rev is not None:
+                status = "invalid" if out.problems else "ok"
+                errors = json.dumps([p.to_dict() for p in out.problems])
+                tx.execute(
+                    "UPDATE story_revisions SET ingest_status = ?, ingest_errors = ?,"
+                    " token = ?, ingested_at = ? WHERE story_id = ? AND revision = ?",
+                    (status, errors, _int(out.token), time.time(), sid, rev),
+                )
+                tx.execute(
+                    "UPDATE story_revisions SET ingest_status = 'superseded', token = ?,"
+                    " ingested_at = ? WHERE story_id = ? AND revision < ?"
+                    " AND ingest_status = 'pending'",
+                    (_int(out.token), time.time(), sid, rev),
+                )
+            outbox.complete(tx, ev)
+        return out
+
+    def _rev(self, tx: Tx, sid: int, rev: int) -> dict[str, Any]:
+        row = tx.one(
+            "SELECT data FROM story_revisions WHERE story_id = ? AND revision = ?", (sid, rev)
+        )
+        if row is None:
+            raise StoreError(f"story {sid} has no revision {rev}")
+        return json.loads(row["data"])
+
+    def _resolve(
+        self, tx: Tx, sid: int, rev: int, story: Mapping[str, Any], srow: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A story revision in render-ready form."""
+        asset_ids = {b["asset"] for b in story["body"] if b["kind"] == "image"}
+        if story.get("hero"):
+            asset_ids.add(story["hero"])
+        title_ids = set(story["related"]) | {
+            b["title"] for b in story["body"] if b["kind"] == "title"
+        }
+        cards = self._title_cards(tx, title_ids)
+        images = self._images(tx, asset_ids)
+        people = self._people_cards(tx, story["authors"])
+        body: list[dict[str, Any]] = []
+        for b in story["body"]:
+            k = b["kind"]
+            if k == "image":
+                body.append({"kind": k, "text": b.get("text", ""), "image": images[b["asset"]]})
+            elif k == "title":
+                body.append({"kind": k, "title": cards[b["title"]]})
+            elif k == "video":
+                body.append({"kind": k, "video": video_embed(b["url"]) or ""})
+            elif k == "heading":
+                body.append({"kind": k, "text": b["text"], "level": b["level"]})
+            elif k == "quote":
+                body.append({"kind": k, "text": b["text"], "cite": b.get("cite", "")})
+            else:
+                body.append({"kind": k, "text": b["text"]})
+        related = [cards[t] for t in story["related"]]
+        hero = images.get(story["hero"]) if story.get("hero") else None
+        # the card image: the hero, else the first image of the body, else a related poster
+        card = hero or next((b["image"] for b in body if b["kind"] == "image"), None)
+        if card is None:
+            card = next((c["poster"] for c in related if c["poster"] is not None), None)
+        genres = Counter(
+            g
+            for c in [*related, *(b["title"] for b in body if b["kind"] == "title")]
+            for g in c["genres"]
+        )
+        words = [
+            story["title"],
+            story["dek"],
+            plain_text(story["body"]),
+            " ".join(story["tags"]),
+            " ".join(c["name"] for c in related),
+            " ".join(p["name"] for p in people),
+        ]
+        created = tx.value(
+            "SELECT created_at FROM story_revisions WHERE story_id = ? AND revision = ?",
+            (sid, rev),
+        )
+        return {
+            "id": sid,
+            "slug": story["slug"],
+            "title": story["title"],
+            "dek": story["dek"],
+            "excerpt": excerpt(story["dek"], story["body"]),
+            "reading_minutes": reading_minutes(story["body"]),
+            "body": body,
+            "hero": hero,
+            "card": card,
+            "tags": list(story["tags"]),
+            "genres": [g for g, _ in genres.most_common()],
+            "related": related,
+            "authors": people,
+            "revision": rev,
+            "updated_at": _when(created),
+            "published_at": _when(srow["published_at"]),
+            "search_text": "\n".join(w for w in words if w),
+        }
+
+    def _images(self, tx: Tx, ids: set[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = tx.all(f"SELECT * FROM assets WHERE id IN ({_in(ids)})", tuple(ids))
+        return {r["id"]: self._image(r) for r in rows}
+
+    def _image(self, a: Mapping[str, Any]) -> dict[str, Any]:
+        urls = {size: asset_url(self.media, a, size) for size in SIZES}
+        return {
+            "asset": a["id"],
+            "alt": a["alt"],
+            "width": int(a["width"]),
+            "height": int(a["height"]),
+            "focal_x": float(a["focal_x"]),
+            "focal_y": float(a["focal_y"]),
+            **urls,
+        }
+
+    def _title_cards(self, tx: Tx, ids: set[int]) -> dict[int, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = tx.all(
+            "SELECT id, slug, name, year, genres, poster_asset FROM titles"
+            f" WHERE id IN ({_in(ids)})",
+            tuple(ids),
+        )
+        posters = self._images(tx, {r["poster_asset"] for r in rows if r["poster_asset"]})
+        return {
+            r["id"]: {
+                "id": r["id"],
+                "slug": r["slug"],
+                "name": r["name"],
+                "year": r["year"],
+                "genres": json.loads(r["genres"]),
+                "poster": posters.get(r["poster_asset"]),
+            }
+            for r in rows
+        }
+
+    def _people_cards(self, tx: Tx, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        rows = tx.all(f"SELECT id, slug, name FROM people WHERE id IN ({_in(ids)})", tuple(ids))
+        by = {r["id"]: {"id": r["id"], "slug": r["slug"], "name": r["name"]} for r in rows}
+        return [by[i] for i in ids if i in by]
+
+    # -- titles and people -----------------------------------------------------------------
+
+    def _ids(self, ev: Event) -> list[int]:
+        ids = ev.payload.get("ids")
+        if ev.kind in ("titles", "people") and ev.subject.isdigit() and not ids:
+            ids = [int(ev.subject)]
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise PermanentFailure(f"event {ev.id}: payload needs 'ids', a list of integers")
+        return ids
+
+    def _titles(self, ev: Event) -> Outcome:
+        ids = self._ids(ev)
+        out = Outcome()
+        for start in range(0, len(ids), WRITE_BATCH):
+            chunk = ids[start : start + WRITE_BATCH]
+            with self.store.transaction(write=False) as tx:
+                records, gone = self.title_records(tx, chunk)
+            out.token = self._write_all("Title", records, gone) or out.token
+            out.records += len(records) + len(gone)
+        with self.store.transaction() as tx:
+            outbox.complete(tx, ev)
+        return out
+
+    def title_records(self, tx: Tx, ids: Sequence[int]) -> tuple[list[dict[str, Any]], list[int]]:
+        """Render-ready Title records for ``ids``, and the ids that no longer exist."""
+        rows = tx.all(f"SELECT * FROM titles WHERE id IN ({_in(ids)})", tuple(ids))
+        credits = tx.all(
+            "SELECT tp.title_id, tp.role, tp.position, p.id, p.slug, p.name FROM title_people tp"
+            f" JOIN people p ON p.id = tp.person_id WHERE tp.title_id IN ({_in(ids)})"
+            " ORDER BY tp.title_id, tp.role, tp.position",
+            tuple(ids),
+        )
+        by: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for c in credits:
+            card = {"id": c["id"], "slug": c["slug"], "name": c["name"]}
+            by.setdefault(c["title_id"], {}).setdefault(c["role"], []).append(card)
+        posters = self._images(tx, {r["poster_asset"] for r in rows if r["poster_asset"]})
+        records = []
+        for r in rows:
+            cr = by.get(r["id"], {})
+            records.append(
+                {
+                    "id": r["id"],
+                    "slug": r["slug"],
+                    "name": r["name"],
+                    "year": r["year"],
+                    "runtime": r["runtime"],
+                    "genres": json.loads(r["genres"]),
+                    "directors": cr.get("director", []),
+                    "writers": cr.get("writer", []),
+                    "cast": cr.get("cast", []),
+                    "language": r["language"],
+                    "country": r["country"],
+                    "awards": r["awards"],
+                    "poster": posters.get(r["poster_asset"]),
+                }
+            )
+        found = {r["id"] for r in rows}
+        return records, [i for i in ids if i not in found]
+
+    def _people(self, ev: Event) -> Outcome:
+        ids = self._ids(ev)
+        out = Outcome()
+        for start in range(0, len(ids), WRITE_BATCH):
+            chunk = ids[start : start + WRITE_BATCH]
+            with self.store.transaction(write=False) as tx:
+                rows = tx.all(
+                    f"SELECT id, slug, name FROM people WHERE id IN ({_in(chunk)})", tuple(chunk)
+                )
+                credits = tx.all(
+                    "SELECT DISTINCT tp.person_id, t.id, t.year FROM title_people tp JOIN titles t"
+                    f" ON t.id = tp.title_id WHERE tp.person_id IN ({_in(chunk)})"
+                    " ORDER BY tp.person_id, t.year DESC, t.id",
+                    tuple(chunk),
+                )
+            titles: dict[int, list[int]] = {}
+            for c in credits:
+                lst = titles.setdefault(c["person_id"], [])
+                if c["id"] not in lst:
+                    lst.append(c["id"])
+            records = [dict(r, titles=titles.get(r["id"], [])) for r in rows]
+            found = {r["id"] for r in rows}
+            gone = [i for i in chunk if i not in found]
+            out.token = self._write_all("Person", records, gone) or out.token
+            out.records += len(records) + len(gone)
+        with self.store.transaction() as tx:
+            outbox.complete(tx, ev)
+        return out
+
+    def _write_all(
+        self, type_name: str, records: list[dict[str, Any]], gone: Sequence[int]
+    ) -> Token | None:
+        """Records written whole (last writer wins: they are derived from the write store
+        alone, so every writer computes the same ones)."""
+        if not records and not gone:
+            return None
+        with self.writer.transaction() as wtx:
+            for r in records:
+                wtx.upsert(type_name, r)
+            for k in gone:
+                wtx.delete(type_name, k)
+        return wtx.token
+
+    # -- layouts ---------------------------------------------------------------------------
+
+    def _layouts(self, ev: Event) -> Outcome:
+        out = Outcome()
+        ids = [r["id"] for r in self.store.read("SELECT id FROM layouts ORDER BY id")]
+        for lid in ids:
+            got = self._one_layout(lid)
+            out.token = got.token or out.token
+            out.records += got.records
+        with self.store.transaction() as tx:
+            outbox.complete(tx, ev)
+        return out
+
+    def _layout(self, ev: Event) -> Outcome:
+        out = self._one_layout(ev.subject)
+        with self.store.transaction() as tx:
+            outbox.complete(tx, ev)
+        return out
+
+    def _one_layout(self, lid: str) -> Outcome:
+        out = Outcome()
+        t = self.writer.token_of("Layout", lid)  # before reading: see _story
+        with self.store.transaction(write=False) as tx:
+            row = tx.one("SELECT * FROM layouts WHERE id = ?", (lid,))
+            rows = [] if row is None else self._rows(tx, json.loads(row["data"])["rows"], out)
+        wtx = self.writer.transaction()
+        if row is None:
+            if t is not None:
+                wtx.delete("Layout", lid, expect_token=t)
+        else:
+            rec = {"id": lid, "name": row["name"], "rows": rows, "revision": row["revision"]}
+            wtx.upsert("Layout", rec, **_unchanged(t))
+        if len(wtx):
+            out.token = wtx.commit()
+            out.records = 1
+        if row is not None:
+            with self.store.transaction() as tx:
+                tx.execute(
+                    "UPDATE layouts SET ingest_status = ?, ingest_errors = ?, token = ?"
+                    " WHERE id = ? AND revision = ?",
+                    (
+                        "ok",
+                        json.dumps([p.to_dict() for p in out.problems]),
+                        _int(out.token),
+                        lid,
+                        row["revision"],
+                    ),
+                )
+        return out
+
+    def _rows(self, tx: Tx, rows: list[dict[str, Any]], out: Outcome) -> list[dict[str, Any]]:
+        """Layout rows with their items chosen: listed ids that are live, or a rule's."""
+        result = []
+        for i, r in enumerate(rows):
+            kind = r["kind"]
+            if kind == "stories":
+                live = {
+                    x["id"]
+                    for x in tx.all(
+                        "SELECT id FROM stories WHERE status = 'published'"
+                        f" AND id IN ({_in(r['ids'])})",
+                        tuple(r["ids"]),
+                    )
+                }
+                ids = [x for x in r["ids"] if x in live]
+                items, rule = "stories", ""
+            elif kind == "titles":
+                have = {
+                    x["id"]
+                    for x in tx.all(
+                        f"SELECT id FROM titles WHERE id IN ({_in(r['ids'])})", tuple(r["ids"])
+                    )
+                }
+                ids = [x for x in r["ids"] if x in have]
+                items, rule = "titles", ""
+            elif kind == "tag":
+                ids = [
+                    x["id"]
+                    for x in tx.all(
+                        "SELECT s.id FROM story_tags t JOIN stories s ON s.id = t.story_id"
+                        " WHERE t.tag = ? AND s.status = 'published'"
+                        " ORDER BY s.published_at DESC, s.id DESC LIMIT ?",
+                        (r["tag"], r["limit"]),
+                    )
+                ]
+                items, rule = "stories", f"newest stories tagged {r['tag']}"
+            else:
+                ids = [
+                    x["id"]
+                    for x in tx.all(
+                        "SELECT t.id FROM title_genres g JOIN titles t ON t.id = g.title_id"
+                        " WHERE g.genre = ? ORDER BY COALESCE(t.year, 0) DESC, t.id LIMIT ?",
+                        (r["genre"], r["limit"]),
+                    )
+                ]
+                items, rule = "titles", f"titles of genre {r['genre']}, newest first"
+            missing = len(r.get("ids") or []) - len(ids) if kind in ("stories", "titles") else 0
+            if missing:
+                out.problems.append(
+                    Problem(
+                        f"rows[{i + 1}]",
+                        f"{missing} of its {kind} are not live or do not exist;"
+                        " the row leaves them out",
+                    )
+                )
+            result.append({"heading": r["heading"], "items": items, "ids": ids, "rule": rule})
+        return result
+
+
+def _unchanged(token: Token | None) -> dict[str, Any]:
+    """The condition 'nobody changed this record since I looked'."""
+    return {"expect_absent": True} if token is None else {"expect_token": int(token)}
+
+
+def _int(token: Token | None) -> int | None:
+    return None if token is None else int(token)
+
+
+# -- the worker ---------------------------------------------------------------------------------
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, StoreError):
+        return e.transient
+    return isinstance(e, LogError | ConflictError | OSError | TimeoutError)
+
+
+class IngestWorker:
+    """Claims outbox events and ingests them, in a thread (:meth:`start`) or step by step
+    (:meth:`run_once`, :meth:`drain`). Several workers, in any processes, may share a
+    write store. ``poll``: seconds between looks at the outbox when nothing wakes it."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        name: str | None = None,
+        lease: float = 30.0,
+        poll: float = 0.5,
+        max_attempts: int = 6,
+        on_event: Callable[[Event, Outcome | None, BaseException | None], None] | None = None,
+    ) -> None:
+        self.ingestor = ingestor
+        self.store = ingestor.store
+        self.name = name or f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease = lease
+        self.poll = poll
+        self.max_attempts = max_attempts
+        self.on_event = on_event
+        self.processed = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_schedules = 0.0
+
+    def run_once(self) -> bool:
+        """Claim and process one event; False when none is available."""
+        ev = outbox.claim(self.store, self.name, lease=self.lease)
+        if ev is None:
+            return False
+        try:
+            out = self.ingestor.process(ev)
+        except Exception as e:
+            self.failed += 1
+            permanent = isinstance(e, PermanentFailure | InputError) and not _transient(e)
+            why = f"{type(e).__name__}: {e}"
+            self.last_error = f"event {ev.id} ({ev.kind} {ev.subject}): {why}"
+            with contextlib.suppress(StoreError):
+                status = outbox.fail(
+                    self.store, ev, why, max_attempts=self.max_attempts, retry=not permanent
+                )
+                if status == "dead" and ev.kind == "story" and ev.subject.isdigit():
+                    self._mark_failed(ev, why)
+                (log.error if status == "dead" else log.warning)(
+                    "%s; %s",
+                    self.last_error,
+                    "moved to the dead-letter list" if status == "dead" else "will retry",
+                )
+            if self.on_event:
+                self.on_event(ev, None, e)
+            return True
+        self.processed += 1
+        self.last_error = None
+        if self.on_event:
+            self.on_event(ev, out, None)
+        return True
+
+    def _mark_failed(self, ev: Event, why: str) -> None:
+        """A story event that failed for good: its revision says so (with the error), so
+        the editor shows 'failed' rather than 'pending' forever."""
+        problem = {"where": "ingestion", "message": f"failed after {ev.attempts} attempts: {why}"}
+        with self.store.transaction() as tx:
+            tx.execute(
+                "UPDATE story_revisions SET ingest_status = 'failed', ingest_errors = ?"
+                " WHERE story_id = ? AND revision = (SELECT revision FROM stories WHERE id = ?)"
+                " AND ingest_status = 'pending'",
+                (json.dumps([problem]), int(ev.subject), int(ev.subject)),
+            )
+
+    def run_schedules(self) -> None:
+        now = time.time()
+        if now >= self._next_schedules:
+            self._next_schedules = now + 1.0
+            for sid, what in CMS(self.store).run_schedules(now):
+                log.info("story %s: %s on schedule", sid, what)
+
+    def drain(self, timeout: float | None = None) -> int:
+        """Process events until none is available (or ``timeout`` seconds pass); returns
+        how many were processed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        n = 0
+        while self.run_once():
+            n += 1
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        return n
+
+    def start(self) -> IngestWorker:
+        self._thread = threading.Thread(target=self.run, name=f"ingest {self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.store._wake(outbox.CHANNEL)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """Until :meth:`stop`: process events as they come, and the schedules."""
+        listener = None
+        with contextlib.suppress(Exception):
+            listener = self.store.listener(outbox.CHANNEL)
+        try:
+            while not self._stop.is_set():
+                seen = self.store.wakes(outbox.CHANNEL)
+                try:
+                    self.run_schedules()
+                    busy = self.run_once()
+                except StoreError as e:
+                    self.last_error = f"the write store failed: {e}"
+                    log.warning("%s", self.last_error)
+                    self._stop.wait(self.poll)
+                    continue
+                if busy:
+                    continue
+                if listener is not None and (listener.closed or listener.broken):
+                    listener = None  # the database went away: poll, and listen again later
+                if listener is None and self.store.dialect == "postgres":
+                    with contextlib.suppress(Exception):
+                        listener = self.store.listener(outbox.CHANNEL)
+                if listener is not None:
+                    if not wait_notify(listener, self.poll):
+                        self.store.wait_wake(outbox.CHANNEL, seen, 0)
+                else:
+                    self.store.wait_wake(outbox.CHANNEL, seen, self.poll)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    listener.close()
+
+
+# -- workers in processes of their own ---------------------------------------------------------
+
+
+def _worker_process(cms: str, dataset: str, media_root: str, media_url: str, poll: float,
+                    stop: Any) -> None:  # fmt: skip
+    import nearstate
+
+    from .db import open_store
+    from .records import SCHEMA
+
+    store = open_store(cms, migrate=False)
+    writer = nearstate.open(dataset).writer(schema=SCHEMA)
+    worker = IngestWorker(Ingestor(store, writer, MediaConfig(Path(media_root), media_url)),
+                          poll=poll)  # fmt: skip
+    while not stop.is_set():
+        if not worker.run_once():
+            stop.wait(poll)
+    store.close()
+
+
+@contextlib.contextmanager
+def worker_processes(cms: str, dataset: str, media: MediaConfig, count: int, *,
+                     poll: float = 0.1) -> Iterator[None]:  # fmt: skip
+    """``count`` ingestion workers in processes of their own for the duration of the block
+    (bulk work on several cores: a film import keeps them all busy). They stop when the
+    block ends; wait for the outbox to empty first (:func:`wait_idle`)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    procs = [
+        ctx.Process(target=_worker_process, daemon=True, name=f"ingest-{i}",
+                    args=(cms, dataset, str(media.root), media.base_url, poll, stop))
+        for i in range(count)
+    ]  # fmt: skip
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+
+
+def wait_idle(store: WriteStore, *, timeout: float = 600.0,
+              progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    """Wait until no outbox event is pending (dead ones do not count); TimeoutError after
+    ``timeout`` seconds. ``progress(done, total)`` as the queue drains."""
+    deadline = time.monotonic() + timeout
+    first: int | None = None
+    while True:
+        n = outbox.pending_count(store)
+        first = n if first is None else max(first, n)
+        if progress is not None:
+            progress(first - n, first)
+        if n == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} outbox events are still pending after {timeout:.0f} s")
+        time.sleep(0.05)
