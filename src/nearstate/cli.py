@@ -65,7 +65,42 @@ def _fail(e: Exception) -> None:
     sys.exit(1)
 
 
-@click.group()
+class PluginGroup(click.Group):
+    """A group that also offers the commands other installed packages register under the
+    entry point group ``plugins`` (for ``nearstate``: the platform's ``cms``, ``site`` and
+    ``demo``). They are loaded only when asked for, so the store's CLI never imports
+    them otherwise."""
+
+    plugins = "nearstate.commands"
+
+    def _entry_points(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=self.plugins)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._entry_points().get(name)
+        if ep is None:
+            return None
+        try:
+            return ep.load()
+        except ImportError as e:
+            raise click.ClickException(
+                f"'{name}' needs the platform's extras: pip install 'nearstate[web]' ({e})"
+            ) from None
+
+
+class BenchGroup(PluginGroup):
+    plugins = "nearstate.bench_commands"
+
+
+@click.group(cls=PluginGroup)
 @click.version_option(package_name="nearstate")
 def main() -> None:
     """nearstate: a whole dataset, compact, in the memory of every process that reads it."""
@@ -439,7 +474,7 @@ def _existing(directory: str | Path) -> Dataset:
     return ds
 
 
-@main.group()
+@main.group(cls=BenchGroup)
 def bench() -> None:
     """Benchmarks and the data sets they run on."""
 
