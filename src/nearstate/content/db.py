@@ -52,6 +52,7 @@ _WORDS: dict[Dialect, dict[str, str]] = {
     },
 }
 _WORD = re.compile(r"\{(\w+)\}")
+_MIGRATE_LOCK = 0x6E736D67  # the advisory lock migrations hold on PostgreSQL
 
 
 class StoreError(NearstateError):
@@ -125,6 +126,7 @@ class WriteStore:
         self._conns: list[Any] = []
         self._guard = threading.Lock()
         self._cond = threading.Condition()
+        self._writing = threading.RLock()
         self._wakes: dict[str, int] = {}
         self._sql_cache: dict[str, str] = {}
         self.closed = False
@@ -194,6 +196,17 @@ class WriteStore:
     @contextlib.contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises."""
+        if write and self.dialect == "sqlite":
+            # this process's writers queue here rather than in SQLite's busy handler, which
+            # sleeps and retries: with dozens of threads some waited seconds for their turn
+            with self._writing, self._transaction(write) as tx:
+                yield tx
+        else:
+            with self._transaction(write) as tx:
+                yield tx
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[Tx]:
         conn = self._conn()
         tx = Tx(self, conn)
         try:
@@ -286,6 +299,8 @@ class WriteStore:
 
         todo = MIGRATIONS if migrations is None else migrations
         with self.transaction() as tx:
+            if self.dialect == "postgres":  # two processes creating the table at once collide
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK,))
             tx.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at {float} NOT NULL)"
@@ -294,7 +309,7 @@ class WriteStore:
         for number, name, script in todo:
             with self.transaction() as tx:
                 if self.dialect == "postgres":
-                    tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                    tx.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK,))
                 if tx.one("SELECT version FROM schema_migrations WHERE version = ?", (number,)):
                     continue
                 for stmt in _statements(script):
@@ -362,7 +377,14 @@ def _sqlite(path: Path) -> WriteStore:
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.row_factory = _sqlite_dict
-        conn.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(50):  # a brand-new file: another thread may be switching it to WAL
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 49:
+                    raise
+                time.sleep(0.02)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")

@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import ConflictError, InputError, LogError, NearstateError
 from ..writer import Token, Writer
 from . import outbox
-from .cms import CMS, _known
+from .cms import CMS, SCHEDULED, _known
 from .db import StoreError, Tx, WriteStore, wait_notify
 from .media import SIZES, MediaConfig, asset_url
 from .outbox import Event
@@ -122,6 +122,17 @@ class Ingestor:
         t_draft = self.writer.token_of("DraftStory", sid)
         t_live = self.writer.token_of("Story", sid)
         with self.store.transaction(write=False) as tx:
+            # the story's other pending events, read before the story: their changes are
+            # in what is read next, so this event covers them too (a backlog of saves of
+            # one story is ingested once, not once per save)
+            covered = [
+                r["id"]
+                for r in tx.all(
+                    "SELECT id FROM outbox WHERE kind = 'story' AND subject = ?"
+                    " AND status = 'pending' AND id <> ?",
+                    (ev.subject, ev.id),
+                )
+            ]
             s = tx.one("SELECT * FROM stories WHERE id = ?", (sid,))
             if s is None:
                 draft = live = None
@@ -164,8 +175,15 @@ class Ingestor:
         _crash_point("after-store-commit")
         with self.store.transaction() as tx:
             if rev is not None:
-                status = "invalid" if out.problems else "ok"
-                errors = json.dumps([p.to_dict() for p in out.problems])
+                # why a scheduled publish of this revision was cancelled stays with it
+                old = tx.value(
+                    "SELECT ingest_errors FROM story_revisions WHERE story_id = ? AND revision = ?",
+                    (sid, rev),
+                )
+                kept = [e for e in json.loads(old or "[]") if e.get("where") == SCHEDULED]
+                found = [p.to_dict() for p in out.problems] + kept
+                status = "invalid" if found else "ok"
+                errors = json.dumps(found)
                 tx.execute(
                     "UPDATE story_revisions SET ingest_status = ?, ingest_errors = ?,"
                     " token = ?, ingested_at = ? WHERE story_id = ? AND revision = ?",
@@ -178,6 +196,7 @@ class Ingestor:
                     (_int(out.token), time.time(), sid, rev),
                 )
             outbox.complete(tx, ev)
+            outbox.complete_covered(tx, covered, ev)
         return out
 
     def _rev(self, tx: Tx, sid: int, rev: int) -> dict[str, Any]:
@@ -651,6 +670,11 @@ class IngestWorker:
                 except StoreError as e:
                     self.last_error = f"the write store failed: {e}"
                     log.warning("%s", self.last_error)
+                    self._stop.wait(self.poll)
+                    continue
+                except Exception as e:  # never let the worker thread die
+                    self.last_error = f"{type(e).__name__}: {e}"
+                    log.exception("the ingestion worker failed; going on")
                     self._stop.wait(self.poll)
                     continue
                 if busy:

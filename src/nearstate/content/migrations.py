@@ -133,7 +133,7 @@ CREATE TABLE outbox (
     last_error TEXT,
     done_at {float}
 );
-CREATE INDEX outbox_pending ON outbox (status, available_at, id)
+CREATE INDEX outbox_pending ON outbox (status, id)
 """
 
 _LOOKUP_INDEXES = """
@@ -143,7 +143,12 @@ CREATE INDEX story_refs_story ON story_refs (story_id);
 CREATE INDEX titles_poster ON titles (poster_asset)
 """
 
+_OUTBOX_INDEXES = """
+CREATE INDEX outbox_subject ON outbox (kind, subject, status, claimed_until)
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "users, people, assets, titles, stories with revisions, layouts, outbox", _CORE),
     (2, "indexes for lookups by title, by story and by poster", _LOOKUP_INDEXES),
+    (3, "an index for claiming one subject's events at a time", _OUTBOX_INDEXES),
 ]

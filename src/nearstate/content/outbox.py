@@ -124,6 +124,27 @@ def complete(tx: Tx, event: Event, *, now: float | None = None) -> None:
     )
 
 
+def complete_covered(tx: Tx, ids: list[int], by: Event, *, now: float | None = None) -> int:
+    """Mark pending events ``ids`` done inside ``tx`` because processing ``by`` covered
+    them (it read their changes); events another worker holds under a valid lease are
+    left to it. Returns how many were marked."""
+    if not ids:
+        return 0
+    now = time.time() if now is None else now
+    n = 0
+    for lo in range(0, len(ids), 500):
+        chunk = ids[lo : lo + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = tx.all(
+            "UPDATE outbox SET status = 'done', done_at = ?, claimed_until = NULL,"
+            f" last_error = ? WHERE id IN ({marks}) AND status = 'pending'"
+            " AND (claimed_until IS NULL OR claimed_until < ?) RETURNING id",
+            (now, f"covered by event {by.id}", *chunk, now),
+        )
+        n += len(rows)
+    return n
+
+
 def backoff(attempts: int, *, base: float = 0.5, cap: float = 60.0) -> float:
     """Seconds to wait before attempt ``attempts + 1``: doubling from ``base``, at most ``cap``."""
     return min(cap, base * 2 ** max(0, attempts - 1))
