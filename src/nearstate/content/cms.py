@@ -39,15 +39,16 @@ from .rules import (
 STATUSES = ("draft", "scheduled", "published", "unpublished")
 ROW_KINDS = ("stories", "titles", "tag", "genre")
 MAX_ROWS = 30
+SCHEDULED = "scheduled publish"  # where a cancelled scheduled publish records why
 MAX_ROW_ITEMS = 40
 
 
 class InvalidContent(InputError):
     """The content was refused; ``problems`` says where and why, in plain words."""
 
-    def __init__(self, problems: Sequence[Problem], what: str = "the story"):
+    def __init__(self, problems: Sequence[Problem], what: str = "the story was not saved"):
         self.problems = list(problems)
-        super().__init__(f"{what} was not saved: " + "; ".join(map(str, self.problems)))
+        super().__init__(f"{what}: " + "; ".join(map(str, self.problems)))
 
 
 class NotFound(InputError):
@@ -129,8 +130,14 @@ class CMS:
         """Stories, newest change first; ``q`` matches words of the title or the slug."""
         where, params = ["1=1"], []
         for word in q.lower().split()[:8]:
-            where.append("(LOWER(s.title) LIKE ? OR s.slug LIKE ?)")
-            params += [f"%{word}%", f"%{slugify(word)}%"]
+            like = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            slug = slugify(word)
+            if slug:
+                where.append("(LOWER(s.title) LIKE ? ESCAPE '\\' OR s.slug LIKE ?)")
+                params += [f"%{like}%", f"%{slug}%"]
+            else:
+                where.append("LOWER(s.title) LIKE ? ESCAPE '\\'")
+                params.append(f"%{like}%")
         if status:
             if status not in STATUSES:
                 raise InputError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
@@ -292,7 +299,7 @@ class CMS:
         if publish_at is None and unpublish_at is None:
             problems.append(Problem("publish_at", "give a publish time, an unpublish time or both"))
         if problems:
-            raise InvalidContent(problems, "the schedule")
+            raise InvalidContent(problems, "the schedule was not saved")
         with self.store.transaction() as tx:
             cur = self._check_base(tx, int(story_id), base_revision)
             live = cur["status"] == "published"
@@ -305,12 +312,13 @@ class CMS:
                             "unpublish_at", "only a published or scheduled story can be unpublished"
                         )
                     ],
-                    "the schedule",
+                    "the schedule was not saved",
                 )
             status = "published" if live else "scheduled"
             tx.execute(
-                "UPDATE stories SET status = ?, publish_at = ?, unpublish_at = ?,"
-                " updated_at = ?, updated_by = ? WHERE id = ?",
+                "UPDATE stories SET status = ?, publish_at = COALESCE(?, publish_at),"
+                " unpublish_at = COALESCE(?, unpublish_at), updated_at = ?, updated_by = ?"
+                " WHERE id = ?",
                 (status, publish_at, unpublish_at, now, user, cur["id"]),
             )
             ev = outbox.enqueue(tx, "story", cur["id"], revision=cur["revision"], now=now)
@@ -328,7 +336,7 @@ class CMS:
                             "status", f"the story is {cur['status']}, not published or scheduled"
                         )
                     ],
-                    f"story {cur['id']} was not unpublished:",
+                    f"story {cur['id']} was not unpublished",
                 )
             tx.execute(
                 "UPDATE stories SET status = 'unpublished', published_revision = NULL,"
@@ -368,7 +376,12 @@ class CMS:
                             "UPDATE story_revisions SET ingest_status = 'invalid',"
                             " ingest_errors = ? WHERE story_id = ? AND revision = ?",
                             (
-                                json.dumps([p.to_dict() for p in problems]),
+                                json.dumps(
+                                    [
+                                        {"where": SCHEDULED, "message": f"cancelled: {p}"}
+                                        for p in problems
+                                    ]
+                                ),
                                 cur["id"],
                                 cur["revision"],
                             ),
@@ -443,7 +456,7 @@ class CMS:
     def _check_live(self, tx: Tx, cur: Mapping[str, Any]) -> None:
         problems = self._live_problems(tx, cur)
         if problems:
-            raise InvalidContent(problems, f"story {cur['id']} was not published:")
+            raise InvalidContent(problems, f"story {cur['id']} was not published")
 
     def _add_revision(
         self, tx: Tx, sid: int, rev: int, story: Mapping[str, Any], user: str, now: float, note: str
@@ -501,7 +514,7 @@ class CMS:
         ``genre``, newest first); rule rows take a ``limit``."""
         clean, problems = check_layout(layout_id, name, rows)
         if problems:
-            raise InvalidContent(problems, f"layout {layout_id!r}")
+            raise InvalidContent(problems, f"layout {layout_id!r} was not saved")
         now = self.clock()
         data = json.dumps({"rows": clean}, ensure_ascii=False)
         with self.store.transaction() as tx:
@@ -515,7 +528,7 @@ class CMS:
                 except IntegrityError:
                     raise InvalidContent(
                         [Problem("id", f"layout {layout_id!r} already exists")],
-                        f"layout {layout_id!r}",
+                        f"layout {layout_id!r} was not saved",
                     ) from None
                 rev = 1
             else:
@@ -530,7 +543,7 @@ class CMS:
                     if cur is None:
                         raise NotFound(f"there is no layout {layout_id!r}")
                     raise EditConflict(
-                        f"layout {layout_id!r}",
+                        f"layout {layout_id!r} was not saved",
                         int(base_revision),
                         int(cur["revision"]),
                         cur["updated_by"],
@@ -577,7 +590,8 @@ class CMS:
         name = " ".join(name.split())
         if not name or len(name) > 120:
             raise InvalidContent(
-                [Problem("name", "a name of 1 to 120 characters is required")], "the author"
+                [Problem("name", "a name of 1 to 120 characters is required")],
+                "the author was not added",
             )
         with self.store.transaction() as tx:
             row = tx.one("SELECT id FROM people WHERE name = ?", (name,))
@@ -671,7 +685,8 @@ def check_layout(
                 problems.append(Problem(f"{where}.{kind}", f"a {kind} row needs a {kind}"))
             row[kind] = value
             try:
-                limit = int(r.get("limit") or 12)
+                raw = r.get("limit")
+                limit = 12 if raw is None or raw == "" else int(raw)
             except (TypeError, ValueError, OverflowError):
                 limit = 0
             if not 1 <= limit <= MAX_ROW_ITEMS:

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -313,7 +314,11 @@ def _free_port() -> int:
 
 
 def _serve(data: Path, cms: str, port: int) -> subprocess.Popen[bytes]:
-    code = "import sys; from nearstate.cli import main; sys.exit(main())"
+    # SIGUSR1 dumps the app's threads (to see where a stuck worker waits)
+    code = (
+        "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1);"
+        " from nearstate.cli import main; sys.exit(main())"
+    )
     cmd = [
         sys.executable,
         "-c",
@@ -377,7 +382,14 @@ def bench_editors(
                 time.sleep(0.2)
             _wait_idle(store, 120, progress, "ingesting fixtures")
             stats = asyncio.run(_editors(base, ids, editors, seconds, password, progress))
-            _wait_idle(store, 120)
+            try:
+                _wait_idle(store, 120)
+            except TimeoutError as e:
+                server.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+                server.terminate()
+                tail = server.stderr.read().decode()[-3000:] if server.stderr else ""
+                raise TimeoutError(f"{e}; the editor app said: {tail}") from None
             check = _check_lost(store, ids, stats.pop("acked"), tmp / "dataset")
         finally:
             server.terminate()
