@@ -149,6 +149,14 @@ def cms_add_user(
 @_dataset
 @click.option("--limit", type=int, default=None, help="Only the first N films.")
 @click.option("--no-ingest", is_flag=True, help="Leave the events for a running worker.")
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Ingestion processes, working while the import writes (0: none, ingest"
+    " in this process afterwards).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def cms_import_films(
     data: str,
@@ -156,23 +164,35 @@ def cms_import_films(
     dataset: str | None,
     limit: int | None,
     no_ingest: bool,
+    workers: int,
     quiet: bool,
 ) -> None:
     """Import the real films (bokeh_sampledata) as titles and people, with placeholder
     posters, and ingest them into the dataset."""
+    import contextlib
+
     import nearstate
 
     from ..content import outbox
     from ..content.db import open_store
     from ..content.films import import_films
-    from ..content.ingest import Ingestor, IngestWorker
+    from ..content.ingest import Ingestor, IngestWorker, wait_idle, worker_processes
     from ..content.records import SCHEMA
 
     try:
         s = _settings(data, cms_url, dataset)
         store = open_store(s.cms)
+        nearstate.open(s.dataset)  # made once, before any worker opens it
+        parallel = workers > 0 and not no_ingest
         t0 = time.perf_counter()
-        with _bar(not quiet) as bar:
+        with (
+            _bar(not quiet) as bar,
+            (
+                worker_processes(s.cms, s.dataset, s.media, workers)
+                if parallel
+                else contextlib.nullcontext()
+            ),
+        ):
             got = import_films(
                 store,
                 limit=limit,
@@ -187,20 +207,23 @@ def cms_import_films(
             if no_ingest:
                 store.close()
                 return
-            worker = IngestWorker(
-                Ingestor(store, nearstate.open(s.dataset).writer(schema=SCHEMA), s.media)
-            )
-            total = outbox.pending_count(store)
-            n = 0
-            while worker.run_once():
-                n += 1
-                if bar:
-                    bar("ingesting", n, max(total, n))
+            if parallel:
+                wait_idle(store, progress=(lambda d, t: bar("ingesting", d, t)) if bar else None)
+            else:
+                worker = IngestWorker(
+                    Ingestor(store, nearstate.open(s.dataset).writer(schema=SCHEMA), s.media)
+                )
+                total, n = outbox.pending_count(store), 0
+                while worker.run_once():
+                    n += 1
+                    if bar:
+                        bar("ingesting", n, max(total, n))
         dead = outbox.dead_letters(store)
         out.print(
-            f"Ingested {n} events into {s.dataset} in {time.perf_counter() - t1:.1f} s"
+            f"Everything ingested into {s.dataset} {time.perf_counter() - t0:.1f} s after"
+            " the import began"
             + (
-                f"; {len(dead)} failed for good (see 'nearstate cms dead-letters')."
+                f"; {len(dead)} event(s) failed for good (see 'nearstate cms status')."
                 if dead
                 else "."
             ),
