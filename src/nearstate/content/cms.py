@@ -246,24 +246,13 @@ class CMS:
     def restore(self, story_id: int, revision: int, *, base_revision: int, user: str) -> Saved:
         """Make an old revision's content the newest revision again."""
         old = self.revision(story_id, revision)
-        story, _ = check_story(old["data"])
-        now = self.clock()
-        try:
-            with self.store.transaction() as tx:
-                rev = self._bump(
-                    tx,
-                    int(story_id),
-                    int(base_revision),
-                    user,
-                    now,
-                    slug=story["slug"],
-                    title=story["title"],
-                )
-                return self._add_revision(
-                    tx, int(story_id), rev, story, user, now, f"restored revision {revision}"
-                )
-        except IntegrityError as e:
-            raise self._slug_problem(story, e) from None
+        return self.save_story(
+            story_id,
+            old["data"],
+            base_revision=base_revision,
+            user=user,
+            note=f"restored revision {revision}",
+        )
 
     def publish(self, story_id: int, *, user: str, base_revision: int | None = None) -> Saved:
         """Publish the newest revision now; InvalidContent (and nothing changes) if it
