@@ -651,7 +651,9 @@ def test_concurrent_migrations_apply_once(store_url: str, request: pytest.Fixtur
         t.join(60)
     try:
         assert not errors, errors
-        assert sorted(results) == [[], [], [], [n for n, _, _ in MIGRATIONS]]
+        # each migration applied exactly once, by whichever store got to it first
+        applied = sorted(n for r in results for n in r)
+        assert applied == [n for n, _, _ in MIGRATIONS] and len(results) == len(stores)
         assert stores[0].schema_version() == MIGRATIONS[-1][0]
     finally:
         for s in stores:
