@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -45,6 +46,7 @@ from .rules import Problem, check_references, excerpt, plain_text, reading_minut
 
 log = logging.getLogger(__name__)
 
+_RACES = 10  # conditional-write races one event may lose before it fails (and retries)
 WRITE_BATCH = 500  # records per Writer transaction for bulk events (titles, people)
 _CRASH_ENV = "NEARSTATE_INGEST_CRASH_AT"  # fault tests: die at a named step
 
@@ -99,13 +101,15 @@ class Ingestor:
         }.get(event.kind)
         if handler is None:
             raise PermanentFailure(f"event {event.id}: unknown kind {event.kind!r}")
-        for attempt in range(4):
+        for attempt in range(_RACES):
             try:
                 return handler(event)
             except ConflictError:
-                # another worker wrote these records since this one read them: read again
-                if attempt == 3:
+                # another worker wrote these records since this one read them: read again,
+                # after a moment that grows, so two workers racing on one story part ways
+                if attempt == _RACES - 1:
                     raise
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise AssertionError("unreachable")
 
     # -- stories ---------------------------------------------------------------------------
