@@ -120,9 +120,7 @@ class CMS:
         )
         if row is None:
             raise NotFound(f"there is no story {story_id}")
-        row["data"] = json.loads(row["data"])
-        row["ingest_errors"] = json.loads(row["ingest_errors"])
-        return row
+        return _decoded(row)
 
     def list_stories(
         self, q: str = "", *, status: str | None = None, limit: int = 50, offset: int = 0
@@ -163,7 +161,7 @@ class CMS:
         if not rows:
             raise NotFound(f"there is no story {story_id}")
         for r in rows:
-            r["ingest_errors"] = json.loads(r["ingest_errors"])
+            _decoded(r)
         return rows
 
     def revision(self, story_id: int, revision: int) -> dict[str, Any]:
@@ -173,9 +171,7 @@ class CMS:
         )
         if row is None:
             raise NotFound(f"story {story_id} has no revision {revision}")
-        row["data"] = json.loads(row["data"])
-        row["ingest_errors"] = json.loads(row["ingest_errors"])
-        return row
+        return _decoded(row)
 
     def ingest_status(self, story_id: int, revision: int | None = None) -> dict[str, Any]:
         """``{"status", "errors", "token"}`` of a revision (the newest by default):
@@ -490,9 +486,7 @@ class CMS:
         row = self.store.read_one("SELECT * FROM layouts WHERE id = ?", (layout_id,))
         if row is None:
             raise NotFound(f"there is no layout {layout_id!r}")
-        row["data"] = json.loads(row["data"])
-        row["ingest_errors"] = json.loads(row["ingest_errors"])
-        return row
+        return _decoded(row)
 
     def save_layout(
         self, layout_id: str, *, name: str, rows: Any, user: str, base_revision: int | None
@@ -618,6 +612,14 @@ class CMS:
                 outbox.enqueue(tx, "titles", "asset", payload={"ids": ids})
                 n += len(ids)
         return n
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its JSON columns (``data``, ``ingest_errors``) parsed, in place."""
+    for col in ("data", "ingest_errors"):
+        if col in row:
+            row[col] = json.loads(row[col])
+    return row
 
 
 def check_layout(

@@ -167,18 +167,10 @@ class _Done:
 def _wait_idle(
     store: WriteStore, timeout: float, progress: Progress | None = None, label: str = "ingesting"
 ) -> None:
-    deadline = time.monotonic() + timeout
-    first = None
-    while True:
-        n = outbox.pending_count(store)
-        first = n if first is None else first
-        if progress and first:
-            progress(label, first - n, first)
-        if n == 0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{n} outbox events still pending after {timeout:.0f} s")
-        time.sleep(0.05)
+    """:func:`~nearstate.content.ingest.wait_idle` with this module's labelled progress."""
+    wait_idle(
+        store, timeout=timeout, progress=(lambda d, t: progress(label, d, t)) if progress else None
+    )
 
 
 def bench_save(
