@@ -66,7 +66,10 @@ class LogTail:
 def lay_over(state: State, net: Net, *, name: str) -> tuple[State, dict[str, Changes]]:
     """``state`` with ``net`` applied as one layer (same version number), and the keys that
     changed. Deleting a key the state does not have changes nothing."""
-    schema = state.schema
+    # the layer holds only the types changed (and the nested and referenced types their
+    # fields need): a layer of the whole schema cost 20 ms a commit on a schema of ten
+    # types with nested records, most of it encoding and opening empty columns
+    schema = _needed(state.schema, [t for t in net if t in state])
     ws = WriteState(schema)
     removed: dict[str, list[Any]] = {}
     for type_name, changes in net.items():
@@ -87,6 +90,30 @@ def lay_over(state: State, net: Net, *, name: str) -> tuple[State, dict[str, Cha
     )  # fmt: skip
     layer = DeltaLayer(parse_blob(b"".join(pieces), verify=False, source=name), name)
     return apply_delta(state, layer, trusted=True)
+
+
+def _needed(schema: Schema, names: Iterable[str]) -> Schema:
+    """``schema`` cut to ``names`` and every type their fields nest or refer to."""
+    want: list[str] = []
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in want or name not in schema.types:
+            continue
+        want.append(name)
+        for f in schema[name].fields:
+            todo.extend(_targets(f.type))
+    if len(want) == len(schema.types):
+        return schema
+    return Schema([t for t in schema if t.name in want])
+
+
+def _targets(ft: Any) -> list[str]:
+    out = [ft.target] if ft.kind in ("record", "ref") and ft.target else []
+    for sub in (ft.item, ft.key):
+        if sub is not None:
+            out.extend(_targets(sub))
+    return out
 
 
 def empty_state(schema: Schema, dataset: str) -> ReadState:
