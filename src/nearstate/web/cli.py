@@ -358,6 +358,7 @@ def cms_retry(event_ids: tuple[int, ...], data: str, cms_url: str | None) -> Non
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--media-url", default=None, help="CDN base URL of asset variants.")
 @click.option("--no-worker", is_flag=True, help="Do not run an ingestion worker in process.")
+@click.option("--site-url", default=None, help="The public site's URL, linked from the editor.")
 @click.option("--quiet", is_flag=True, help="No access log.")
 def cms_serve(
     data: str,
@@ -367,6 +368,7 @@ def cms_serve(
     port: int,
     media_url: str | None,
     no_worker: bool,
+    site_url: str | None,
     quiet: bool,
 ) -> None:
     """Serve the editor app (with an ingestion worker in process, by default)."""
@@ -387,6 +389,7 @@ def cms_serve(
                 secret_key=s.secret,
                 dataset=nearstate.open(s.dataset),
                 run_worker=not no_worker,
+                site_url=site_url,
             )
         )
     except NearstateError as e:
@@ -399,6 +402,91 @@ def cms_serve(
         )
     uvicorn.run(
         app, host=host, port=port, log_level="warning" if quiet else "info", access_log=not quiet
+    )
+
+
+# -- the public site ------------------------------------------------------------------------------
+
+
+@click.group()
+def site() -> None:
+    """The public site: pages built in each process's memory."""
+
+
+@site.command("serve")
+@_data
+@_cms
+@_dataset
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--media-url", default=None, help="CDN base URL of asset variants.")
+@click.option("--editor-url", default=None, help="The editor app's URL, linked from the footer.")
+@click.option("--no-media", is_flag=True, help="Do not serve /media (a CDN does).")
+@click.option(
+    "--page-cache",
+    type=click.IntRange(min=0),
+    default=2048,
+    show_default=True,
+    help="Rendered pages kept per state (0: render every request).",
+)
+@click.option("--quiet", is_flag=True, help="No access log.")
+def site_serve(
+    data: str,
+    cms_url: str | None,
+    dataset: str | None,
+    host: str,
+    port: int,
+    media_url: str | None,
+    editor_url: str | None,
+    no_media: bool,
+    page_cache: int,
+    quiet: bool,
+) -> None:
+    """Serve the public site from this process's own copy of the dataset.
+
+    Run several on different ports (or hosts): each holds the whole state in memory and
+    follows new versions and the Log. With the write store at hand (the default data
+    directory) it also serves /media, standing in for a CDN's origin."""
+    import uvicorn
+
+    import nearstate
+
+    from ..content.db import StoreError, open_store
+    from .site import SiteConfig, create_site_app
+
+    try:
+        s = _settings(data, cms_url, dataset, media_url)
+        store = None
+        if not no_media:
+            try:
+                store = open_store(s.cms, migrate=False)
+            except StoreError as e:
+                err.print(f"Not serving /media: {e}", highlight=False)
+        app = create_site_app(
+            SiteConfig(
+                dataset=nearstate.open(s.dataset),
+                secret_key=s.secret,
+                store=store,
+                media=s.media,
+                editor_url=editor_url,
+                page_cache=page_cache,
+            )
+        )
+    except NearstateError as e:
+        _fail(e)
+    if not quiet:
+        out.print(
+            f"Site on http://{host}:{port} (dataset {s.dataset}); Ctrl-C stops it.",
+            highlight=False,
+        )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning" if quiet else "info",
+        access_log=not quiet,
+        loop="auto",
+        http="auto",
     )
 
 
@@ -519,3 +607,40 @@ def bench_cms_editors(
             f" {r['drafts_not_at_newest_revision']}.",
         ],
     )
+
+
+@click.command("site")
+@click.option("--films", type=int, default=None, help="Only the first N films (default: all).")
+@click.option("--stories", type=int, default=40, show_default=True)
+@click.option("--iterations", type=int, default=2000, show_default=True, help="In-process pages.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Each wrk run.")
+@click.option("--connections", type=int, default=16, show_default=True, help="wrk connections.")
+@click.option("--trials", type=int, default=200, show_default=True, help="Saves and publishes.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_site_cmd(
+    films: int | None,
+    stories: int,
+    iterations: int,
+    seconds: float,
+    connections: int,
+    trials: int,
+    as_json: bool,
+) -> None:
+    """The read path: home page construction, story page req/s, save → preview and
+    publish → both sites (needs wrk: ./scripts/system-deps)."""
+    from .bench_site import bench_site, summary
+
+    try:
+        with _bar(not as_json) as bar:
+            r = bench_site(
+                films=films,
+                stories=stories,
+                iterations=iterations,
+                seconds=seconds,
+                connections=connections,
+                trials=trials,
+                progress=bar,
+            )
+    except NearstateError as e:
+        _fail(e)
+    _report(r, as_json, summary(r))

@@ -74,11 +74,13 @@ from ..content.media import (
     store_upload,
     update_asset,
 )
+from ..content.pages import story_model
 from ..content.rules import BLOCK_KINDS, MAX_BLOCKS, Problem, check_story
 from ..errors import InputError, NearstateError, ReadTimeout
 from . import auth
 from .auth import User
 from .media import media_routes
+from .site import card_html
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +450,7 @@ class Editor:
         env.filters["when"] = _when
         env.filters["dtlocal"] = _dtlocal
         env.globals["thumb"] = self.thumb
+        env.globals["card_html"] = card_html  # the preview renders the site's story
         env.globals["embed_ok"] = lambda url: isinstance(url, str) and url.startswith(EMBEDS)
         site = config.site_url or ""
         env.globals["site_url"] = site if urlsplit(site).scheme in ("http", "https") else ""
@@ -455,6 +458,10 @@ class Editor:
         self.consumer: Any | None = None
         self.worker: Any | None = None
         self._lock = threading.Lock()
+        # events processed by the in-process worker: a preview waiting for a save wakes
+        # at once instead of polling the write store
+        self._ingested = threading.Condition()
+        self._events = 0
         self._users = 0
         base = urlsplit(config.media.base_url)
         self.img_src = "'self' data:"
@@ -491,9 +498,22 @@ class Editor:
 
             writer = ds.writer(schema=SCHEMA)
             ingestor = Ingestor(self.store, writer, self.config.media)
-            self.worker = IngestWorker(ingestor).start()
+            self.worker = IngestWorker(ingestor, on_event=self._event_done).start()
         self.consumer = ds.consumer()
         self.consumer.start(wait=False)
+
+    def _event_done(self, *_: Any) -> None:
+        with self._ingested:
+            self._events += 1
+            self._ingested.notify_all()
+
+    def wait_ingested(self, seen: int, timeout: float) -> int:
+        """Block until the in-process worker has processed an event since ``seen`` (a
+        value this returned before, or 0) or ``timeout`` passes; returns the new count.
+        A worker in another process is not seen: the timeout is then a poll interval."""
+        with self._ingested:
+            self._ingested.wait_for(lambda: self._events != seen, timeout)
+            return self._events
 
     def _stop(self) -> None:
         if self.worker is not None:
@@ -1072,9 +1092,10 @@ def story_preview(ctx: Ctx, story_id: str) -> Response:
         )
     timeout = max(0.1, float(ctx.ed.config.preview_timeout))
     deadline = time.monotonic() + timeout
+    seen = ctx.ed.wait_ingested(-1, 0)
     st = ingest_status(ctx.ed, sid, rev)
     while st["status"] == "pending" and time.monotonic() < deadline:
-        time.sleep(0.05)
+        seen = ctx.ed.wait_ingested(seen, min(0.05, max(0.0, deadline - time.monotonic())))
         st = ingest_status(ctx.ed, sid, rev)
     if st["status"] == "pending":
         return page(
@@ -1136,7 +1157,7 @@ def story_preview(ctx: Ctx, story_id: str) -> Response:
             message=f"Revision {rev} has been replaced by revision {rec.revision}; "
             "only the newest revision can be previewed.",
         )
-    return page(200, state="ok", draft=rec.to_dict(), message=None)
+    return page(200, state="ok", draft=story_model(rec, kind="preview"), message=None)
 
 
 # -- lookups ----------------------------------------------------------------------------------
