@@ -253,6 +253,8 @@ class Pages:
         self._stories = _Derived(_story_index)
         self._titles = _Derived(_title_index)
         self._genre_lock = threading.Lock()
+        self._story_cards = _Derived(lambda ts: {})
+        self._title_cards = _Derived(lambda ts: {})
 
     # derived indexes
 
@@ -277,19 +279,27 @@ class Pages:
 
     # cards
 
-    @staticmethod
-    def _cards(state: State, type_name: str, ids: Iterable[int], limit: int) -> list[dict]:
+    def _cards(self, state: State, type_name: str, ids: Iterable[int], limit: int) -> list[dict]:
+        """Cards of the records ``ids`` names that exist (at most ``limit``). A card is a
+        function of its record alone, so it is made once per TypeState and shared (read
+        only) by every page built from it: a home page is then mostly lookups."""
         ts = state.get(type_name)
         if ts is None:
             return []
-        card = _story_card if type_name == "Story" else _title_card
+        story = type_name == "Story"
+        made = (self._story_cards if story else self._title_cards).get(ts)
+        card = _story_card if story else _title_card
         out = []
         for i in ids:
-            rec = ts.get(i)
-            if rec is not None:
-                out.append(card(rec))
-                if len(out) >= limit:
-                    break
+            c = made.get(i)
+            if c is None:
+                rec = ts.get(i)
+                if rec is None:
+                    continue
+                c = made[i] = card(rec)
+            out.append(c)
+            if len(out) >= limit:
+                break
         return out
 
     def story_cards(self, state: State, ids: Iterable[int], limit: int = STORY_CARDS) -> list:

@@ -36,46 +36,26 @@ import nearstate
 from ..content.accounts import create_user
 from ..content.cms import CMS
 from ..content.db import WriteStore, open_store
+from ..content.films import import_films
 from ..content.ingest import Ingestor, IngestWorker
 from ..content.media import MediaConfig
 from ..content.records import SCHEMA
+from ..content.samples import create_samples
 from ..errors import NearstateError
-from .bench_cms import _fixtures, _free_port, _story, percentiles, scratch
+from .bench_cms import _free_port, percentiles, scratch
 
 Progress = Callable[[str, int, int], None]
 SECRET = "a secret for the site benchmark only"
 PASSWORD = "a long bench password"
-GENRE_ROWS = ("Drama", "Comedy", "Action", "Horror", "Documentary", "Animation")
 
 
-def _publish_fixtures(store: WriteStore, media: MediaConfig, films: int | None,
-                      stories: int) -> dict[str, Any]:  # fmt: skip
-    """Films, ``stories`` published stories in a few tags, and a ``home`` layout like the
-    demo's: a featured row, two tag rows, genre rows of titles and the latest stories."""
-    fx = _fixtures(store, media, films or 10**9)
-    cms = CMS(store)
-    rng = random.Random(7)
-    tags = ["behind-the-scenes", "interviews", "anniversaries", "lists"]
-    ids = []
-    for i in range(stories):
-        data = _story(fx, rng, i)
-        data["title"] = (
-            f"{['Behind the scenes of', 'Talking to', 'Years on:', 'Ten things:'][i % 4]} story {i}"
-        )
-        data["tags"] = [tags[i % 4], tags[(i + 1) % 4]]
-        s = cms.create_story(data, user="bench")
-        cms.publish(s.id, user="bench")
-        ids.append(s.id)
-    rows: list[dict[str, Any]] = [
-        {"heading": "Featured", "kind": "stories", "ids": ids[-3:][::-1]},
-        {"heading": "Behind the scenes", "kind": "tag", "tag": tags[0], "limit": 12},
-        {"heading": "Interviews", "kind": "tag", "tag": tags[1], "limit": 12},
-    ]
-    rows += [{"heading": g, "kind": "genre", "genre": g, "limit": 16} for g in GENRE_ROWS]
-    rows.append({"heading": "Latest stories", "kind": "stories", "ids": ids[::-1][:12]})
-    cms.save_layout("home", name="Home", rows=rows, user="bench", base_revision=None)
-    fx["stories"] = ids
-    return fx
+def _publish_fixtures(store: WriteStore, media: MediaConfig, films: int | None) -> list[int]:
+    """The demo's content: the films, then its sample stories and ``home`` layout (a
+    featured row, tag rows, genre rows of titles, the latest stories). Returns the
+    published stories' ids."""
+    import_films(store, limit=films)
+    made = create_samples(CMS(store), store, media, user="bench")
+    return list(made.published)
 
 
 def _timed(fn: Callable[[], Any], n: int) -> dict[str, float]:
@@ -314,7 +294,6 @@ def _phase(progress: Progress | None, name: str) -> Iterator[None]:
 def bench_site(
     *,
     films: int | None = None,
-    stories: int = 40,
     iterations: int = 2000,
     seconds: float = 10.0,
     connections: int = 16,
@@ -326,10 +305,10 @@ def bench_site(
         store = open_store(url)
         media = MediaConfig(root=tmp / "media")
         with _phase(progress, "films and stories"):
-            fx = _publish_fixtures(store, media, films, stories)
+            published = _publish_fixtures(store, media, films)
             create_user(store, "bench", PASSWORD)
             _ingest(store, tmp)
-        sid = fx["stories"][0]
+        sid = published[0]
         slug = store.read_one("SELECT slug FROM stories WHERE id = ?", (sid,))["slug"]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
         with _phase(progress, "in process"):
@@ -344,8 +323,8 @@ def bench_site(
                 http["home_anonymous"] = _wrk(f"{sites[0]}/", seconds, connections)
             editor = _login(f"http://127.0.0.1:{system.cms_port}")
             try:
-                preview = _save_to_preview(editor, fx["stories"][1], trials, progress)
-                live = _publish_to_live(editor, fx["stories"][2], sites, trials, progress)
+                preview = _save_to_preview(editor, published[1], trials, progress)
+                live = _publish_to_live(editor, published[2], sites, trials, progress)
             finally:
                 editor.close()
         # the same story page rendered on every request (no page cache)
@@ -356,7 +335,7 @@ def bench_site(
         store.close()
     return {
         "films": titles,
-        "stories": stories,
+        "stories": len(published),
         "cpus": os.cpu_count(),
         "in_process": inproc,
         "http": http,

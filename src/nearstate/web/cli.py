@@ -611,7 +611,6 @@ def bench_cms_editors(
 
 @click.command("site")
 @click.option("--films", type=int, default=None, help="Only the first N films (default: all).")
-@click.option("--stories", type=int, default=40, show_default=True)
 @click.option("--iterations", type=int, default=2000, show_default=True, help="In-process pages.")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="Each wrk run.")
 @click.option("--connections", type=int, default=16, show_default=True, help="wrk connections.")
@@ -619,7 +618,6 @@ def bench_cms_editors(
 @click.option("--json", "as_json", is_flag=True)
 def bench_site_cmd(
     films: int | None,
-    stories: int,
     iterations: int,
     seconds: float,
     connections: int,
@@ -634,7 +632,6 @@ def bench_site_cmd(
         with _bar(not as_json) as bar:
             r = bench_site(
                 films=films,
-                stories=stories,
                 iterations=iterations,
                 seconds=seconds,
                 connections=connections,
