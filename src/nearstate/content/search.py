@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import sys
 import threading
 import time
 import unicodedata
@@ -89,33 +90,35 @@ class Hit:
 
 
 class _Doc:
-    """One document: its rank, slug, label words, and words (word -> best weight)."""
+    """One document: its rank, slug, label words, and words (sorted, interned) with the
+    best weight each has in it."""
 
-    __slots__ = ("label_key", "rank", "slug", "sorted", "words")
+    __slots__ = ("label_key", "rank", "slug", "weights", "words")
 
     def __init__(self, t: int, key: Any, label: str, slug: str, label_words: list[str],
                  fields: list[tuple[float, list[str]]]) -> None:  # fmt: skip
-        self.rank: Rank = (t, label.casefold(), label, key)
+        folded = label.casefold()
+        self.rank: Rank = (t, label if folded == label else folded, label, key)
         self.slug, self.label_key = slug, " ".join(label_words)
-        self.words: dict[str, float] = {}
+        best: dict[str, float] = {}
         for weight, ws in sorted(fields, key=lambda f: f[0]):  # heavier fields win
-            self.words.update(dict.fromkeys(ws, weight))
-        self.sorted: list[str] | None = None  # the words sorted, made on first need
+            best.update(dict.fromkeys(ws, weight))
+        self.words = tuple(map(sys.intern, sorted(best)))  # one str per word in the index
+        self.weights = tuple(map(best.__getitem__, self.words))
 
     def best(self, q: str) -> float:
         """The score of query word ``q`` in this document (0: no match)."""
-        ws, sw = self.words, self.sorted
-        if sw is None:
-            sw = self.sorted = sorted(ws)
-        i, best = bisect_left(sw, q), 0.0
-        while i < len(sw) and sw[i].startswith(q):
-            best = max(best, ws[q] if sw[i] == q else ws[sw[i]] * PREFIX)
+        ws, weights = self.words, self.weights
+        i, best = bisect_left(ws, q), 0.0
+        while i < len(ws) and ws[i].startswith(q):
+            best = max(best, weights[i] if ws[i] == q else weights[i] * PREFIX)
             i += 1
         return best
 
     def shorts(self) -> set[tuple[str, float]]:
         """(short prefix, weight) of each word longer than the prefix (see _Core.short)."""
-        return {(w[:n], wt) for w, wt in self.words.items() for n in _SHORT if len(w) > n}
+        return {(w[:n], wt) for w, wt in zip(self.words, self.weights, strict=True) for n in _SHORT
+                if len(w) > n}  # fmt: skip
 
 
 def _story(r: Any) -> _Doc:
@@ -143,16 +146,6 @@ def _person(r: Any) -> _Doc:
 _MAKERS = (_story, _title, _person)
 
 
-def _put(table: dict[str, set[Rank]], word: str, rank: Rank) -> bool:
-    """Add ``rank`` under ``word``; returns whether the word is new to the table."""
-    ids = table.get(word)
-    if ids is None:
-        table[word] = {rank}
-        return True
-    ids.add(rank)
-    return False
-
-
 def _take(table: dict[str, set[Rank]], word: str, rank: Rank) -> None:
     ids = table[word]
     ids.discard(rank)
@@ -172,7 +165,7 @@ class _Core:
         self.docs: dict[tuple[int, Any], _Doc] = {}  # (type index, key) -> document
         self.tables: dict[float, dict[str, set[Rank]]] = {}
         self.short: dict[float, dict[str, set[Rank]]] = {}
-        self.labels: dict[str, set[Rank]] = {}
+        self.labels: dict[str, list[Rank]] = {}
         for d in docs:  # in bulk: the vocabulary and short prefixes are made at the end
             self._add(d, bulk=True)
         self.vocab = sorted(set().union(*self.tables.values()))
@@ -189,8 +182,8 @@ class _Core:
         caller makes vocabulary and short prefixes)."""
         rank, tables, new = doc.rank, self.tables, []
         self.docs[rank[0], rank[3]] = doc
-        _put(self.labels, doc.label_key, rank)
-        for w, wt in doc.words.items():
+        self.labels.setdefault(doc.label_key, []).append(rank)
+        for w, wt in zip(doc.words, doc.weights, strict=True):
             t = tables.get(wt)
             if t is None:
                 t = tables[wt] = {}
@@ -202,7 +195,7 @@ class _Core:
             if not bulk and not any(w in o for o in tables.values() if o is not t):
                 new.append(w)
         for p, wt in () if bulk else doc.shorts():
-            _put(self.short.setdefault(wt, {}), p, rank)
+            self.short.setdefault(wt, {}).setdefault(p, set()).add(rank)
         return new
 
     def put(self, doc: _Doc) -> None:
@@ -216,13 +209,16 @@ class _Core:
         if doc is None:
             return
         rank, tables = doc.rank, self.tables
-        _take(self.labels, doc.label_key, rank)
-        for w, wt in doc.words.items():
+        same_label = self.labels[doc.label_key]
+        same_label.remove(rank)
+        if not same_label:
+            del self.labels[doc.label_key]
+        for w, wt in zip(doc.words, doc.weights, strict=True):
             _take(tables[wt], w, rank)
             if not any(w in t for t in tables.values()):
                 del self.vocab[bisect_left(self.vocab, w)]
         for p, wt in doc.shorts():
-            pass
+            _take(self.short[wt], p, rank)
 
 
 class SearchIndex:
@@ -328,21 +324,17 @@ class SearchIndex:
         return len(self._core.vocab)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "documents": len(self),
-            "words": self.words,
-            "version": self.version,
-            "position": self.position,
-            "updates": self.updates,
-            "last_update_ms": round(self.last_update_ms, 3),
-        }
+        """Documents, words, version and position indexed, updates, the last one's ms."""
+        return {"documents": len(self), "words": self.words, "version": self.version,
+                "position": self.position, "updates": self.updates,
+                "last_update_ms": round(self.last_update_ms, 3)}  # fmt: skip
 
     def search(self, query: str, *, limit: int = 20,
                types: Collection[str] | None = None) -> list[Hit]:  # fmt: skip
         """The best ``limit`` documents matching every word of ``query``, best first,
         restricted to ``types`` (None: all). Raises InputError for an unknown type."""
         allowed = self._allowed(types)
-        qwords = words(str(query)[:MAX_QUERY_CHARS])[:MAX_QUERY_WORDS]
+        qwords = words(query[:MAX_QUERY_CHARS])[:MAX_QUERY_WORDS] if isinstance(query, str) else []
         if not qwords or not allowed or limit <= 0:
             return []
         with self._lock:
