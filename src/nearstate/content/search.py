@@ -90,25 +90,30 @@ class Hit:
 
 
 class _Doc:
-    """One document: its rank, slug, label words, and words (sorted, interned) with the
-    best weight each has in it."""
+    """One document: its rank, slug, label words, and words (interned) with the best
+    weight each has in it."""
 
-    __slots__ = ("label_key", "rank", "slug", "weights", "words")
+    __slots__ = ("_sorted", "label_key", "rank", "slug", "weights", "words")
 
     def __init__(self, t: int, key: Any, label: str, slug: str, label_words: list[str],
                  fields: list[tuple[float, list[str]]]) -> None:  # fmt: skip
+        """``fields``: (weight, words), lightest first."""
         folded = label.casefold()
         self.rank: Rank = (t, label if folded == label else folded, label, key)
         self.slug, self.label_key = slug, " ".join(label_words)
         best: dict[str, float] = {}
-        for weight, ws in sorted(fields, key=lambda f: f[0]):  # heavier fields win
+        for weight, ws in fields:  # lighter first: heavier fields win
             best.update(dict.fromkeys(ws, weight))
-        self.words = tuple(map(sys.intern, sorted(best)))  # one str per word in the index
-        self.weights = tuple(map(best.__getitem__, self.words))
+        self.words = tuple(map(sys.intern, best))  # one str per word in the whole index
+        self.weights = tuple(best.values())
+        self._sorted: tuple[list[str], list[float]] | None = None  # made on first need
 
     def best(self, q: str) -> float:
         """The score of query word ``q`` in this document (0: no match)."""
-        ws, weights = self.words, self.weights
+        if self._sorted is None:
+            pairs = sorted(zip(self.words, self.weights, strict=True))
+            self._sorted = ([w for w, _ in pairs], [wt for _, wt in pairs])
+        ws, weights = self._sorted
         i, best = bisect_left(ws, q), 0.0
         while i < len(ws) and ws[i].startswith(q):
             best = max(best, weights[i] if ws[i] == q else weights[i] * PREFIX)
@@ -117,15 +122,15 @@ class _Doc:
 
     def shorts(self) -> set[tuple[str, float]]:
         """(short prefix, weight) of each word longer than the prefix (see _Core.short)."""
-        return {(w[:n], wt) for w, wt in zip(self.words, self.weights, strict=True) for n in _SHORT
-                if len(w) > n}  # fmt: skip
+        pairs = zip(self.words, self.weights, strict=True)
+        return {(w[:n], wt) for w, wt in pairs for n in _SHORT if len(w) > n}
 
 
 def _story(r: Any) -> _Doc:
     title = r.title
     tw = words(title)
-    fields = [(3.0, tw), (2.0, words(" ".join(r.tags))), (1.5, words(r.dek)),
-              (1.0, words(r.search_text))]  # fmt: skip
+    fields = [(1.0, words(r.search_text)), (1.5, words(r.dek)),
+              (2.0, words(" ".join(r.tags))), (3.0, tw)]  # fmt: skip
     return _Doc(0, r.key, title, r.slug, tw, fields)
 
 
@@ -133,7 +138,7 @@ def _title(r: Any) -> _Doc:
     name, year = r.name, r.year
     nw = words(name)
     people = " ".join([p.name for p in r.directors] + [p.name for p in r.cast])
-    fields = [(3.0, nw), (1.0, words(" ".join(r.genres) + " " + people))]
+    fields = [(1.0, words(" ".join(r.genres) + " " + people)), (3.0, nw)]
     return _Doc(1, r.key, f"{name} ({year})" if year else name, r.slug, nw, fields)
 
 
