@@ -372,8 +372,6 @@ def cms_serve(
     quiet: bool,
 ) -> None:
     """Serve the editor app (with an ingestion worker in process, by default)."""
-    import uvicorn
-
     import nearstate
 
     from ..content.db import open_store
@@ -394,12 +392,15 @@ def cms_serve(
         )
     except NearstateError as e:
         _fail(e)
+    _run(app, host, port, quiet, f"Editor app (write store {s.cms}, dataset {s.dataset})")
+
+
+def _run(app: Any, host: str, port: int, quiet: bool, what: str) -> None:
+    """Serve ``app`` with uvicorn until Ctrl-C, saying what and where first."""
+    import uvicorn
+
     if not quiet:
-        out.print(
-            f"Editor app on http://{host}:{port} (write store {s.cms}, dataset"
-            f" {s.dataset}); Ctrl-C stops it.",
-            highlight=False,
-        )
+        out.print(f"{what} on http://{host}:{port}; Ctrl-C stops it.", highlight=False)
     uvicorn.run(
         app, host=host, port=port, log_level="warning" if quiet else "info", access_log=not quiet
     )
@@ -447,8 +448,6 @@ def site_serve(
     Run several on different ports (or hosts): each holds the whole state in memory and
     follows new versions and the Log. With the write store at hand (the default data
     directory) it also serves /media, standing in for a CDN's origin."""
-    import uvicorn
-
     import nearstate
 
     from ..content.db import StoreError, open_store
@@ -474,20 +473,7 @@ def site_serve(
         )
     except NearstateError as e:
         _fail(e)
-    if not quiet:
-        out.print(
-            f"Site on http://{host}:{port} (dataset {s.dataset}); Ctrl-C stops it.",
-            highlight=False,
-        )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning" if quiet else "info",
-        access_log=not quiet,
-        loop="auto",
-        http="auto",
-    )
+    _run(app, host, port, quiet, f"Site (dataset {s.dataset})")
 
 
 # -- benchmarks ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import jinja2
 import xxhash
@@ -712,10 +712,6 @@ def create_site_app(config: SiteConfig) -> Starlette:
                     exception_handlers={404: not_found})  # fmt: skip
     app.state.site = site
     return app
-
-
-def search_url(q: str) -> str:
-    return f"/search?q={quote_plus(q)}"
 
 
 __all__ = ["NotReady", "Site", "SiteConfig", "create_site_app"]
