@@ -103,6 +103,7 @@ def _in_process(dataset: Path, slug: str, n: int) -> dict[str, Any]:
             "home_personalised_ms": _timed(lambda: home(prof), n),
             "home_model_ms": _timed(lambda: pages.home(state), n),
             "story_ms": _timed(story, n),
+            "story_model_ms": _timed(lambda: pages.story(state, slug), n),
             "home_bytes": len(home()),
             "home_cards": sum(len(r["cards"]) for r in pages.home(state)["rows"]),
         }
@@ -221,7 +222,8 @@ def _save_to_preview(cl: Any, sid: int, trials: int, progress: Progress | None) 
         if progress:
             progress("save → preview", i + 1, trials)
     return {"trials": trials, "shown": shown, "shown_pct": round(100 * shown / trials, 2),
-            "ms": percentiles(times), "failures": wrong[:5]}  # fmt: skip
+            "ms": percentiles(times), "failures": wrong[:5],
+            "samples_ms": sorted(round(t, 2) for t in times)}  # fmt: skip
 
 
 def _publish_to_live(cl: Any, sid: int, sites: list[str], trials: int,
@@ -273,7 +275,8 @@ def _publish_to_live(cl: Any, sid: int, sites: list[str], trials: int,
             c.close()
     return {"trials": trials, "visible_on_all": len(times), "missed": missed,
             "ms": percentiles(times),
-            "per_site_p50_ms": [percentiles(v)["p50"] for v in per_site.values()]}  # fmt: skip
+            "per_site_p50_ms": [percentiles(v)["p50"] for v in per_site.values()],
+            "samples_ms": sorted(round(t, 2) for t in times)}  # fmt: skip
 
 
 def _ingest(store: WriteStore, data: Path) -> None:

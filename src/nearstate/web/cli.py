@@ -627,3 +627,66 @@ def bench_site_cmd(
     except NearstateError as e:
         _fail(e)
     _report(r, as_json, summary(r))
+
+
+@click.command("compare")
+@click.option("--films", type=int, default=None, help="Only the first N films (default: all).")
+@click.option("--iterations", type=int, default=1000, show_default=True,
+              help="Pages built per path, one at a time.")  # fmt: skip
+@click.option("--trials", type=int, default=100, show_default=True,
+              help="nearstate's saves and publishes.")  # fmt: skip
+@click.option("--old-trials", type=int, default=40, show_default=True,
+              help="The old path's saves and publishes (each waits seconds).")  # fmt: skip
+@click.option("--refresh", type=float, default=10.0, show_default=True,
+              help="Seconds the old path's near-cache waits before reloading a key.")  # fmt: skip
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Each wrk run.")
+@click.option("--connections", type=int, default=16, show_default=True, help="wrk connections.")
+@click.option("--nats", "nats_url", envvar="NEARSTATE_NATS_URL",
+              default="nats://127.0.0.1:4222", show_default=True,
+              help="NATS with JetStream, for the old path's log.")  # fmt: skip
+@click.option("--pg", "pg_url", envvar="NEARSTATE_PG_URL",
+              default="postgresql://postgres@127.0.0.1:5432/test", show_default=True,
+              help="PostgreSQL, for the old path's read store (a table of its own).")  # fmt: skip
+@click.option("--report", "report_dir", default="docs/benchmarks", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Where the JSON, Markdown and plots go.")  # fmt: skip
+@click.option("--name", default="compare", show_default=True, help="The report files' stem.")
+@click.option("--json", "as_json", is_flag=True, help="Also print the JSON.")
+def bench_compare_cmd(
+    films: int | None,
+    iterations: int,
+    trials: int,
+    old_trials: int,
+    refresh: float,
+    seconds: float,
+    connections: int,
+    nats_url: str,
+    pg_url: str,
+    report_dir: str,
+    name: str,
+    as_json: bool,
+) -> None:
+    """nearstate against the old CQRS read path (log + key-value store + near-cache), in
+    one run: page construction, save → preview, publish → live, memory, req/s. Needs NATS
+    with JetStream, PostgreSQL and wrk (./scripts/system-deps)."""
+    import shlex
+    import sys
+
+    from .bench_compare import bench_compare
+    from .compare_report import summary, write_report
+
+    if min(iterations, trials, old_trials, connections) < 1 or seconds <= 0 or refresh <= 0:
+        _fail(NearstateError("--iterations, --trials, --old-trials, --connections, --seconds"
+                             " and --refresh must be positive"))  # fmt: skip
+    try:
+        with _bar(not as_json) as bar:
+            r = bench_compare(films=films, iterations=iterations, trials=trials,
+                              old_trials=old_trials, refresh=refresh, seconds=seconds,
+                              connections=connections, nats_url=nats_url, pg_url=pg_url,
+                              progress=bar)  # fmt: skip
+        command = "nearstate bench compare " + shlex.join(sys.argv[3:] if len(sys.argv) > 3
+                                                          else [])  # fmt: skip
+        paths = write_report(r, report_dir, name=name, command=command.strip())
+    except NearstateError as e:
+        _fail(e)
+    _report(r, as_json, [*summary(r), "Wrote " + ", ".join(str(p) for p in paths)])
