@@ -105,3 +105,14 @@ def test_write_report_writes_json_markdown_and_pictures(tmp_path):
     for png in ("run1-pages.png", "run1-freshness.png", "run1-memory.png", "run1-throughput.png"):
         assert f"]({png})" in md
     assert "nearstate bench compare" in md
+
+
+def test_a_run_where_no_trial_showed_its_change_meets_no_target():
+    r = result(preview=(0.0, 5000.0))  # percentiles([]) gives 0: nothing was ever shown
+    r["freshness_detail"]["nearstate_preview"]["shown"] = 0
+    assert ratios(r)["preview_ratio"] is None
+    assert verdicts(r)["preview_ratio"] is False
+    assert "| no figure | **NOT met** |" in markdown(r, "compare", "c")
+    r = result()
+    r["freshness_detail"]["baseline_preview"]["visible"] = 2  # one of three never showed
+    assert verdicts(r)["preview_ratio"] is False

@@ -82,14 +82,19 @@ class OldPath:
         log.close()
 
     def __enter__(self) -> OldPath:
-        oldlog.create(self.nats_url, self.pg_url, self.run)
         n, p, r = self.nats_url, self.pg_url, self.run
-        self._start("data", "data", "--nats", n, "--pg", p, "--run", r)
-        self._start("pagedata", "pagedata", "--pg", p, "--run", r, "--port",
-                    str(self.data_port), "--refresh", f"{self.refresh:g}")  # fmt: skip
-        self._start("pages", "pages", "--data-url", self.data_url, "--port", str(self.pages_port))
-        self._start("ingest", "ingest", "--dataset", str(self.data / "dataset"), "--nats", n,
-                    "--run", r, "--ready", str(self.ready))  # fmt: skip
+        try:
+            oldlog.create(n, p, r)
+            self._start("data", "data", "--nats", n, "--pg", p, "--run", r)
+            self._start("pagedata", "pagedata", "--pg", p, "--run", r, "--port",
+                        str(self.data_port), "--refresh", f"{self.refresh:g}")  # fmt: skip
+            self._start("pages", "pages", "--data-url", self.data_url, "--port",
+                        str(self.pages_port))  # fmt: skip
+            self._start("ingest", "ingest", "--dataset", str(self.data / "dataset"), "--nats",
+                        n, "--run", r, "--ready", str(self.ready))  # fmt: skip
+        except BaseException:
+            self.__exit__()  # what was made is removed: no stream, table or process left
+            raise
         return self
 
     def wait_loaded(self, progress: Progress | None, timeout: float = 900.0) -> int:
@@ -412,9 +417,9 @@ def bench_compare(
         slugs = {r["id"]: r["slug"] for r in store.read("SELECT id, slug FROM stories")}
         slug = slugs[published[0]]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
-        with (
-            _System(tmp, url, site_args=("--page-cache", "0")) as system,
+        with (  # the old path first: without NATS or PostgreSQL the run stops at once
             OldPath(tmp, nats_url, pg_url, refresh) as old,
+            _System(tmp, url, site_args=("--page-cache", "0")) as system,
         ):
             fragments = old.wait_loaded(progress)
             sites = [f"http://127.0.0.1:{p}" for p in system.site_ports]
@@ -518,11 +523,16 @@ def _result(v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def ratios(r: dict[str, Any]) -> dict[str, float]:
-    """The three target ratios of a result."""
+def ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    """The three target ratios of a result; None where a figure is missing (no trial
+    showed its change, say), which no target accepts."""
     pm, pv, mem = r["page_ms"], r["preview_visible_ms"], r["memory_bytes"]
+
+    def div(a: float, b: float, digits: int) -> float | None:
+        return round(a / b, digits) if a > 0 and b > 0 else None
+
     return {
-        "page_speedup": round(pm["baseline"]["p50"] / max(pm["nearstate"]["p50"], 1e-9), 1),
-        "preview_ratio": round(pv["nearstate"]["p50"] / max(pv["baseline"]["p50"], 1e-9), 4),
-        "memory_ratio": round(mem["nearstate"] / max(mem["hydrated_parquet"], 1), 3),
+        "page_speedup": div(pm["baseline"]["p50"], pm["nearstate"]["p50"], 1),
+        "preview_ratio": div(pv["nearstate"]["p50"], pv["baseline"]["p50"], 4),
+        "memory_ratio": div(mem["nearstate"], mem["hydrated_parquet"], 3),
     }

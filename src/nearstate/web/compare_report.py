@@ -22,16 +22,28 @@ LABELS = {
 }
 
 
+def _r(v: float | None, unit: str = "") -> str:
+    return "no figure" if v is None else f"{v:g}{unit}"
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, bool]:
     x = ratios(r)
+    fd = r.get("freshness_detail", {})
+    missed = any(fd.get(k, {}).get("trials") != fd.get(k, {}).get(seen)
+                 for k, seen in (("nearstate_preview", "shown"), ("baseline_preview", "visible"))
+                 if k in fd)  # fmt: skip
     return {
-        "page_speedup": x["page_speedup"] >= TARGETS["page_speedup"],
-        "preview_ratio": x["preview_ratio"] <= TARGETS["preview_ratio"],
-        "memory_ratio": x["memory_ratio"] <= TARGETS["memory_ratio"],
+        "page_speedup": x["page_speedup"] is not None
+        and x["page_speedup"] >= TARGETS["page_speedup"],
+        "preview_ratio": x["preview_ratio"] is not None
+        and not missed
+        and x["preview_ratio"] <= TARGETS["preview_ratio"],
+        "memory_ratio": x["memory_ratio"] is not None
+        and x["memory_ratio"] <= TARGETS["memory_ratio"],
     }
 
 
@@ -47,18 +59,18 @@ def summary(r: dict[str, Any]) -> list[str]:
         f"{r['films']:,} films, {r['stories']} stories, {r['cpus']} CPUs; old path near-cache"
         f" refresh {r['refresh_s']:g} s, {r['fragments']:,} fragments",
         f"home page construction p50 (the page's data): nearstate {pm['nearstate']['p50']} ms,"
-        f" old path {pm['baseline']['p50']} ms — {x['page_speedup']}× faster (target ≥"
+        f" old path {pm['baseline']['p50']} ms — {_r(x['page_speedup'], '×')} faster (target ≥"
         f" {TARGETS['page_speedup']:g}×: {_met(ok['page_speedup'])}); as HTML"
         f" {r['page_html_ms']['nearstate']['p50']} vs {r['page_html_ms']['baseline']['p50']} ms"
         f" ({_html_ratio(r)}×)",
         f"save → preview visible p50: nearstate {pv['nearstate']['p50']} ms, old path"
-        f" {pv['baseline']['p50']:,} ms — {x['preview_ratio']:.4f} of it (target ≤"
+        f" {pv['baseline']['p50']:,} ms — {_r(x['preview_ratio'])} of it (target ≤"
         f" {TARGETS['preview_ratio']:g}: {_met(ok['preview_ratio'])})",
         f"publish → live p50: nearstate {lv['nearstate']['p50']} ms, old path"
         f" {lv['baseline']['p50']:,} ms",
         f"read data: nearstate {_mb(mem['nearstate'])}, hydrated fragments as zstd Parquet"
         f" {_mb(mem['hydrated_parquet'])}, as Python objects {_mb(mem['python_objects'])} —"
-        f" {x['memory_ratio']} of the Parquet (target ≤ {TARGETS['memory_ratio']:g}:"
+        f" {_r(x['memory_ratio'])} of the Parquet (target ≤ {TARGETS['memory_ratio']:g}:"
         f" {_met(ok['memory_ratio'])})",
         f"requests/s at {r['wrk']['connections']} connections, nearstate vs old path: "
         + "; ".join(
@@ -258,13 +270,14 @@ def markdown(r: dict[str, Any], name: str, command: str) -> str:
         "| target | nearstate | old path | ratio | |",
         "| --- | --- | --- | --- | --- |",
         f"| home page construction (its data) ≥ {TARGETS['page_speedup']:g}× faster (p50) |"
-        f" {pm['nearstate']['p50']} ms | {pm['baseline']['p50']} ms | {x['page_speedup']}× |"
+        f" {pm['nearstate']['p50']} ms | {pm['baseline']['p50']} ms |"
+        f" {_r(x['page_speedup'], '×')} |"
         f" **{_met(ok['page_speedup'])}** |",
         f"| save → preview ≤ {TARGETS['preview_ratio']:g} of the old path's (p50) |"
-        f" {pv['nearstate']['p50']} ms | {pv['baseline']['p50']:,} ms | {x['preview_ratio']} |"
+        f" {pv['nearstate']['p50']} ms | {pv['baseline']['p50']:,} ms | {_r(x['preview_ratio'])} |"
         f" **{_met(ok['preview_ratio'])}** |",
         f"| state ≤ {TARGETS['memory_ratio']:g}× the hydrated fragments as zstd Parquet |"
-        f" {_mb(mem['nearstate'])} | {_mb(mem['hydrated_parquet'])} | {x['memory_ratio']} |"
+        f" {_mb(mem['nearstate'])} | {_mb(mem['hydrated_parquet'])} | {_r(x['memory_ratio'])} |"
         f" **{_met(ok['memory_ratio'])}** |",
         "",
     ]

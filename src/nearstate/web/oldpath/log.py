@@ -49,18 +49,32 @@ def create(nats_url: str, pg_url: str, run: str) -> None:
     n = names(run)
 
     async def go() -> None:
-        nc = await nats.connect(nats_url, connect_timeout=3)
+        nc = await nats.connect(nats_url, connect_timeout=3, allow_reconnect=False,
+                                max_reconnect_attempts=0)  # fmt: skip
         try:
             await nc.jetstream().add_stream(name=n["stream"], subjects=[n["subject"]])
         finally:
             await nc.close()
 
-    asyncio.run(go())
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {n['table']} (key text PRIMARY KEY,"
-            " value bytea NOT NULL, updated_at double precision NOT NULL)"
-        )
+    from ...backends.nats_conn import _reachable
+
+    # nats-py retries a first connection for minutes: see first whether anything listens
+    why = _reachable(nats_url, 3.0)
+    try:
+        if why is None:
+            asyncio.run(go())
+    except Exception as e:
+        why = repr(e)
+    if why is not None:
+        raise NearstateError(f"the old path needs NATS with JetStream at {nats_url}: {why}")
+    try:
+        with psycopg.connect(pg_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {n['table']} (key text PRIMARY KEY,"
+                " value bytea NOT NULL, updated_at double precision NOT NULL)"
+            )
+    except psycopg.Error as e:
+        raise NearstateError(f"the old path needs PostgreSQL at {pg_url}: {e}") from e
 
 
 def drop(nats_url: str, pg_url: str, run: str) -> None:
@@ -73,16 +87,23 @@ def drop(nats_url: str, pg_url: str, run: str) -> None:
     n = names(run)
 
     async def go() -> None:
-        nc = await nats.connect(nats_url, connect_timeout=3)
+        nc = await nats.connect(nats_url, connect_timeout=3, allow_reconnect=False,
+                                max_reconnect_attempts=0)  # fmt: skip
         try:
             with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(n["stream"])
         finally:
             await nc.close()
 
-    with contextlib.suppress(Exception):
-        asyncio.run(go())
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+    from ...backends.nats_conn import _reachable
+
+    if _reachable(nats_url, 3.0) is None:
+        with contextlib.suppress(Exception):
+            asyncio.run(go())
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(pg_url, autocommit=True, connect_timeout=5) as conn,
+    ):
         conn.execute(f"DROP TABLE IF EXISTS {n['table']}")
 
 

@@ -8,7 +8,8 @@ The near-cache is the one the old read path had: an entry, once loaded, is serve
 memory and reloaded from the store ``refresh`` seconds after it was last loaded (per key,
 on a timer, by a background thread); a key asked for the first time is read through. A
 change in the store therefore shows after up to ``refresh`` seconds, and a key that did
-not exist is remembered as missing just as long.
+not exist is remembered as missing just as long. A reload that fails (the store down)
+keeps the values held and tries those keys again within a second.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class NearCache:
         out: dict[str, bytes | None] = {}
         missing = []
         values = self._values
-        for k in keys:
+        for k in dict.fromkeys(keys):  # a key asked twice is loaded once
             if k in values:
                 out[k] = values[k]
             else:
@@ -84,7 +85,15 @@ class NearCache:
                     keys.append(k)
         if not keys:
             return 0
-        got = self._load(keys)
+        try:
+            got = self._load(keys)
+        except BaseException:  # the store is down: the keys keep their values and their turn
+            due = self._clock() + min(self.refresh, 1.0)
+            with self._lock:
+                for k in keys:
+                    self._due[k] = due
+                    heapq.heappush(self._heap, (due, k))
+            raise
         self.loads += len(keys)
         self.refreshes += len(keys)
         due = self._clock() + self.refresh
