@@ -35,18 +35,13 @@ from typing import Any
 
 import nearstate
 
-from ..content.accounts import create_user
-from ..content.db import open_store
-from ..content.media import MediaConfig
 from ..errors import NearstateError
 from .bench_cms import _free_port, percentiles, scratch
 from .bench_site import (
-    PASSWORD,
+    _content,
     _in_process,
-    _ingest,
     _login,
     _phase,
-    _publish_fixtures,
     _publish_to_live,
     _save_to_preview,
     _System,
@@ -408,12 +403,7 @@ def bench_compare(
     if refresh <= 0:
         raise NearstateError(f"--refresh must be positive seconds, not {refresh}")
     with scratch(None) as (tmp, url):
-        store = open_store(url)
-        media = MediaConfig(root=tmp / "media")
-        with _phase(progress, "films and stories"):
-            published = _publish_fixtures(store, media, films)
-            create_user(store, "bench", PASSWORD)
-            _ingest(store, tmp)
+        store, published = _content(tmp, url, films, progress)
         slugs = {r["id"]: r["slug"] for r in store.read("SELECT id, slug FROM stories")}
         slug = slugs[published[0]]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]

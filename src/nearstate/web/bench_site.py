@@ -294,6 +294,18 @@ def _phase(progress: Progress | None, name: str) -> Iterator[None]:
         progress(name, 1, 1)
 
 
+def _content(tmp: Path, url: str, films: int | None, progress: Progress | None
+             ) -> tuple[WriteStore, list[int]]:  # fmt: skip
+    """The demo's content in a scratch write store at ``url``, with the ``bench`` editor,
+    ingested into ``tmp``/dataset; returns the open store and the published stories."""
+    store = open_store(url)
+    with _phase(progress, "films and stories"):
+        published = _publish_fixtures(store, MediaConfig(root=tmp / "media"), films)
+        create_user(store, "bench", PASSWORD)
+        _ingest(store, tmp)
+    return store, published
+
+
 def bench_site(
     *,
     films: int | None = None,
@@ -305,12 +317,7 @@ def bench_site(
 ) -> dict[str, Any]:
     """The read path's figures (see the module docstring); ``films`` None: all 17,472."""
     with scratch(None) as (tmp, url):
-        store = open_store(url)
-        media = MediaConfig(root=tmp / "media")
-        with _phase(progress, "films and stories"):
-            published = _publish_fixtures(store, media, films)
-            create_user(store, "bench", PASSWORD)
-            _ingest(store, tmp)
+        store, published = _content(tmp, url, films, progress)
         sid = published[0]
         slug = store.read_one("SELECT slug FROM stories WHERE id = ?", (sid,))["slug"]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
