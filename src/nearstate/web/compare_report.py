@@ -90,6 +90,13 @@ def _plt() -> Any:
     return _pyplot()
 
 
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _cdf(ax: Any, samples: list[float], colour: str, label: str) -> None:
     if not samples:
         return
@@ -118,10 +125,7 @@ def plot_pages(r: dict[str, Any], out: Path) -> Path:
     ax.set_xlabel("ms, p50 bar and p99 tick (log scale; less is better)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     ax.set_title("Building a page in the construction process")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_freshness(r: dict[str, Any], out: Path) -> Path:
@@ -142,10 +146,7 @@ def plot_freshness(r: dict[str, Any], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of trials visible")
     axes[0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_memory(r: dict[str, Any], out: Path) -> Path:
@@ -164,10 +165,7 @@ def plot_memory(r: dict[str, Any], out: Path) -> Path:
     ax.set_yscale("log")
     ax.set_ylabel("MB (log scale)")
     ax.set_title("The read data: nearstate's state against the old store's")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_throughput(r: dict[str, Any], out: Path) -> Path:
@@ -187,10 +185,7 @@ def plot_throughput(r: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("requests per second")
     ax.set_title(f"One page process, {r['wrk']['connections']} connections (wrk)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 # -- the Markdown page ----------------------------------------------------------------------------

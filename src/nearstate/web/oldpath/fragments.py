@@ -40,7 +40,6 @@ import msgspec
 import xxhash
 
 from ...content.pages import TITLE_CARDS, Pages, story_model
-from ...content.rules import slugify
 
 State = Any
 STORY_TYPES = frozenset({"Story", "DraftStory", "Layout"})
@@ -172,8 +171,4 @@ def changed(state: State, pages: Pages, published: Published, changes: Mapping[s
     return out
 
 
-def genre_slug(name: str) -> str:
-    return slugify(name) or "unknown"
-
-
-__all__ = ["Published", "catalogue_scope", "changed", "genre_slug", "scopes_of", "story_scope"]
+__all__ = ["Published", "catalogue_scope", "changed", "scopes_of", "story_scope"]

@@ -74,6 +74,13 @@ class NearCache:
             self._wake.set()
         return out
 
+    def held(self, keys: list[str]) -> dict[str, bytes | None] | None:
+        """The fragments of ``keys`` if every one is held, else None; never loads."""
+        values = self._values
+        if all(k in values for k in keys):  # entries are replaced, never removed
+            return {k: values[k] for k in keys}
+        return None
+
     def refresh_due(self) -> int:
         """Reload every entry whose time has come; returns how many (the thread's step)."""
         now = self._clock()
@@ -170,10 +177,8 @@ def create_page_data_app(cache: NearCache) -> Any:
         keys = request.query_params.getlist("k")
         if not keys or len(keys) > 1000:
             return JSONResponse({"error": "ask for 1 to 1000 keys: ?k=KEY&k=KEY"}, 400)
-        values = cache._values
-        if all(k in values for k in keys):  # the near-cache's whole point: no I/O
-            got = {k: values[k] for k in keys}
-        else:
+        got = cache.held(keys)  # the near-cache's whole point: no I/O, no thread
+        if got is None:
             got = await run_in_threadpool(cache.get_many, keys)
         return Response(body_of(got), media_type="application/json")
 
