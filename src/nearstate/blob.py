@@ -3,7 +3,7 @@
 Layout (all integers little-endian)::
 
     0   8s   magic  b"NSBLOB\\r\\n"
-    8   u32  format version (1)
+    8   u32  format version (2; version 1 blobs are read too)
     12  u32  flags (0)
     16  u64  header length H
     24  u64  xxh3-64 of the header bytes and their padding
@@ -38,7 +38,8 @@ import xxhash
 from .errors import ChecksumError, FormatError
 
 MAGIC = b"NSBLOB\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: blocked integer sections (".blk") and symbol-table pools (".fsym")
+READABLE_VERSIONS = (1, 2)  # format 1 is format 2 without those sections: read as it is
 ALIGN = 64
 _PRE = struct.Struct("<8sIIQQ")
 
@@ -181,8 +182,12 @@ def parse_blob(buf: Any, *, verify: bool = True, source: str = "<bytes>") -> Blo
     magic, fmt, flags, hlen, hsum = _PRE.unpack_from(mv, 0)
     if magic != MAGIC:
         raise FormatError(f"{source}: not a nearstate blob (bad magic {bytes(magic)!r})")
-    if fmt != FORMAT_VERSION:
-        raise FormatError(f"{source}: blob format version {fmt} is not supported (want 1)")
+    if fmt not in READABLE_VERSIONS:
+        raise FormatError(
+            f"{source}: blob format version {fmt} is not supported (this nearstate reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}; re-import the data with the "
+            "nearstate that wrote it, or upgrade)"
+        )
     if flags != 0:
         raise FormatError(f"{source}: unknown flags {flags:#x} in the preamble")
     data_start = _PRE.size + hlen + _pad(_PRE.size + hlen)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from . import fsst as _fsst
+from ._native import core as _core
 from .errors import FormatError, SchemaError
 from .schema import FieldType
 
@@ -69,11 +71,45 @@ def narrow_uint(max_value: int) -> np.dtype:
     raise OverflowError(max_value)
 
 
+BLOCK_SHIFT = 4  # blocked frame of reference: blocks of 16 values
+BLOCK = 1 << BLOCK_SHIFT
+
+
 def _offsets(lengths: list[int] | np.ndarray) -> np.ndarray:
     lens = np.asarray(lengths, dtype=np.int64)
     offs = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offs[1:])
     return offs.astype(narrow_uint(int(offs[-1]) if len(offs) else 0))
+
+
+def put_uints(values: np.ndarray, out: Sections, section: str) -> None:
+    """Store non-negative integers under ``section``, in whichever layout is smaller:
+
+    * plain: every value in the narrowest unsigned width that holds the largest;
+    * blocked frame of reference: per block of 16 values a base (the block's smallest
+      value, ``section.blk``) and per value its difference from that base, each array in
+      its own narrowest width. Offsets, sorted keys and clustered values shrink to a byte
+      or two per value, and reading one value is still two array reads.
+    """
+    a = np.asarray(values).astype(np.uint64, copy=False)
+    n = len(a)
+    top = int(a.max()) if n else 0
+    plain = narrow_uint(top)
+    if n >= 2 * BLOCK:
+        padded = np.concatenate([a, np.full(-n % BLOCK, a[-1], dtype=np.uint64)])
+        bases = padded.reshape(-1, BLOCK).min(axis=1)
+        rel = a - np.repeat(bases, BLOCK)[:n]
+        rw, bw = narrow_uint(int(rel.max())), narrow_uint(int(bases.max()))
+        if n * rw.itemsize + len(bases) * bw.itemsize < n * plain.itemsize:
+            out[section] = rel.astype(rw)
+            out[section + ".blk"] = bases.astype(bw)
+            return
+    out[section] = a.astype(plain)
+
+
+def put_offsets(lengths: list[int] | np.ndarray, out: Sections, section: str) -> None:
+    """Store the running offsets of ``lengths`` (``len + 1`` values) with :func:`put_uints`."""
+    put_uints(_offsets(lengths), out, section)
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -139,12 +175,12 @@ def encode_column(
         meta.update(_encode_text(values, out, name, train))
     elif kind in ("list", "set"):
         assert ft.item is not None
-        out[name + ".offs"] = _offsets([len(v) for v in values])
+        put_offsets([len(v) for v in values], out, name + ".offs")
         flat = [x for v in values for x in v]
         meta["item"] = encode_column(ft.item, flat, out, name + "[]", train=train)
     elif kind == "dict":
         assert ft.item is not None and ft.key is not None
-        out[name + ".offs"] = _offsets([len(v) for v in values])
+        put_offsets([len(v) for v in values], out, name + ".offs")
         meta["key"] = encode_column(
             ft.key, [k for v in values for k in v], out, name + "{k}", train=train
         )
@@ -187,10 +223,9 @@ def _encode_int(values: list[int], out: Sections, name: str) -> dict[str, Any]:
         meta["bigint"] = True
         return meta
     a = np.array(values, dtype=np.int64)
-    dt = narrow_uint(hi - lo)
     # subtract in Python ints' range safely: shift via uint64 wrap-around arithmetic
-    shifted = (a.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF)).astype(dt)
-    out[name] = shifted
+    shifted = a.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF)
+    put_uints(shifted, out, name)
     return {"base": lo}
 
 
@@ -211,16 +246,48 @@ def _encode_datetime(values: list[_dt.datetime], out: Sections, name: str) -> di
     return meta
 
 
+FSST_MIN_BYTES = 4096  # smaller pools: a symbol table (up to 2 kB) does not pay
+FSST_MAX_RATIO = 0.9  # use the table only where it saves at least a tenth (decode costs)
+
+
 def _encode_pool(values: list[bytes], out: Sections, name: str) -> dict[str, Any]:
+    """A pool of the values, chosen by measured size: de-duplicated with a narrow id per
+    record where that is smaller (a dictionary), and each entry compressed with a trained
+    symbol table (:mod:`nearstate.fsst`) where that is smaller by a tenth or more."""
     index: dict[bytes, int] = {}
     ids = [index.setdefault(v, len(index)) for v in values]
     uniques = list(index)
+    meta: dict[str, Any] = {"pool": "identity"}
+    if len(uniques) < len(values):
+        ubytes = sum(map(len, uniques))
+        abytes = sum(map(len, values))
+        size_ids = (
+            ubytes
+            + (len(uniques) + 1) * narrow_uint(ubytes).itemsize
+            + len(values) * narrow_uint(len(uniques) - 1).itemsize
+        )
+        size_all = abytes + (len(values) + 1) * narrow_uint(abytes).itemsize
+        if size_ids < size_all:
+            put_uints(np.array(ids, dtype=np.uint64), out, name + ".ids")
+            meta["pool"] = "ids"
+        else:
+            uniques = values
+    lengths = [len(u) for u in uniques]
+    plain = sum(lengths)
+    if plain >= FSST_MIN_BYTES:
+        table = _fsst.train(uniques)
+        codes, ends = _fsst.encode(table, uniques)
+        offs = np.zeros(len(uniques) + 1, dtype=np.uint64)
+        offs[1:] = ends
+        if len(codes) + 9 * len(table) <= FSST_MAX_RATIO * plain:
+            out[name + ".pool"] = np.frombuffer(codes, dtype=np.uint8)
+            put_uints(offs, out, name + ".poffs")
+            out[name + ".fsym"], out[name + ".flen"] = _fsst.pack(table)
+            meta["fsst"] = True
+            return meta
     out[name + ".pool"] = np.frombuffer(b"".join(uniques), dtype=np.uint8)
-    out[name + ".poffs"] = _offsets([len(u) for u in uniques])
-    if len(uniques) == len(values):
-        return {"pool": "identity"}
-    out[name + ".ids"] = np.array(ids, dtype=narrow_uint(max(len(uniques) - 1, 0)))
-    return {"pool": "ids"}
+    put_offsets(lengths, out, name + ".poffs")
+    return meta
 
 
 def _encode_text(values: list[str], out: Sections, name: str, train: bool) -> dict[str, Any]:
@@ -299,14 +366,40 @@ class ColumnContext:
         a = self.array(name)
         return memoryview(a) if a.ndim == 1 else memoryview(a.reshape(-1))
 
+    def blocks(self, name: str) -> np.ndarray | None:
+        """The block bases of a blocked integer section (see :func:`put_uints`), or None."""
+        return self.arrays.get(name + ".blk")
+
+    def uints(self, name: str) -> tuple[Getter, int]:
+        """A Python getter ``i -> value`` of an integer section, plain or blocked, and its
+        bytes."""
+        v = self.mv(name)
+        blk = self.blocks(name)
+        if blk is None:
+            return v.__getitem__, v.nbytes
+        b = memoryview(blk.reshape(-1))
+        if len(b) << BLOCK_SHIFT < len(v):
+            raise FormatError(f"section {name!r}: {len(b)} block bases for {len(v)} values")
+        return (lambda i: b[i >> BLOCK_SHIFT] + v[i]), v.nbytes + b.nbytes
+
+    def nbytes(self, name: str) -> int:
+        """Bytes of a section and, if blocked, its block bases."""
+        blk = self.blocks(name)
+        return self.array(name).nbytes + (0 if blk is None else blk.nbytes)
+
 
 def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str) -> Column:
-    """Wrap the sections of one field; decoding happens per ``get``."""
+    """Wrap the sections of one field; decoding happens per ``get``.
+
+    With the compiled core, ``get`` is a native column (``nearstate._core.Col``) for every
+    kind but long text and datetimes; without it, a Python closure. Both decode the same
+    sections to the same values.
+    """
     try:
         get, nbytes = _open(ft, meta, ctx, name)
         raw = None
         if ft.kind == "str" and not meta.get("nulls"):
-            raw = _open_pool(meta, ctx, name, decode=False)[0]
+            raw = _open_pool(meta, ctx, name, decode=False, nulls=None)[0]
         left_out = None
         if meta.get("absent"):
             ab = ctx.mv(name + ".absent")
@@ -321,123 +414,194 @@ def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: s
 
 
 def _open(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str):
-    get, nbytes = _open_values(ft, meta, ctx, name)
-    if meta.get("nulls"):
-        nb = ctx.mv(name + ".nulls")
-        nbytes += nb.nbytes
-        inner = get
-
-        def get(o: int, _nb=nb, _inner=inner):
-            if _nb[o >> 3] >> (o & 7) & 1:
-                return None
-            return _inner(o)
-
+    nulls = ctx.array(name + ".nulls") if meta.get("nulls") else None
+    get, nbytes = _open_values(ft, meta, ctx, name, nulls)
+    if nulls is not None:
+        nbytes += nulls.nbytes
     return get, nbytes
 
 
+def _with_nulls(get: Getter, nulls: np.ndarray | None) -> Getter:
+    """A Python getter with the null bitmap applied (native columns apply it themselves)."""
+    if nulls is None:
+        return get
+    nb = memoryview(nulls.reshape(-1))
+
+    def get_or_none(o: int, _nb=nb, _inner=get):
+        if _nb[o >> 3] >> (o & 7) & 1:
+            return None
+        return _inner(o)
+
+    return get_or_none
+
+
+def _native_ints(kind: int, meta: dict[str, Any], ctx: ColumnContext, name: str, nulls, **kw):
+    return _core.Col(
+        kind, name, vals=ctx.array(name), vals_blk=ctx.blocks(name),
+        base=int(meta.get("base", 0)), nulls=nulls, **kw,
+    )  # fmt: skip
+
+
 def _open_int(meta: dict[str, Any], ctx: ColumnContext, name: str) -> tuple[Getter, int]:
+    """A Python getter of a stored integer column (nulls not applied)."""
     if meta.get("bigint"):
-        g, n = _open_pool(meta, ctx, name, decode=True)
+        g, n = _open_pool(meta, ctx, name, decode=True, nulls=None)
         return (lambda o: int(g(o))), n
-    v = ctx.mv(name)
+    if _core is not None:
+        return _native_ints(_core.INT, meta, ctx, name, None), ctx.nbytes(name)
+    v, n = ctx.uints(name)
     base = int(meta.get("base", 0))
     if base == 0:
-        return v.__getitem__, v.nbytes
-    return (lambda o: v[o] + base), v.nbytes
+        return v, n
+    return (lambda o: v(o) + base), n
 
 
-def _open_values(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str):
+def _open_values(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str, nulls):
     kind = ft.kind
+    native = _core is not None
+    if kind in ("int", "float", "bool", "record", "ref") and native and not meta.get("bigint"):
+        n = ctx.nbytes(name)
+        if kind == "int":
+            return _native_ints(_core.INT, meta, ctx, name, nulls), n
+        if kind == "bool":
+            return _native_ints(_core.BOOL, meta, ctx, name, nulls), n
+        if kind == "float":
+            if "scale" in meta:
+                scale = int(meta["scale"])
+                return _native_ints(_core.FLOAT_SCALED, meta, ctx, name, nulls, scale=scale), n
+            return _native_ints(_core.FLOAT, meta, ctx, name, nulls), n
+        assert ft.target is not None
+        col = _native_ints(_core.REF, meta, ctx, name, nulls, resolve=ctx.views, target=ft.target)
+        return col, n
     if kind == "int":
-        return _open_int(meta, ctx, name)
+        g, n = _open_int(meta, ctx, name)
+        return _with_nulls(g, nulls), n
     if kind == "float":
         if "scale" in meta:
             g, n = _open_int(meta, ctx, name)
             scale = int(meta["scale"])
             if scale == 1:
-                return (lambda o: float(g(o))), n
-            return (lambda o: g(o) / scale), n
+                return _with_nulls(lambda o: float(g(o)), nulls), n
+            return _with_nulls(lambda o: g(o) / scale, nulls), n
         v = ctx.mv(name)
-        return v.__getitem__, v.nbytes
+        return _with_nulls(v.__getitem__, nulls), v.nbytes
     if kind == "bool":
         v = ctx.mv(name)
-        return (lambda o: v[o] != 0), v.nbytes
+        return _with_nulls(lambda o: v[o] != 0, nulls), v.nbytes
     if kind == "datetime":
         g, n = _open_int(meta, ctx, name)
         epoch = EPOCH_UTC if meta.get("tz") else EPOCH
-        return (lambda o: epoch + _dt.timedelta(microseconds=g(o))), n
+        return _with_nulls(lambda o: epoch + _dt.timedelta(microseconds=g(o)), nulls), n
     if kind == "str":
-        return _open_pool(meta, ctx, name, decode=True)
+        return _open_pool(meta, ctx, name, decode=True, nulls=nulls)
     if kind == "bytes":
-        return _open_pool(meta, ctx, name, decode=False)
+        return _open_pool(meta, ctx, name, decode=False, nulls=nulls)
     if kind == "text":
-        return _open_text(meta, ctx, name)
+        g, n = _open_text(meta, ctx, name)
+        return _with_nulls(g, nulls), n
     if kind in ("list", "set"):
         assert ft.item is not None
-        offs = ctx.mv(name + ".offs")
         item = open_column(ft.item, meta["item"], ctx, name + "[]")
+        nbytes = ctx.nbytes(name + ".offs") + item.nbytes
+        if native:
+            k = _core.LIST if kind == "list" else _core.SET
+            col = _core.Col(
+                k, name, offs=ctx.array(name + ".offs"), offs_blk=ctx.blocks(name + ".offs"),
+                item=item.get, nulls=nulls,
+            )  # fmt: skip
+            return col, nbytes
+        offs = ctx.uints(name + ".offs")[0]
         iget = item.get
         if kind == "list":
 
             def get(o: int):
-                return [iget(i) for i in range(offs[o], offs[o + 1])]
+                return [iget(i) for i in range(offs(o), offs(o + 1))]
         else:
 
             def get(o: int):
-                return {iget(i) for i in range(offs[o], offs[o + 1])}
+                return {iget(i) for i in range(offs(o), offs(o + 1))}
 
-        return get, offs.nbytes + item.nbytes
+        return _with_nulls(get, nulls), nbytes
     if kind == "dict":
         assert ft.item is not None and ft.key is not None
-        offs = ctx.mv(name + ".offs")
         kc = open_column(ft.key, meta["key"], ctx, name + "{k}")
         vc = open_column(ft.item, meta["item"], ctx, name + "{v}")
+        nbytes = ctx.nbytes(name + ".offs") + kc.nbytes + vc.nbytes
+        if native:
+            col = _core.Col(
+                _core.DICT, name, offs=ctx.array(name + ".offs"),
+                offs_blk=ctx.blocks(name + ".offs"), key=kc.get, item=vc.get, nulls=nulls,
+            )  # fmt: skip
+            return col, nbytes
+        offs = ctx.uints(name + ".offs")[0]
         kget, vget = kc.get, vc.get
 
-        def get(o: int):
-            return {kget(i): vget(i) for i in range(offs[o], offs[o + 1])}
+        def get_dict(o: int):
+            return {kget(i): vget(i) for i in range(offs(o), offs(o + 1))}
 
-        return get, offs.nbytes + kc.nbytes + vc.nbytes
+        return _with_nulls(get_dict, nulls), nbytes
     if kind in ("record", "ref"):
         assert ft.target is not None
         ords, n = _open_int(meta, ctx, name)
         target = ft.target
         views = ctx.views
 
-        def get(o: int):
+        def get_ref(o: int):
             return views(target)(ords(o))
 
-        return get, n
+        return _with_nulls(get_ref, nulls), n
     raise FormatError(f"column {name!r} has unknown kind {kind!r}")
 
 
-def _open_pool(meta: dict[str, Any], ctx: ColumnContext, name: str, *, decode: bool):
+def _open_pool(meta: dict[str, Any], ctx: ColumnContext, name: str, *, decode: bool, nulls):
+    pool_a = ctx.array(name + ".pool")
+    has_ids = meta.get("pool") == "ids"
+    nbytes = pool_a.nbytes + ctx.nbytes(name + ".poffs")
+    if has_ids:
+        nbytes += ctx.nbytes(name + ".ids")
+    fsym = flen = None
+    if meta.get("fsst"):
+        fsym, flen = ctx.array(name + ".fsym"), ctx.array(name + ".flen")
+        nbytes += fsym.nbytes + flen.nbytes
+    if _core is not None:
+        col = _core.Col(
+            _core.STR if decode else _core.BYTES, name, pool=pool_a,
+            poffs=ctx.array(name + ".poffs"), poffs_blk=ctx.blocks(name + ".poffs"),
+            ids=ctx.array(name + ".ids") if has_ids else None,
+            ids_blk=ctx.blocks(name + ".ids") if has_ids else None,
+            fsym=fsym, flen=flen, nulls=nulls,
+        )  # fmt: skip
+        return col, nbytes
     pool = ctx.mv(name + ".pool")
-    poffs = ctx.mv(name + ".poffs")
-    nbytes = pool.nbytes + poffs.nbytes
-    if meta.get("pool") == "ids":
-        ids = ctx.mv(name + ".ids")
-        nbytes += ids.nbytes
+    poffs = ctx.uints(name + ".poffs")[0]
+    if fsym is not None:
+        dec = _fsst.decoder(_fsst.unpack(fsym, flen, name), name)
+
+        def entry(i: int) -> bytes:
+            return dec(bytes(pool[poffs(i) : poffs(i + 1)]))
+    else:
+
+        def entry(i: int) -> bytes:
+            return bytes(pool[poffs(i) : poffs(i + 1)])
+
+    if has_ids:
+        ids = ctx.uints(name + ".ids")[0]
         if decode:
 
             def get(o: int):
-                i = ids[o]
-                return str(pool[poffs[i] : poffs[i + 1]], UTF8, SURR)
+                return str(entry(ids(o)), UTF8, SURR)
         else:
 
             def get(o: int):
-                i = ids[o]
-                return bytes(pool[poffs[i] : poffs[i + 1]])
+                return entry(ids(o))
     elif decode:
 
         def get(o: int):
-            return str(pool[poffs[o] : poffs[o + 1]], UTF8, SURR)
+            return str(entry(o), UTF8, SURR)
     else:
+        get = entry
 
-        def get(o: int):
-            return bytes(pool[poffs[o] : poffs[o + 1]])
-
-    return get, nbytes
+    return _with_nulls(get, nulls), nbytes
 
 
 def _open_text(meta: dict[str, Any], ctx: ColumnContext, name: str):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._native import core as _core
 from .errors import SchemaError
 
 
@@ -78,13 +79,21 @@ def make_pk_lookup(
     *,
     kind: str | None = None,
     raw_at: Callable[[int], Any] | None = None,
+    native_key: Any = None,
 ) -> Callable[[Any], int]:
     """A function ``key -> ordinal`` (or -1) over a stored table.
 
     ``key_at(ordinal)`` reads the key of a record so probes can confirm a match. For a
     single int or str key, ``kind`` selects a specialised probe; for str keys ``raw_at``
     returns the stored key's UTF-8 bytes so a probe compares bytes without decoding.
+    ``native_key``: the key column's compiled getter, when there is one; the compiled core
+    then probes the same table without the interpreter (``nearstate._core.PkIndex``).
     """
+    if _core is not None and type(native_key) is _core.Col and kind in ("int", "str"):
+        try:
+            return _core.PkIndex(table, native_key)
+        except ValueError:
+            pass  # a key column the compiled probe does not handle (nulls): Python's below
     slots = memoryview(table)
     size = len(table)
     crc = zlib.crc32

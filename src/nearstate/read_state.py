@@ -16,26 +16,43 @@ from typing import Any
 import numpy as np
 
 from . import digest as _digest
+from ._native import core as _core
 from .blob import Blob, parse_blob, read_blob
 from .encoding import Column, ColumnContext, open_column
 from .errors import FormatError, SchemaError
 from .index import HashIndex, LazyIndexes, make_pk_lookup
 from .schema import Field, FieldType, Schema, TypeDef, schema_from_json
 
+if _core is not None:
+    _RecordBase: type = _core.RecordBase  # the two slots, __init__ and to_dict, in C
+else:
 
-class Record:
+    class _RecordBase:
+        __slots__ = ("_ord", "_ts")
+        _ts: TypeState
+        _ord: int
+
+        def __init__(self, ts: TypeState, ordinal: int):
+            self._ts = ts
+            self._ord = ordinal
+
+        def to_dict(self) -> dict[str, Any]:
+            """The record as plain Python values; nested records become dicts, references
+            keys."""
+            return {name: _plain(c.get(self._ord)) for name, c in self._ts._columns.items()}
+
+
+class Record(_RecordBase):
     """A view of one record: attribute access per field, ``to_dict()``, equality by value.
 
-    Views are cheap (two slots); each attribute read decodes that field from the columns.
+    Views are cheap (two slots: ``_ts``, ``_ord``); each attribute read decodes that field
+    from the columns. With the compiled core the slots, ``to_dict`` and each field's
+    attribute are native; the behaviour is the same.
     """
 
-    __slots__ = ("_ord", "_ts")
+    __slots__ = ()
     _ts: TypeState
     _ord: int
-
-    def __init__(self, ts: TypeState, ordinal: int):
-        self._ts = ts
-        self._ord = ordinal
 
     @property
     def ordinal(self) -> int:
@@ -54,10 +71,6 @@ class Record:
         if col is None:
             raise KeyError(name)
         return col.get(self._ord)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as plain Python values; nested records become dicts, references keys."""
-        return {name: _plain(c.get(self._ord)) for name, c in self._ts._columns.items()}
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Record):
@@ -138,7 +151,10 @@ class TypeState:
             if len(kcols) == 1:
                 kcol = columns[typedef.key[0]]
                 kind, raw = kcol.ftype.kind, kcol.raw
-            self._lookup = make_pk_lookup(pk_table, self._key_at, kind=kind, raw_at=raw)
+            native_key = columns[typedef.key[0]].get if len(kcols) == 1 else None
+            self._lookup = make_pk_lookup(
+                pk_table, self._key_at, kind=kind, raw_at=raw, native_key=native_key
+            )
             if views:
                 self.get = self._make_get(self._lookup)  # shadows the method: one call less
         else:
@@ -153,6 +169,9 @@ class TypeState:
             cls = _view_class(self.typedef.name, self._columns)
             self._cls = self.view = cls
             return cls
+        if name == "_maker":  # compiled core only: cls(self, o) without the interpreter
+            maker = self._maker = _core.Maker(self._cls, self)
+            return maker
         raise AttributeError(name)
 
     def __len__(self) -> int:
@@ -196,6 +215,8 @@ class TypeState:
         return self._cls(self, o)
 
     def _make_get(self, lookup):
+        if _core is not None:
+            return _core.Getter(lookup, self._maker)
         cls = self._cls
 
         def get(key: Any, default: Any = None) -> Record | Any:
@@ -250,6 +271,8 @@ class TypeState:
         idx = self.index(*where)
         vals = [_index_value(v) for v in where.values()]
         value = tuple(vals) if len(vals) > 1 else vals[0]
+        if _core is not None:
+            return self._maker.many(idx.ordinals(value))
         cls = self._cls
         return [cls(self, int(o)) for o in idx.ordinals(value)]
 
@@ -302,7 +325,10 @@ def _view_class(type_name: str, columns: Mapping[str, Column]) -> type[Record]:
     ns: dict[str, Any] = {"__slots__": ()}
     for name, col in columns.items():
         if name.isidentifier() and not hasattr(Record, name):
-            ns[name] = property(lambda self, _g=col.get: _g(self._ord))
+            if _core is not None:
+                ns[name] = _core.Field(col.get)
+            else:
+                ns[name] = property(lambda self, _g=col.get: _g(self._ord))
     return type(type_name.replace(".", "_"), (Record,), ns)
 
 
@@ -384,8 +410,11 @@ class ReadState(TypeMap):
         v = self._viewers.get(type_name)
         if v is None:
             ts = self._types[type_name]
-            cls = ts.view
-            v = self._viewers[type_name] = lambda o: cls(ts, o)
+            if _core is not None:
+                v = self._viewers[type_name] = ts._maker
+            else:
+                cls = ts.view
+                v = self._viewers[type_name] = lambda o: cls(ts, o)
         return v
 
     @property
