@@ -276,3 +276,53 @@ def test_an_unknown_format_version_is_refused_plainly(tmp_path: Path) -> None:
         FormatError, match=r"format version 7 is not supported.*reads versions 1, 2"
     ):
         blob.parse_blob(bytes(data))
+
+
+# --- sparse nullable columns ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "make"),
+    [
+        ("int", lambda i: i * 1_000_003),
+        ("float", lambda i: i / 7),
+        ("bool", lambda i: i % 2 == 0),
+        ("str", lambda i: f"production company {i % 50}"),
+        ("text", lambda i: f"a long paragraph about film {i}. " * 3),
+    ],
+)
+def test_mostly_null_columns_store_only_their_values(kind: str, make) -> None:
+    n = 3000
+    values = [make(i) if i % 9 == 0 else None for i in range(n)]
+    meta, arrays, col = _column(values, kind=kind, nullable=True)
+    assert meta.get("sparse") is True and "T/f.nrank" in arrays
+    assert [col.get(i) for i in range(n)] == values
+    with pytest.raises(IndexError):
+        col.get(n + 64)
+
+
+def test_a_few_nulls_keep_the_dense_layout() -> None:
+    values = [None if i % 100 == 0 else i for i in range(3000)]
+    meta, _, col = _column(values, kind="int", nullable=True)
+    assert meta.get("nulls") and not meta.get("sparse")
+    assert [col.get(i) for i in range(3000)] == values
+
+
+def test_sparse_lists_and_records_read_back(tmp_path: Path) -> None:
+    lines = []
+    for i in range(2000):
+        rec: dict = {"id": i}
+        if i % 7 == 0:
+            rec["box"] = {"gross": i * 10, "currency": "USD" if i % 2 else "EUR"}
+            rec["crew"] = [f"person {i % 13}", f"person {i % 17}"]
+        else:
+            rec["box"] = None
+            rec["crew"] = None
+        lines.append(json.dumps(rec))
+    src = tmp_path / "s.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    nearstate.import_jsonl(src, type_name="T", key="id", into=tmp_path / "ds")
+    state = nearstate.LocalDataset(tmp_path / "ds").load()
+    meta = state.blob.header["types"]["T"]["columns"]
+    assert meta["box"].get("sparse") and meta["crew"].get("sparse")
+    assert [r.to_dict() for r in state["T"]] == [json.loads(x) for x in lines]

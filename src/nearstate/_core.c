@@ -203,6 +203,8 @@ typedef struct {
     PyObject *item, *key;  /* element columns (Col or any callable ordinal -> value) */
     PyObject *resolve, *target, *factory; /* references: resolve(target) -> factory */
     Arr nulls;
+    Arr nrank;          /* sparse: nulls before each block of 64 records */
+    Py_ssize_t n_vals;  /* values stored (fewer than records when sparse) */
     PyObject *name;
 } ColObject;
 
@@ -321,6 +323,21 @@ col_get(ColObject *c, Py_ssize_t o)
             return format_error(c->name, "null bitmap shorter than the column", o);
         if ((c->nulls.p[b] >> (o & 7)) & 1)
             Py_RETURN_NONE;
+        if (c->nrank.has) { /* sparse: the value's index is o less the nulls before it */
+            Py_ssize_t start = (o >> 6) << 3, avail = c->nulls.n - start;
+            uint64_t word = 0;
+            memcpy(&word, c->nulls.p + start, avail < 8 ? (size_t)avail : 8);
+            unsigned bits = (unsigned)(o & 63);
+            word &= bits ? ((UINT64_C(1) << bits) - 1) : 0;
+            uint64_t before = arr_u(&c->nrank, o >> 6) + (uint64_t)__builtin_popcountll(word);
+            if (before > (uint64_t)o)
+                return format_error(c->name, "null rank larger than the ordinal", o);
+            o -= (Py_ssize_t)before;
+            if (o >= c->n_vals) {
+                PyErr_Format(PyExc_IndexError, "%U: ordinal out of range", c->name);
+                return NULL;
+            }
+        }
     }
     switch (c->kind) {
     case K_INT: {
@@ -532,17 +549,18 @@ col_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"kind", "name", "vals", "vals_blk", "base", "scale", "pool",
                              "poffs", "poffs_blk", "ids", "ids_blk", "fsym", "flen", "offs",
-                             "offs_blk", "item", "key", "resolve", "target", "nulls", NULL};
+                             "offs_blk", "item", "key", "resolve", "target", "nulls", "nrank",
+                             NULL};
     int kind;
     long long base = 0, scale = 1;
     PyObject *name, *vals = NULL, *vals_blk = NULL, *pool = NULL, *poffs = NULL,
                     *poffs_blk = NULL, *ids = NULL, *ids_blk = NULL, *fsym = NULL, *flen = NULL,
                     *offs = NULL, *offs_blk = NULL, *item = NULL, *key = NULL, *resolve = NULL,
-                    *target = NULL, *nulls = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iU|$OOLLOOOOOOOOOOOOOO", kwlist, &kind, &name,
+                    *target = NULL, *nulls = NULL, *nrank = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iU|$OOLLOOOOOOOOOOOOOOO", kwlist, &kind, &name,
                                      &vals, &vals_blk, &base, &scale, &pool, &poffs,
                                      &poffs_blk, &ids, &ids_blk, &fsym, &flen, &offs, &offs_blk,
-                                     &item, &key, &resolve, &target, &nulls))
+                                     &item, &key, &resolve, &target, &nulls, &nrank))
         return NULL;
     ColObject *c = (ColObject *)type->tp_alloc(type, 0);
     if (!c)
@@ -634,6 +652,20 @@ col_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "unknown column kind %d", kind);
         goto fail;
     }
+    c->n_vals = c->n;
+    if (arr_init(&c->nrank, nrank, "null rank") < 0)
+        goto fail;
+    if (c->nrank.has) {
+        if (!c->nulls.has) {
+            PyErr_SetString(PyExc_TypeError, "a sparse column needs its null bitmap");
+            goto fail;
+        }
+        c->n = c->nulls.n * 8; /* records: an upper bound (the bitmap's last byte is padded) */
+        if (c->nrank.n * 64 < c->n - 63) {
+            PyErr_Format(FormatError, "column %R: its null rank is shorter than its bitmap", name);
+            goto fail;
+        }
+    }
     return (PyObject *)c;
 fail:
     Py_DECREF(c);
@@ -674,6 +706,7 @@ col_dealloc(ColObject *c)
     seq_release(&c->ids);
     seq_release(&c->offs);
     arr_release(&c->nulls);
+    arr_release(&c->nrank);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 

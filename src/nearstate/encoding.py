@@ -144,10 +144,59 @@ def encode_column(
         nulls = np.fromiter((v is None for v in values), dtype=np.bool_, count=len(values))
         out[name + ".nulls"] = np.packbits(nulls, bitorder="little")
         meta["nulls"] = True
-        z = zero_value(ft)
-        if ft.kind == "datetime" and any(v is not None and v.tzinfo for v in values):
-            z = EPOCH_UTC
-        values = [z if v is None else v for v in values]
+        n_null = int(nulls.sum())
+        present = [v for v in values if v is not None]
+        if n_null * SPARSE_MIN_NULLS >= len(values):
+            # many nulls: measure storing only the values that are there (a rank per 64
+            # records maps an ordinal to its value) against placeholders in every null
+            rank = _null_rank(nulls)
+            if ft.kind == "text":  # a null's placeholder costs a zstd frame: always sparse
+                sparse_meta = _encode_values(ft, present, out, name, train)
+                out[name + ".nrank"] = rank
+                return {**meta, **sparse_meta, "sparse": True}
+            dense: Sections = {}
+            sparse: Sections = {}
+            dense_meta = _encode_values(ft, _placeholders(ft, values), dense, name, train)
+            sparse_meta = _encode_values(ft, present, sparse, name, train)
+            if _size(sparse) + rank.nbytes < _size(dense):
+                out.update(sparse)
+                out[name + ".nrank"] = rank
+                return {**meta, **sparse_meta, "sparse": True}
+            out.update(dense)
+            return {**meta, **dense_meta}
+        values = _placeholders(ft, values)
+    meta.update(_encode_values(ft, values, out, name, train))
+    return meta
+
+
+SPARSE_MIN_NULLS = 20  # consider the sparse layout when at least 1 in 20 values is null
+
+
+def _placeholders(ft: FieldType, values: list[Any]) -> list[Any]:
+    z = zero_value(ft)
+    if ft.kind == "datetime" and any(v is not None and v.tzinfo for v in values):
+        z = EPOCH_UTC
+    return [z if v is None else v for v in values]
+
+
+def _null_rank(nulls: np.ndarray) -> np.ndarray:
+    """Nulls before each block of 64 records (the sparse layout's rank directory)."""
+    padded = np.zeros(-(-len(nulls) // 64) * 64, dtype=np.int64)
+    padded[: len(nulls)] = nulls
+    per = padded.reshape(-1, 64).sum(axis=1)
+    before = np.concatenate([[0], np.cumsum(per)[:-1]]) if len(per) else per
+    return before.astype(narrow_uint(int(per.sum()) if len(per) else 0))
+
+
+def _size(sections: Sections) -> int:
+    return sum(v.nbytes if isinstance(v, np.ndarray) else len(v) for v in sections.values())
+
+
+def _encode_values(
+    ft: FieldType, values: list[Any], out: Sections, name: str, train: bool
+) -> dict[str, Any]:
+    """Encode non-null values of one kind; return the meta."""
+    meta: dict[str, Any] = {}
     kind = ft.kind
     if kind in ("int", "record", "ref"):
         meta.update(_encode_int(values, out, name))
@@ -413,32 +462,62 @@ def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: s
     return Column(name, ft, get, nbytes, raw, left_out)
 
 
+Nulls = tuple[np.ndarray, np.ndarray | None] | None  # (bitmap, rank if sparse) or None
+
+
 def _open(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str):
-    nulls = ctx.array(name + ".nulls") if meta.get("nulls") else None
+    nulls: Nulls = None
+    if meta.get("nulls"):
+        bitmap = ctx.array(name + ".nulls")
+        rank = ctx.array(name + ".nrank") if meta.get("sparse") else None
+        if rank is not None and len(rank) * 64 < len(bitmap) * 8 - 63:
+            raise FormatError(f"column {name!r}: its null rank is shorter than its bitmap")
+        nulls = (bitmap, rank)
     get, nbytes = _open_values(ft, meta, ctx, name, nulls)
     if nulls is not None:
-        nbytes += nulls.nbytes
+        nbytes += nulls[0].nbytes + (0 if nulls[1] is None else nulls[1].nbytes)
     return get, nbytes
 
 
-def _with_nulls(get: Getter, nulls: np.ndarray | None) -> Getter:
-    """A Python getter with the null bitmap applied (native columns apply it themselves)."""
+def _nkw(nulls: Nulls) -> dict[str, Any]:
+    """The compiled column's arguments for a null bitmap (and rank, when sparse)."""
+    if nulls is None:
+        return {}
+    return {"nulls": nulls[0], "nrank": nulls[1]}
+
+
+def _with_nulls(get: Getter, nulls: Nulls) -> Getter:
+    """A Python getter with the null bitmap applied (native columns apply it themselves).
+
+    Sparse columns store only the values that are there: the value of ordinal ``o`` is
+    at ``o`` minus the nulls before it (the rank per 64 records plus a popcount)."""
     if nulls is None:
         return get
-    nb = memoryview(nulls.reshape(-1))
+    nb = memoryview(nulls[0].reshape(-1))
+    if nulls[1] is None:
 
-    def get_or_none(o: int, _nb=nb, _inner=get):
+        def get_or_none(o: int, _nb=nb, _inner=get):
+            if _nb[o >> 3] >> (o & 7) & 1:
+                return None
+            return _inner(o)
+
+        return get_or_none
+    rank = memoryview(nulls[1].reshape(-1))
+
+    def get_sparse(o: int, _nb=nb, _inner=get):
         if _nb[o >> 3] >> (o & 7) & 1:
             return None
-        return _inner(o)
+        start = (o >> 6) << 3
+        word = int.from_bytes(_nb[start : start + 8], "little") & ((1 << (o & 63)) - 1)
+        return _inner(o - rank[o >> 6] - word.bit_count())
 
-    return get_or_none
+    return get_sparse
 
 
 def _native_ints(kind: int, meta: dict[str, Any], ctx: ColumnContext, name: str, nulls, **kw):
     return _core.Col(
         kind, name, vals=ctx.array(name), vals_blk=ctx.blocks(name),
-        base=int(meta.get("base", 0)), nulls=nulls, **kw,
+        base=int(meta.get("base", 0)), **_nkw(nulls), **kw,
     )  # fmt: skip
 
 
@@ -507,7 +586,7 @@ def _open_values(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: 
             k = _core.LIST if kind == "list" else _core.SET
             col = _core.Col(
                 k, name, offs=ctx.array(name + ".offs"), offs_blk=ctx.blocks(name + ".offs"),
-                item=item.get, nulls=nulls,
+                item=item.get, **_nkw(nulls),
             )  # fmt: skip
             return col, nbytes
         offs = ctx.uints(name + ".offs")[0]
@@ -530,7 +609,7 @@ def _open_values(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: 
         if native:
             col = _core.Col(
                 _core.DICT, name, offs=ctx.array(name + ".offs"),
-                offs_blk=ctx.blocks(name + ".offs"), key=kc.get, item=vc.get, nulls=nulls,
+                offs_blk=ctx.blocks(name + ".offs"), key=kc.get, item=vc.get, **_nkw(nulls),
             )  # fmt: skip
             return col, nbytes
         offs = ctx.uints(name + ".offs")[0]
@@ -569,7 +648,7 @@ def _open_pool(meta: dict[str, Any], ctx: ColumnContext, name: str, *, decode: b
             poffs=ctx.array(name + ".poffs"), poffs_blk=ctx.blocks(name + ".poffs"),
             ids=ctx.array(name + ".ids") if has_ids else None,
             ids_blk=ctx.blocks(name + ".ids") if has_ids else None,
-            fsym=fsym, flen=flen, nulls=nulls,
+            fsym=fsym, flen=flen, **_nkw(nulls),
         )  # fmt: skip
         return col, nbytes
     pool = ctx.mv(name + ".pool")
