@@ -1,9 +1,12 @@
 import json
+import os
+import subprocess
 import sys
 
 import pytest
 
-from nearstate.bench.store import format_store_bench, run_store_bench
+from nearstate import _native
+from nearstate.bench.store import TARGETS, format_store_bench, run_store_bench
 from nearstate.errors import DatasetError, InputError
 
 N = 200
@@ -53,6 +56,30 @@ def _check(result, *, parquet):
     for name, p50 in result["lookup_ns_p50"].items():
         assert p50 <= result["lookup_ns_p99"][name]
     assert result["field"] == "title"
+    assert result["core"] == _native.NAME
+    assert result["five_fields"] == ["year", "title", "rating", "studio", "tags"]
+    assert result["find_field"] == "year"  # 70 distinct values; title has 200 > N / 2
+    assert result["find_error"] is None
+    for section in ("five_fields_ns_p50", "five_fields_ns_p99", "find_ns_p50", "find_ns_p99"):
+        assert set(result[section]) == {"nearstate", "dict"}
+        assert all(v > 0 for v in result[section].values())
+    for section in ("five_fields", "find"):
+        for name, p50 in result[f"{section}_ns_p50"].items():
+            assert p50 <= result[f"{section}_ns_p99"][name]
+    assert set(result["find_index_bytes"]) == {"nearstate", "dict"}
+    assert all(v > 0 for v in result["find_index_bytes"].values())
+    assert result["find_values"] == 70
+    assert result["find_matches_mean"] > 1
+    assert result["find_calls"] >= result["lookups"] // 100
+    ratios = result["ratios"]
+    assert set(ratios) == set(TARGETS)
+    for name in (
+        "lookup_p50_vs_dict",
+        "lookup_p99_vs_dict",
+        "five_fields_p50_vs_dict",
+        "find_p50_vs_dict",
+    ):
+        assert ratios[name] > 0
     assert result["import_s"] > 0
     phases = result["import_phases_s"]
     assert set(phases) == {"read", "stage", "write"}
@@ -62,6 +89,10 @@ def _check(result, *, parquet):
     text = format_store_bench(result)
     for name in ("nearstate", "dict", "sqlite", "parquet_zstd", "memory vs dict"):
         assert name in text
+    assert f"{_native.NAME} core" in text.splitlines()[0]
+    for label in ("lookup p99 vs dict", "5 fields p50 vs dict", "find p50 vs dict"):
+        line = next(x for x in text.splitlines() if x.startswith(label))
+        assert line.endswith((" met", " NOT met"))
 
 
 def test_store_bench_shape(jsonl, tmp_path):
@@ -72,7 +103,8 @@ def test_store_bench_shape(jsonl, tmp_path):
     )
     _check(result, parquet=True)
     assert "importing into nearstate" in phases
-    assert "timing lookups" in phases
+    assert "timing lookups, five fields and finds" in phases
+    assert "building the find indexes on 'year'" in phases
     assert (tmp_path / "work" / "ds" / "announced.json").is_file()
 
 
@@ -119,6 +151,103 @@ def test_store_bench_field_shadowed_by_view_api_and_sometimes_absent(tmp_path):
             f.write(json.dumps(rec) + "\n")
     result = run_store_bench(p, "id", lookups=200)
     assert result["field"] == "key"  # "label" is absent from some records
+    # no field to find by: n and key are unique, label is absent from some records
+    assert result["find_field"] is None and "distinct values" in result["find_error"]
+    assert result["find_ns_p50"] is None and result["ratios"]["find_p50_vs_dict"] is None
+    assert result["five_fields"] == ["n", "key"]
+    assert result["five_fields_ns_p50"]["nearstate"] > 0
+    text = format_store_bench(result)
+    assert "find: not measured" in text
+    assert "find p50 vs dict" in text and "n/a" in text
     result = run_store_bench(p, "id", field="label", lookups=200)
     assert result["field"] == "label"
     assert result["lookup_ns_p50"]["dict"] > 0
+
+
+def _handmade(path, *, half: bool):
+    """300 records; which field is chosen for five fields and for find is known."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(300):
+            rec = {
+                "id": i,
+                "name": f"name {i}",  # 300 distinct: more than half
+                "tags": ["a", "b"][: i % 3],  # a list: no find
+            }
+            if i % 2:
+                rec["opt"] = "sometimes"  # not in every record: neither
+            rec["kind"] = "xyz"[i % 3]  # 3 distinct
+            rec["year"] = 2000 + i % 30  # 30 distinct
+            rec["score"] = None if i % 7 == 0 else i % 50  # nulls: no find
+            rec["flag"] = i % 2 == 0  # 2 distinct
+            rec["grade"] = f"g{i % 30}"  # 30 distinct, after year: loses the tie
+            rec["ratio"] = (i % 40) / 4  # floats: no find
+            rec["over"] = f"o{i % 151}"  # 151 distinct: more than half
+            if half:
+                rec["half"] = f"h{i % 150}"  # 150 distinct: exactly half, the most
+            rec["meta"] = {"n": i}
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("half", "want"), [(True, "half"), (False, "year")])
+def test_store_bench_chooses_fields(tmp_path, half, want):
+    p = _handmade(tmp_path / "h.jsonl", half=half)
+    result = run_store_bench(p, "id", lookups=200)
+    assert result["records"] == 300
+    assert result["field"] == "name"
+    assert result["five_fields"] == ["name", "tags", "kind", "year", "score"]
+    assert result["find_field"] == want
+    assert result["find_values"] == (150 if half else 30)
+    assert result["find_matches_mean"] == pytest.approx(2 if half else 10)
+    assert result["find_batch"] == (50 if half else 10)
+    assert result["find_calls"] == result["find_batch"] * 2  # as many batches as lookups
+    assert all(v > 0 for v in result["find_ns_p50"].values())
+
+
+def test_store_bench_explicit_find_field(tmp_path):
+    p = _handmade(tmp_path / "h.jsonl", half=False)
+    result = run_store_bench(p, "id", find_field="kind", lookups=200)
+    assert result["find_field"] == "kind"
+    assert result["find_values"] == 3
+    assert result["find_matches_mean"] == pytest.approx(100)
+    assert result["find_batch"] == 1
+    assert all(v > 0 for v in result["find_ns_p50"].values())
+    assert result["ratios"]["find_p50_vs_dict"] > 0
+    # a field with nulls is allowed when asked for
+    result = run_store_bench(p, "id", find_field="score", lookups=200)
+    assert result["find_field"] == "score" and result["find_values"] == 51
+
+
+def test_store_bench_bad_find_field(tmp_path):
+    p = _handmade(tmp_path / "h.jsonl", half=False)
+    with pytest.raises(InputError, match="no top-level field 'nope' to find by"):
+        run_store_bench(p, "id", find_field="nope", lookups=100)
+    with pytest.raises(InputError, match="cannot find by 'tags'"):
+        run_store_bench(p, "id", find_field="tags", lookups=100)
+    from click.testing import CliRunner
+
+    from nearstate.cli import main
+
+    args = ["bench", "store", str(p), "--key", "id", "--find-field", "nope", "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0
+    assert "no top-level field 'nope' to find by" in " ".join(res.output.split())
+
+
+def test_store_bench_under_the_pure_core(tmp_path):
+    p = _handmade(tmp_path / "h.jsonl", half=False)
+    args = ["bench", "store", str(p), "--key", "id", "--lookups", "200", "--json"]
+    env = {**os.environ, "NEARSTATE_PURE": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "nearstate", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["core"] == "pure"
+    assert result["find_field"] == "year"
+    for section in ("lookup_ns_p50", "five_fields_ns_p50", "find_ns_p50"):
+        assert all(v > 0 for v in result[section].values())

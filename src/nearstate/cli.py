@@ -544,18 +544,29 @@ def bench_data(which: str, output: Path, count: int, seed: int) -> None:
 @click.option(
     "--field", default=None, help="Field read by each lookup (default: the first string field)."
 )
+@click.option(
+    "--find-field",
+    default=None,
+    help="Field find() looks records up by (default: the scalar field with the most "
+    "distinct values, at most half the records).",
+)
 @click.option("--lookups", type=int, default=20_000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_store(file: Path, key: str, field: str | None, lookups: int, as_json: bool) -> None:
+def bench_store(
+    file: Path, key: str, field: str | None, find_field: str | None, lookups: int, as_json: bool
+) -> None:
     """Load FILE into nearstate, plain dicts, SQLite in memory and zstd Parquet; compare
-    memory, lookup latency (key lookup + one field) and snapshot load time."""
+    memory, lookup latency (key lookup + one field, + five fields), find() on a secondary
+    field against a dict of lists, and snapshot load time."""
     from .bench.store import format_store_bench, run_store_bench
 
     def say(msg: str) -> None:
         err.print(f"[dim]{msg}…[/]", highlight=False)
 
     try:
-        res = run_store_bench(file, key, field=field, lookups=lookups, progress=say)
+        res = run_store_bench(
+            file, key, field=field, find_field=find_field, lookups=lookups, progress=say
+        )
     except NearstateError as e:
         _fail(e)
     if as_json:

@@ -29,11 +29,19 @@ def _pyplot():
     return plt
 
 
+_STORE_RATIOS = (  # (ratio key, label, target) drawn as nearstate / dict, p50
+    ("lookup_p50_vs_dict", "lookup", 1.0),
+    ("five_fields_p50_vs_dict", "5 fields", 1.2),
+    ("find_p50_vs_dict", "find", 1.5),
+)
+
+
 def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
-    """Draw memory and lookup p50 per system for each ``bench store --json`` result file."""
+    """Draw memory and lookup p50 per system, and nearstate ÷ dict p50 for lookup, five
+    fields and find against their targets, for each ``bench store --json`` result file."""
     plt = _pyplot()
     runs = [(Path(p).stem, json.loads(Path(p).read_text())) for p in results]
-    fig, (mem_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (mem_ax, lat_ax, ratio_ax) = plt.subplots(1, 3, figsize=(16, 4.2))
     width = 0.8 / len(_SYSTEMS)
     for i, system in enumerate(_SYSTEMS):
         xs = [j + (i - 1.5) * width for j in range(len(runs))]
@@ -42,10 +50,23 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
         if system != "parquet_zstd":
             lat = [r["lookup_ns_p50"].get(system) or 0 for _, r in runs]
             lat_ax.bar(xs, lat, width, label=system, color=_COLOURS[system])
-    labels = [f"{name}\n{r['records']:,} records" for name, r in runs]
+    labels = [
+        f"{name}\n{r['records']:,} records" + (f", {r['core']} core" if "core" in r else "")
+        for name, r in runs
+    ]
+    width = 0.8 / len(_STORE_RATIOS)
+    shades = ("#1f77b4", "#6baed6", "#c6dbef")
+    for i, (key, label, target) in enumerate(_STORE_RATIOS):
+        xs = [j + (i - (len(_STORE_RATIOS) - 1) / 2) * width for j in range(len(runs))]
+        vals = [(r.get("ratios") or {}).get(key) or 0 for _, r in runs]
+        ratio_ax.bar(xs, vals, width, label=f"{label} (target ≤ {target:g})", color=shades[i])
+        for x in xs:  # the target, as a tick over each bar
+            ratio_ax.hlines(target, x - width / 2, x + width / 2, color="#d62728", linewidth=1.5)
+    ratio_ax.axhline(1.0, color="#555555", linestyle=":", linewidth=1)
     for ax, title, unit in (
         (mem_ax, "Memory held (log scale, lower is better)", "MB"),
         (lat_ax, "Key lookup + one field, p50 (lower is better)", "ns"),
+        (ratio_ax, "nearstate ÷ dict, p50; red ticks: targets (lower is better)", "ratio"),
     ):
         ax.set_xticks(range(len(runs)), labels)
         ax.set_title(title, fontsize=10)

@@ -1,10 +1,14 @@
 """The store benchmark: one JSON Lines file loaded into nearstate and into what a Python
 user would otherwise pick — a dict of dicts, an in-memory SQLite table, a zstd Parquet
-file — measuring memory, key-lookup latency and load time.
+file — measuring memory, key-lookup latency, reading several fields, finding records by a
+secondary field, and load time.
 
 Definitions (every number comes from the same file, in the same process):
 
 * **records** — the number of records in the file (non-blank lines).
+* **core** — which core of nearstate ran: ``nearstate._native.NAME``, ``"native"`` (the
+  compiled C core) or ``"pure"`` (the pure-Python reference: ``NEARSTATE_PURE=1``, or the
+  extension is not built). Every nearstate figure below is that core's.
 * **nearstate** — ``nearstate.import_jsonl(path, type_name=..., key=..., into=WORKDIR/ds)``
   (timed: ``import_s``; ``import_phases_s`` splits it into the importer's own phases:
   *read* = parse the JSON and infer the schema, *stage* = check and stage every record,
@@ -12,7 +16,8 @@ Definitions (every number comes from the same file, in the same process):
   (memory-mapped, every checksum verified).
   ``memory_bytes.nearstate`` = the blob's bytes (``state.nbytes``: every section is resident
   once touched) **plus** the Python-side overhead of the loaded state, measured with
-  :mod:`tracemalloc` around the load and a first lookup.
+  :mod:`tracemalloc` around the load and a first lookup (so without the secondary index
+  that **find** builds later: that is ``find_index_bytes``).
 * **dict** — ``{key: record}`` decoded from the same file with the stdlib's ``json.loads``
   per line, as a Python user would. Its memory is the traced memory after building it
   minus before (json decoding makes fresh objects, so this counts the keys, dicts,
@@ -39,21 +44,53 @@ Definitions (every number comes from the same file, in the same process):
   .fetchone()[0]`` (SQL text built once). Lookups run in batches of 100 with
   ``time.perf_counter_ns()`` around each batch, so the timer's own cost is amortised;
   ``lookup_ns_p50``/``lookup_ns_p99`` are the nearest-rank 50th/99th percentiles over
-  batches of the ns per lookup. The systems are interleaved batch by batch (A, B, C, A,
-  B, C, ...) so machine noise hits them alike, after an untimed warm-up of 5 rounds; the
-  garbage collector is disabled during the timing window and re-enabled after. The keys
-  are spread over the whole data set, so a large dict misses the CPU caches on most
-  lookups; and a batch the OS preempts (a 4 ms time slice is 40,000 ns per lookup over a
-  batch) shows in p99, so p99 is only meaningful on an otherwise idle machine.
+  batches of the ns per lookup. The keys are spread over the whole data set, so a large
+  dict misses the CPU caches on most lookups.
+* **five fields** — a key lookup plus reading five fields of the record: ``five_fields``
+  = the first five top-level fields, in the file's field order (the order in which the
+  records first show them), present in every record, other than the key (fewer when
+  there are fewer; any type, nulls allowed; nested records are read as their view or
+  dict, not walked). The same keys and batches as **lookup**: nearstate
+  ``attrgetter(f1, ..., f5)(ts.get(k))`` (a field that cannot be an attribute, as above,
+  by subscript), dict ``itemgetter(f1, ..., f5)(d[k])`` (five subscripts). Per system
+  ``five_fields_ns_p50``/``five_fields_ns_p99``, ns per lookup, as for **lookup**.
+* **find** — the records whose ``find_field`` equals a value, reading ``field`` (the
+  lookup's) of every match. ``find_field`` is ``--find-field`` when given (a top-level
+  field whose values are scalars: no lists or objects), else chosen: among the top-level
+  fields present in every record, other than the key, whose values are all of one type
+  among str, int and bool (no nulls), those with between 2 and n/2 distinct values; of
+  these the one with the most distinct values (the smallest groups), the first in field
+  order on a tie. When none qualifies the find figures are ``None`` and ``find_error``
+  says why. Values are drawn with replacement (fixed seed) from the records' values of
+  ``find_field``, so a value is drawn as often as records hold it. nearstate
+  ``ts.find(**{find_field: v})`` then ``field`` of each match as in **lookup**; the peer
+  ``groups[v]`` — a dict of lists of the same record dicts as **dict**, built once,
+  untimed — then ``r[field]`` of each match. nearstate's hash index is built by one
+  untimed ``find`` first. ``find_index_bytes`` = the traced memory of building each index
+  (informative: the dict of lists holds its lists and table, the record dicts and the
+  values are shared with **dict**; nearstate's is its index over ordinals). A find batch
+  holds ``find_batch`` = ⌈100 / g⌉ calls, g = ``find_matches_mean``, the mean number of
+  matches of a drawn value (Σ group² / n), so a batch reads about as many records as a
+  lookup batch; there are as many find batches as lookup batches (``find_calls`` in all).
+  ``find_ns_p50``/``find_ns_p99`` are per call.
+* **timing** — lookup, five fields and find run in one timing window, interleaved batch
+  by batch (lookup for nearstate, dict and sqlite, then five fields for nearstate and
+  dict, then find for nearstate and dict; round after round) so machine noise hits them
+  alike, after an untimed warm-up of 5 rounds; the garbage collector is disabled during
+  the window and re-enabled after. A batch the OS preempts (a 4 ms time slice is 40,000
+  ns per lookup over a batch) shows in p99, so p99 is only meaningful on an otherwise
+  idle machine.
 * **load_ms** — the median wall time of seven ``LocalDataset(...).load()`` calls
   each of ``mmap=True, verify=True`` (``nearstate_mmap``), ``mmap=True, verify=False``
   (``nearstate_mmap_noverify``) and ``mmap=False`` (``nearstate_read``, the file read into
   memory and verified), interleaved after one untimed load of each, from a warm page
   cache (the blob was just written).
-* **ratios** — ``memory_vs_dict`` = nearstate / dict memory, ``memory_vs_parquet`` =
-  nearstate / parquet_zstd memory (``None`` without parquet), ``lookup_p50_vs_dict`` =
-  nearstate / dict lookup p50. Targets: memory ≤ 0.10× dict and ≤ 2× parquet, lookup p50
-  ≤ 1.5× dict.
+* **ratios** — nearstate / peer: ``memory_vs_dict`` and ``memory_vs_parquet`` (memory;
+  ``None`` without parquet), ``lookup_p50_vs_dict``, ``lookup_p99_vs_dict``,
+  ``five_fields_p50_vs_dict`` and ``find_p50_vs_dict`` (``None`` without a find field).
+  Targets (``TARGETS``, each met when the ratio is at most the target): memory ≤ 0.10×
+  dict and ≤ 1.0× parquet, lookup p50 ≤ 1.0× dict and p99 ≤ 1.5× dict, five fields p50 ≤
+  1.2× dict, find p50 ≤ 1.5× dict.
 """
 
 from __future__ import annotations
@@ -69,10 +106,12 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
+from functools import partial
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
+from nearstate import _native
 from nearstate.dataset import LocalDataset
 from nearstate.errors import DatasetError, InputError
 from nearstate.jsonl import import_jsonl
@@ -82,10 +121,20 @@ BATCH = 100
 SEED = 20240611
 LOAD_REPEATS = 7
 WARMUP_ROUNDS = 5
+FIVE = 5
 
-TARGETS = {"memory_vs_dict": 0.10, "memory_vs_parquet": 2.0, "lookup_p50_vs_dict": 1.5}
+TARGETS = {
+    "memory_vs_dict": 0.10,
+    "memory_vs_parquet": 1.0,
+    "lookup_p50_vs_dict": 1.0,
+    "lookup_p99_vs_dict": 1.5,
+    "five_fields_p50_vs_dict": 1.2,
+    "find_p50_vs_dict": 1.5,
+}
 
 _I64 = (-(2**63), 2**63 - 1)
+
+Run = Callable[[list[Any]], None]
 
 
 def run_store_bench(
@@ -93,6 +142,7 @@ def run_store_bench(
     key: str,
     *,
     field: str | None = None,
+    find_field: str | None = None,
     type_name: str = "Record",
     workdir: str | Path | None = None,
     lookups: int = 20000,
@@ -100,8 +150,11 @@ def run_store_bench(
 ) -> dict[str, Any]:
     """Load the JSON Lines file ``path`` into nearstate, a dict, SQLite and Parquet; measure.
 
-    Returns ``{"records", "memory_bytes", "lookup_ns_p50", "lookup_ns_p99", "load_ms"}`` (see
-    the module docstring for each definition) and extra keys: ``field``, ``ratios``,
+    Returns ``{"records", "memory_bytes", "lookup_ns_p50", "lookup_ns_p99",
+    "five_fields_ns_p50", "five_fields_ns_p99", "find_ns_p50", "find_ns_p99", "load_ms"}``
+    (see the module docstring for each definition) and extra keys: ``core``, ``field``,
+    ``five_fields``, ``find_field``, ``find_error``, ``find_values``, ``find_matches_mean``,
+    ``find_calls``, ``find_batch``, ``find_index_bytes``, ``ratios``, ``targets``,
     ``import_s``, ``import_phases_s``, ``blob_bytes``, ``file_bytes``, ``memory_detail``,
     ``sqlite_table``, ``lookups``, ``batch`` and ``parquet_error``.
     """
@@ -118,13 +171,14 @@ def run_store_bench(
         ds_dir = work / "ds"
         if ds_dir.exists() and any(ds_dir.iterdir()):
             raise DatasetError(f"{ds_dir} is not empty; give an empty or new workdir")
-        return _run(path, key, field, type_name, work, ds_dir, lookups, say)
+        return _run(path, key, field, find_field, type_name, work, ds_dir, lookups, say)
 
 
 def _run(
     path: Path,
     key: str,
     field: str | None,
+    find_field: str | None,
     type_name: str,
     work: Path,
     ds_dir: Path,
@@ -137,24 +191,43 @@ def _run(
     imported = import_jsonl(path, type_name=type_name, key=key, into=ds_dir, progress=phases)
     import_s = phases.finish()
     ds = LocalDataset(ds_dir)
+    names = imported.schema[type_name].field_names
 
     # -- dict: stdlib json, memory traced -----------------------------------------------------
     say("building dicts with the stdlib json module")
     d, dict_bytes = _build_dict(path, key)
     records = list(d.values())
+    stats = _FieldStats(records)
     if field is None:
-        field = _default_field(records, key)
+        field = stats.default_field(key)
         if field is None:
             raise InputError(f"{path}: no top-level string field besides the key {key!r}")
-    elif field not in imported.schema[type_name].field_names:
+    elif field not in names:
+        raise InputError(f"{path}: no top-level field {field!r} (fields: {', '.join(names)})")
+    five = [f for f in stats.always() if f != key and f in names][:FIVE]
+    if not five:
+        raise InputError(f"{path}: no top-level field besides the key {key!r} in every record")
+    find_error = None
+    if find_field is None:
+        find_field = stats.find_field(key)
+        if find_field is None:
+            find_error = (
+                f"no top-level str, int or bool field (no nulls) in every record, other "
+                f"than the key, with between 2 and {stats.n // 2} distinct values"
+            )
+    elif find_field not in names:
         raise InputError(
-            f"{path}: no top-level field {field!r} "
-            f"(fields: {', '.join(imported.schema[type_name].field_names)})"
+            f"{path}: no top-level field {find_field!r} to find by (fields: {', '.join(names)})"
+        )
+    elif not stats.scalar(find_field):
+        raise InputError(
+            f"{path}: cannot find by {find_field!r}: its values include lists or objects"
         )
 
     say("loading nearstate (measuring its memory)")
     ns_overhead, state = _load_traced(ds, type_name, field, next(iter(d)))
     ns_bytes = state.nbytes + ns_overhead
+    ts = state[type_name]
 
     say("timing nearstate loads")
     load_ms = _time_loads(ds)
@@ -169,42 +242,82 @@ def _run(
     # -- parquet --------------------------------------------------------------------------------
     say("writing parquet (zstd)")
     parquet_bytes, parquet_error = _parquet_size(records, work / "records.parquet")
-    del records
 
-    # -- lookups --------------------------------------------------------------------------------
-    say("timing lookups")
+    # -- the batches: keys for lookup and five fields, values for find ---------------------------
     rng = random.Random(SEED)
     sample = rng.choices(list(d), k=lookups)
     batches = [sample[i : i + BATCH] for i in range(0, lookups - BATCH + 1, BATCH)]
-    systems = {
-        "nearstate": _nearstate_lookup(state, type_name, field),
-        "dict": _dict_lookup(d, field, always=all(field in r for r in d.values())),
-        "sqlite": _sqlite_lookup(conn, field),
+    always = all(field in r for r in records)
+    systems: dict[tuple[str, str], tuple[Run, list[list[Any]]]] = {
+        ("lookup", "nearstate"): (_nearstate_lookup(ts, field), batches),
+        ("lookup", "dict"): (_dict_lookup(d, field, always=always), batches),
+        ("lookup", "sqlite"): (_sqlite_lookup(conn, field), batches),
+        ("five_fields", "nearstate"): (_nearstate_lookup(ts, *five), batches),
+        ("five_fields", "dict"): (_dict_lookup(d, *five, always=True), batches),
     }
-    _check_found(systems, sample[:BATCH])
-    per_lookup = _time_interleaved(systems, batches)
+    find_info: dict[str, Any] = {
+        "find_values": None,
+        "find_matches_mean": None,
+        "find_calls": None,
+        "find_batch": None,
+        "find_index_bytes": None,
+    }
+    if find_field is not None:
+        say(f"building the find indexes on {find_field!r}")
+        find_always = all(find_field in r for r in records)
+        values = [r[find_field] if find_always else r.get(find_field) for r in records]
+        groups, groups_bytes = _traced(partial(_group, records, values))
+        matches_mean = sum(len(g) ** 2 for g in groups.values()) / len(records)
+        per_batch = math.ceil(BATCH / matches_mean)
+        drawn = rng.choices(values, k=len(batches) * per_batch)
+        del values
+        find_batches = [drawn[i : i + per_batch] for i in range(0, len(drawn), per_batch)]
+        ns_index_bytes = _traced(lambda: len(ts.find(**{find_field: drawn[0]})))[1]
+        _check_find(ts, find_field, groups, drawn[:per_batch])
+        systems[("find", "nearstate")] = (_nearstate_find(ts, find_field, field), find_batches)
+        systems[("find", "dict")] = (_dict_find(groups, field, always=always), find_batches)
+        find_info = {
+            "find_values": len(groups),
+            "find_matches_mean": matches_mean,
+            "find_calls": len(drawn),
+            "find_batch": per_batch,
+            "find_index_bytes": {"nearstate": ns_index_bytes, "dict": groups_bytes},
+        }
+    del records
+
+    # -- timing -----------------------------------------------------------------------------------
+    say("timing lookups, five fields and finds")
+    _check_found(systems)
+    per_item = _time_interleaved(systems, rounds=len(batches))
     conn.close()
 
-    p50 = {name: _percentile(v, 0.50) for name, v in per_lookup.items()}
-    p99 = {name: _percentile(v, 0.99) for name, v in per_lookup.items()}
+    p50: dict[str, dict[str, float]] = {"lookup": {}, "five_fields": {}, "find": {}}
+    p99: dict[str, dict[str, float]] = {"lookup": {}, "five_fields": {}, "find": {}}
+    for (figure, system), v in per_item.items():
+        p50[figure][system] = _percentile(v, 0.50)
+        p99[figure][system] = _percentile(v, 0.99)
     memory = {
         "nearstate": ns_bytes,
         "dict": dict_bytes,
         "sqlite": sqlite_bytes,
         "parquet_zstd": parquet_bytes,
     }
-    return {
+    result = {
         "records": len(d),
+        "core": _native.NAME,
         "memory_bytes": memory,
-        "lookup_ns_p50": p50,
-        "lookup_ns_p99": p99,
+        "lookup_ns_p50": p50["lookup"],
+        "lookup_ns_p99": p99["lookup"],
+        "five_fields_ns_p50": p50["five_fields"],
+        "five_fields_ns_p99": p99["five_fields"],
+        "find_ns_p50": p50["find"] or None,
+        "find_ns_p99": p99["find"] or None,
         "load_ms": load_ms,
         "field": field,
-        "ratios": {
-            "memory_vs_dict": ns_bytes / dict_bytes,
-            "memory_vs_parquet": ns_bytes / parquet_bytes if parquet_bytes else None,
-            "lookup_p50_vs_dict": p50["nearstate"] / p50["dict"],
-        },
+        "five_fields": five,
+        "find_field": find_field,
+        "find_error": find_error,
+        **find_info,
         "import_s": import_s,
         "import_phases_s": phases.seconds,
         "blob_bytes": imported.blob_bytes,
@@ -214,7 +327,10 @@ def _run(
         "lookups": len(batches) * BATCH,
         "batch": BATCH,
         "parquet_error": parquet_error,
+        "targets": TARGETS,
     }
+    result["ratios"] = _ratios(result)
+    return result
 
 
 _PHASE_WORDS = {
@@ -360,34 +476,97 @@ def _parquet_size(records: list[dict[str, Any]], out: Path) -> tuple[int | None,
     return size, None
 
 
-def _default_field(records: Iterable[dict[str, Any]], key: str) -> str | None:
-    """The first top-level field, in field order, present in every record, whose values are
-    strings (or null)."""
-    kinds: dict[str, set[type]] = {}  # in first-seen order
-    seen: dict[str, int] = {}
-    n = 0
-    for r in records:
-        n += 1
-        for k, v in r.items():
-            if k not in kinds:
-                kinds[k] = set()
-                seen[k] = 0
-            kinds[k].add(type(v))
-            seen[k] += 1
-    for k, ks in kinds.items():
-        if k != key and seen[k] == n and str in ks and ks <= {str, type(None)}:
-            return k
-    return None
+class _FieldStats:
+    """Per top-level field of the records, in field order (the order in which the records
+    first show them): how many records hold it and the types of its values."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]):
+        self.kinds: dict[str, set[type]] = {}  # in first-seen order
+        self.seen: dict[str, int] = {}
+        self.records = records
+        n = 0
+        for r in records:
+            n += 1
+            for k, v in r.items():
+                if k not in self.kinds:
+                    self.kinds[k] = set()
+                    self.seen[k] = 0
+                self.kinds[k].add(type(v))
+                self.seen[k] += 1
+        self.n = n
+
+    def always(self) -> list[str]:
+        """The fields present in every record, in field order."""
+        return [k for k, c in self.seen.items() if c == self.n]
+
+    def default_field(self, key: str) -> str | None:
+        """The lookup's field: the first field present in every record whose values are
+        strings (or null), other than the key."""
+        for k in self.always():
+            ks = self.kinds[k]
+            if k != key and str in ks and ks <= {str, type(None)}:
+                return k
+        return None
+
+    def scalar(self, name: str) -> bool:
+        """No value of the field is a list or an object."""
+        return not self.kinds.get(name, set()) & {list, dict}
+
+    def find_field(self, key: str) -> str | None:
+        """The field to find by: of the fields present in every record, other than the key,
+        whose values are all str, all int or all bool, one with between 2 and n/2 distinct
+        values, the most distinct (the first in field order on a tie)."""
+        best, best_distinct = None, 0
+        for k in self.always():
+            if k == key or len(self.kinds[k]) != 1 or not self.kinds[k] <= {str, int, bool}:
+                continue
+            distinct = len({r[k] for r in self.records})
+            if 2 <= distinct <= self.n // 2 and distinct > best_distinct:
+                best, best_distinct = k, distinct
+        return best
 
 
-def _nearstate_lookup(state: Any, type_name: str, field: str) -> Callable[[list[Any]], None]:
-    get = state[type_name].get
-    # a view reads a field as an attribute unless the name is no identifier or is taken by
-    # the view's own API (key, ordinal, to_dict...); then by subscript
-    if field.isidentifier() and not hasattr(Record, field):
-        read = attrgetter(field)
-    else:
-        read = itemgetter(field)
+def _group(records: list[dict[str, Any]], values: list[Any]) -> dict[Any, list[dict[str, Any]]]:
+    """The dict of lists: each value -> the records holding it, in file order."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r, v in zip(records, values, strict=True):
+        g = groups.get(v)
+        if g is None:
+            groups[v] = [r]
+        else:
+            g.append(r)
+    return groups
+
+
+def _check_find(ts: Any, find_field: str, groups: dict[Any, list[Any]], values: list[Any]) -> None:
+    """nearstate's find and the dict of lists must agree on how many records match."""
+    for v in values:
+        got, want = len(ts.find(**{find_field: v})), len(groups[v])
+        if got != want:
+            raise RuntimeError(
+                f"find({find_field}={v!r}): nearstate found {got} records, the dict of lists {want}"
+            )
+
+
+def _attr_ok(field: str) -> bool:
+    """A view reads a field as an attribute unless the name is no identifier or is taken by
+    the view's own API (key, ordinal, to_dict...); then by subscript."""
+    return field.isidentifier() and not hasattr(Record, field)
+
+
+def _view_reader(*fields: str) -> Callable[[Any], Any]:
+    """One call reading ``fields`` of a view: ``attrgetter(*fields)`` when it can."""
+    if all(_attr_ok(f) for f in fields):
+        return attrgetter(*fields)
+    if not any(_attr_ok(f) for f in fields):
+        return itemgetter(*fields)
+    getters = [attrgetter(f) if _attr_ok(f) else itemgetter(f) for f in fields]
+    return lambda rec: tuple([g(rec) for g in getters])
+
+
+def _nearstate_lookup(ts: Any, *fields: str) -> Run:
+    get = ts.get
+    read = _view_reader(*fields)
 
     def run(keys: list[Any]) -> None:
         for k in keys:
@@ -396,7 +575,16 @@ def _nearstate_lookup(state: Any, type_name: str, field: str) -> Callable[[list[
     return run
 
 
-def _dict_lookup(d: dict[Any, Any], field: str, *, always: bool) -> Callable[[list[Any]], None]:
+def _dict_lookup(d: dict[Any, Any], *fields: str, always: bool) -> Run:
+    if len(fields) > 1:  # five fields: present in every record by their choice
+        read = itemgetter(*fields)
+
+        def run_many(keys: list[Any]) -> None:
+            for k in keys:
+                read(d[k])
+
+        return run_many
+    (field,) = fields
     if not always:  # some records lack the field
 
         def run_get(keys: list[Any]) -> None:
@@ -412,7 +600,7 @@ def _dict_lookup(d: dict[Any, Any], field: str, *, always: bool) -> Callable[[li
     return run
 
 
-def _sqlite_lookup(conn: sqlite3.Connection, field: str) -> Callable[[list[Any]], None]:
+def _sqlite_lookup(conn: sqlite3.Connection, field: str) -> Run:
     label = field.replace('"', '""').replace("'", "''")
     sql = f"SELECT json_extract(doc, '$.\"{label}\"') FROM t WHERE k=?"
     ex = conn.execute
@@ -424,36 +612,68 @@ def _sqlite_lookup(conn: sqlite3.Connection, field: str) -> Callable[[list[Any]]
     return run
 
 
-def _check_found(systems: dict[str, Callable[[list[Any]], None]], keys: list[Any]) -> None:
-    """Each system must find every key (a failed lookup raises inside its loop)."""
-    for name, run in systems.items():
+def _nearstate_find(ts: Any, find_field: str, field: str) -> Run:
+    find = ts.find
+    read = _view_reader(field)
+
+    def run(values: list[Any]) -> None:
+        for v in values:
+            for rec in find(**{find_field: v}):
+                read(rec)
+
+    return run
+
+
+def _dict_find(groups: dict[Any, list[dict[str, Any]]], field: str, *, always: bool) -> Run:
+    if not always:  # some records lack the field
+
+        def run_get(values: list[Any]) -> None:
+            for v in values:
+                for rec in groups[v]:
+                    rec.get(field)
+
+        return run_get
+
+    def run(values: list[Any]) -> None:
+        for v in values:
+            for rec in groups[v]:
+                rec[field]
+
+    return run
+
+
+def _check_found(systems: dict[tuple[str, str], tuple[Run, list[list[Any]]]]) -> None:
+    """Each system must find every key or value of its first batch (a failed lookup raises
+    inside its loop)."""
+    for (figure, name), (run, batches) in systems.items():
         try:
-            run(keys)
+            run(batches[0])
         except (AttributeError, KeyError, TypeError) as e:
-            raise RuntimeError(f"{name}: a sampled key was not found ({e!r})") from e
+            raise RuntimeError(f"{figure} {name}: a sampled key was not found ({e!r})") from e
 
 
 def _time_interleaved(
-    systems: dict[str, Callable[[list[Any]], None]], batches: list[list[Any]]
-) -> dict[str, list[float]]:
-    """ns per lookup for each batch, the systems interleaved batch by batch."""
+    systems: dict[Any, tuple[Run, list[list[Any]]]], rounds: int
+) -> dict[Any, list[float]]:
+    """ns per item (a key looked up, a value found) for each batch, the systems interleaved
+    batch by batch: round ``i`` runs every system on its ``i``-th batch."""
     clock = time.perf_counter_ns
-    out: dict[str, list[float]] = {name: [] for name in systems}
+    out: dict[Any, list[float]] = {name: [] for name in systems}
     runs = list(systems.items())
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        for b in batches[:WARMUP_ROUNDS]:
-            for _name, run in runs:
-                run(b)
-        for b in batches:
-            n = len(b)
-            for name, run in runs:
+        for i in range(min(WARMUP_ROUNDS, rounds)):
+            for _name, (run, batches) in runs:
+                run(batches[i])
+        for i in range(rounds):
+            for name, (run, batches) in runs:
+                b = batches[i]
                 t0 = clock()
                 run(b)
                 t1 = clock()
-                out[name].append((t1 - t0) / n)
+                out[name].append((t1 - t0) / len(b))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -468,27 +688,69 @@ def _percentile(values: list[float], q: float) -> float:
 
 # -- text report ------------------------------------------------------------------------------
 
+_RATIO_LABELS = {
+    "memory_vs_dict": "memory vs dict",
+    "memory_vs_parquet": "memory vs parquet",
+    "lookup_p50_vs_dict": "lookup p50 vs dict",
+    "lookup_p99_vs_dict": "lookup p99 vs dict",
+    "five_fields_p50_vs_dict": "5 fields p50 vs dict",
+    "find_p50_vs_dict": "find p50 vs dict",
+}
+
 
 def format_store_bench(result: dict[str, Any]) -> str:
     """A plain-text table of a :func:`run_store_bench` result."""
     mem = result["memory_bytes"]
-    p50 = result["lookup_ns_p50"]
-    p99 = result["lookup_ns_p99"]
-    lines = [f"{result['records']:,} records"]
+    lat = {
+        name: result.get(name) or {}
+        for name in (
+            "lookup_ns_p50",
+            "lookup_ns_p99",
+            "five_fields_ns_p50",
+            "five_fields_ns_p99",
+            "find_ns_p50",
+            "find_ns_p99",
+        )
+    }
+    title = f"{result['records']:,} records"
+    if "core" in result:
+        title += f"; {result['core']} core"
     if "field" in result:
-        lines[0] += f"; lookup = key + field {result['field']!r}"
-    rows = [("system", "memory MB", "lookup p50 ns", "lookup p99 ns")]
+        title += f"; lookup = key + field {result['field']!r}"
+    lines = [title]
+    if result.get("five_fields"):
+        lines.append("5 fields = key + " + ", ".join(repr(f) for f in result["five_fields"]))
+    if result.get("find_field"):
+        mean = result.get("find_matches_mean")
+        lines.append(
+            f"find = records with a {result['find_field']!r} value, reading "
+            f"{result.get('field')!r} of each"
+            + (f" ({mean:,.1f} matches on average)" if mean is not None else "")
+        )
+    elif result.get("find_error"):
+        lines.append(f"find: not measured, {result['find_error']}")
+    rows = [
+        (
+            "system",
+            "memory MB",
+            "lookup p50",
+            "lookup p99",
+            "5 fields p50",
+            "5 fields p99",
+            "find p50",
+            "find p99",
+        )
+    ]
     for name in ("nearstate", "dict", "sqlite", "parquet_zstd"):
         m = mem.get(name)
         rows.append(
             (
                 name,
                 "n/a" if m is None else f"{m / 1e6:,.2f}",
-                _ns(p50.get(name)),
-                _ns(p99.get(name)),
+                *(_ns(v.get(name)) for v in lat.values()),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         lines.append(
             "  ".join(
@@ -498,6 +760,12 @@ def format_store_bench(result: dict[str, Any]) -> str:
         )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines.append("(latencies in ns: per lookup; per call for find)")
+    index = result.get("find_index_bytes")
+    if index:
+        lines.append(
+            "find index memory MB: " + ", ".join(f"{k} {v / 1e6:,.2f}" for k, v in index.items())
+        )
     load = result.get("load_ms", {})
     if load:
         lines.append("")
@@ -513,18 +781,14 @@ def format_store_bench(result: dict[str, Any]) -> str:
     if ratios is None:
         ratios = _ratios(result)
     lines.append("")
-    for name, label in (
-        ("memory_vs_dict", "memory vs dict"),
-        ("memory_vs_parquet", "memory vs parquet"),
-        ("lookup_p50_vs_dict", "lookup p50 vs dict"),
-    ):
+    for name, label in _RATIO_LABELS.items():
         v = ratios.get(name)
         target = TARGETS[name]
         if v is None:
-            lines.append(f"{label:<20} n/a     (target <= {target:g}x)")
+            lines.append(f"{label:<22} n/a     (target <= {target:g}x)")
         else:
-            mark = "ok" if v <= target else "MISSED"
-            lines.append(f"{label:<20} {v:.3f}x  (target <= {target:g}x) {mark}")
+            mark = "met" if v <= target else "NOT met"
+            lines.append(f"{label:<22} {v:.3f}x  (target <= {target:g}x) {mark}")
     if result.get("parquet_error"):
         lines.append(f"parquet: {result['parquet_error']}")
     return "\n".join(lines)
@@ -535,10 +799,21 @@ def _ns(v: float | None) -> str:
 
 
 def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
-    mem, p50 = result["memory_bytes"], result["lookup_ns_p50"]
-    pq = mem.get("parquet_zstd")
+    """nearstate / peer for each target (``None`` where a figure is missing)."""
+    mem = result["memory_bytes"]
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    def vs_dict(section: str) -> float | None:
+        fig = result.get(section) or {}
+        return over(fig.get("nearstate"), fig.get("dict"))
+
     return {
-        "memory_vs_dict": mem["nearstate"] / mem["dict"],
-        "memory_vs_parquet": mem["nearstate"] / pq if pq else None,
-        "lookup_p50_vs_dict": p50["nearstate"] / p50["dict"],
+        "memory_vs_dict": over(mem["nearstate"], mem["dict"]),
+        "memory_vs_parquet": over(mem["nearstate"], mem.get("parquet_zstd")),
+        "lookup_p50_vs_dict": vs_dict("lookup_ns_p50"),
+        "lookup_p99_vs_dict": vs_dict("lookup_ns_p99"),
+        "five_fields_p50_vs_dict": vs_dict("five_fields_ns_p50"),
+        "find_p50_vs_dict": vs_dict("find_ns_p50"),
     }
