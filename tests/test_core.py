@@ -326,3 +326,23 @@ def test_sparse_lists_and_records_read_back(tmp_path: Path) -> None:
     meta = state.blob.header["types"]["T"]["columns"]
     assert meta["box"].get("sparse") and meta["crew"].get("sparse")
     assert [r.to_dict() for r in state["T"]] == [json.loads(x) for x in lines]
+
+
+def test_inspect_shows_each_fields_layout_and_the_core(tmp_path: Path) -> None:
+    _dataset(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "nearstate", "inspect", str(tmp_path / "ds"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(out.stdout)
+    assert info["core"] == _native.NAME
+    fields = info["types"]["Pkg"]["fields"]
+    assert "symbol table" in fields["url"]["layout"]
+    assert "sparse" in fields["note"]["layout"]
+    assert "blocked" in fields["n"]["layout"]  # -500, -497, ... in order
+    assert (
+        fields["tags"]["layout"].endswith("items: dictionary")
+        or "items:" in fields["tags"]["layout"]
+    )

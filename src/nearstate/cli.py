@@ -24,6 +24,7 @@ from rich.table import Table
 
 from . import _native
 from .dataset import Dataset, LocalDataset, open_dataset
+from .encoding import describe_layout
 from .errors import DatasetError, NearstateError, SchemaError
 from .jsonl import export_jsonl, import_jsonl, record_to_json
 from .read_state import TypeState
@@ -194,13 +195,20 @@ def inspect(directory: str, as_json: bool) -> None:
             info["log"] = ds.log.stats()
         except NearstateError as e:
             info["log"] = {"error": str(e)}
+    base = state.base
+    sections = base.blob.section_sizes
     for name, ts in state.types.items():
+        cols = (base.blob.header["types"].get(name) or {}).get("columns", {})
         info["types"][name] = {
             "records": len(ts),
             "key": list(ts.typedef.key) if ts.typedef.key else None,
             "bytes": ts.nbytes,
             "fields": {
-                f.name: {"type": f.type.spec(), "bytes": ts.field_nbytes()[f.name]}
+                f.name: {
+                    "type": f.type.spec(),
+                    "bytes": ts.field_nbytes()[f.name],
+                    "layout": describe_layout(cols.get(f.name, {}), sections, f"{name}/{f.name}"),
+                }
                 for f in ts.typedef.fields
             },
         }
@@ -231,9 +239,10 @@ def inspect(directory: str, as_json: bool) -> None:
         table.add_column("type")
         table.add_column("bytes", justify="right")
         table.add_column("bytes/record", justify="right")
+        table.add_column("layout")
         for fname, f in t["fields"].items():
             per = f["bytes"] / t["records"] if t["records"] else 0
-            table.add_row(fname, f["type"], f"{f['bytes']:,}", f"{per:,.1f}")
+            table.add_row(fname, f["type"], f"{f['bytes']:,}", f"{per:,.1f}", f["layout"])
         out.print(table)
 
 

@@ -707,6 +707,38 @@ def _open_text(meta: dict[str, Any], ctx: ColumnContext, name: str):
     return get, nbytes
 
 
+def describe_layout(meta: dict[str, Any], sections: Any, name: str) -> str:
+    """The layouts a column's encoder chose, in a few words (for ``nearstate inspect``):
+    e.g. ``"symbol table, dictionary, blocked"``; nested element columns after ``[]``."""
+    words = []
+    if meta.get("fsst"):
+        words.append("symbol table")
+    if meta.get("pool") == "ids":
+        words.append("dictionary")
+    if "scale" in meta:
+        words.append(f"decimal x{meta['scale']}")
+    if meta.get("bigint"):
+        words.append("big ints as text")
+    if "level" in meta:
+        words.append("zstd per record" + (" + dictionary" if meta.get("dict") else ""))
+    if meta.get("sparse"):
+        words.append("sparse")
+    elif meta.get("nulls"):
+        words.append("nulls")
+    if any(f"{name}{s}.blk" in sections for s in ("", ".offs", ".poffs", ".ids")):
+        words.append("blocked")
+    inner = [
+        describe_layout(meta[k], sections, name + suffix)
+        for k, suffix in (("key", "{k}"), ("item", "[]" if "key" not in meta else "{v}"))
+        if isinstance(meta.get(k), dict)
+    ]
+    out = ", ".join(words)
+    for i in inner:
+        if i:
+            out = f"{out}; items: {i}" if out else f"items: {i}"
+    return out
+
+
 def canonical_float(x: float) -> Any:
     """A hashable form that tells -0.0 from 0.0 and matches NaN with NaN (for de-dup)."""
     if x == 0.0 or math.isnan(x):
