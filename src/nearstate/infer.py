@@ -10,6 +10,9 @@ Rules (each field is judged over every record observed):
 * objects → a nested record type named ``Parent.field`` whose fields are inferred the same
   way (identical nested values are stored once).
 * a field only ever null is ``str?``.
+* objects and arrays nested more than :data:`~nearstate.schema.MAX_DEPTH` levels below the
+  record are refused: :class:`InputError` names the line and the path of the first value
+  past the limit (nothing deeper is looked at, so any depth fails the same way).
 * anything else — a string where numbers were seen, an object where a list was — is a
   contradiction: :class:`InputError` names the line and the field's path.
 """
@@ -20,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import InputError, SchemaError
-from .schema import Field, FieldType, Schema, TypeDef
+from .schema import MAX_DEPTH, Field, FieldType, Schema, TypeDef, too_deep
 
 LONG_TEXT_MEAN = 256
 
@@ -56,7 +59,9 @@ class _Node:
         self.n_objects = 0
         self.present = 0  # times the field was present in its parent object
 
-    def observe(self, v: Any, path: str, line: int | None) -> None:
+    def observe(self, v: Any, path: str, line: int | None, level: int) -> None:
+        """Take value ``v`` at ``path`` into account. ``level`` is its depth: 0 for the
+        record, 1 for the record's field values, one more inside each object or list."""
         if v is None:
             self.nullable = True
             return
@@ -73,6 +78,8 @@ class _Node:
             c = "object"
         else:
             raise InputError(f"unsupported value {v!r}", line=line, field=path)
+        if level > MAX_DEPTH and (c == "list" or c == "object"):
+            raise InputError(too_deep(level), line=line, field=path)
         if self.cls is None:
             self.cls = c
         elif self.cls != c:
@@ -92,7 +99,7 @@ class _Node:
                 self.item = _Node()
             item = self.item
             for x in v:
-                item.observe(x, path + "[]", line)
+                item.observe(x, path + "[]", line, level + 1)
         elif c == "object":
             self.n_objects += 1
             fields = self.fields
@@ -101,7 +108,7 @@ class _Node:
                 if node is None:
                     node = fields[k] = _Node()
                 node.present += 1
-                node.observe(x, f"{path}.{k}" if path else k, line)
+                node.observe(x, f"{path}.{k}" if path else k, line, level + 1)
 
     def ftype(self, type_name: str, out: list[TypeDef]) -> FieldType:
         nullable = self.nullable
@@ -146,7 +153,9 @@ class SchemaInferrer:
         self._root.cls = "object"
 
     def observe(self, record: Any, line: int | None = None) -> None:
-        """Take one record into account; a contradiction raises InputError."""
+        """Take one record into account; a contradiction, or nesting deeper than
+        :data:`~nearstate.schema.MAX_DEPTH`, raises InputError (naming ``line`` and the
+        field's path)."""
         if not isinstance(record, Mapping):
             raise InputError(
                 f"a record must be a JSON object, not {type(record).__name__}", line=line
@@ -161,7 +170,7 @@ class SchemaInferrer:
                     line=line,
                     field=k,
                 )
-        self._root.observe(record, "", line)
+        self._root.observe(record, "", line, 0)
 
     def schema(self) -> Schema:
         out: list[TypeDef] = []

@@ -2,8 +2,9 @@
 
 :func:`import_jsonl` reads a file, infers (or checks) the schema, stages every record and
 publishes one new version. Any malformed line — bad JSON, a missing or duplicate key, a
-value contradicting the field's type — raises :class:`InputError` naming the line and the
-field, and nothing is published.
+value contradicting the field's type, objects or arrays nested more than
+:data:`~nearstate.schema.MAX_DEPTH` levels deep — raises :class:`InputError` naming the
+line and the field, and nothing is published.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .errors import InputError
 from .infer import SchemaInferrer
 from .layered import Changes
 from .read_state import ReadState, Record
-from .schema import Schema, TypeDef
+from .schema import MAX_DEPTH, Schema, TypeDef, too_deep
 from .write_state import RowError, WriteState
 
 #: progress(phase, done, total): phases "read" (bytes), "stage" (records), "write"
@@ -83,7 +84,7 @@ def _decode_chunk(dec: msgspec.json.Decoder, chunk: bytes, first_line: int):
     lines = chunk.splitlines()
     try:
         values = dec.decode_lines(chunk)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         values = None
     if values is not None and len(values) == len(lines):
         yield from zip(range(first_line, first_line + len(lines)), values, strict=True)
@@ -95,6 +96,64 @@ def _decode_chunk(dec: msgspec.json.Decoder, chunk: bytes, first_line: int):
             yield n, dec.decode(line)
         except msgspec.DecodeError as e:
             raise InputError(f"bad JSON: {e}", line=n) from None
+        except RecursionError:
+            # nested too deeply even to decode (around a thousand levels)
+            field, levels = _too_deep_at(line)
+            raise InputError(too_deep(levels), line=n, field=field) from None
+
+
+def _too_deep_at(line: bytes) -> tuple[str | None, int]:
+    """Where JSON text first nests more than MAX_DEPTH levels: the path of that object or
+    array, named as inference names fields (``a.b``, ``a[]``), and its level. Scans the
+    bytes without recursion; ``(None, MAX_DEPTH + 1)`` if it cannot tell."""
+    paths: list[str] = []  # per open object or array, its path
+    objects: list[bool] = []  # per open object or array, whether it is an object
+    key = ""  # the last key read in the innermost object
+    want_key = False
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == 0x22:  # a string: skip it, keeping it if it is a key
+            j = i + 1
+            while True:
+                j = line.find(b'"', j)
+                if j < 0:
+                    return None, MAX_DEPTH + 1
+                k = j
+                while line[k - 1] == 0x5C:  # backslash
+                    k -= 1
+                if (j - k) % 2 == 0:
+                    break
+                j += 1
+            if want_key:
+                try:
+                    key = msgspec.json.decode(line[i : j + 1])
+                except msgspec.DecodeError:
+                    key = line[i + 1 : j].decode("utf-8", "replace")
+                want_key = False
+            i = j + 1
+            continue
+        if c == 0x7B or c == 0x5B:  # { or [
+            if not paths:
+                path = ""
+            elif objects[-1]:
+                path = f"{paths[-1]}.{key}" if paths[-1] else key
+            else:
+                path = paths[-1] + "[]"
+            paths.append(path)
+            objects.append(c == 0x7B)
+            if len(paths) - 1 > MAX_DEPTH:
+                return path, len(paths) - 1
+            want_key = c == 0x7B
+        elif c == 0x7D or c == 0x5D:  # } or ]
+            if paths:
+                paths.pop()
+                objects.pop()
+            want_key = False
+        elif c == 0x2C:  # ,
+            want_key = bool(objects) and objects[-1]
+        i += 1
+    return None, MAX_DEPTH + 1
 
 
 def import_jsonl(

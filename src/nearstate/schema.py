@@ -16,6 +16,15 @@ Declaring types with dataclasses::
         director: nearstate.Ref["Person"]     # stored as the Person's ordinal
         genres: list[str]
         rating: float | None = None
+
+Nesting is limited: a record holds at most :data:`MAX_DEPTH` (64) levels of nested
+records, lists, sets and dicts below itself (a field ``a: list[list[int]]`` is two levels
+deep; a reference is none, it is stored as an ordinal). A schema that nests deeper — or a
+nested record type that contains itself, which nests without end — is refused with
+:class:`SchemaError` naming the type and field; inference and import refuse deeper JSON
+with :class:`InputError` naming the line and field. The limit keeps every recursive walk
+over values and types (staging, encoding, digests, reading) far inside Python's
+recursion limit.
 """
 
 from __future__ import annotations
@@ -39,6 +48,17 @@ Kind = Literal[
 ]  # fmt: skip
 SCALAR_KINDS = frozenset({"int", "float", "bool", "str", "bytes", "datetime", "text"})
 KEY_KINDS = frozenset({"int", "str", "bytes", "bool", "datetime"})
+
+#: The most levels of nested records, lists, sets and dicts a record may hold below itself
+#: (a JSON record ``{"a": {"b": [1]}}`` is two levels deep). Deeper schemas raise
+#: SchemaError, deeper JSON input raises InputError; see the module docstring.
+MAX_DEPTH = 64
+
+
+def too_deep(levels: int) -> str:
+    """The message for nesting ``levels`` deep, beyond :data:`MAX_DEPTH`."""
+    return f"nested {levels} levels deep; nearstate allows at most {MAX_DEPTH}"
+
 
 _DC_MISSING: Any = dataclasses.MISSING
 
@@ -110,10 +130,11 @@ def refs_to_keys(ft: FieldType, schema: Schema) -> FieldType:
 
 
 def parse_spec(spec: str) -> FieldType:
-    """Parse the text form written by :meth:`FieldType.spec`; SchemaError if malformed."""
+    """Parse the text form written by :meth:`FieldType.spec`; SchemaError if malformed or
+    nested more than :data:`MAX_DEPTH` levels deep."""
     text = spec.replace(" ", "")
     try:
-        ftype, rest = _parse(text, 0)
+        ftype, rest = _parse(text, 0, 0)
     except IndexError:
         raise SchemaError(f"bad type spec {spec!r}") from None
     if rest != len(text):
@@ -121,7 +142,8 @@ def parse_spec(spec: str) -> FieldType:
     return ftype
 
 
-def _parse(s: str, i: int) -> tuple[FieldType, int]:
+def _parse(s: str, i: int, level: int) -> tuple[FieldType, int]:
+    """The type at ``s[i:]`` and where it ends; ``level`` counts the enclosing types."""
     j = i
     while j < len(s) and (s[j].isalnum() or s[j] == "_"):
         j += 1
@@ -138,16 +160,19 @@ def _parse(s: str, i: int) -> tuple[FieldType, int]:
             if not target:
                 raise SchemaError(f"bad type spec {s!r}: {kind} names no type")
             j = end + 1
+        elif level >= MAX_DEPTH:
+            short = s if len(s) <= 40 else s[:37] + "..."
+            raise SchemaError(f"type spec {short!r} is {too_deep(level + 1)}")
         elif kind == "dict":
-            key, j = _parse(s, j)
+            key, j = _parse(s, j, level + 1)
             if s[j] != ",":
                 raise SchemaError(f"bad type spec {s!r}")
-            item, j = _parse(s, j + 1)
+            item, j = _parse(s, j + 1, level + 1)
             if s[j] != ">":
                 raise SchemaError(f"bad type spec {s!r}")
             j += 1
         else:
-            item, j = _parse(s, j)
+            item, j = _parse(s, j, level + 1)
             if s[j] != ">":
                 raise SchemaError(f"bad type spec {s!r}")
             j += 1
@@ -242,7 +267,7 @@ class TypeDef:
         fields = tuple(
             Field(
                 f["name"],
-                parse_spec(f["type"]),
+                _field_spec(obj["name"], f["name"], f["type"]),
                 f.get("default", _MISSING),
                 f.get("omit_null", False),
             )
@@ -252,8 +277,21 @@ class TypeDef:
         return TypeDef(obj["name"], fields, key)
 
 
+def _field_spec(type_name: str, field_name: str, spec: str) -> FieldType:
+    try:
+        return parse_spec(spec)
+    except SchemaError as e:
+        raise SchemaError(f"{type_name}.{field_name}: {e}") from None
+
+
 class Schema:
-    """An ordered, validated set of record types."""
+    """An ordered, validated set of record types.
+
+    Contracts: construction validates — every field type is well formed, every record and
+    ref target exists, keys are scalar, and no type nests more than :data:`MAX_DEPTH`
+    levels deep (nor contains itself as a nested record); else SchemaError naming the type
+    and field. Immutable once built.
+    """
 
     __slots__ = ("types",)
 
@@ -288,6 +326,12 @@ class Schema:
         return [t for t in self.types.values() if t.key is not None]
 
     def _validate(self) -> None:
+        below: dict[str, int] = {}
+        # first: the checks below and every later walk over types recurse; this bounds them.
+        # Keyed types first, so an error names the path from the record a reader sees.
+        for t in sorted(self.types.values(), key=lambda t: t.key is None):
+            if t.name not in below:
+                below[t.name] = self._levels_below(t, 0, t.name, below, (t.name,))
         for t in self.types.values():
             names = [f.name for f in t.fields]
             if len(set(names)) != len(names):
@@ -304,6 +348,49 @@ class Schema:
                             f"type {t.name!r}: key field {k!r} must be a non-null "
                             f"int, str, bytes, bool or datetime, not {ft.spec()}"
                         )
+
+    def _levels_below(
+        self, t: TypeDef, level: int, path: str, below: dict[str, int], stack: tuple[str, ...]
+    ) -> int:
+        """Levels of nesting below a record of ``t`` found at ``level`` of a walk (memoised
+        in ``below``); SchemaError naming ``path`` once the walk passes MAX_DEPTH. The walk
+        never recurses more than MAX_DEPTH levels, however long a chain of types is."""
+        deepest = 0
+        for f in t.fields:
+            d = self._ft_levels(f.type, level, f"{path}.{f.name}", below, stack)
+            deepest = max(deepest, d)
+        return deepest
+
+    def _ft_levels(
+        self, ft: FieldType, level: int, path: str, below: dict[str, int], stack: tuple[str, ...]
+    ) -> int:
+        k = ft.kind
+        if k not in ("list", "set", "dict", "record"):
+            return 0
+        here = level + 1
+        if here > MAX_DEPTH:
+            raise SchemaError(f"{path}: {too_deep(here)}")
+        if k != "record":
+            item = ft.item
+            if item is None:
+                return 1  # reported by _check_type
+            sub = path + ("{}" if k == "dict" else "[]")
+            return 1 + self._ft_levels(item, here, sub, below, stack)
+        target = ft.target
+        tdef = self.types.get(target) if target is not None else None
+        if tdef is None:
+            return 1  # reported by _check_type
+        if tdef.name in stack:
+            raise SchemaError(
+                f"{path}: record<{tdef.name}> nests a {tdef.name} inside itself without end; "
+                f"nearstate allows at most {MAX_DEPTH} levels (a ref<...> does not nest)"
+            )
+        d = below.get(tdef.name)
+        if d is None:
+            d = below[tdef.name] = self._levels_below(tdef, here, path, below, (*stack, tdef.name))
+        elif here + d > MAX_DEPTH:
+            raise SchemaError(f"{path}: {too_deep(here + d)}")
+        return 1 + d
 
     def _check_type(self, t: TypeDef, fname: str, ft: FieldType) -> None:
         if ft.kind in ("list", "set", "dict") and ft.item is None:
@@ -360,7 +447,10 @@ class Schema:
             if not dataclasses.is_dataclass(cls):
                 raise SchemaError(f"{cls!r} is not a dataclass")
             by_name[name] = cls
-            hints = typing.get_type_hints(cls, include_extras=True)
+            try:
+                hints = typing.get_type_hints(cls, include_extras=True)
+            except RecursionError:  # hundreds of levels: too many for typing itself
+                raise SchemaError(_too_deep_hints(cls, name)) from None
             fields = []
             for f in dataclasses.fields(cls):
                 ft, nested = _from_hint(hints[f.name], f"{name}.{f.name}")
@@ -429,7 +519,9 @@ _SCALARS: dict[Any, Kind] = {
 }  # fmt: skip
 
 
-def _from_hint(hint: Any, where: str) -> tuple[FieldType, list[type]]:
+def _from_hint(hint: Any, where: str, level: int = 0) -> tuple[FieldType, list[type]]:
+    """The field type of a type hint and the dataclasses it nests; ``level`` counts the
+    collections around it (more than MAX_DEPTH: SchemaError, before recursing further)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is Annotated:
@@ -439,28 +531,30 @@ def _from_hint(hint: Any, where: str) -> tuple[FieldType, list[type]]:
                 return FieldType("text"), []
             if isinstance(m, _RefTo):
                 return FieldType("ref", target=m.target), []
-        return _from_hint(base, where)
+        return _from_hint(base, where, level)
     if origin in (typing.Union, types.UnionType):
         non_null = [a for a in args if a is not type(None)]
         if len(non_null) != 1:
             raise SchemaError(f"{where}: unions other than Optional[X] are not supported")
-        ft, nested = _from_hint(non_null[0], where)
+        ft, nested = _from_hint(non_null[0], where, level)
         return ft.with_nullable(len(non_null) != len(args)), nested
     if hint in _SCALARS:
         return FieldType(_SCALARS[hint]), []
+    if origin in (list, set, frozenset, tuple, dict) and level >= MAX_DEPTH:
+        raise SchemaError(f"{where}: {too_deep(level + 1)}")
     if origin in (list, set, frozenset, tuple):
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             raise SchemaError(f"{where}: only tuple[X, ...] is supported")
         if not args:
             raise SchemaError(f"{where}: give the element type, e.g. list[str]")
-        item, nested = _from_hint(args[0], where + "[]")
+        item, nested = _from_hint(args[0], where + "[]", level + 1)
         kind: Kind = "set" if origin in (set, frozenset) else "list"
         return FieldType(kind, item=item), nested
     if origin is dict:
         if len(args) != 2:
             raise SchemaError(f"{where}: give key and value types, e.g. dict[str, int]")
-        k, n1 = _from_hint(args[0], where + "{}")
-        v, n2 = _from_hint(args[1], where + "{}")
+        k, n1 = _from_hint(args[0], where + "{}", level + 1)
+        v, n2 = _from_hint(args[1], where + "{}", level + 1)
         if k.kind not in KEY_KINDS:
             raise SchemaError(f"{where}: dict keys must be scalars, not {k.spec()}")
         return FieldType("dict", item=v, key=k), n1 + n2
@@ -471,6 +565,28 @@ def _from_hint(hint: Any, where: str) -> tuple[FieldType, list[type]]:
             return FieldType("ref", target=name), [hint]
         return FieldType("record", target=name), [hint]
     raise SchemaError(f"{where}: unsupported type {hint!r}")
+
+
+def _too_deep_hints(cls: type, name: str) -> str:
+    """The message for a dataclass whose type hints nest too deeply to evaluate: names its
+    deepest field (found without recursion)."""
+    deepest, where = 0, name
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        todo, levels = [(f.type, 0)], 0
+        while todo:
+            hint, level = todo.pop()
+            if typing.get_origin(hint) in (list, set, frozenset, tuple, dict):
+                level += 1
+            levels = max(levels, level)
+            todo.extend((a, level) for a in typing.get_args(hint))
+        if levels > deepest:
+            deepest, where = levels, f"{name}.{f.name}"
+    if deepest <= MAX_DEPTH:
+        return (
+            f"{name}: its type hints are nested too deeply to read; nearstate allows at most "
+            f"{MAX_DEPTH} levels"
+        )
+    return f"{where}: {too_deep(deepest)}"
 
 
 @functools.lru_cache(maxsize=64)

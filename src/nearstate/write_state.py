@@ -500,7 +500,10 @@ def _as_mapping(record: Any, type_name: str) -> Mapping[str, Any]:
 
 
 def _describe(v: Any) -> str:
-    r = repr(v)
+    try:
+        r = repr(v)
+    except RecursionError:  # a value nested too deeply to show (schemas nest far less)
+        return f"{type(v).__name__} nested too deeply to show"
     return f"{type(v).__name__} {r[:40] + '...' if len(r) > 40 else r}"
 
 
