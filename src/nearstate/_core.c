@@ -28,12 +28,12 @@
 #endif
 
 static PyObject *FormatError = NULL; /* nearstate.errors.FormatError, set by set_errors() */
+#define MALFORMED (FormatError ? FormatError : PyExc_ValueError) /* ValueError until set */
 
 static PyObject *
 format_error(PyObject *name, const char *what, Py_ssize_t o)
 {
-    PyObject *cls = FormatError ? FormatError : PyExc_ValueError;
-    PyErr_Format(cls, "column %R is malformed: %s (record %zd)", name, what, o);
+    PyErr_Format(MALFORMED, "column %R is malformed: %s (record %zd)", name, what, o);
     return NULL;
 }
 
@@ -88,7 +88,7 @@ arr_init(Arr *a, PyObject *obj, const char *what)
     }
     a->w = w;
     if (a->view.len % w) {
-        PyErr_Format(FormatError ? FormatError : PyExc_ValueError,
+        PyErr_Format(MALFORMED,
                      "%s: %zd bytes is not a whole number of %d-byte items", what,
                      a->view.len, w);
         return -1;
@@ -146,7 +146,7 @@ seq_init(Seq *q, PyObject *rel, PyObject *blk, const char *what)
     if (arr_init(&q->rel, rel, what) < 0 || arr_init(&q->blk, blk, what) < 0)
         return -1;
     if (q->blk.has && (q->blk.n << BLOCK_SHIFT) < q->rel.n) {
-        PyErr_Format(FormatError ? FormatError : PyExc_ValueError,
+        PyErr_Format(MALFORMED,
                      "%s: %zd block bases for %zd values", what, q->blk.n, q->rel.n);
         return -1;
     }
@@ -220,7 +220,7 @@ static PyObject *maker_make(PyObject *maker, Py_ssize_t o);
 static int
 pool_span(ColObject *c, Py_ssize_t i, const uint8_t **p, Py_ssize_t *len, Py_ssize_t o)
 {
-    if (i < 0 || i + 1 >= c->poffs.rel.n) {
+    if (i < 0 || i >= c->poffs.rel.n - 1) { /* not i + 1: an id of 2**63 - 1 overflows */
         format_error(c->name, "pool id out of range", o);
         return -1;
     }
@@ -415,11 +415,18 @@ col_get(ColObject *c, Py_ssize_t o)
         if (s > e || e > (uint64_t)PY_SSIZE_T_MAX)
             return format_error(c->name, "collection offsets out of order", o);
         Py_ssize_t a = (Py_ssize_t)s, b = (Py_ssize_t)e;
+        /* damaged offsets: refuse elements past a native element column before allocating */
+        if (b > a && ((Col_Check(c->item) && b > ((ColObject *)c->item)->n) ||
+                      (c->kind == K_DICT && Col_Check(c->key) && b > ((ColObject *)c->key)->n)))
+            return format_error(c->name, "collection offsets past its elements", o);
         if (Py_EnterRecursiveCall(" while decoding a nested value"))
             return NULL;
         PyObject *r = NULL;
         if (c->kind == K_LIST) {
-            r = PyList_New(b - a);
+            /* slots up front only when a native element column bounds b - a; another
+             * getter (long text, datetimes) may be asked for a huge damaged range */
+            int pre = Col_Check(c->item);
+            r = PyList_New(pre ? b - a : 0);
             if (r) {
                 for (Py_ssize_t i = a; i < b; i++) {
                     PyObject *x = call_get(c->item, i);
@@ -427,7 +434,17 @@ col_get(ColObject *c, Py_ssize_t o)
                         Py_CLEAR(r);
                         break;
                     }
-                    PyList_SET_ITEM(r, i - a, x);
+                    if (pre) {
+                        PyList_SET_ITEM(r, i - a, x);
+                    }
+                    else {
+                        int rc = PyList_Append(r, x);
+                        Py_DECREF(x);
+                        if (rc < 0) {
+                            Py_CLEAR(r);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -520,14 +537,14 @@ load_symbols(ColObject *c, PyObject *fsym, PyObject *flen)
     int rc = -1;
     Py_ssize_t n = l.len;
     if (n > 255 || s.len != 8 * n) {
-        PyErr_Format(FormatError, "column %R: its symbol table is damaged (%zd symbols, %zd bytes)",
+        PyErr_Format(MALFORMED, "column %R: its symbol table is damaged (%zd symbols, %zd bytes)",
                      c->name, n, s.len);
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t L = ((const uint8_t *)l.buf)[i];
         if (L < 1 || L > 8) {
-            PyErr_Format(FormatError,
+            PyErr_Format(MALFORMED,
                          "column %R: its symbol table is damaged (symbol %zd has length %d)",
                          c->name, i, (int)L);
             goto done;
@@ -572,7 +589,7 @@ col_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     c->scale = scale;
     if (kind == K_FLOAT_SCALED) {
         if (scale <= 0) {
-            PyErr_Format(FormatError, "column %R: scale %lld is not positive", name, scale);
+            PyErr_Format(MALFORMED, "column %R: scale %lld is not positive", name, scale);
             goto fail;
         }
         c->scale_obj = PyLong_FromLongLong(scale);
@@ -629,7 +646,11 @@ col_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         if (c->n < 0)
             c->n = 0;
         if (fsym && fsym != Py_None) {
-            if (!flen || load_symbols(c, fsym, flen) < 0)
+            if (!flen || flen == Py_None) {
+                PyErr_SetString(PyExc_TypeError, "a symbol table needs fsym and flen");
+                goto fail;
+            }
+            if (load_symbols(c, fsym, flen) < 0)
                 goto fail;
         }
         break;
@@ -661,8 +682,8 @@ col_new(PyTypeObject *type, PyObject *args, PyObject *kw)
             goto fail;
         }
         c->n = c->nulls.n * 8; /* records: an upper bound (the bitmap's last byte is padded) */
-        if (c->nrank.n * 64 < c->n - 63) {
-            PyErr_Format(FormatError, "column %R: its null rank is shorter than its bitmap", name);
+        if (c->nrank.n * 64 < c->n) { /* nrank[o >> 6] for every o < n */
+            PyErr_Format(MALFORMED, "column %R: its null rank is shorter than its bitmap", name);
             goto fail;
         }
     }
@@ -794,7 +815,7 @@ pk_probe(PkObject *pk, PyObject *key)
             if (!s)
                 return -1;
             Py_ssize_t o = (Py_ssize_t)(s - 1);
-            if (o >= kc->n) {
+            if (s - 1 >= (uint64_t)kc->n) { /* unsigned: a slot over 2**63 is no negative o */
                 format_error(kc->name, "primary-key table points past the column", o);
                 return -2;
             }
@@ -826,7 +847,7 @@ pk_probe(PkObject *pk, PyObject *key)
         if (!s)
             break;
         Py_ssize_t o = (Py_ssize_t)(s - 1);
-        if (o >= kc->n) {
+        if (s - 1 >= (uint64_t)kc->n) { /* unsigned: a slot over 2**63 is no negative o */
             format_error(kc->name, "primary-key table points past the column", o);
             result = -2;
             break;
@@ -959,6 +980,10 @@ static PyObject *plain(PyObject *v);
 static PyObject *
 record_to_dict(RecordObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (!self->ts) { /* never initialised, or its _ts deleted */
+        PyErr_SetString(PyExc_AttributeError, "the view has no _ts");
+        return NULL;
+    }
     PyObject *cols = PyObject_GetAttrString(self->ts, "_columns");
     if (!cols)
         return NULL;
@@ -975,16 +1000,19 @@ record_to_dict(RecordObject *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t pos = 0;
     PyObject *name, *col;
     while (out && PyDict_Next(cols, &pos, &name, &col)) {
+        Py_INCREF(name); /* borrowed from cols, which a getter (Python code) may change */
         PyObject *g = PyObject_GetAttrString(col, "get");
         PyObject *v = g ? call_get(g, self->ord) : NULL;
         Py_XDECREF(g);
         PyObject *p = v ? plain(v) : NULL;
         Py_XDECREF(v);
         if (!p || PyDict_SetItem(out, name, p) < 0) {
+            Py_DECREF(name);
             Py_XDECREF(p);
             Py_CLEAR(out);
             break;
         }
+        Py_DECREF(name);
         Py_DECREF(p);
     }
     Py_LeaveRecursiveCall();
@@ -998,6 +1026,8 @@ plain(PyObject *v)
 {
     if (PyObject_TypeCheck(v, &RecordType)) {
         RecordObject *r = (RecordObject *)v;
+        if (!r->ts)
+            return record_to_dict(r, NULL); /* raises */
         PyObject *td = PyObject_GetAttrString(r->ts, "typedef");
         if (!td)
             return NULL;

@@ -470,7 +470,7 @@ def _open(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: str):
     if meta.get("nulls"):
         bitmap = ctx.array(name + ".nulls")
         rank = ctx.array(name + ".nrank") if meta.get("sparse") else None
-        if rank is not None and len(rank) * 64 < len(bitmap) * 8 - 63:
+        if rank is not None and len(rank) * 64 < len(bitmap) * 8:
             raise FormatError(f"column {name!r}: its null rank is shorter than its bitmap")
         nulls = (bitmap, rank)
     get, nbytes = _open_values(ft, meta, ctx, name, nulls)

@@ -107,7 +107,9 @@ def make_pk_lookup(
                 key = int(key)  # an IntEnum member, say
             h = crc(b"%d" % key) % size
             s = slots[h]
-            while s:
+            for _ in range(size):  # a damaged table with no empty slot ends too
+                if not s:
+                    return -1
                 if key_at(s - 1) == key:
                     return s - 1
                 h = h + 1 if h + 1 < size else 0
@@ -126,7 +128,9 @@ def make_pk_lookup(
             kb = key.encode("utf-8", "surrogatepass")
             h = crc(kb) % size
             s = slots[h]
-            while s:
+            for _ in range(size):  # a damaged table with no empty slot ends too
+                if not s:
+                    return -1
                 if raw_at(s - 1) == kb:
                     return s - 1
                 h = h + 1 if h + 1 < size else 0
@@ -141,7 +145,9 @@ def make_pk_lookup(
         except SchemaError:
             return -1
         s = slots[h]
-        while s:
+        for _ in range(size):  # a damaged table with no empty slot ends too
+            if not s:
+                return -1
             if key_at(s - 1) == key:
                 return s - 1
             h = h + 1 if h + 1 < size else 0
