@@ -346,3 +346,32 @@ def test_inspect_shows_each_fields_layout_and_the_core(tmp_path: Path) -> None:
         fields["tags"]["layout"].endswith("items: dictionary")
         or "items:" in fields["tags"]["layout"]
     )
+
+
+def test_without_the_extension_nearstate_imports_warns_once_and_works(tmp_path: Path) -> None:
+    import shutil
+
+    pkg = tmp_path / "nearstate"
+    shutil.copytree(
+        Path(nearstate.__file__).parent, pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    code = (
+        "import warnings, json\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import nearstate, nearstate.cli\n"
+        "from nearstate import _native\n"
+        f"src = {str(tmp_path / 'r.jsonl')!r}\n"
+        "open(src, 'w').write(json.dumps({'id': 'a', 'v': [1, 2]}) + '\\n')\n"
+        f"nearstate.import_jsonl(src, type_name='T', key='id', into={str(tmp_path / 'ds')!r})\n"
+        f"s = nearstate.LocalDataset({str(tmp_path / 'ds')!r}).load()\n"
+        "print(json.dumps([_native.NAME, [str(x.message) for x in w], s['T'].get('a').v]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NEARSTATE_PURE"}
+    env["PYTHONPATH"] = str(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    name, warned, value = json.loads(out.stdout)
+    assert name == "pure" and value == [1, 2]
+    assert len(warned) == 1 and "was not built" in warned[0] and "NEARSTATE_PURE" in warned[0]

@@ -13,6 +13,9 @@ which core is active and, when it is the pure one, why.
 from __future__ import annotations
 
 import os
+import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 from types import ModuleType
 
 from .errors import FormatError
@@ -26,8 +29,19 @@ else:
     try:
         from . import _core as core  # type: ignore[no-redef]
     except ImportError as e:  # not built: no compiler or headers when it was installed
-        why_pure = f"the compiled core is not built ({e})"
+        here = Path(__file__).parent
+        if any((here / f"_core{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
+            why_pure = f"the compiled core does not load: {e}"
+        else:
+            why_pure = "the compiled core was not built when nearstate was installed"
         core = None
+        warnings.warn(
+            f"nearstate: {why_pure}; running on the pure-Python core (same results, several "
+            "times slower). Reinstall with a C compiler and Python headers, or set "
+            "NEARSTATE_PURE=1 to choose the pure core and silence this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 if core is not None:
     core.set_errors(FormatError)
