@@ -169,6 +169,11 @@ seq_u(const Seq *q, Py_ssize_t i)
     return v;
 }
 
+/* A str column with at most this many distinct values (a dictionary pool: countries, time
+ * zones, kinds) keeps one str object per entry once read, as a dict of records would share
+ * them: reading it is then an id lookup and a reference. At most ~64 kB per column. */
+#define STR_CACHE_MAX 1024
+
 /* --- Col ------------------------------------------------------------------------------- */
 
 enum {
@@ -204,6 +209,8 @@ typedef struct {
     PyObject *resolve, *target, *factory; /* references: resolve(target) -> factory */
     Arr nulls;
     Arr nrank;          /* sparse: nulls before each block of 64 records */
+    PyObject **cache;   /* small dictionary pools: each entry's str, made on first read */
+    Py_ssize_t ncache;
     Py_ssize_t n_vals;  /* values stored (fewer than records when sparse) */
     PyObject *name;
 } ColObject;
@@ -373,6 +380,20 @@ col_get(ColObject *c, Py_ssize_t o)
         return PyBool_FromLong(c->vals.rel.p[o] != 0);
     case K_STR:
     case K_BYTES: {
+        PyObject **slot = NULL;
+        if (c->ncache) { /* a few distinct values: hand out one str object per entry */
+            uint64_t i = seq_u(&c->ids, o);
+            if (i < (uint64_t)c->ncache) {
+                if (!c->cache) {
+                    c->cache = (PyObject **)PyMem_Calloc((size_t)c->ncache, sizeof(PyObject *));
+                    if (!c->cache)
+                        return PyErr_NoMemory();
+                }
+                slot = &c->cache[i];
+                if (*slot)
+                    return Py_NewRef(*slot);
+            }
+        }
         uint8_t stack[512];
         uint8_t *tmp;
         const uint8_t *p;
@@ -388,6 +409,8 @@ col_get(ColObject *c, Py_ssize_t o)
             PyErr_Clear();
             return format_error(c->name, "a value is not UTF-8", o);
         }
+        if (r && slot)
+            *slot = Py_NewRef(r);
         return r;
     }
     case K_REF: {
@@ -643,6 +666,8 @@ col_new(PyTypeObject *type, PyObject *args, PyObject *kw)
             goto fail;
         }
         c->n = c->ids.rel.has ? c->ids.rel.n : c->poffs.rel.n - 1;
+        if (kind == K_STR && c->ids.rel.has && c->poffs.rel.n - 1 <= STR_CACHE_MAX)
+            c->ncache = c->poffs.rel.n - 1 > 0 ? c->poffs.rel.n - 1 : 0;
         if (c->n < 0)
             c->n = 0;
         if (fsym && fsym != Py_None) {
@@ -728,6 +753,12 @@ col_dealloc(ColObject *c)
     seq_release(&c->offs);
     arr_release(&c->nulls);
     arr_release(&c->nrank);
+    if (c->cache) {
+        for (Py_ssize_t i = 0; i < c->ncache; i++)
+            Py_XDECREF(c->cache[i]);
+        PyMem_Free(c->cache);
+        c->cache = NULL;
+    }
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -766,6 +797,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Arr slots;
+    Arr tags; /* optional: the top byte of each slot's key's CRC */
     ColObject *keycol;
     int is_str;
 } PkObject;
@@ -809,11 +841,17 @@ pk_probe(PkObject *pk, PyObject *key)
             return -1; /* a stored int64 never equals it */
         char buf[24];
         Py_ssize_t len = format_i64(v, buf);
-        Py_ssize_t h = (Py_ssize_t)(crc32_of((const uint8_t *)buf, len) % (uint64_t)size);
+        uint32_t crc = crc32_of((const uint8_t *)buf, len);
+        uint8_t tag = (uint8_t)(crc >> 24);
+        Py_ssize_t h = (Py_ssize_t)(crc % (uint64_t)size);
         for (Py_ssize_t step = 0; step < size; step++) {
             uint64_t s = arr_u(&pk->slots, h);
             if (!s)
                 return -1;
+            if (pk->tags.has && pk->tags.p[h] != tag) {
+                h = h + 1 < size ? h + 1 : 0;
+                continue;
+            }
             Py_ssize_t o = (Py_ssize_t)(s - 1);
             if (s - 1 >= (uint64_t)kc->n) { /* unsigned: a slot over 2**63 is no negative o */
                 format_error(kc->name, "primary-key table points past the column", o);
@@ -841,11 +879,17 @@ pk_probe(PkObject *pk, PyObject *key)
         klen = PyBytes_GET_SIZE(enc);
     }
     Py_ssize_t result = -1;
-    Py_ssize_t h = (Py_ssize_t)(crc32_of((const uint8_t *)kb, klen) % (uint64_t)size);
+    uint32_t crc = crc32_of((const uint8_t *)kb, klen);
+    uint8_t tag = (uint8_t)(crc >> 24);
+    Py_ssize_t h = (Py_ssize_t)(crc % (uint64_t)size);
     for (Py_ssize_t step = 0; step < size; step++) {
         uint64_t s = arr_u(&pk->slots, h);
         if (!s)
             break;
+        if (pk->tags.has && pk->tags.p[h] != tag) {
+            h = h + 1 < size ? h + 1 : 0;
+            continue;
+        }
         Py_ssize_t o = (Py_ssize_t)(s - 1);
         if (s - 1 >= (uint64_t)kc->n) { /* unsigned: a slot over 2**63 is no negative o */
             format_error(kc->name, "primary-key table points past the column", o);
@@ -889,9 +933,10 @@ pk_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
 static PyObject *
 pk_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"table", "keycol", NULL};
-    PyObject *table, *keycol;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!", kwlist, &table, &ColType, &keycol))
+    static char *kwlist[] = {"table", "keycol", "tags", NULL};
+    PyObject *table, *keycol, *tags = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!|O", kwlist, &table, &ColType, &keycol,
+                                     &tags))
         return NULL;
     ColObject *kc = (ColObject *)keycol;
     if (kc->nulls.has || !(kc->kind == K_INT || kc->kind == K_STR)) {
@@ -903,6 +948,15 @@ pk_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     pk->vectorcall = pk_vectorcall;
     if (arr_init(&pk->slots, table, "primary-key table") < 0) {
+        Py_DECREF(pk);
+        return NULL;
+    }
+    if (arr_init(&pk->tags, tags, "primary-key tags") < 0) {
+        Py_DECREF(pk);
+        return NULL;
+    }
+    if (pk->tags.has && (pk->tags.w != 1 || pk->tags.n != pk->slots.n)) {
+        PyErr_Format(MALFORMED, "primary-key tags: %zd for %zd slots", pk->tags.n, pk->slots.n);
         Py_DECREF(pk);
         return NULL;
     }
@@ -931,6 +985,7 @@ pk_dealloc(PkObject *pk)
     PyObject_GC_UnTrack(pk);
     pk_clear(pk);
     arr_release(&pk->slots);
+    arr_release(&pk->tags);
     Py_TYPE(pk)->tp_free((PyObject *)pk);
 }
 

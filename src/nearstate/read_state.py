@@ -127,6 +127,7 @@ class TypeState:
         pk_table: np.ndarray | None,
         nbytes: int,
         views: bool = True,
+        pk_tags: np.ndarray | None = None,
     ):
         self.name = typedef.name
         self.typedef = typedef
@@ -153,8 +154,9 @@ class TypeState:
                 kind, raw = kcol.ftype.kind, kcol.raw
             native_key = columns[typedef.key[0]].get if len(kcols) == 1 else None
             self._lookup = make_pk_lookup(
-                pk_table, self._key_at, kind=kind, raw_at=raw, native_key=native_key
-            )
+                pk_table, self._key_at, kind=kind, raw_at=raw, native_key=native_key,
+                tags=pk_tags,
+            )  # fmt: skip
             if views:
                 self.get = self._make_get(self._lookup)  # shadows the method: one call less
         else:
@@ -397,7 +399,8 @@ class ReadState(TypeMap):
             if tdef.key is not None and pk is None:
                 pk = np.zeros(8, dtype=np.uint8)  # a type this blob does not have: empty
             nbytes = sum(v for k, v in sizes.items() if k.startswith(tdef.name + "/"))
-            ts = TypeState(self, tdef, count, columns, pk, nbytes, views)
+            tags = blob.arrays.get(f"{tdef.name}/#pktag") if meta else None
+            ts = TypeState(self, tdef, count, columns, pk, nbytes, views, tags)
             ts._digests = blob.arrays.get(f"{tdef.name}/#digest") if meta else None
             self._types[tdef.name] = ts
         self._checksums = {

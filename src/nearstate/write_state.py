@@ -26,7 +26,7 @@ from .encoding import ABSENT as _ABSENT
 from .encoding import Absent as _Absent
 from .encoding import Sections, canonical_float, encode_column
 from .errors import SchemaError
-from .index import build_pk_table, key_bytes
+from .index import build_pk_tables, key_bytes
 from .schema import Field, FieldType, Schema, TypeDef, refs_to_keys
 
 _EXACT = {"str": str, "text": str, "int": int, "bool": bool, "float": float}
@@ -458,7 +458,9 @@ class WriteState:
                 )
             meta: dict[str, Any] = {"count": st.count, "columns": cols_meta}
             if st.tdef.key is not None:
-                sections[f"{name}/#pk"] = build_pk_table((key_bytes(k) for k in st.keys), st.count)
+                sections[f"{name}/#pk"], sections[f"{name}/#pktag"] = build_pk_tables(
+                    (key_bytes(k) for k in st.keys), st.count
+                )
                 sections[f"{name}/#digest"] = self.digests(name)
                 meta["checksum"] = fmt_checksum(checksum_of(self.digests(name)))
             types_meta[name] = meta
