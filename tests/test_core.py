@@ -375,3 +375,24 @@ def test_without_the_extension_nearstate_imports_warns_once_and_works(tmp_path: 
     name, warned, value = json.loads(out.stdout)
     assert name == "pure" and value == [1, 2]
     assert len(warned) == 1 and "was not built" in warned[0] and "NEARSTATE_PURE" in warned[0]
+
+
+def test_key_probes_agree_with_and_without_tags(tmp_path: Path) -> None:
+    from nearstate.index import make_pk_lookup
+
+    _dataset(tmp_path)
+    state = nearstate.LocalDataset(tmp_path / "ds").load()
+    arrays = state.blob.arrays
+    assert arrays["Pkg/#pktag"].dtype == np.uint8
+    assert len(arrays["Pkg/#pktag"]) == len(arrays["Pkg/#pk"])
+    ts = state["Pkg"]
+    col = ts.column("id")
+    probes = [
+        make_pk_lookup(
+            arrays["Pkg/#pk"], ts._key_at, kind="str", raw_at=col.raw, native_key=col.get, tags=t
+        )
+        for t in (arrays["Pkg/#pktag"], None)
+    ]
+    keys = [f"pkg-{i:05d}" for i in range(0, 3100, 7)] + ["", "pkg-", "nope", "pkg-00001\0"]
+    for k in keys:
+        assert probes[0](k) == probes[1](k) == ts.ordinal_of(k)

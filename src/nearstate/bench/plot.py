@@ -51,7 +51,8 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
             lat = [r["lookup_ns_p50"].get(system) or 0 for _, r in runs]
             lat_ax.bar(xs, lat, width, label=system, color=_COLOURS[system])
     labels = [
-        f"{name}\n{r['records']:,} records" + (f", {r['core']} core" if "core" in r else "")
+        f"{name.removesuffix('-1').removesuffix('-native').removesuffix('-pure')}\n"
+        f"{r['records'] / 1000:,.0f}k" + (f", {r['core']}" if "core" in r else "")
         for name, r in runs
     ]
     width = 0.8 / len(_STORE_RATIOS)
@@ -68,7 +69,7 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
         (lat_ax, "Key lookup + one field, p50 (lower is better)", "ns"),
         (ratio_ax, "nearstate ÷ dict, p50; red ticks: targets (lower is better)", "ratio"),
     ):
-        ax.set_xticks(range(len(runs)), labels)
+        ax.set_xticks(range(len(runs)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
         ax.legend(fontsize=8)
