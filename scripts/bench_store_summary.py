@@ -33,6 +33,8 @@ def main(directory: str) -> None:
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for p in sorted(Path(directory).glob("*.json")):
         ds, core, _run = p.stem.rsplit("-", 2)
+        if p.stat().st_size == 0:  # a run still going
+            continue
         runs[(ds, core)].append(json.loads(p.read_text()))
     datasets = list(dict.fromkeys(ds for ds, _ in runs))
     for core in ("native", "pure"):

@@ -64,7 +64,8 @@ crc32_of(const uint8_t *p, Py_ssize_t n)
 /* --- arrays over buffers --------------------------------------------------------------- */
 
 typedef struct {
-    Py_buffer view;
+    Py_buffer *view; /* held while the column lives; allocated only when there is one, so
+                        a column with few sections stays small (hundreds of columns a state) */
     const uint8_t *p;
     Py_ssize_t n; /* items */
     int w;        /* bytes per item: 1, 2, 4 or 8 */
@@ -77,23 +78,31 @@ arr_init(Arr *a, PyObject *obj, const char *what)
     memset(a, 0, sizeof *a);
     if (obj == NULL || obj == Py_None)
         return 0;
-    if (PyObject_GetBuffer(obj, &a->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+    a->view = (Py_buffer *)PyMem_Malloc(sizeof(Py_buffer));
+    if (!a->view) {
+        PyErr_NoMemory();
         return -1;
+    }
+    if (PyObject_GetBuffer(obj, a->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyMem_Free(a->view);
+        a->view = NULL;
+        return -1;
+    }
     a->has = 1;
-    a->p = (const uint8_t *)a->view.buf;
-    int w = (int)a->view.itemsize;
+    a->p = (const uint8_t *)a->view->buf;
+    int w = (int)a->view->itemsize;
     if (w != 1 && w != 2 && w != 4 && w != 8) {
         PyErr_Format(PyExc_ValueError, "%s: item width %d is not 1, 2, 4 or 8", what, w);
         return -1;
     }
     a->w = w;
-    if (a->view.len % w) {
+    if (a->view->len % w) {
         PyErr_Format(MALFORMED,
                      "%s: %zd bytes is not a whole number of %d-byte items", what,
-                     a->view.len, w);
+                     a->view->len, w);
         return -1;
     }
-    a->n = a->view.len / w;
+    a->n = a->view->len / w;
     return 0;
 }
 
@@ -101,9 +110,11 @@ static void
 arr_release(Arr *a)
 {
     if (a->has) {
-        PyBuffer_Release(&a->view);
+        PyBuffer_Release(a->view);
         a->has = 0;
     }
+    PyMem_Free(a->view);
+    a->view = NULL;
 }
 
 static inline uint64_t
@@ -202,8 +213,8 @@ typedef struct {
     Seq poffs, ids; /* string pools */
     int fsst;
     int nsym;
-    uint64_t sym[255];
-    uint8_t slen[255];
+    uint64_t *sym; /* the symbol table (compressed pools only): 255 x 8 bytes */
+    uint8_t *slen;
     Seq offs;              /* collections */
     PyObject *item, *key;  /* element columns (Col or any callable ordinal -> value) */
     PyObject *resolve, *target, *factory; /* references: resolve(target) -> factory */
@@ -564,6 +575,12 @@ load_symbols(ColObject *c, PyObject *fsym, PyObject *flen)
                      c->name, n, s.len);
         goto done;
     }
+    c->sym = (uint64_t *)PyMem_Calloc(255, sizeof(uint64_t));
+    c->slen = (uint8_t *)PyMem_Calloc(255, 1);
+    if (!c->sym || !c->slen) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t L = ((const uint8_t *)l.buf)[i];
         if (L < 1 || L > 8) {
@@ -753,6 +770,8 @@ col_dealloc(ColObject *c)
     seq_release(&c->offs);
     arr_release(&c->nulls);
     arr_release(&c->nrank);
+    PyMem_Free(c->sym);
+    PyMem_Free(c->slen);
     if (c->cache) {
         for (Py_ssize_t i = 0; i < c->ncache; i++)
             Py_XDECREF(c->cache[i]);
