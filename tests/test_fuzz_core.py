@@ -780,3 +780,41 @@ def test_fsst_encode_refuses_bad_tables_and_values(
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
     worker()
+
+
+def _tp_clear(obj: object) -> None:
+    """Call the type's tp_clear slot, as the cycle collector does (CPython's type layout:
+    tp_clear is the 25th pointer-sized field of PyTypeObject)."""
+    import ctypes
+
+    slot = ctypes.c_void_p.from_address(id(type(obj)) + 24 * ctypes.sizeof(ctypes.c_void_p))
+    assert slot.value, "the type has no tp_clear"
+    ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object)(slot.value)(obj)  # the GIL held
+
+
+@pytest.mark.skipif(
+    _native.core is None or sys.implementation.name != "cpython", reason="compiled core only"
+)
+def test_objects_cleared_by_the_garbage_collector_refuse_instead_of_crashing() -> None:
+    """tp_clear empties a compiled object's references while a cycle is torn down; a call
+    that still reaches one (from a __del__, say) gets ReferenceError, never a crash."""
+    core = _native.core
+    vals = np.arange(10, dtype=np.uint8)
+    item = core.Col(core.INT, "T/x[]", vals=vals)
+    lst = core.Col(core.LIST, "T/x", offs=np.array([0, 2, 4], dtype=np.uint8), item=item)
+    ref = core.Col(core.REF, "T/r", vals=vals, resolve=lambda t: lambda o: o, target="U")
+
+    class V(core.RecordBase):
+        __slots__ = ()
+
+    maker = core.Maker(V, object())
+    getter = core.Getter(lambda k: 0, maker)
+    keycol = core.Col(core.INT, "T/k", vals=vals)
+    pk = core.PkIndex(np.zeros(16, dtype=np.uint8), keycol)
+    assert lst(0) == [0, 1] and ref(3) == 3 and isinstance(getter(1), V)
+    for obj in (lst, ref, maker, getter, pk):
+        _tp_clear(obj)
+    for call in (lambda: lst(0), lambda: ref(3), lambda: maker(0), lambda: getter(1),
+                 lambda: pk(1)):  # fmt: skip
+        with pytest.raises(ReferenceError):
+            call()

@@ -228,6 +228,13 @@ typedef struct {
 
 static PyTypeObject ColType;
 static PyTypeObject MakerType;
+
+static PyObject *
+cleared(void)
+{
+    PyErr_SetString(PyExc_ReferenceError, "nearstate: this object's state was released");
+    return NULL;
+}
 static PyTypeObject RecordType;
 static PyObject *call_get(PyObject *g, Py_ssize_t i);
 static PyObject *maker_make(PyObject *maker, Py_ssize_t o);
@@ -428,6 +435,8 @@ col_get(ColObject *c, Py_ssize_t o)
         int64_t v;
         int_at(c, o, &v);
         if (c->factory == NULL) {
+            if (c->resolve == NULL)
+                return cleared();
             PyObject *f = PyObject_CallOneArg(c->resolve, c->target);
             if (!f)
                 return NULL;
@@ -445,6 +454,8 @@ col_get(ColObject *c, Py_ssize_t o)
     case K_LIST:
     case K_SET:
     case K_DICT: {
+        if (c->item == NULL || (c->kind == K_DICT && c->key == NULL))
+            return cleared();
         uint64_t s = seq_u(&c->offs, o), e = seq_u(&c->offs, o + 1);
         if (s > e || e > (uint64_t)PY_SSIZE_T_MAX)
             return format_error(c->name, "collection offsets out of order", o);
@@ -520,6 +531,8 @@ col_get(ColObject *c, Py_ssize_t o)
 static PyObject *
 call_get(PyObject *g, Py_ssize_t i)
 {
+    if (g == NULL) /* cleared by the garbage collector while a cycle was torn down */
+        return cleared();
     if (Col_Check(g))
         return col_get((ColObject *)g, i);
     PyObject *o = PyLong_FromSsize_t(i);
@@ -847,6 +860,10 @@ pk_probe(PkObject *pk, PyObject *key)
 {
     Py_ssize_t size = pk->slots.n;
     ColObject *kc = pk->keycol;
+    if (kc == NULL) {
+        cleared();
+        return -2;
+    }
     if (size == 0)
         return -1;
     if (!pk->is_str) {
@@ -1289,6 +1306,8 @@ static PyObject *
 maker_make(PyObject *self, Py_ssize_t o)
 {
     MakerObject *m = (MakerObject *)self;
+    if (m->cls == NULL || m->ts == NULL)
+        return cleared();
     RecordObject *r = (RecordObject *)m->cls->tp_alloc(m->cls, 0);
     if (!r)
         return NULL;
@@ -1425,6 +1444,8 @@ getter_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
         dflt = args[1];
     }
     Py_ssize_t o;
+    if (g->lookup == NULL || g->maker == NULL)
+        return cleared();
     if (Py_TYPE(g->lookup) == &PkType) {
         o = pk_probe((PkObject *)g->lookup, args[0]);
         if (o == -2)
