@@ -373,10 +373,12 @@ def _encode_text(values: list[str], out: Sections, name: str, train: bool) -> di
 class Column:
     """A read-only view of one encoded field: ``get(ordinal)`` decodes a value.
 
-    ``raw`` (str columns only) returns a value's stored UTF-8 bytes without decoding.
+    ``raw`` (str columns only) returns a value's stored UTF-8 bytes without decoding; it
+    is made on first use (only the pure core's key probes need it), given as the getter
+    or as a function that makes it.
     """
 
-    __slots__ = ("ftype", "get", "left_out", "name", "nbytes", "raw")
+    __slots__ = ("_raw", "_raw_make", "ftype", "get", "left_out", "name", "nbytes")
 
     def __init__(
         self,
@@ -386,14 +388,23 @@ class Column:
         nbytes: int,
         raw: Getter | None = None,
         left_out: Callable[[int], bool] | None = None,
+        raw_make: Callable[[], Getter] | None = None,
     ):
         self.name = name
         self.ftype = ftype
         self.get = get
         self.nbytes = nbytes
-        self.raw = raw
+        self._raw = raw
+        self._raw_make = raw_make
         #: ``left_out(o)``: the null at ``o`` was left out of its record (None: never)
         self.left_out = left_out
+
+    @property
+    def raw(self) -> Getter | None:
+        if self._raw is None and self._raw_make is not None:
+            self._raw = self._raw_make()
+            self._raw_make = None
+        return self._raw
 
 
 class ColumnContext:
@@ -446,9 +457,12 @@ def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: s
     """
     try:
         get, nbytes = _open(ft, meta, ctx, name)
-        raw = None
+        raw_make = None
         if ft.kind == "str" and not meta.get("nulls"):
-            raw = _open_pool(meta, ctx, name, decode=False, nulls=None)[0]
+
+            def raw_make() -> Getter:
+                return _open_pool(meta, ctx, name, decode=False, nulls=None)[0]
+
         left_out = None
         if meta.get("absent"):
             ab = ctx.mv(name + ".absent")
@@ -459,7 +473,7 @@ def open_column(ft: FieldType, meta: dict[str, Any], ctx: ColumnContext, name: s
 
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"column {name!r} is malformed: {e!r}") from e
-    return Column(name, ft, get, nbytes, raw, left_out)
+    return Column(name, ft, get, nbytes, None, left_out, raw_make)
 
 
 Nulls = tuple[np.ndarray, np.ndarray | None] | None  # (bitmap, rank if sparse) or None
