@@ -388,9 +388,7 @@ def test_key_probes_agree_with_and_without_tags(tmp_path: Path) -> None:
     ts = state["Pkg"]
     col = ts.column("id")
     probes = [
-        make_pk_lookup(
-            arrays["Pkg/#pk"], ts._key_at, kind="str", raw_at=col.raw, native_key=col.get, tags=t
-        )
+        make_pk_lookup(arrays["Pkg/#pk"], ts._key_at, key_column=col, tags=t)
         for t in (arrays["Pkg/#pktag"], None)
     ]
     keys = [f"pkg-{i:05d}" for i in range(0, 3100, 7)] + ["", "pkg-", "nope", "pkg-00001\0"]

@@ -1632,22 +1632,10 @@ set_errors(PyObject *mod, PyObject *cls)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-crc32_py(PyObject *mod, PyObject *arg)
-{
-    Py_buffer b;
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
-        return NULL;
-    uint32_t c = crc32_of((const uint8_t *)b.buf, b.len);
-    PyBuffer_Release(&b);
-    return PyLong_FromUnsignedLong(c);
-}
-
 static PyMethodDef module_methods[] = {
     {"fsst_encode", fsst_encode, METH_VARARGS,
      "fsst_encode(fsym, flen, values) -> (codes, ends as uint64 bytes)"},
     {"set_errors", set_errors, METH_O, "Set the class raised for malformed columns."},
-    {"crc32", crc32_py, METH_O, "CRC-32 of a buffer, as zlib.crc32."},
     {NULL},
 };
 

@@ -14,12 +14,15 @@ import datetime as _dt
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._native import core as _core
 from .errors import SchemaError
+
+if TYPE_CHECKING:
+    from .encoding import Column
 
 
 def key_bytes(key: Any) -> bytes:
@@ -48,11 +51,6 @@ def _one(k: Any) -> bytes:
 def table_size(n: int) -> int:
     """Slots for ``n`` keys: load factor at most 0.75."""
     return n * 4 // 3 + 8
-
-
-def build_pk_table(keys: Iterable[bytes], n: int) -> np.ndarray:
-    """Build the slot table for ``n`` keys given as canonical bytes, in ordinal order."""
-    return build_pk_tables(keys, n)[0]
 
 
 def build_pk_tables(keys: Iterable[bytes], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,25 +86,25 @@ def make_pk_lookup(
     table: np.ndarray,
     key_at: Callable[[int], Any],
     *,
-    kind: str | None = None,
-    raw_at: Callable[[int], Any] | None = None,
-    native_key: Any = None,
+    key_column: Column | None = None,
     tags: np.ndarray | None = None,
 ) -> Callable[[Any], int]:
     """A function ``key -> ordinal`` (or -1) over a stored table.
 
-    ``key_at(ordinal)`` reads the key of a record so probes can confirm a match. For a
-    single int or str key, ``kind`` selects a specialised probe; for str keys ``raw_at``
-    returns the stored key's UTF-8 bytes so a probe compares bytes without decoding.
-    ``native_key``: the key column's compiled getter, when there is one; the compiled core
-    then probes the same table without the interpreter (``nearstate._core.PkIndex``),
-    skipping slots whose ``tags`` byte differs from the key's.
+    ``key_at(ordinal)`` reads the key of a record so probes can confirm a match.
+    ``key_column`` is the key's column when the key is one field: an int or str key then
+    gets a specialised probe — the compiled one (``nearstate._core.PkIndex``, skipping
+    slots whose ``tags`` byte differs from the key's) when the column is compiled, else
+    Python's, which for str keys compares the stored UTF-8 bytes (``key_column.raw``)
+    without decoding.
     """
-    if _core is not None and type(native_key) is _core.Col and kind in ("int", "str"):
+    kind = key_column.ftype.kind if key_column is not None else None
+    native = _core is not None and key_column is not None and type(key_column.get) is _core.Col
+    if native and kind in ("int", "str"):
         try:
-            return _core.PkIndex(table, native_key, tags)
+            return _core.PkIndex(table, key_column.get, tags)
         except ValueError:
-            pass  # a key column the compiled probe does not handle (nulls): Python's below
+            pass  # a key column the compiled probe does not handle (nulls): Python's
     slots = memoryview(table)
     size = len(table)
     crc = zlib.crc32
@@ -131,6 +129,7 @@ def make_pk_lookup(
 
         return lookup_int
 
+    raw_at = key_column.raw if key_column is not None and kind == "str" else None
     if kind == "str" and raw_at is not None:
 
         def lookup_str(key: Any) -> int:

@@ -148,15 +148,8 @@ class TypeState:
                 self._key_at = lambda o: tuple(g(o) for g in kcols)
             if pk_table is None:
                 raise FormatError(f"type {self.name!r} lacks its primary key table")
-            kind = raw = None
-            if len(kcols) == 1:
-                kcol = columns[typedef.key[0]]
-                kind, raw = kcol.ftype.kind, kcol.raw
-            native_key = columns[typedef.key[0]].get if len(kcols) == 1 else None
-            self._lookup = make_pk_lookup(
-                pk_table, self._key_at, kind=kind, raw_at=raw, native_key=native_key,
-                tags=pk_tags,
-            )  # fmt: skip
+            key = columns[typedef.key[0]] if len(kcols) == 1 else None
+            self._lookup = make_pk_lookup(pk_table, self._key_at, key_column=key, tags=pk_tags)
             if views:
                 self.get = self._make_get(self._lookup)  # shadows the method: one call less
         else:
