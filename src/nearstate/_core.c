@@ -1632,7 +1632,237 @@ set_errors(PyObject *mod, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+/* --- bulk helpers for merging columns (nearstate.merge) ---------------------------------
+ * Each takes contiguous buffers (uint8 data, int64 offsets or indexes), checks every offset
+ * and index against the buffers before reading, and runs without the GIL. */
+
+static int
+offs_check(const int64_t *offs, Py_ssize_t n, Py_ssize_t datalen, const char *fn)
+{
+    /* offs holds n + 1 values, non-decreasing, within 0..datalen */
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: offsets need at least one value", fn);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        if (offs[i] < 0 || offs[i] > datalen || (i && offs[i] < offs[i - 1])) {
+            PyErr_Format(MALFORMED, "%s: offset %zd (%lld) is out of order or past the data",
+                         fn, i, (long long)offs[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+gather_slices(PyObject *mod, PyObject *args)
+{
+    Py_buffer d, o, x;
+    if (!PyArg_ParseTuple(args, "y*y*y*:gather_slices", &d, &o, &x))
+        return NULL;
+    PyObject *out = NULL, *noffs = NULL, *result = NULL;
+    const int64_t *offs = (const int64_t *)o.buf, *idx = (const int64_t *)x.buf;
+    Py_ssize_t n = o.len / 8 - 1, k = x.len / 8;
+    if (o.len % 8 || x.len % 8 || offs_check(offs, n, d.len, "gather_slices") < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "gather_slices: int64 offsets and indexes");
+        goto done;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (idx[i] < 0 || idx[i] >= n) {
+            PyErr_Format(PyExc_IndexError, "gather_slices: index %lld of %zd slices",
+                         (long long)idx[i], n);
+            goto done;
+        }
+        total += offs[idx[i] + 1] - offs[idx[i]];
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    noffs = PyBytes_FromStringAndSize(NULL, 8 * (k + 1));
+    if (!out || !noffs)
+        goto done;
+    {
+        uint8_t *w = (uint8_t *)PyBytes_AS_STRING(out);
+        int64_t *no = (int64_t *)PyBytes_AS_STRING(noffs);
+        const uint8_t *src = (const uint8_t *)d.buf;
+        Py_BEGIN_ALLOW_THREADS
+        int64_t at = 0;
+        no[0] = 0;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            int64_t a = offs[idx[i]], len = offs[idx[i] + 1] - a;
+            memcpy(w + at, src + a, (size_t)len);
+            at += len;
+            no[i + 1] = at;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_BuildValue("(OO)", out, noffs);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(noffs);
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&x);
+    return result;
+}
+
+static PyObject *
+crc32_slices(PyObject *mod, PyObject *args)
+{
+    Py_buffer d, o;
+    if (!PyArg_ParseTuple(args, "y*y*:crc32_slices", &d, &o))
+        return NULL;
+    PyObject *out = NULL;
+    const int64_t *offs = (const int64_t *)o.buf;
+    Py_ssize_t n = o.len / 8 - 1;
+    if (o.len % 8 || offs_check(offs, n, d.len, "crc32_slices") < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "crc32_slices: int64 offsets");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, 4 * n);
+    if (!out)
+        goto done;
+    {
+        uint32_t *h = (uint32_t *)PyBytes_AS_STRING(out);
+        const uint8_t *src = (const uint8_t *)d.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++)
+            h[i] = crc32_of(src + offs[i], (Py_ssize_t)(offs[i + 1] - offs[i]));
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&o);
+    return out;
+}
+
+static PyObject *
+crc32_ints(PyObject *mod, PyObject *arg)
+{
+    Py_buffer a;
+    if (PyObject_GetBuffer(arg, &a, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    if (a.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "crc32_ints: int64 values");
+        goto done;
+    }
+    Py_ssize_t n = a.len / 8;
+    out = PyBytes_FromStringAndSize(NULL, 4 * n);
+    if (!out)
+        goto done;
+    {
+        uint32_t *h = (uint32_t *)PyBytes_AS_STRING(out);
+        const int64_t *v = (const int64_t *)a.buf;
+        Py_BEGIN_ALLOW_THREADS
+        char buf[32];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t len = format_i64(v[i], buf);
+            h[i] = crc32_of((const uint8_t *)buf, len);
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&a);
+    return out;
+}
+
+/* fsst_decode_slices(data, offs, fsym, flen) -> (plain bytes, int64 offsets as bytes):
+ * every slice of codes decoded with the symbol table. */
+static PyObject *
+fsst_decode_slices(PyObject *mod, PyObject *args)
+{
+    Py_buffer d, o, s, l;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*:fsst_decode_slices", &d, &o, &s, &l))
+        return NULL;
+    PyObject *out = NULL, *noffs = NULL, *result = NULL;
+    uint8_t *buf = NULL;
+    const int64_t *offs = (const int64_t *)o.buf;
+    Py_ssize_t n = o.len / 8 - 1, nsym = l.len;
+    uint64_t sym[255];
+    uint8_t slen[255];
+    if (o.len % 8 || offs_check(offs, n, d.len, "fsst_decode_slices") < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "fsst_decode_slices: int64 offsets");
+        goto done;
+    }
+    if (nsym > 255 || s.len != 8 * nsym) {
+        PyErr_SetString(MALFORMED, "fsst_decode_slices: a damaged symbol table");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nsym; i++) {
+        slen[i] = ((const uint8_t *)l.buf)[i];
+        if (slen[i] < 1 || slen[i] > 8) {
+            PyErr_SetString(MALFORMED, "fsst_decode_slices: symbol lengths are 1..8");
+            goto done;
+        }
+        memcpy(&sym[i], (const uint8_t *)s.buf + 8 * i, 8);
+    }
+    noffs = PyBytes_FromStringAndSize(NULL, 8 * (n + 1));
+    buf = PyMem_Malloc(8 * (size_t)d.len + 8);
+    if (!noffs || !buf) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    {
+        int64_t *no = (int64_t *)PyBytes_AS_STRING(noffs);
+        const uint8_t *c = (const uint8_t *)d.buf;
+        Py_ssize_t bad = -1;
+        int64_t w = 0;
+        Py_BEGIN_ALLOW_THREADS
+        no[0] = 0;
+        for (Py_ssize_t i = 0; i < n && bad < 0; i++) {
+            for (int64_t j = offs[i]; j < offs[i + 1]; j++) {
+                unsigned k = c[j];
+                if (k == 255) {
+                    if (++j >= offs[i + 1]) {
+                        bad = i;
+                        break;
+                    }
+                    buf[w++] = c[j];
+                }
+                else if ((Py_ssize_t)k >= nsym) {
+                    bad = i;
+                    break;
+                }
+                else {
+                    memcpy(buf + w, &sym[k], 8);
+                    w += slen[k];
+                }
+            }
+            no[i + 1] = w;
+        }
+        Py_END_ALLOW_THREADS
+        if (bad >= 0) {
+            PyErr_Format(MALFORMED, "fsst_decode_slices: entry %zd has a bad code", bad);
+            goto done;
+        }
+        out = PyBytes_FromStringAndSize((const char *)buf, w);
+    }
+    if (out)
+        result = Py_BuildValue("(OO)", out, noffs);
+done:
+    PyMem_Free(buf);
+    Py_XDECREF(out);
+    Py_XDECREF(noffs);
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&l);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"gather_slices", gather_slices, METH_VARARGS,
+     "gather_slices(data, offs, idx) -> (bytes, int64 offsets as bytes)"},
+    {"crc32_slices", crc32_slices, METH_VARARGS,
+     "crc32_slices(data, offs) -> uint32 CRC-32 of each slice, as bytes"},
+    {"crc32_ints", crc32_ints, METH_O, "crc32_ints(int64 values) -> uint32 CRC-32 of each "
+     "value's decimal digits, as bytes"},
+    {"fsst_decode_slices", fsst_decode_slices, METH_VARARGS,
+     "fsst_decode_slices(codes, offs, fsym, flen) -> (bytes, int64 offsets as bytes)"},
     {"fsst_encode", fsst_encode, METH_VARARGS,
      "fsst_encode(fsym, flen, values) -> (codes, ends as uint64 bytes)"},
     {"set_errors", set_errors, METH_O, "Set the class raised for malformed columns."},

@@ -53,12 +53,17 @@ def table_size(n: int) -> int:
     return n * 4 // 3 + 8
 
 
-def build_pk_tables(keys: Iterable[bytes], n: int) -> tuple[np.ndarray, np.ndarray]:
+def build_pk_tables(
+    keys: Iterable[bytes] | None, n: int, *, hashes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The slot table for ``n`` keys (canonical bytes, in ordinal order) and its *tags*:
     per slot the top byte of the CRC of the key it holds. A probe compares the tag before
     the key, so of the ~2.5 slots a hit visits at load 3/4 it decodes and compares about
-    one stored key (section ``#pktag``; a table without it is probed without tags)."""
-    hashes = np.fromiter((zlib.crc32(k) for k in keys), dtype=np.uint32, count=n)
+    one stored key (section ``#pktag``; a table without it is probed without tags).
+    ``hashes``: the keys' CRC-32s, already computed (``keys`` is then not read)."""
+    if hashes is None:
+        assert keys is not None
+        hashes = np.fromiter((zlib.crc32(k) for k in keys), dtype=np.uint32, count=n)
     size = table_size(n)
     table = np.zeros(size, dtype=np.uint64)
     pos = hashes.astype(np.int64) % size

@@ -32,6 +32,7 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta, shape
 from .errors import CycleError, LockedError, SchemaError
 from .layered import Changes, LayeredState, apply_delta
+from .merge import merged_snapshot
 from .ports import Announcer, BlobStore
 from .read_state import ReadState
 from .schema import Schema
@@ -396,14 +397,20 @@ class Producer:
                 else:
                     snap_schema = full.final_schema()
                 if full is None:
+                    # the last snapshot's columns merged with the deltas': never a record
+                    # decoded (see nearstate.merge)
                     assert new_state is not None
-                    full = materialize(new_state)
-                types_meta, sections = full.build()
-                header = {
-                    "kind": "snapshot", "dataset": self.dataset, "version": v,
-                    "created": time.time(), "tags": dict(tags or {}),
-                    "schema": snap_schema.to_json(), "types": types_meta,
-                }  # fmt: skip
+                    header, sections = merged_snapshot(
+                        new_state, dataset=self.dataset, version=v, tags=dict(tags or {}),
+                        created=time.time(),
+                    )  # fmt: skip
+                else:
+                    types_meta, sections = full.build()
+                    header = {
+                        "kind": "snapshot", "dataset": self.dataset, "version": v,
+                        "created": time.time(), "tags": dict(tags or {}),
+                        "schema": snap_schema.to_json(), "types": types_meta,
+                    }  # fmt: skip
                 blobs[snapshot_name(v)] = encode_blob(header, sections)
         with t.stage("validate"):
             counts = {n: c[0] for n, c in checksums.items()}

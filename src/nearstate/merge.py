@@ -1,0 +1,1014 @@
+"""Snapshots by merging columns: the next snapshot from the last one plus the changes.
+
+A version reached by deltas is a snapshot with delta layers over it
+(:class:`~nearstate.layered.LayeredState`). Writing it as a snapshot used to decode every
+record into Python and encode them again: minutes at ten million records. Here each
+column is merged as arrays instead:
+
+1. per keyed type, the rows of the new snapshot are the live ordinals of the layered
+   state in order — snapshot rows that survive, and the layer rows the overlay points
+   at — and every removed ordinal closes up (``order``: where each new row comes from;
+   ``remap``: old ordinal → new);
+2. per field, the snapshot's column and the layers' columns are read as *parts*: numpy
+   arrays (integers, floats, pool ids and offsets, compressed frames) that still point
+   into the mapped blobs, joined, and taken in ``order``;
+3. references are renumbered with the target's ``remap``; a layer's references (kept as
+   the target's key) are looked up — only the layer's rows, so in proportion to the
+   change; nested record types keep the rows something still points at;
+4. the parts are written back with the same layouts the encoder uses. String pools keep
+   their entries and their symbol table (new entries are encoded with it); pool entries
+   nothing points at any more are dropped once they are a quarter of the pool; text
+   frames are copied, only a layer's frames are recompressed with the field's dictionary.
+
+A type that nothing changed (no row and no reference target moved) is copied section by
+section. Nothing here builds a Python object per record, except for the few key kinds the
+compiled hash does not cover (composite keys and keys that are not int or str).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from . import digest as _digest
+from . import fsst as _fsst
+from ._native import core as _core
+from .encoding import (
+    BLOCK,
+    SPARSE_MIN_NULLS,
+    SURR,
+    TEXT_LEVEL,
+    UTF8,
+    Sections,
+    _null_rank,
+    narrow_uint,
+    put_uints,
+)
+from .errors import FormatError, SchemaError
+from .index import build_pk_tables, key_bytes
+from .schema import FieldType, Schema, TypeDef
+
+GC_FRACTION = 0.25  # drop unreferenced pool entries once they are this share of a pool
+
+
+# --- byte helpers: compiled when the core is there, else Python ------------------------
+
+
+def gather_slices(data: Any, offs: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The slices ``data[offs[i]:offs[i+1]]`` for ``i`` in ``idx``, joined: (bytes, offsets)."""
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    offs = np.ascontiguousarray(offs, dtype=np.int64)
+    if _core is not None and hasattr(_core, "gather_slices"):
+        out, new_offs = _core.gather_slices(_buf(data), offs, idx)
+        return np.frombuffer(out, dtype=np.uint8), np.frombuffer(new_offs, dtype=np.int64)
+    mv = memoryview(_buf(data))
+    lo, hi = offs[idx], offs[idx + 1]
+    new_offs = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(hi - lo, out=new_offs[1:])
+    out = b"".join([mv[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
+    return np.frombuffer(out, dtype=np.uint8), new_offs
+
+
+def fsst_decode_slices(data: Any, offs: np.ndarray, table: list[bytes]
+                       ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Every slice of FSST codes decoded with ``table``: (plain bytes, offsets)."""
+    offs = np.ascontiguousarray(offs, dtype=np.int64)
+    if _core is not None and hasattr(_core, "fsst_decode_slices"):
+        fsym, flen = _fsst.pack(table)
+        out, new_offs = _core.fsst_decode_slices(_buf(data), offs, fsym, flen)
+        return np.frombuffer(out, dtype=np.uint8), np.frombuffer(new_offs, dtype=np.int64)
+    dec = _fsst.decoder(table, "<merge>")
+    mv = memoryview(_buf(data))
+    o = offs.tolist()
+    entries = [dec(bytes(mv[o[i] : o[i + 1]])) for i in range(len(o) - 1)]
+    return _joined(entries)
+
+
+def _joined(entries: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offs = np.zeros(len(entries) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, entries), np.int64, len(entries)), out=offs[1:])
+    return np.frombuffer(b"".join(entries), dtype=np.uint8), offs
+
+
+def _buf(data: Any) -> Any:
+    """A contiguous uint8 buffer of ``data``."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    return data
+
+
+def crc32_slices(data: Any, offs: np.ndarray) -> np.ndarray:
+    """CRC-32 of each slice ``data[offs[i]:offs[i+1]]`` (as :func:`zlib.crc32`)."""
+    offs = np.ascontiguousarray(offs, dtype=np.int64)
+    if _core is not None and hasattr(_core, "crc32_slices"):
+        return np.frombuffer(_core.crc32_slices(_buf(data), offs), dtype=np.uint32)
+    mv = memoryview(_buf(data))
+    o = offs.tolist()
+    return np.fromiter(
+        (zlib.crc32(mv[o[i] : o[i + 1]]) for i in range(len(o) - 1)), np.uint32, len(o) - 1
+    )
+
+
+def crc32_ints(a: np.ndarray) -> np.ndarray:
+    """CRC-32 of each integer's decimal form (how an int key is hashed)."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if _core is not None and hasattr(_core, "crc32_ints"):
+        return np.frombuffer(_core.crc32_ints(a), dtype=np.uint32)
+    return np.fromiter((zlib.crc32(b"%d" % v) for v in a.tolist()), np.uint32, len(a))
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``concat(arange(s, s + n) for s, n in zip(starts, lens))``, vectorised."""
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lens)
+    shift = np.repeat(starts - (ends - lens), lens)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+# --- parts: one column's values as arrays ----------------------------------------------
+
+
+@dataclass
+class Ints:
+    a: np.ndarray  # int64
+    tz: bool | None = None  # datetimes: aware or naive
+
+
+@dataclass
+class Floats:
+    a: np.ndarray  # float64
+
+
+@dataclass
+class Bools:
+    a: np.ndarray  # uint8
+
+
+@dataclass
+class Pool:
+    """Entries (``data[offs[i]:offs[i+1]]``, FSST codes when ``table`` is set) and per
+    row an entry id (``ids``; None: row ``i`` is entry ``i``)."""
+
+    data: np.ndarray  # uint8
+    offs: np.ndarray  # int64, entries + 1
+    ids: np.ndarray | None
+    table: list[bytes] | None = None
+    bigint: bool = False
+
+    def rows(self) -> int:
+        return len(self.offs) - 1 if self.ids is None else len(self.ids)
+
+
+@dataclass
+class Text:
+    data: np.ndarray  # uint8: zstd frames
+    offs: np.ndarray  # int64
+    zdict: bytes | None
+
+
+@dataclass
+class Coll:
+    offs: np.ndarray  # int64, rows + 1
+    item: Node
+    key: Node | None = None
+
+
+@dataclass
+class Node:
+    """One column: values for every row (placeholders where null), the null bitmap and
+    which nulls were left out."""
+
+    vals: Any
+    n: int
+    nulls: np.ndarray | None = None  # bool per row
+    absent: np.ndarray | None = None  # bool per row
+    sparse: bool = False  # the layout it was read from (kept when it still pays)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- reading parts from a blob's sections ------------------------------------------------
+
+
+def _uints(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    try:
+        v = arrays[name]
+    except KeyError:
+        raise FormatError(f"blob lacks section {name!r}") from None
+    a = v.astype(np.int64)
+    blk = arrays.get(name + ".blk")
+    if blk is not None:
+        a += np.repeat(blk.astype(np.int64), BLOCK)[: len(a)]
+    return a
+
+
+def _bits(arrays: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
+    return np.unpackbits(arrays[name], bitorder="little", count=n).astype(bool)
+
+
+def read_node(ft: FieldType, meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str,
+              n: int) -> Node:  # fmt: skip
+    """The column ``name`` (``n`` rows) of a blob as a Node."""
+    nulls = _bits(arrays, name + ".nulls", n) if meta.get("nulls") else None
+    absent = _bits(arrays, name + ".absent", n) if meta.get("absent") else None
+    sparse = bool(meta.get("sparse"))
+    m = n - int(nulls.sum()) if sparse and nulls is not None else n
+    vals = _read_vals(ft, meta, arrays, name, m)
+    node = Node(vals, m, None, None)
+    if sparse and nulls is not None:
+        present = np.flatnonzero(~nulls)
+        idx = np.full(n, m, dtype=np.int64)
+        idx[present] = np.arange(m, dtype=np.int64)
+        node = take(ft, concat(ft, [node, zero_node(ft, node)]), idx)
+    node.nulls, node.absent, node.sparse = nulls, absent, sparse
+    return node
+
+
+def _read_vals(ft: FieldType, meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str,
+               m: int) -> Any:  # fmt: skip
+    kind = ft.kind
+    if kind in ("int", "datetime", "record", "ref") or (kind == "float" and "scale" in meta):
+        if meta.get("bigint"):
+            pool = _read_pool(meta, arrays, name)
+            pool.bigint = True
+            return pool
+        if m == 0:
+            a = np.zeros(0, dtype=np.int64)
+        else:
+            u = arrays[name].astype(np.uint64)
+            blk = arrays.get(name + ".blk")
+            if blk is not None:
+                u += np.repeat(blk.astype(np.uint64), BLOCK)[: len(u)]
+            a = (u + np.uint64(int(meta.get("base", 0)) & 0xFFFFFFFFFFFFFFFF)).view(np.int64)
+        if kind == "float":
+            return Floats(a.astype(np.float64) / float(meta["scale"]))
+        return Ints(a, bool(meta.get("tz")) if kind == "datetime" else None)
+    if kind == "float":
+        return Floats(arrays[name].astype(np.float64))
+    if kind == "bool":
+        return Bools(arrays[name].astype(np.uint8))
+    if kind in ("str", "bytes"):
+        return _read_pool(meta, arrays, name)
+    if kind == "text":
+        zd = arrays.get(name + ".zdict") if meta.get("dict") else None
+        return Text(arrays[name + ".z"], arrays[name + ".zoffs"].astype(np.int64),
+                    None if zd is None else zd.tobytes())  # fmt: skip
+    if kind in ("list", "set", "dict"):
+        offs = _uints(arrays, name + ".offs")
+        k = int(offs[-1]) if len(offs) else 0
+        if kind == "dict":
+            assert ft.key is not None and ft.item is not None
+            return Coll(offs, read_node(ft.item, meta["item"], arrays, name + "{v}", k),
+                        read_node(ft.key, meta["key"], arrays, name + "{k}", k))  # fmt: skip
+        assert ft.item is not None
+        return Coll(offs, read_node(ft.item, meta["item"], arrays, name + "[]", k))
+    raise FormatError(f"column {name!r} has unknown kind {kind!r}")
+
+
+def _read_pool(meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> Pool:
+    table = None
+    if meta.get("fsst"):
+        table = _fsst.unpack(arrays[name + ".fsym"], arrays[name + ".flen"], name)
+    ids = _uints(arrays, name + ".ids") if meta.get("pool") == "ids" else None
+    return Pool(arrays[name + ".pool"], _uints(arrays, name + ".poffs"), ids, table)
+
+
+# --- take and concat ---------------------------------------------------------------------
+
+
+def zero_node(ft: FieldType, like: Node) -> Node:
+    """One placeholder row of the same layout as ``like`` (stands where a value is null)."""
+    v = like.vals
+    if isinstance(v, Ints):
+        z: Any = Ints(np.zeros(1, dtype=np.int64), v.tz)
+    elif isinstance(v, Floats):
+        z = Floats(np.zeros(1))
+    elif isinstance(v, Bools):
+        z = Bools(np.zeros(1, dtype=np.uint8))
+    elif isinstance(v, Pool):
+        zero = b"0" if v.bigint else b""
+        codes = _fsst.encode(v.table, [zero])[0] if v.table is not None and zero else zero
+        z = Pool(np.frombuffer(codes, dtype=np.uint8), np.array([0, len(codes)], dtype=np.int64),
+                 None if v.ids is None else np.zeros(1, dtype=np.int64), v.table, v.bigint)  # fmt: skip
+    elif isinstance(v, Text):
+        z = Text(np.zeros(0, dtype=np.uint8), np.zeros(2, dtype=np.int64), v.zdict)
+    elif isinstance(v, Coll):
+        z = Coll(np.zeros(2, dtype=np.int64), _empty_like(v.item),
+                 None if v.key is None else _empty_like(v.key))  # fmt: skip
+    else:  # pragma: no cover
+        raise AssertionError(type(v))
+    return Node(z, 1, None if like.nulls is None else np.ones(1, dtype=bool),
+                None if like.absent is None else np.zeros(1, dtype=bool))  # fmt: skip
+
+
+def _empty_like(node: Node) -> Node:
+    return _take_node(node, np.zeros(0, dtype=np.int64))
+
+
+def take(ft: FieldType, node: Node, idx: np.ndarray) -> Node:
+    """The rows ``idx`` of ``node``, in that order."""
+    return _take_node(node, idx)
+
+
+def _take_node(node: Node, idx: np.ndarray) -> Node:
+    if len(idx) == node.n and (
+        node.n == 0 or (idx[0] == 0 and np.array_equal(idx, np.arange(node.n)))
+    ):
+        return node
+    return Node(
+        _take_vals(node.vals, idx),
+        len(idx),
+        None if node.nulls is None else node.nulls[idx],
+        None if node.absent is None else node.absent[idx],
+        node.sparse,
+    )
+
+
+def _take_vals(v: Any, idx: np.ndarray) -> Any:
+    if isinstance(v, Ints):
+        return Ints(v.a[idx], v.tz)
+    if isinstance(v, Floats):
+        return Floats(v.a[idx])
+    if isinstance(v, Bools):
+        return Bools(v.a[idx])
+    if isinstance(v, Pool):
+        if v.ids is not None:
+            return Pool(v.data, v.offs, v.ids[idx], v.table, v.bigint)
+        data, offs = gather_slices(v.data, v.offs, idx)
+        return Pool(data, offs, None, v.table, v.bigint)
+    if isinstance(v, Text):
+        data, offs = gather_slices(v.data, v.offs, idx)
+        return Text(data, offs, v.zdict)
+    if isinstance(v, Coll):
+        starts = v.offs[idx]
+        lens = v.offs[idx + 1] - starts
+        offs = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        inner = _ranges(starts, lens)
+        return Coll(offs, _take_node(v.item, inner),
+                    None if v.key is None else _take_node(v.key, inner))  # fmt: skip
+    raise AssertionError(type(v))  # pragma: no cover
+
+
+def concat(ft: FieldType, nodes: list[Node]) -> Node:
+    """The rows of every node, one after the other (the first node's layout wins)."""
+    nodes = [n for n in nodes if n.n] or nodes[:1]
+    if len(nodes) == 1:
+        return nodes[0]
+    n = sum(x.n for x in nodes)
+    nulls = absent = None
+    if any(x.nulls is not None for x in nodes):
+        nulls = np.concatenate([x.nulls if x.nulls is not None else np.zeros(x.n, bool)
+                                for x in nodes])  # fmt: skip
+    if any(x.absent is not None for x in nodes):
+        absent = np.concatenate([x.absent if x.absent is not None else np.zeros(x.n, bool)
+                                 for x in nodes])  # fmt: skip
+    return Node(_concat_vals(ft, [x.vals for x in nodes]), n, nulls, absent, nodes[0].sparse)
+
+
+def _concat_vals(ft: FieldType, vs: list[Any]) -> Any:
+    first = vs[0]
+    if any(isinstance(v, Pool) and v.bigint for v in vs) and not all(
+        isinstance(v, Pool) and v.bigint for v in vs
+    ):
+        vs = [_as_bigint_pool(v) for v in vs]
+        first = vs[0]
+    if isinstance(first, Ints):
+        tzs = {v.tz for v in vs}
+        if len(tzs) > 1:
+            raise SchemaError(
+                f"field of kind {ft.kind}: mixes naive and timezone-aware datetimes; "
+                "a column holds one or the other"
+            )
+        return Ints(np.concatenate([v.a for v in vs]), first.tz)
+    if isinstance(first, Floats):
+        return Floats(np.concatenate([v.a for v in vs]))
+    if isinstance(first, Bools):
+        return Bools(np.concatenate([v.a for v in vs]))
+    if isinstance(first, Pool):
+        return _concat_pools(vs)
+    if isinstance(first, Text):
+        return _concat_text(vs)
+    if isinstance(first, Coll):
+        offs = [first.offs]
+        at = int(first.offs[-1])
+        for v in vs[1:]:
+            offs.append(v.offs[1:] + at)
+            at += int(v.offs[-1])
+        assert ft.item is not None
+        item = concat(ft.item, [v.item for v in vs])
+        key = None
+        if first.key is not None:
+            assert ft.key is not None
+            key = concat(ft.key, [v.key for v in vs if v.key is not None])
+        return Coll(np.concatenate(offs), item, key)
+    raise AssertionError(type(first))  # pragma: no cover
+
+
+def _as_bigint_pool(v: Any) -> Pool:
+    if isinstance(v, Pool):
+        return v
+    entries = [b"%d" % x for x in v.a.tolist()]
+    lens = np.fromiter(map(len, entries), np.int64, len(entries))
+    offs = np.zeros(len(entries) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offs[1:])
+    return Pool(np.frombuffer(b"".join(entries), np.uint8), offs, None, None, True)
+
+
+def _entries(p: Pool) -> list[bytes]:
+    """A pool's entries as plain bytes (used on the small side of a join only)."""
+    mv = memoryview(p.data)
+    o = p.offs.tolist()
+    raw = [bytes(mv[o[i] : o[i + 1]]) for i in range(len(o) - 1)]
+    if p.table is None:
+        return raw
+    dec = _fsst.decoder(p.table, "<merge>")
+    return [dec(r) for r in raw]
+
+
+def _recode(p: Pool, table: list[bytes] | None) -> Pool:
+    """``p`` with its entries in the form of ``table`` (FSST codes, or plain if None)."""
+    if p.table == table:
+        return p
+    if table is None:
+        assert p.table is not None
+        d, o = fsst_decode_slices(p.data, p.offs, p.table)
+        return Pool(d, o, p.ids, None, p.bigint)
+    entries = _entries(p)
+    if True:
+        data, ends = _fsst.encode(table, entries)
+        offs = np.zeros(len(entries) + 1, dtype=np.int64)
+        offs[1:] = ends
+    return Pool(np.frombuffer(data, dtype=np.uint8), offs, p.ids, table, p.bigint)
+
+
+def _concat_pools(vs: list[Pool]) -> Pool:
+    # the largest pool keeps its form; the others are recoded to it (they are the change)
+    big = max(vs, key=lambda v: len(v.data))
+    table = big.table
+    vs = [_recode(v, table) for v in vs]
+    with_ids = any(v.ids is not None for v in vs)
+    datas, offs, ids = [], [], []
+    at_b = at_e = 0
+    for v in vs:
+        datas.append(v.data)
+        offs.append((v.offs if not offs else v.offs[1:]) + at_b)
+        ne = len(v.offs) - 1
+        if with_ids:
+            ids.append((v.ids if v.ids is not None else np.arange(ne, dtype=np.int64)) + at_e)
+        at_b += int(v.offs[-1])
+        at_e += ne
+    data = np.concatenate(datas) if len(datas) > 1 else datas[0]
+    return Pool(data, np.concatenate(offs), np.concatenate(ids) if with_ids else None, table,
+                vs[0].bigint)  # fmt: skip
+
+
+def _concat_text(vs: list[Text]) -> Text:
+    big = max(vs, key=lambda v: len(v.data))
+    zdict = big.zdict
+    out = []
+    for v in vs:
+        if v.zdict != zdict:
+            v = _recompress(v, zdict)
+        out.append(v)
+    datas, offs = [], []
+    at = 0
+    for v in out:
+        datas.append(v.data)
+        offs.append((v.offs if not offs else v.offs[1:]) + at)
+        at += int(v.offs[-1])
+    return Text(np.concatenate(datas), np.concatenate(offs), zdict)
+
+
+def _recompress(v: Text, zdict: bytes | None) -> Text:
+    dd = None if v.zdict is None else zstandard.ZstdCompressionDict(v.zdict)
+    cd = None if zdict is None else zstandard.ZstdCompressionDict(zdict)
+    d = zstandard.ZstdDecompressor(dict_data=dd)
+    c = zstandard.ZstdCompressor(level=TEXT_LEVEL, dict_data=cd, write_checksum=False,
+                                 write_dict_id=False)  # fmt: skip
+    mv = memoryview(v.data)
+    o = v.offs.tolist()
+    frames = [
+        c.compress(d.decompress(mv[o[i] : o[i + 1]])) if o[i + 1] > o[i] else b""
+        for i in range(len(o) - 1)
+    ]
+    offs = np.zeros(len(frames) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, frames), np.int64, len(frames)), out=offs[1:])
+    return Text(np.frombuffer(b"".join(frames), dtype=np.uint8), offs, zdict)
+
+
+# --- writing parts back ------------------------------------------------------------------
+
+
+def write_node(ft: FieldType, node: Node, out: Sections, name: str) -> dict[str, Any]:
+    """Store ``node`` under ``name`` in ``out`` with the encoder's layouts; the meta."""
+    meta: dict[str, Any] = {}
+    n = node.n
+    nulls = node.nulls if node.nulls is not None and node.nulls.any() else None
+    absent = node.absent if node.absent is not None and node.absent.any() else None
+    if absent is not None and nulls is not None:
+        # both null and left out occur (every left-out value is a null)
+        if not np.array_equal(absent, nulls):
+            out[name + ".absent"] = np.packbits(absent, bitorder="little")
+            meta["absent"] = True
+    elif absent is not None:
+        nulls = absent
+    if nulls is None:
+        meta.update(_write_vals(ft, node.vals, out, name))
+        return meta
+    out[name + ".nulls"] = np.packbits(nulls, bitorder="little")
+    meta["nulls"] = True
+    if absent is not None and "absent" not in meta and absent.all() == nulls.all():
+        pass
+    n_null = int(nulls.sum())
+    present = np.flatnonzero(~nulls)
+    if n_null * SPARSE_MIN_NULLS >= n:
+        rank = _null_rank(nulls)
+        sparse_vals = _take_vals(node.vals, present)
+        if ft.kind == "text":
+            sm = _write_vals(ft, sparse_vals, out, name)
+            out[name + ".nrank"] = rank
+            return {**meta, **sm, "sparse": True}
+        dense: Sections = {}
+        sparse: Sections = {}
+        dm = _write_vals(ft, _zeroed(ft, node, nulls), dense, name)
+        sm = _write_vals(ft, sparse_vals, sparse, name)
+        if _size(sparse) + rank.nbytes < _size(dense):
+            out.update(sparse)
+            out[name + ".nrank"] = rank
+            return {**meta, **sm, "sparse": True}
+        out.update(dense)
+        return {**meta, **dm}
+    meta.update(_write_vals(ft, _zeroed(ft, node, nulls), out, name))
+    return meta
+
+
+def _zeroed(ft: FieldType, node: Node, nulls: np.ndarray) -> Any:
+    """Values with a zero placeholder at every null (as the dense layout stores them)."""
+    v = node.vals
+    if isinstance(v, (Ints, Floats, Bools)):
+        a = v.a.copy()
+        a[nulls] = 0
+        return type(v)(a, v.tz) if isinstance(v, Ints) else type(v)(a)
+    idx = np.arange(node.n, dtype=np.int64)
+    idx[nulls] = node.n
+    z = zero_node(ft, node)
+    return _take_vals(_concat_vals(ft, [v, z.vals]), idx)
+
+
+def _size(sections: Sections) -> int:
+    return sum(v.nbytes if isinstance(v, np.ndarray) else len(v) for v in sections.values())
+
+
+def _write_ints(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
+    if not len(a):
+        out[name] = np.zeros(0, dtype=np.uint8)
+        return {"base": 0}
+    lo = int(a.min())
+    put_uints(a.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF), out, name)
+    return {"base": lo}
+
+
+def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, Any]:
+    if isinstance(v, Ints):
+        meta = _write_ints(v.a, out, name)
+        if ft.kind == "datetime":
+            meta["tz"] = bool(v.tz)
+        return meta
+    if isinstance(v, Floats):
+        return _write_floats(v.a, out, name)
+    if isinstance(v, Bools):
+        out[name] = v.a.astype(np.uint8)
+        return {}
+    if isinstance(v, Pool):
+        meta = _write_pool(v, out, name)
+        if v.bigint:
+            meta["bigint"] = True
+        return meta
+    if isinstance(v, Text):
+        meta: dict[str, Any] = {"level": TEXT_LEVEL}
+        if v.zdict is not None:
+            out[name + ".zdict"] = np.frombuffer(v.zdict, dtype=np.uint8)
+            meta["dict"] = True
+        out[name + ".zoffs"] = v.offs.astype(narrow_uint(int(v.offs[-1]) if len(v.offs) else 0))
+        out[name + ".z"] = v.data
+        return meta
+    if isinstance(v, Coll):
+        put_uints(v.offs, out, name + ".offs")
+        assert ft.item is not None
+        if ft.kind == "dict":
+            assert ft.key is not None and v.key is not None
+            return {"key": write_node(ft.key, v.key, out, name + "{k}"),
+                    "item": write_node(ft.item, v.item, out, name + "{v}")}  # fmt: skip
+        return {"item": write_node(ft.item, v.item, out, name + "[]")}
+    raise AssertionError(type(v))  # pragma: no cover
+
+
+def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
+    from .encoding import _fits_float32
+
+    if len(a) and np.all(np.isfinite(a)) and not np.any(np.signbit(a) & (a == 0)):
+        if np.max(np.abs(a)) < 2**50:
+            for digits in range(5):
+                scale = 10**digits
+                s = np.round(a * scale)
+                if np.array_equal((s / scale).view(np.int64), a.view(np.int64)):
+                    meta = _write_ints(s.astype(np.int64), out, name)
+                    meta["scale"] = scale
+                    return meta
+    if _fits_float32(a):
+        out[name] = a.astype("<f4")
+    else:
+        out[name] = a.astype("<f8")
+    return {}
+
+
+def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"pool": "identity"}
+    data, offs, ids = p.data, p.offs, p.ids
+    if ids is not None:
+        n_entries = len(offs) - 1
+        used = np.zeros(n_entries, dtype=bool)
+        used[ids] = True
+        n_used = int(used.sum())
+        if n_used == len(ids):  # no entry shared: a row per entry, without ids
+            data, offs = gather_slices(data, offs, ids)
+            ids = None
+        elif n_entries - n_used > GC_FRACTION * n_entries:
+            keep = np.flatnonzero(used)
+            data, offs = gather_slices(data, offs, keep)
+            new_id = np.cumsum(used) - 1
+            ids = new_id[ids]
+    if ids is not None:
+        put_uints(ids, out, name + ".ids")
+        meta["pool"] = "ids"
+    out[name + ".pool"] = np.ascontiguousarray(data, dtype=np.uint8)
+    put_uints(offs, out, name + ".poffs")
+    if p.table is not None:
+        out[name + ".fsym"], out[name + ".flen"] = _fsst.pack(p.table)
+        meta["fsst"] = True
+    return meta
+
+
+# --- merging a layered state into a snapshot ----------------------------------------------
+
+
+@dataclass
+class _Source:
+    types: dict[str, Any]  # the blob header's types meta
+    arrays: dict[str, np.ndarray]
+    schema: Schema  # as stored in that blob (a layer keeps references as keys)
+    is_layer: bool
+
+
+@dataclass
+class _Plan:
+    order: np.ndarray  # new row -> combined row (the sources' rows numbered one after another)
+    remap: np.ndarray  # combined row -> new ordinal (-1: gone)
+    identity: bool  # the snapshot's own rows, unchanged and in place
+    layered: np.ndarray | None = None  # layered ordinal -> new ordinal (keyed types)
+
+
+class _Merge:
+    def __init__(self, state: Any):
+        self.state = state
+        self.base = base = getattr(state, "base", state)
+        self.schema: Schema = base.stored_schema
+        self.sources = [_Source(base.blob.header["types"], base.blob.arrays, self.schema, False)]
+        for layer in getattr(state, "layers", ()):
+            self.sources.append(_Source(layer.blob.header["types"], layer.blob.arrays,
+                                        layer.state.stored_schema, True))  # fmt: skip
+        self.counts = {
+            t.name: [int((s.types.get(t.name) or {}).get("count", 0)) for s in self.sources]
+            for t in self.schema
+        }
+        self.starts = {n: _starts(c) for n, c in self.counts.items()}
+        self.plans: dict[str, _Plan] = {}
+
+    def plan(self) -> None:
+        overlays = getattr(self.state, "_overlays", {})
+        for t in self.schema:
+            if t.key is not None:
+                self.plans[t.name] = self._keyed_plan(t.name, overlays.get(t.name))
+        for t in _nested_order(self.schema):  # nested types: the rows still pointed at
+            c = self.counts[t.name]
+            used = np.zeros(self.starts[t.name][-1], dtype=bool)
+            for parent, f in _record_fields(self.schema, t.name):
+                if self.plans[parent.name].identity and not any(c[1:]):
+                    used[: c[0]] = True  # an unchanged parent points where it pointed
+                    continue
+                _mark(f.type, self.field(parent, f, renumber_nested=False), t.name, used)
+            order = np.flatnonzero(used)
+            remap = np.full(len(used), -1, dtype=np.int64)
+            remap[order] = np.arange(len(order), dtype=np.int64)
+            ident = len(order) == c[0] and (not len(order) or int(order[-1]) == len(order) - 1)
+            self.plans[t.name] = _Plan(order, remap, ident)
+
+    def _keyed_plan(self, name: str, ov: Any) -> _Plan:
+        starts = self.starts[name]
+        nb = self.counts[name][0]
+        if ov is None or not len(ov):
+            order = np.arange(nb, dtype=np.int64)
+            remap = np.full(starts[-1], -1, dtype=np.int64)
+            remap[:nb] = order
+            return _Plan(order, remap, True, order)
+        # layered ordinal -> combined row: a snapshot row is itself; a layer row follows
+        src = np.full(ov.next_ord, -1, dtype=np.int64)
+        src[:nb] = np.arange(nb, dtype=np.int64)
+        if ov.removed:
+            src[np.fromiter(ov.removed, np.int64, len(ov.removed))] = -1
+        if ov.entries:
+            ords = np.fromiter(ov.entries.keys(), np.int64, len(ov.entries))
+            rows = np.fromiter((starts[li + 1] + lo for li, lo in ov.entries.values()),
+                               np.int64, len(ov.entries))  # fmt: skip
+            src[ords] = rows
+        live = src >= 0
+        order = src[live]
+        new = np.arange(len(order), dtype=np.int64)
+        layered = np.full(ov.next_ord, -1, dtype=np.int64)
+        layered[live] = new
+        remap = np.full(starts[-1], -1, dtype=np.int64)
+        remap[order] = new
+        return _Plan(order, remap, False, layered)
+
+    def moved(self, t: TypeDef) -> bool:
+        """Whether ``t`` must be rewritten: its rows or a target's ordinals changed."""
+        if not self.plans[t.name].identity:
+            return True
+        return any(not self.plans[x].identity for x in _targets(t))
+
+    def field(self, t: TypeDef, f: Any, *, renumber_nested: bool = True) -> Node:
+        """Field ``f`` of ``t`` for the new snapshot's rows: the sources joined and taken
+        in the plan's order, references renumbered, nested ordinals renumbered too (or,
+        with ``renumber_nested=False``, left in their combined numbering, for marking)."""
+        nodes = []
+        for si, s in enumerate(self.sources):
+            n = self.counts[t.name][si]
+            tmeta = s.types.get(t.name)
+            if tmeta is None or n == 0:
+                continue
+            stored = next(x for x in s.schema[t.name].fields if x.name == f.name)
+            name = f"{t.name}/{f.name}"
+            node = read_node(stored.type, tmeta["columns"][f.name], s.arrays, name, n)
+            nodes.append(self._fix(f.type, stored.type, node, si))
+        if not nodes:
+            return _empty(f.type)
+        node = _take_node(concat(f.type, nodes), self.plans[t.name].order)
+        if renumber_nested:
+            node = self._renumber_nested(f.type, node)
+        return node
+
+    def _fix(self, ft: FieldType, stored: FieldType, node: Node, si: int) -> Node:
+        """One source's column with references as new ordinals and nested ordinals in
+        their type's combined numbering."""
+        v = node.vals
+        if ft.kind == "ref":
+            assert ft.target is not None
+            tplan = self.plans[ft.target]
+            assert tplan.layered is not None
+            if not self.sources[si].is_layer:  # a snapshot ordinal is a layered ordinal
+                new = tplan.layered[v.a] if len(v.a) else v.a
+            else:
+                new = self._resolve_keys(ft.target, stored, node, tplan)
+            if node.nulls is not None:
+                new = np.where(node.nulls, 0, new)
+            if len(new) and int(new.min()) < 0:
+                raise FormatError(f"a reference to {ft.target} points at a record that is gone")
+            return Node(Ints(new.astype(np.int64)), node.n, node.nulls, node.absent)
+        if ft.kind == "record":
+            assert ft.target is not None
+            off = self.starts[ft.target][si]
+            return Node(Ints(v.a + off), node.n, node.nulls, node.absent)
+        if isinstance(v, Coll) and (_has(ft, "ref") or _has(ft, "record")):
+            assert ft.item is not None and stored.item is not None
+            item = self._fix(ft.item, stored.item, v.item, si)
+            key = None
+            if v.key is not None:
+                assert ft.key is not None and stored.key is not None
+                key = self._fix(ft.key, stored.key, v.key, si)
+            return Node(Coll(v.offs, item, key), node.n, node.nulls, node.absent)
+        return node
+
+    def _resolve_keys(self, target: str, stored: FieldType, node: Node, tplan: _Plan
+                      ) -> np.ndarray:  # fmt: skip
+        """A layer's references (its target's keys): new ordinals. Python per reference,
+        but only a layer's rows: in proportion to the change."""
+        ordinal_of = self.state[target].ordinal_of
+        keys = _py_values(stored, node)
+        nulls = node.nulls
+        out = np.zeros(len(keys), dtype=np.int64)
+        assert tplan.layered is not None
+        for i, k in enumerate(keys):
+            if nulls is not None and nulls[i]:
+                continue
+            o = ordinal_of(k)
+            out[i] = tplan.layered[o] if 0 <= o < len(tplan.layered) else -1
+        return out
+
+    def _renumber_nested(self, ft: FieldType, node: Node) -> Node:
+        v = node.vals
+        if ft.kind == "record":
+            assert ft.target is not None
+            a = self.plans[ft.target].remap[v.a] if len(v.a) else v.a
+            if node.nulls is not None:
+                a = np.where(node.nulls, 0, a)
+            return Node(Ints(a), node.n, node.nulls, node.absent, node.sparse)
+        if isinstance(v, Coll) and _has(ft, "record"):
+            assert ft.item is not None
+            item = self._renumber_nested(ft.item, v.item)
+            key = None
+            if v.key is not None:
+                assert ft.key is not None
+                key = self._renumber_nested(ft.key, v.key)
+            return Node(Coll(v.offs, item, key), node.n, node.nulls, node.absent, node.sparse)
+        return node
+
+    def key_hashes(self, t: TypeDef) -> np.ndarray:
+        """CRC-32 of every new row's key bytes (as :func:`nearstate.index.key_bytes`)."""
+        assert t.key is not None
+        if len(t.key) == 1:
+            f = next(x for x in t.fields if x.name == t.key[0])
+            if f.type.kind in ("int", "str"):
+                v = self.field(t, f).vals
+                if isinstance(v, Ints):
+                    return crc32_ints(v.a)
+                if isinstance(v, Pool) and not v.bigint:
+                    data, offs = v.data, v.offs
+                    if v.table is not None:
+                        data, offs = fsst_decode_slices(data, offs, v.table)
+                    h = crc32_slices(data, offs)
+                    return h if v.ids is None else h[v.ids]
+        # other keys (composite, bool, bytes, datetime, beyond 64 bits): each in Python
+        ts = self.state[t.name]
+        plan = self.plans[t.name]
+        assert plan.layered is not None
+        ords = np.flatnonzero(plan.layered >= 0).tolist()
+        return np.fromiter((zlib.crc32(key_bytes(ts[o].key)) for o in ords), np.uint32,
+                           len(ords))  # fmt: skip
+
+
+def merged_snapshot(state: Any, *, dataset: str, version: int, tags: dict[str, str],
+                    created: float) -> tuple[dict[str, Any], Sections]:  # fmt: skip
+    """``(header, sections)`` of a snapshot holding the records of ``state`` (a
+    LayeredState; a plain ReadState is copied), made by merging columns."""
+    m = _Merge(state)
+    m.plan()
+    sections: Sections = {}
+    types_meta: dict[str, Any] = {}
+    base_arrays = m.base.blob.arrays
+    base_types = m.base.blob.header["types"]
+    for t in m.schema:
+        plan = m.plans[t.name]
+        if not m.moved(t) and t.name in base_types:
+            types_meta[t.name] = base_types[t.name]  # nothing moved: copy the sections
+            pre = t.name + "/"
+            sections.update((k, v) for k, v in base_arrays.items() if k.startswith(pre))
+            continue
+        n = len(plan.order)
+        cols = {}
+        for f in t.fields:
+            cols[f.name] = write_node(f.type, m.field(t, f), sections, f"{t.name}/{f.name}")
+        meta: dict[str, Any] = {"count": n, "columns": cols}
+        if t.key is not None:
+            digs = np.concatenate([
+                s.arrays.get(f"{t.name}/#digest", np.zeros(0, np.uint64)).astype(np.uint64)
+                for s, c in zip(m.sources, m.counts[t.name], strict=True) if c
+            ] or [np.zeros(0, np.uint64)])[plan.order]  # fmt: skip
+            sections[f"{t.name}/#digest"] = digs
+            meta["checksum"] = _digest.fmt(_digest.checksum_of(digs))
+            sections[f"{t.name}/#pk"], sections[f"{t.name}/#pktag"] = pk_tables(m.key_hashes(t))
+        types_meta[t.name] = meta
+    header = {
+        "kind": "snapshot", "dataset": dataset, "version": version, "created": created,
+        "tags": dict(tags), "schema": m.schema.to_json(), "types": types_meta,
+    }  # fmt: skip
+    return header, sections
+
+
+def _starts(counts: list[int]) -> list[int]:
+    out = [0]
+    for c in counts:
+        out.append(out[-1] + c)
+    return out
+
+
+def _nested_order(schema: Schema) -> list[TypeDef]:
+    """Key-less (nested) types, each after every type that holds it."""
+    nested = [t for t in schema if t.key is None]
+    done: set[str] = {t.name for t in schema if t.key is not None}
+    out: list[TypeDef] = []
+    while len(out) < len(nested):
+        progressed = False
+        for t in nested:
+            if t.name not in done and all(
+                p.name in done for p, _ in _record_fields(schema, t.name)
+            ):
+                out.append(t)
+                done.add(t.name)
+                progressed = True
+        if not progressed:  # pragma: no cover - the schema refuses self-containing types
+            raise SchemaError("nested record types contain each other")
+    return out
+
+
+def _record_fields(schema: Schema, target: str) -> list[tuple[TypeDef, Any]]:
+    return [(t, f) for t in schema for f in t.fields if _holds(f.type, target)]
+
+
+def _holds(ft: FieldType | None, target: str) -> bool:
+    if ft is None:
+        return False
+    if ft.kind == "record" and ft.target == target:
+        return True
+    return _holds(ft.item, target) or _holds(ft.key, target)
+
+
+def _targets(t: TypeDef) -> set[str]:
+    out: set[str] = set()
+
+    def walk(ft: FieldType | None) -> None:
+        if ft is None:
+            return
+        if ft.kind in ("ref", "record") and ft.target:
+            out.add(ft.target)
+        walk(ft.item)
+        walk(ft.key)
+
+    for f in t.fields:
+        walk(f.type)
+    return out
+
+
+def _has(ft: FieldType | None, kind: str) -> bool:
+    if ft is None:
+        return False
+    return ft.kind == kind or _has(ft.item, kind) or _has(ft.key, kind)
+
+
+def _mark(ft: FieldType, node: Node, target: str, used: np.ndarray) -> None:
+    v = node.vals
+    if ft.kind == "record" and ft.target == target:
+        used[v.a if node.nulls is None else v.a[~node.nulls]] = True
+    elif isinstance(v, Coll):
+        assert ft.item is not None
+        _mark(ft.item, v.item, target, used)
+        if v.key is not None:
+            assert ft.key is not None
+            _mark(ft.key, v.key, target, used)
+
+
+def _py_values(ft: FieldType, node: Node) -> list[Any]:
+    """A small column's values as Python objects (a layer's reference keys)."""
+    import datetime as _dt
+
+    from .encoding import EPOCH, EPOCH_UTC
+
+    v = node.vals
+    if isinstance(v, Ints):
+        if ft.kind == "datetime":
+            epoch = EPOCH_UTC if v.tz else EPOCH
+            return [epoch + _dt.timedelta(microseconds=x) for x in v.a.tolist()]
+        return v.a.tolist()
+    if isinstance(v, Bools):
+        return [bool(x) for x in v.a.tolist()]
+    if isinstance(v, Floats):
+        return v.a.tolist()
+    if isinstance(v, Pool):
+        entries = _entries(v)
+        vals = entries if v.ids is None else [entries[i] for i in v.ids.tolist()]
+        if v.bigint:
+            return [int(x) for x in vals]
+        if ft.kind == "str":
+            return [str(x, UTF8, SURR) for x in vals]
+        return vals
+    raise FormatError(f"a reference kept as a {ft.kind} key cannot be resolved")
+
+
+def pk_tables(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The primary-key slot table and tags for keys with these CRC-32 hashes, in ordinal
+    order (the layout of :func:`nearstate.index.build_pk_tables`)."""
+    return build_pk_tables(None, len(hashes), hashes=hashes)
+
+
+def _empty(ft: FieldType) -> Node:
+    """A column of no rows."""
+    kind = ft.kind
+    if kind in ("int", "datetime", "record", "ref"):
+        v: Any = Ints(np.zeros(0, np.int64), False if kind == "datetime" else None)
+    elif kind == "float":
+        v = Floats(np.zeros(0))
+    elif kind == "bool":
+        v = Bools(np.zeros(0, np.uint8))
+    elif kind in ("str", "bytes"):
+        v = Pool(np.zeros(0, np.uint8), np.zeros(1, np.int64), None)
+    elif kind == "text":
+        v = Text(np.zeros(0, np.uint8), np.zeros(1, np.int64), None)
+    else:
+        assert ft.item is not None
+        v = Coll(np.zeros(1, np.int64), _empty(ft.item), None if ft.key is None else _empty(ft.key))
+    return Node(v, 0)
