@@ -293,8 +293,9 @@ def zero_node(ft: FieldType, like: Node) -> Node:
     elif isinstance(v, Pool):
         zero = b"0" if v.bigint else b""
         codes = _fsst.encode(v.table, [zero])[0] if v.table is not None and zero else zero
-        z = Pool(np.frombuffer(codes, dtype=np.uint8), np.array([0, len(codes)], dtype=np.int64),
-                 None if v.ids is None else np.zeros(1, dtype=np.int64), v.table, v.bigint)  # fmt: skip
+        zid = None if v.ids is None else np.zeros(1, dtype=np.int64)
+        zoffs = np.array([0, len(codes)], dtype=np.int64)
+        z = Pool(np.frombuffer(codes, dtype=np.uint8), zoffs, zid, v.table, v.bigint)
     elif isinstance(v, Text):
         z = Text(np.zeros(0, dtype=np.uint8), np.zeros(2, dtype=np.int64), v.zdict)
     elif isinstance(v, Coll):
@@ -612,15 +613,15 @@ def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, An
 def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
     from .encoding import _fits_float32
 
-    if len(a) and np.all(np.isfinite(a)) and not np.any(np.signbit(a) & (a == 0)):
-        if np.max(np.abs(a)) < 2**50:
-            for digits in range(5):
-                scale = 10**digits
-                s = np.round(a * scale)
-                if np.array_equal((s / scale).view(np.int64), a.view(np.int64)):
-                    meta = _write_ints(s.astype(np.int64), out, name)
-                    meta["scale"] = scale
-                    return meta
+    finite = len(a) and np.all(np.isfinite(a)) and not np.any(np.signbit(a) & (a == 0))
+    if finite and np.max(np.abs(a)) < 2**50:
+        for digits in range(5):  # the decimal scaling of encoding._decimal_scale
+            scale = 10**digits
+            s = np.round(a * scale)
+            if np.array_equal((s / scale).view(np.int64), a.view(np.int64)):
+                meta = _write_ints(s.astype(np.int64), out, name)
+                meta["scale"] = scale
+                return meta
     if _fits_float32(a):
         out[name] = a.astype("<f4")
     else:
@@ -772,11 +773,9 @@ class _Merge:
             tplan = self.plans[ft.target]
             assert tplan.layered is not None
             if not self.sources[si].is_layer:  # a snapshot ordinal is a layered ordinal
-                new = tplan.layered[v.a] if len(v.a) else v.a
+                new = _mapped(tplan.layered, v.a, node.nulls)
             else:
                 new = self._resolve_keys(ft.target, stored, node, tplan)
-            if node.nulls is not None:
-                new = np.where(node.nulls, 0, new)
             if len(new) and int(new.min()) < 0:
                 raise FormatError(f"a reference to {ft.target} points at a record that is gone")
             return Node(Ints(new.astype(np.int64)), node.n, node.nulls, node.absent)
@@ -814,9 +813,7 @@ class _Merge:
         v = node.vals
         if ft.kind == "record":
             assert ft.target is not None
-            a = self.plans[ft.target].remap[v.a] if len(v.a) else v.a
-            if node.nulls is not None:
-                a = np.where(node.nulls, 0, a)
+            a = _mapped(self.plans[ft.target].remap, v.a, node.nulls)
             return Node(Ints(a), node.n, node.nulls, node.absent, node.sparse)
         if isinstance(v, Coll) and _has(ft, "record"):
             assert ft.item is not None
@@ -948,6 +945,15 @@ def _has(ft: FieldType | None, kind: str) -> bool:
     if ft is None:
         return False
     return ft.kind == kind or _has(ft.item, kind) or _has(ft.key, kind)
+
+
+def _mapped(remap: np.ndarray, a: np.ndarray, nulls: np.ndarray | None) -> np.ndarray:
+    """``remap[a]``, with 0 where a value is null (its placeholder points nowhere)."""
+    if nulls is None:
+        return remap[a]
+    out = np.zeros(len(a), dtype=np.int64)
+    out[~nulls] = remap[a[~nulls]]
+    return out
 
 
 def _mark(ft: FieldType, node: Node, target: str, used: np.ndarray) -> None:

@@ -1,0 +1,299 @@
+"""Snapshots by merging columns (nearstate.merge): a merged snapshot holds exactly the
+records of the layered version it was made from — the same records and checksums as a
+snapshot built from scratch — on every field kind, under both cores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nearstate
+from nearstate import merge
+from nearstate.blob import encode_blob, parse_blob
+from nearstate.errors import FormatError
+from nearstate.read_state import ReadState
+
+SCHEMA = nearstate.Schema.from_json({"types": [
+    {"name": "Person", "key": ["id"], "fields": [
+        {"name": "id", "type": "int"},
+        {"name": "name", "type": "str"},
+        {"name": "nick", "type": "str?"},
+    ]},
+    {"name": "Tag", "key": ["code"], "fields": [
+        {"name": "code", "type": "str"},
+        {"name": "weight", "type": "float"},
+    ]},
+    {"name": "Dims", "fields": [{"name": "w", "type": "int"}, {"name": "h", "type": "float"}]},
+    {"name": "Film", "key": ["id"], "fields": [
+        {"name": "id", "type": "int"},
+        {"name": "title", "type": "str"},
+        {"name": "year", "type": "int"},
+        {"name": "big", "type": "int"},
+        {"name": "tags", "type": "list<str>"},
+        {"name": "labels", "type": "set<ref<Tag>>"},
+        {"name": "rating", "type": "float?"},
+        {"name": "ok", "type": "bool"},
+        {"name": "dims", "type": "record<Dims>?"},
+        {"name": "director", "type": "ref<Person>"},
+        {"name": "writer", "type": "ref<Person>?"},
+        {"name": "meta", "type": "dict<str,int>"},
+        {"name": "blob", "type": "bytes?"},
+        {"name": "when", "type": "datetime"},
+        {"name": "body", "type": "text?"},
+    ]},
+]})  # fmt: skip
+
+T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+
+
+def person(i: int, v: int = 0) -> dict[str, Any]:
+    return {"id": i, "name": f"person {i}.{v}", "nick": None if (i + v) % 3 == 0 else f"n{i % 7}"}
+
+
+def tag(i: int, v: int = 0) -> dict[str, Any]:
+    return {"code": f"tag-{i}", "weight": (i + v) / 4}
+
+
+def film(i: int, v: int = 0, *, people: int = 10, tags: int = 6) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "id": i,
+        "title": f"film {i} version {v}",
+        "year": 1950 + (i + v) % 70,
+        "big": 2**70 + i if (i + v) % 11 == 0 else i * 1000,
+        "tags": [f"t{j}" for j in range((i + v) % 4)],
+        "labels": [f"tag-{(i + j) % tags}" for j in range((i + v) % 3)],
+        "rating": None if i % 4 == 0 else (i + v) / 10,
+        "ok": (i + v) % 2 == 0,
+        "dims": None if i % 6 == 0 else {"w": (i + v) % 3, "h": 2.5},
+        "director": (i + v) % people,
+        "writer": None if i % 5 == 0 else (i * 3 + v) % people,
+        "meta": {"a": i, "b": v},
+        "blob": None if i % 7 == 0 else bytes([i % 256, v % 256]),
+        "when": T0 + dt.timedelta(hours=i + v),
+        "body": None if i % 9 == 0 else ("lorem ipsum dolor sit amet " * (i % 5)) + str(v),
+    }
+    if i % 8 == 1:
+        del r["rating"]  # left out, not null
+    return r
+
+
+def records(state: Any, t: str) -> dict[Any, dict[str, Any]]:
+    return {r.key: r.to_dict() for r in state[t]}
+
+
+def merged(state: Any) -> ReadState:
+    header, sections = merge.merged_snapshot(
+        state, dataset=state.dataset, version=state.version, tags=state.tags, created=0.0
+    )
+    blob = parse_blob(b"".join(bytes(p) for p in encode_blob(header, sections)))
+    return ReadState(blob)
+
+
+def scratch(state: Any) -> ReadState:
+    ws = nearstate.WriteState(state.stored_schema)
+    for t in ("Person", "Tag", "Film"):
+        ws.add_many(t, [r.to_dict() for r in state[t]])
+    types_meta, sections = ws.build()
+    header = {"kind": "snapshot", "dataset": "d", "version": state.version, "tags": {},
+              "schema": state.stored_schema.to_json(), "types": types_meta}  # fmt: skip
+    return ReadState(parse_blob(b"".join(bytes(p) for p in encode_blob(header, sections))))
+
+
+def assert_same(a: Any, b: Any) -> None:
+    for t in ("Person", "Tag", "Film"):
+        ra, rb = records(a, t), records(b, t)
+        assert ra == rb, t
+        for k in list(ra)[:40]:
+            assert b[t].get(k).to_dict() == ra[k]
+        assert b[t].get(10**9 if t != "Tag" else "nope") is None
+        assert len(b[t]) == len(ra)
+    assert a.checksums() == b.checksums()
+
+
+def first_version(p: nearstate.Producer, n: int) -> None:
+    ws = nearstate.WriteState(SCHEMA)
+    ws.add_many("Person", [person(i) for i in range(10)])
+    ws.add_many("Tag", [tag(i) for i in range(6)])
+    ws.add_many("Film", [film(i) for i in range(n)])
+    p.run_cycle(ws)
+
+
+op = st.tuples(
+    st.sampled_from(["film", "film", "film", "del", "person", "tag"]),
+    st.integers(0, 40),
+    st.integers(1, 5),
+)
+ops = st.lists(op, max_size=12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(0, 30), cycles=st.lists(ops, min_size=1, max_size=4))
+def test_merged_snapshot_equals_one_built_from_scratch(tmp_path_factory, n, cycles) -> None:
+    ds = nearstate.LocalDataset(tmp_path_factory.mktemp("m"))
+    with ds.producer(snapshot_every=1000) as p:
+        first_version(p, n)
+        for cyc in cycles:
+
+            def mutate(inc, cyc=cyc):
+                for what, k, v in cyc:
+                    if what == "film":
+                        inc.upsert("Film", film(k, v))
+                    elif what == "del":
+                        inc.delete("Film", k)
+                    elif what == "person":  # persons are referred to: modified, never removed
+                        inc.upsert("Person", person(k % 10, v))
+                    else:
+                        inc.upsert("Tag", tag(k % 6, v))
+
+            p.run_incremental(mutate)
+        state = p.state
+        m = merged(state)
+        assert_same(state, m)
+        assert_same(scratch(state), m)
+        # a merged snapshot merges again (the next snapshot starts from it)
+        assert_same(state, merged(m))
+
+
+def test_merge_keeps_compressed_pools_text_dictionaries_and_sparse_nulls(tmp_path) -> None:
+    rnd = random.Random(5)
+    ds = nearstate.LocalDataset(tmp_path)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa"]
+
+    def rec(i: int, v: int) -> dict[str, Any]:
+        return {
+            "id": i,
+            "title": " ".join(rnd.choice(words) for _ in range(6)) + f" #{i}",  # FSST pool
+            "kind": rnd.choice(words),  # a dictionary pool
+            "note": f"rare {i}" if i % 40 == 0 else None,  # sparse: mostly null
+            "body": " ".join(rnd.choice(words) for _ in range(60)) + str(v),  # zstd dictionary
+        }
+
+    schema = nearstate.Schema.from_json({"types": [{"name": "Doc", "key": ["id"], "fields": [
+        {"name": "id", "type": "int"}, {"name": "title", "type": "str"},
+        {"name": "kind", "type": "str"}, {"name": "note", "type": "str?"},
+        {"name": "body", "type": "text"},
+    ]}]})  # fmt: skip
+    ws = nearstate.WriteState(schema)
+    ws.add_many("Doc", [rec(i, 0) for i in range(3000)])
+    with ds.producer(snapshot_every=1000) as p:
+        p.run_cycle(ws)
+        meta = p.state.blob.header["types"]["Doc"]["columns"]
+        assert meta["title"].get("fsst") and meta["kind"]["pool"] == "ids"
+        assert meta["note"].get("sparse") and meta["body"].get("dict")
+        for cyc in range(3):
+
+            def mutate(inc, cyc=cyc):
+                for _ in range(50):
+                    inc.upsert("Doc", rec(rnd.randrange(3100), cyc + 1))
+                for _ in range(20):
+                    inc.delete("Doc", rnd.randrange(3000))
+
+            p.run_incremental(mutate)
+        state = p.state
+        m = merged(state)
+        assert records(m, "Doc") == records(state, "Doc")
+        assert m.checksums() == state.checksums()
+        cols = m.blob.header["types"]["Doc"]["columns"]
+        # the layouts stay: the symbol table, the dictionary pool, the sparse nulls, the
+        # text dictionary (the delta's frames were recompressed with it)
+        assert cols["title"].get("fsst") and cols["kind"]["pool"] == "ids"
+        assert cols["note"].get("sparse") and cols["body"].get("dict")
+        assert m.nbytes < 1.1 * scratch_doc(state).nbytes
+
+
+def scratch_doc(state: Any) -> ReadState:
+    ws = nearstate.WriteState(state.stored_schema)
+    ws.add_many("Doc", [r.to_dict() for r in state["Doc"]])
+    types_meta, sections = ws.build()
+    header = {"kind": "snapshot", "dataset": "d", "version": 1, "tags": {},
+              "schema": state.stored_schema.to_json(), "types": types_meta}  # fmt: skip
+    return ReadState(parse_blob(b"".join(bytes(p) for p in encode_blob(header, sections))))
+
+
+def test_producer_snapshots_are_merged_and_consumers_read_them(tmp_path) -> None:
+    ds = nearstate.LocalDataset(tmp_path)
+    states = {}
+    with ds.producer(snapshot_every=3) as p:
+        first_version(p, 50)
+        for v in range(1, 6):
+            r = p.run_incremental(lambda inc, v=v: [inc.upsert("Film", film(i, v))
+                                                    for i in range(v, 60, 7)])  # fmt: skip
+            states[v + 1] = records(p.state, "Film")
+    snaps = [int(n.split("/")[1].split(".")[0]) for n in ds.blobs.list("snapshots/")]
+    assert len(snaps) >= 2 and r.version == 6
+    for version in snaps[1:]:  # the ones the producer merged
+        loaded = ds.load(version)
+        assert type(loaded) is ReadState
+        assert records(loaded, "Film") == states[version]
+    fresh = ds.load()
+    assert records(fresh, "Film") == records(p.state, "Film")
+
+
+def test_unused_pool_entries_are_dropped() -> None:
+    data = np.frombuffer(b"aaabbbcccddd", dtype=np.uint8)
+    offs = np.array([0, 3, 6, 9, 12], dtype=np.int64)
+    out: dict[str, Any] = {}
+    meta = merge._write_pool(merge.Pool(data, offs, np.array([3, 3, 0], dtype=np.int64)), out, "x")
+    assert meta["pool"] == "ids"
+    assert out["x.pool"].tobytes() == b"aaaddd"  # b and c: nobody points at them
+    assert out["x.ids"].tolist() == [1, 1, 0]
+
+
+# --- the compiled helpers against the reference ----------------------------------------
+
+
+def _py_gather(data: bytes, offs: list[int], idx: list[int]) -> bytes:
+    return b"".join(data[offs[i] : offs[i + 1]] for i in idx)
+
+
+@given(st.lists(st.binary(max_size=12), min_size=1, max_size=30), st.data())
+def test_bulk_helpers_match_python(values, data) -> None:
+    joined = b"".join(values)
+    offs = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in values], out=offs[1:])
+    idx = np.array(data.draw(st.lists(st.integers(0, len(values) - 1), max_size=40)),
+                   dtype=np.int64)  # fmt: skip
+    buf = np.frombuffer(joined, dtype=np.uint8)
+    got, got_offs = merge.gather_slices(buf, offs, idx)
+    assert got.tobytes() == _py_gather(joined, offs.tolist(), idx.tolist())
+    assert got_offs[-1] == len(got)
+    assert merge.crc32_slices(buf, offs).tolist() == [zlib.crc32(v) for v in values]
+    ints = np.array(data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20)),
+                    dtype=np.int64)  # fmt: skip
+    assert merge.crc32_ints(ints).tolist() == [zlib.crc32(b"%d" % v) for v in ints.tolist()]
+    table = nearstate.fsst.train(values)
+    codes, ends = nearstate.fsst.encode(table, values)
+    coffs = np.zeros(len(values) + 1, dtype=np.int64)
+    coffs[1:] = ends
+    plain, poffs = merge.fsst_decode_slices(np.frombuffer(codes, np.uint8), coffs, table)
+    assert plain.tobytes() == joined and poffs.tolist() == offs.tolist()
+
+
+@pytest.mark.skipif(nearstate._native.core is None, reason="the compiled core is not in use")
+def test_compiled_helpers_refuse_bad_offsets_and_indexes() -> None:
+    core = nearstate._native.core
+    data = b"abcdef"
+    bad = np.array([0, 4, 2], dtype=np.int64)  # out of order
+    past = np.array([0, 3, 9], dtype=np.int64)  # past the data
+    good = np.array([0, 3, 6], dtype=np.int64)
+    for offs in (bad, past):
+        with pytest.raises(FormatError, match="offset"):
+            core.gather_slices(data, offs, np.array([0], dtype=np.int64))
+        with pytest.raises(FormatError, match="offset"):
+            core.crc32_slices(data, offs)
+    with pytest.raises(IndexError):
+        core.gather_slices(data, good, np.array([2], dtype=np.int64))
+    with pytest.raises(IndexError):
+        core.gather_slices(data, good, np.array([-1], dtype=np.int64))
+    fsym, flen = nearstate.fsst.pack([b"ab"])
+    with pytest.raises(FormatError, match="bad code"):
+        core.fsst_decode_slices(bytes([7]), np.array([0, 1], np.int64), fsym, flen)
+    with pytest.raises(FormatError, match="bad code"):
+        core.fsst_decode_slices(bytes([255]), np.array([0, 1], np.int64), fsym, flen)
