@@ -244,6 +244,17 @@ def test_unused_pool_entries_are_dropped() -> None:
     assert meta["pool"] == "ids"
     assert out["x.pool"].tobytes() == b"aaaddd"  # b and c: nobody points at them
     assert out["x.ids"].tolist() == [1, 1, 0]
+    # equal entries joined from two pools become one; all distinct: an entry per row
+    data = np.frombuffer(b"xyzxyzxyzxyzq", dtype=np.uint8)
+    offs = np.array([0, 3, 6, 9, 12, 13], dtype=np.int64)
+    out = {}
+    pool = merge.Pool(data, offs, np.array([0, 1, 2, 3, 4, 0, 1], dtype=np.int64))
+    assert merge._write_pool(pool, out, "y")["pool"] == "ids"
+    assert out["y.pool"].tobytes() == b"xyzq" and out["y.ids"].tolist() == [0, 0, 0, 0, 1, 0, 0]
+    out = {}
+    pool = merge.Pool(data, offs, np.array([4, 0], dtype=np.int64))
+    assert merge._write_pool(pool, out, "z")["pool"] == "identity"
+    assert out["z.pool"].tobytes() == b"qxyz" and "z.ids" not in out
 
 
 # --- the compiled helpers against the reference ----------------------------------------
@@ -265,6 +276,8 @@ def test_bulk_helpers_match_python(values, data) -> None:
     assert got.tobytes() == _py_gather(joined, offs.tolist(), idx.tolist())
     assert got_offs[-1] == len(got)
     assert merge.crc32_slices(buf, offs).tolist() == [zlib.crc32(v) for v in values]
+    firsts = merge.dedupe_slices(buf, offs).tolist()
+    assert firsts == [values.index(v) for v in values]
     ints = np.array(data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20)),
                     dtype=np.int64)  # fmt: skip
     assert merge.crc32_ints(ints).tolist() == [zlib.crc32(b"%d" % v) for v in ints.tolist()]
@@ -288,6 +301,8 @@ def test_compiled_helpers_refuse_bad_offsets_and_indexes() -> None:
             core.gather_slices(data, offs, np.array([0], dtype=np.int64))
         with pytest.raises(FormatError, match="offset"):
             core.crc32_slices(data, offs)
+        with pytest.raises(FormatError, match="offset"):
+            core.dedupe_slices(data, offs)
     with pytest.raises(IndexError):
         core.gather_slices(data, good, np.array([2], dtype=np.int64))
     with pytest.raises(IndexError):

@@ -1854,7 +1854,83 @@ done:
     return result;
 }
 
+/* dedupe_slices(data, offs) -> int64 per slice, as bytes: the index of the first slice
+ * with the same bytes (itself when it is the first). An open-addressing table of 64-bit
+ * hashes (FNV-1a), bytes compared on every hash match. */
+static uint64_t
+fnv1a(const uint8_t *p, int64_t n)
+{
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (int64_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h ^ (h >> 29);
+}
+
+static PyObject *
+dedupe_slices(PyObject *mod, PyObject *args)
+{
+    Py_buffer d, o;
+    if (!PyArg_ParseTuple(args, "y*y*:dedupe_slices", &d, &o))
+        return NULL;
+    PyObject *out = NULL;
+    int64_t *slots = NULL;
+    const int64_t *offs = (const int64_t *)o.buf;
+    Py_ssize_t n = o.len / 8 - 1;
+    if (o.len % 8 || offs_check(offs, n, d.len, "dedupe_slices") < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "dedupe_slices: int64 offsets");
+        goto done;
+    }
+    Py_ssize_t size = 16;
+    while (size < 2 * n)
+        size <<= 1;
+    slots = PyMem_Malloc(sizeof(int64_t) * (size_t)size);
+    out = PyBytes_FromStringAndSize(NULL, 8 * n);
+    if (!slots || !out) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_CLEAR(out);
+        goto done;
+    }
+    {
+        int64_t *first = (int64_t *)PyBytes_AS_STRING(out);
+        const uint8_t *src = (const uint8_t *)d.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < size; i++)
+            slots[i] = -1;
+        uint64_t mask = (uint64_t)size - 1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const uint8_t *p = src + offs[i];
+            int64_t len = offs[i + 1] - offs[i];
+            uint64_t h = fnv1a(p, len) & mask;
+            for (;;) {
+                int64_t s = slots[h];
+                if (s < 0) {
+                    slots[h] = i;
+                    first[i] = i;
+                    break;
+                }
+                if (offs[s + 1] - offs[s] == len && memcmp(src + offs[s], p, (size_t)len) == 0) {
+                    first[i] = s;
+                    break;
+                }
+                h = (h + 1) & mask;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyMem_Free(slots);
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&o);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"dedupe_slices", dedupe_slices, METH_VARARGS,
+     "dedupe_slices(data, offs) -> int64 index of each slice's first equal slice, as bytes"},
     {"gather_slices", gather_slices, METH_VARARGS,
      "gather_slices(data, offs, idx) -> (bytes, int64 offsets as bytes)"},
     {"crc32_slices", crc32_slices, METH_VARARGS,

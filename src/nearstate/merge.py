@@ -101,6 +101,21 @@ def _buf(data: Any) -> Any:
     return data
 
 
+def dedupe_slices(data: Any, offs: np.ndarray) -> np.ndarray:
+    """Per slice, the index of the first slice with the same bytes (itself if first)."""
+    offs = np.ascontiguousarray(offs, dtype=np.int64)
+    if _core is not None and hasattr(_core, "dedupe_slices"):
+        return np.frombuffer(_core.dedupe_slices(_buf(data), offs), dtype=np.int64)
+    mv = memoryview(_buf(data))
+    o = offs.tolist()
+    seen: dict[bytes, int] = {}
+    return np.fromiter(
+        (seen.setdefault(bytes(mv[o[i] : o[i + 1]]), i) for i in range(len(o) - 1)),
+        np.int64,
+        len(o) - 1,
+    )
+
+
 def crc32_slices(data: Any, offs: np.ndarray) -> np.ndarray:
     """CRC-32 of each slice ``data[offs[i]:offs[i+1]]`` (as :func:`zlib.crc32`)."""
     offs = np.ascontiguousarray(offs, dtype=np.int64)
@@ -630,30 +645,50 @@ def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
 
 
 def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"pool": "identity"}
+    """A pool, de-duplicated across everything joined into it and chosen by size as the
+    encoder chooses: ids into unique entries where that is smaller, else an entry per row.
+    Entries nothing points at are dropped. (FSST codes de-duplicate as their values do:
+    one table encodes equal values to equal codes.)"""
     data, offs, ids = p.data, p.offs, p.ids
-    if ids is not None:
-        n_entries = len(offs) - 1
-        used = np.zeros(n_entries, dtype=bool)
-        used[ids] = True
-        n_used = int(used.sum())
-        if n_used == len(ids):  # no entry shared: a row per entry, without ids
-            data, offs = gather_slices(data, offs, ids)
-            ids = None
-        elif n_entries - n_used > GC_FRACTION * n_entries:
-            keep = np.flatnonzero(used)
-            data, offs = gather_slices(data, offs, keep)
-            new_id = np.cumsum(used) - 1
-            ids = new_id[ids]
-    if ids is not None:
-        put_uints(ids, out, name + ".ids")
+    n_entries = len(offs) - 1
+    first = dedupe_slices(data, offs)
+    is_first = first == np.arange(n_entries, dtype=np.int64)
+    entry_uid = (np.cumsum(is_first) - 1)[first] if n_entries else first
+    row_uid = entry_uid if ids is None else entry_uid[ids]
+    rows = len(row_uid)
+    n_uniq = int(is_first.sum())
+    used = np.zeros(n_uniq, dtype=bool)
+    used[row_uid] = True
+    keep = np.flatnonzero(is_first)[used]  # an entry for each value some row holds
+    if not used.all():
+        row_uid = (np.cumsum(used) - 1)[row_uid]
+    lens = offs[1:] - offs[:-1]
+    ubytes = int(lens[keep].sum())
+    abytes = int(lens[row_uid_entries(keep, row_uid)].sum()) if rows else 0
+    n_u = len(keep)
+    size_ids = (ubytes + (n_u + 1) * narrow_uint(ubytes).itemsize
+                + rows * narrow_uint(max(n_u - 1, 0)).itemsize)  # fmt: skip
+    size_all = abytes + (rows + 1) * narrow_uint(abytes).itemsize
+    meta: dict[str, Any] = {"pool": "identity"}
+    if n_u < rows and size_ids < size_all:
+        data, offs = gather_slices(data, offs, keep)
+        put_uints(row_uid, out, name + ".ids")
         meta["pool"] = "ids"
+    else:
+        rows_entry = row_uid_entries(keep, row_uid)
+        if not (len(rows_entry) == n_entries and np.array_equal(rows_entry, np.arange(n_entries))):
+            data, offs = gather_slices(data, offs, rows_entry)
     out[name + ".pool"] = np.ascontiguousarray(data, dtype=np.uint8)
     put_uints(offs, out, name + ".poffs")
     if p.table is not None:
         out[name + ".fsym"], out[name + ".flen"] = _fsst.pack(p.table)
         meta["fsst"] = True
     return meta
+
+
+def row_uid_entries(keep: np.ndarray, row_uid: np.ndarray) -> np.ndarray:
+    """Per row, the entry holding its value."""
+    return keep[row_uid]
 
 
 # --- merging a layered state into a snapshot ----------------------------------------------
