@@ -124,12 +124,21 @@ def zero_value(ft: FieldType) -> Any:
 
 
 def encode_column(
-    ft: FieldType, values: list[Any], out: Sections, name: str, *, train: bool = True
+    ft: FieldType,
+    values: list[Any],
+    out: Sections,
+    name: str,
+    *,
+    train: bool = True,
+    learned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Encode ``values`` (already normalised for ``ft``) into ``out``; return the meta.
 
     ``train=False`` compresses text without training a dictionary (training costs tens of
-    milliseconds, which would dominate a small delta).
+    milliseconds, which would dominate a small delta). ``learned``: what earlier parts of
+    the same column chose, by section name — the symbol table of a pool, the dictionary
+    of a text field (or None: plain) — reused so that parts encoded one after another
+    join without re-encoding; filled in where a column is met first.
     """
     meta: dict[str, Any] = {}
     kinds = set(map(type, values)) if ft.nullable else ()
@@ -151,13 +160,14 @@ def encode_column(
             # records maps an ordinal to its value) against placeholders in every null
             rank = _null_rank(nulls)
             if ft.kind == "text":  # a null's placeholder costs a zstd frame: always sparse
-                sparse_meta = _encode_values(ft, present, out, name, train)
+                sparse_meta = _encode_values(ft, present, out, name, train, learned)
                 out[name + ".nrank"] = rank
                 return {**meta, **sparse_meta, "sparse": True}
             dense: Sections = {}
             sparse: Sections = {}
-            dense_meta = _encode_values(ft, _placeholders(ft, values), dense, name, train)
-            sparse_meta = _encode_values(ft, present, sparse, name, train)
+            dense_meta = _encode_values(ft, _placeholders(ft, values), dense, name, train,
+                                        learned)  # fmt: skip
+            sparse_meta = _encode_values(ft, present, sparse, name, train, learned)
             if _size(sparse) + rank.nbytes < _size(dense):
                 out.update(sparse)
                 out[name + ".nrank"] = rank
@@ -165,7 +175,7 @@ def encode_column(
             out.update(dense)
             return {**meta, **dense_meta}
         values = _placeholders(ft, values)
-    meta.update(_encode_values(ft, values, out, name, train))
+    meta.update(_encode_values(ft, values, out, name, train, learned))
     return meta
 
 
@@ -193,7 +203,12 @@ def _size(sections: Sections) -> int:
 
 
 def _encode_values(
-    ft: FieldType, values: list[Any], out: Sections, name: str, train: bool
+    ft: FieldType,
+    values: list[Any],
+    out: Sections,
+    name: str,
+    train: bool,
+    learned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Encode non-null values of one kind; return the meta."""
     meta: dict[str, Any] = {}
@@ -217,25 +232,28 @@ def _encode_values(
     elif kind == "bool":
         out[name] = np.array(values, dtype=np.uint8)
     elif kind == "str":
-        meta.update(_encode_pool([v.encode(UTF8, SURR) for v in values], out, name))
+        meta.update(_encode_pool([v.encode(UTF8, SURR) for v in values], out, name, learned))
     elif kind == "bytes":
-        meta.update(_encode_pool(values, out, name))
+        meta.update(_encode_pool(values, out, name, learned))
     elif kind == "text":
-        meta.update(_encode_text(values, out, name, train))
+        meta.update(_encode_text(values, out, name, train, learned))
     elif kind in ("list", "set"):
         assert ft.item is not None
         put_offsets([len(v) for v in values], out, name + ".offs")
         flat = [x for v in values for x in v]
-        meta["item"] = encode_column(ft.item, flat, out, name + "[]", train=train)
+        meta["item"] = encode_column(ft.item, flat, out, name + "[]", train=train,
+                                     learned=learned)  # fmt: skip
     elif kind == "dict":
         assert ft.item is not None and ft.key is not None
         put_offsets([len(v) for v in values], out, name + ".offs")
         meta["key"] = encode_column(
-            ft.key, [k for v in values for k in v], out, name + "{k}", train=train
-        )
+            ft.key, [k for v in values for k in v], out, name + "{k}", train=train,
+            learned=learned,
+        )  # fmt: skip
         meta["item"] = encode_column(
-            ft.item, [x for v in values for x in v.values()], out, name + "{v}", train=train
-        )
+            ft.item, [x for v in values for x in v.values()], out, name + "{v}", train=train,
+            learned=learned,
+        )  # fmt: skip
     else:  # pragma: no cover - the schema validates kinds
         raise AssertionError(kind)
     return meta
@@ -299,10 +317,13 @@ FSST_MIN_BYTES = 4096  # smaller pools: a symbol table (up to 2 kB) does not pay
 FSST_MAX_RATIO = 0.9  # use the table only where it saves at least a tenth (decode costs)
 
 
-def _encode_pool(values: list[bytes], out: Sections, name: str) -> dict[str, Any]:
+def _encode_pool(
+    values: list[bytes], out: Sections, name: str, learned: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A pool of the values, chosen by measured size: de-duplicated with a narrow id per
     record where that is smaller (a dictionary), and each entry compressed with a trained
-    symbol table (:mod:`nearstate.fsst`) where that is smaller by a tenth or more."""
+    symbol table (:mod:`nearstate.fsst`) where that is smaller by a tenth or more (or as
+    ``learned`` says an earlier part of the column chose)."""
     index: dict[bytes, int] = {}
     ids = [index.setdefault(v, len(index)) for v in values]
     uniques = list(index)
@@ -323,29 +344,44 @@ def _encode_pool(values: list[bytes], out: Sections, name: str) -> dict[str, Any
             uniques = values
     lengths = [len(u) for u in uniques]
     plain = sum(lengths)
-    if plain >= FSST_MIN_BYTES:
-        table = _fsst.train(uniques)
+    known = learned is not None and name in learned
+    if (known and learned[name] is not None) or (not known and plain >= FSST_MIN_BYTES):  # type: ignore[index]
+        table = learned[name] if known else _fsst.train(uniques)  # type: ignore[index]
         codes, ends = _fsst.encode(table, uniques)
         offs = np.zeros(len(uniques) + 1, dtype=np.uint64)
         offs[1:] = ends
-        if len(codes) + 9 * len(table) <= FSST_MAX_RATIO * plain:
+        if known or len(codes) + 9 * len(table) <= FSST_MAX_RATIO * plain:
             out[name + ".pool"] = np.frombuffer(codes, dtype=np.uint8)
             put_uints(offs, out, name + ".poffs")
             out[name + ".fsym"], out[name + ".flen"] = _fsst.pack(table)
             meta["fsst"] = True
+            if learned is not None:
+                learned[name] = table
             return meta
+    if learned is not None:
+        learned[name] = None
     out[name + ".pool"] = np.frombuffer(b"".join(uniques), dtype=np.uint8)
     put_offsets(lengths, out, name + ".poffs")
     return meta
 
 
-def _encode_text(values: list[str], out: Sections, name: str, train: bool) -> dict[str, Any]:
+def _encode_text(
+    values: list[str],
+    out: Sections,
+    name: str,
+    train: bool,
+    learned: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     # values are encoded to UTF-8 one at a time (never all at once: for millions of long
     # texts a list of their bytes would double the peak memory of writing a snapshot)
     meta: dict[str, Any] = {"level": TEXT_LEVEL}
     dict_data = None
     total = sum(len(v) for v in values)
-    if train and len(values) >= 100 and total >= 64 * 1024:
+    known = learned is not None and name in learned
+    if known:
+        raw = learned[name]  # type: ignore[index]
+        dict_data = None if raw is None else zstandard.ZstdCompressionDict(raw)
+    elif train and len(values) >= 100 and total >= 64 * 1024:
         step = max(1, len(values) // TEXT_TRAIN_SAMPLES)
         samples = [e for v in values[::step] if (e := v.encode(UTF8, SURR))]
         try:
@@ -354,6 +390,8 @@ def _encode_text(values: list[str], out: Sections, name: str, train: bool) -> di
             )
         except zstandard.ZstdError:
             dict_data = None  # too few or too uniform samples: plain zstd per record
+    if learned is not None and not known:
+        learned[name] = None if dict_data is None else dict_data.as_bytes()
     if dict_data is not None:
         out[name + ".zdict"] = np.frombuffer(dict_data.as_bytes(), dtype=np.uint8)
         meta["dict"] = True

@@ -9,7 +9,9 @@ line and the field, and nothing is published.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+import numpy as np
 
 from .dataset import LocalDataset
 from .errors import InputError
 from .infer import SchemaInferrer
 from .layered import Changes
+from .merge import DuplicateKeyError, join_parts, merged_snapshot
 from .read_state import ReadState, Record
 from .schema import MAX_DEPTH, Schema, TypeDef, too_deep
 from .write_state import RowError, WriteState
@@ -190,6 +194,212 @@ def _import(
 ) -> ImportResult:
     t0 = time.perf_counter()
     keys = (key,) if isinstance(key, str) else tuple(key)
+    ds = LocalDataset(into)
+    if ds.log.head():
+        # fold committed writes into a version first, so the types this file does not
+        # replace keep them (writes committed from here on are laid over the import)
+        ds.compact()
+    prev = ds.load() if ds.latest_version() is not None else None
+    if prev is not None and _referred_to(prev.stored_schema, type_name):
+        # other types refer to this one: their references are re-bound record by record
+        return _import_whole(path, type_name, keys, ds, prev, progress, tags, t0)
+    try:
+        return _import_streamed(path, type_name, keys, ds, prev, progress, tags, t0, None)
+    except _Resample:
+        # a record past the sample needs a wider schema: infer from every record (this
+        # names the line of a genuine contradiction), then read the file again
+        inf = SchemaInferrer(type_name, keys)
+        for n, rec in read_jsonl(path, None):
+            inf.observe(rec, line=n)
+        return _import_streamed(path, type_name, keys, ds, prev, progress, tags, t0,
+                                inf.schema())  # fmt: skip
+
+
+#: records staged and encoded at a time by a streamed import; the parts are joined by
+#: columns at the end (nearstate.merge), so memory follows the encoded records
+PART_RECORDS = 200_000
+_BATCH = 50_000
+
+
+def _import_streamed(
+    path: str | Path,
+    type_name: str,
+    keys: tuple[str, ...],
+    ds: LocalDataset,
+    prev: ReadState | None,
+    progress: Progress | None,
+    tags: dict[str, str] | None,
+    t0: float,
+    schema: Schema | None,
+) -> ImportResult:
+    """Stage a part of the file at a time and encode it with the tables and dictionaries
+    the first part chose; join the parts by columns; publish the result as a snapshot."""
+    records = read_jsonl(path, progress)
+    sampled = schema is None
+    if schema is None:
+        head = list(itertools.islice(records, INFER_SAMPLE))
+        inf = SchemaInferrer(type_name, keys)
+        for n, rec in head:
+            inf.observe(rec, line=n)
+        if not head:
+            raise InputError(f"{path} holds no records")
+        schema = inf.schema()
+        records = itertools.chain(head, records)
+    if prev is not None:
+        schema = _carry_schema(prev.stored_schema, type_name).merged(schema)
+    own = Schema([t for t in schema if _own(t.name, type_name)])
+    learned: dict[str, Any] = {}
+    parts: list[tuple[dict[str, Any], Any]] = []
+    part_lines: list[np.ndarray] = []
+    part_left_out: list[dict[str, set[str]]] = []
+    absent: dict[str, set[str]] = {}  # per type: fields some record left out
+    nulls: dict[str, set[str]] = {}  # per type: fields some record set to null
+    ws = WriteState(own)
+    lines: list[int] = []  # of the part being staged
+    batch: list[Any] = []
+    count = 0
+
+    def stage() -> None:
+        lo = len(lines) - len(batch)
+        try:
+            ws.add_many(type_name, batch)
+        except RowError as e:
+            n = lines[lo + e.index]
+            if "duplicate key" in str(e):
+                rec = batch[e.index]
+                k = tuple(rec[x] for x in keys)
+                earlier = [j for j, r in enumerate(batch[: e.index])
+                           if tuple(r[x] for x in keys) == k]  # fmt: skip
+                if earlier:  # the batch was not staged: its first copy is in it
+                    first = lines[lo + earlier[0]]
+                else:
+                    first = lines[ws.staged_keys(type_name)[k[0] if len(k) == 1 else k]]
+                raise InputError(
+                    f"duplicate key {k[0] if len(k) == 1 else k!r} (first on line {first})",
+                    line=n, field=",".join(keys),
+                ) from None  # fmt: skip
+            if sampled and count - len(batch) + e.index >= INFER_SAMPLE:
+                raise _Resample from None
+            raise InputError(str(e), line=n) from None
+        batch.clear()
+
+    def finish_part() -> None:
+        nonlocal ws, lines
+        parts.append(ws.build(learned=learned))
+        part_lines.append(np.array(lines, dtype=np.int64))
+        for t in own:
+            a, nl = ws.presence(t.name)
+            absent.setdefault(t.name, set()).update(a)
+            nulls.setdefault(t.name, set()).update(nl)
+        part_left_out.append({t.name: (lambda p: p[0] - p[1])(ws.presence(t.name))
+                              for t in own})  # fmt: skip
+        ws = WriteState(own)
+        lines = []
+
+    for n, rec in records:
+        batch.append(rec)
+        lines.append(n)
+        count += 1
+        if len(batch) >= _BATCH:
+            stage()
+            if len(lines) >= PART_RECORDS:
+                finish_part()
+    if batch:
+        stage()
+    if lines:
+        finish_part()
+    if not count:
+        raise InputError(f"{path} holds no records")
+    if progress is not None:
+        progress("write", 0, 1)
+    final = _with_presence(schema, absent, nulls)
+    try:
+        types_meta, sections = join_parts(Schema([t for t in final if _own(t.name, type_name)]),
+                                          parts, part_left_out)  # fmt: skip
+    except DuplicateKeyError as e:
+        all_lines = np.concatenate(part_lines)
+        first, again = (int(all_lines[r]) for r in e.rows)
+        raise InputError(f"duplicate key (first on line {first})", line=again,
+                         field=",".join(keys)) from None  # fmt: skip
+    parts.clear()  # the joined sections hold what is still needed
+    if prev is not None:
+        _carry_types(prev, type_name, types_meta, sections)
+    with ds.producer(snapshot_every=10, retain_snapshots=None) as p:
+        r = p.run_built(final, types_meta, sections, tags=tags)
+        v = r.version if r.version is not None else p.version
+    if progress is not None:
+        progress("write", 1, 1)
+    assert v is not None
+    return ImportResult(
+        v, count, sum(r.blob_bytes.values()), time.perf_counter() - t0, final,
+        changes=r.changes, changed=r.version is not None, snapshot=r.snapshot,
+    )  # fmt: skip
+
+
+def _own(name: str, type_name: str) -> bool:
+    """Whether ``name`` is the imported type or a nested type inferred under it."""
+    return name == type_name or name.startswith(type_name + ".")
+
+
+def _referred_to(schema: Schema, type_name: str) -> bool:
+    def refers(ft: Any) -> bool:
+        if ft is None:
+            return False
+        if ft.kind == "ref" and ft.target == type_name:
+            return True
+        return refers(ft.item) or refers(ft.key)
+
+    return any(refers(f.type) for t in schema if not _own(t.name, type_name) for f in t.fields)
+
+
+def _with_presence(
+    schema: Schema, absent: dict[str, set[str]], nulls: dict[str, set[str]]
+) -> Schema:
+    """The schema as written (see :meth:`WriteState.final_schema`), over every part."""
+    tdefs = []
+    for t in schema:
+        if t.name in absent:
+            a, nl = absent[t.name], nulls.get(t.name, set())
+            fields = tuple(
+                dataclasses.replace(f, omit_null=f.name in a and f.name not in nl)
+                if f.type.nullable and not f.has_default else f
+                for f in t.fields
+            )  # fmt: skip
+            t = TypeDef(t.name, fields, t.key)
+        tdefs.append(t)
+    return Schema(tdefs)
+
+
+def _carry_types(prev: ReadState, type_name: str, types_meta: dict[str, Any],
+                 sections: dict[str, Any]) -> None:  # fmt: skip
+    """Add the last version's other types, as they are stored, to a streamed import."""
+    others = [t.name for t in prev.stored_schema if not _own(t.name, type_name)]
+    if not others:
+        return
+    if isinstance(prev, ReadState):
+        ptypes, parrays = prev.blob.header["types"], prev.blob.arrays
+    else:  # a snapshot with deltas over it: their columns merged first
+        h, parrays = merged_snapshot(prev, dataset=prev.dataset, version=prev.version,
+                                     tags=prev.tags, created=0.0)  # fmt: skip
+        ptypes = h["types"]
+    for name in others:
+        if name in ptypes:
+            types_meta[name] = ptypes[name]
+            sections.update((k, v) for k, v in parrays.items() if k.startswith(name + "/"))
+
+
+def _import_whole(
+    path: str | Path,
+    type_name: str,
+    keys: tuple[str, ...],
+    ds: LocalDataset,
+    prev: ReadState | None,
+    progress: Progress | None,
+    tags: dict[str, str] | None,
+    t0: float,
+) -> ImportResult:
+    """Every record in memory at once, staged with the last version's other types (when
+    those refer to the imported type, so their references are re-bound by key)."""
     lines: list[int] = []
     records: list[Any] = []
     inf = SchemaInferrer(type_name, keys)
@@ -200,18 +410,10 @@ def _import(
         records.append(rec)
     if not records:
         raise InputError(f"{path} holds no records")
-    ds = LocalDataset(into)
-    if ds.log.head():
-        # fold committed writes into a version first, so the types this file does not
-        # replace keep them (writes committed from here on are laid over the import)
-        ds.compact()
-    prev = ds.load() if ds.latest_version() is not None else None
     sampled = len(records) > INFER_SAMPLE
     try:
         ws = _stage(inf.schema(), prev, type_name, keys, lines, records, progress, sampled)
     except _Resample:
-        # a record past the sample needs a wider schema: infer from every record (this
-        # names the line of a genuine contradiction), then stage again
         inf = SchemaInferrer(type_name, keys)
         for n, rec in zip(lines, records, strict=True):
             inf.observe(rec, line=n)

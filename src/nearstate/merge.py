@@ -700,6 +700,9 @@ class _Source:
     arrays: dict[str, np.ndarray]
     schema: Schema  # as stored in that blob (a layer keeps references as keys)
     is_layer: bool
+    #: per type, the fields whose every null this source left out (a part of an import
+    #: stores no bitmap for that: its own schema says so)
+    left_out: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -711,14 +714,13 @@ class _Plan:
 
 
 class _Merge:
-    def __init__(self, state: Any):
+    """Joins sources (a snapshot and its delta layers, or the parts of a streamed import)
+    type by type: a plan per type says which rows the result keeps, in which order."""
+
+    def __init__(self, schema: Schema, sources: list[_Source], state: Any = None):
         self.state = state
-        self.base = base = getattr(state, "base", state)
-        self.schema: Schema = base.stored_schema
-        self.sources = [_Source(base.blob.header["types"], base.blob.arrays, self.schema, False)]
-        for layer in getattr(state, "layers", ()):
-            self.sources.append(_Source(layer.blob.header["types"], layer.blob.arrays,
-                                        layer.state.stored_schema, True))  # fmt: skip
+        self.schema = schema
+        self.sources = sources
         self.counts = {
             t.name: [int((s.types.get(t.name) or {}).get("count", 0)) for s in self.sources]
             for t in self.schema
@@ -726,10 +728,28 @@ class _Merge:
         self.starts = {n: _starts(c) for n, c in self.counts.items()}
         self.plans: dict[str, _Plan] = {}
 
-    def plan(self) -> None:
+    @classmethod
+    def of_state(cls, state: Any) -> _Merge:
+        base = getattr(state, "base", state)
+        schema: Schema = base.stored_schema
+        sources = [_Source(base.blob.header["types"], base.blob.arrays, schema, False)]
+        for layer in getattr(state, "layers", ()):
+            sources.append(_Source(layer.blob.header["types"], layer.blob.arrays,
+                                   layer.state.stored_schema, True))  # fmt: skip
+        m = cls(schema, sources, state)
+        m.base = base
+        return m
+
+    def plan(self, *, every_row: bool = False) -> None:
+        """``every_row``: keep every row of every source, in order (joining parts)."""
         overlays = getattr(self.state, "_overlays", {})
         for t in self.schema:
-            if t.key is not None:
+            if t.key is None:
+                continue
+            if every_row:
+                order = np.arange(self.starts[t.name][-1], dtype=np.int64)
+                self.plans[t.name] = _Plan(order, order, False, order)
+            else:
                 self.plans[t.name] = self._keyed_plan(t.name, overlays.get(t.name))
         for t in _nested_order(self.schema):  # nested types: the rows still pointed at
             c = self.counts[t.name]
@@ -791,6 +811,9 @@ class _Merge:
             stored = next(x for x in s.schema[t.name].fields if x.name == f.name)
             name = f"{t.name}/{f.name}"
             node = read_node(stored.type, tmeta["columns"][f.name], s.arrays, name, n)
+            all_left_out = f.name in s.left_out.get(t.name, ())
+            if node.nulls is not None and node.absent is None and all_left_out:
+                node.absent = node.nulls.copy()
             nodes.append(self._fix(f.type, stored.type, node, si))
         if not nodes:
             return _empty(f.type)
@@ -876,24 +899,109 @@ class _Merge:
                     h = crc32_slices(data, offs)
                     return h if v.ids is None else h[v.ids]
         # other keys (composite, bool, bytes, datetime, beyond 64 bits): each in Python
-        ts = self.state[t.name]
-        plan = self.plans[t.name]
-        assert plan.layered is not None
-        ords = np.flatnonzero(plan.layered >= 0).tolist()
-        return np.fromiter((zlib.crc32(key_bytes(ts[o].key)) for o in ords), np.uint32,
-                           len(ords))  # fmt: skip
+        keys = self.py_keys(t)
+        return np.fromiter((zlib.crc32(key_bytes(k)) for k in keys), np.uint32, len(keys))
+
+    def py_keys(self, t: TypeDef) -> list[Any]:
+        """Every new row's key as a Python value (one object per row: the rare key kinds)."""
+        assert t.key is not None
+        cols = []
+        for kf in t.key:
+            f = next(x for x in t.fields if x.name == kf)
+            cols.append(_py_values(f.type, self.field(t, f)))
+        return cols[0] if len(cols) == 1 else list(zip(*cols, strict=True))
+
+    def duplicate_key(self, t: TypeDef) -> tuple[int, int] | None:
+        """Rows ``(first, again)`` holding the same key, or None (joined parts only)."""
+        assert t.key is not None
+        v = None
+        if len(t.key) == 1:
+            f = next(x for x in t.fields if x.name == t.key[0])
+            v = self.field(t, f).vals
+        if isinstance(v, Ints):
+            order = np.argsort(v.a, kind="stable")
+            same = np.flatnonzero(v.a[order][1:] == v.a[order][:-1])
+            if not len(same):
+                return None
+            i = int(same[0])
+            return int(order[i]), int(order[i + 1])
+        if isinstance(v, Pool) and not v.bigint:
+            first = dedupe_slices(v.data, v.offs)
+            n_e = len(first)
+            if v.ids is None:
+                again = np.flatnonzero(first != np.arange(n_e))
+                return None if not len(again) else (int(first[again[0]]), int(again[0]))
+            uid = first[v.ids]
+            order = np.argsort(uid, kind="stable")
+            same = np.flatnonzero(uid[order][1:] == uid[order][:-1])
+            if not len(same):
+                return None
+            i = int(same[0])
+            return int(order[i]), int(order[i + 1])
+        seen: dict[Any, int] = {}
+        for i, k in enumerate(self.py_keys(t)):
+            j = seen.setdefault(k, i)
+            if j != i:
+                return j, i
+        return None
 
 
 def merged_snapshot(state: Any, *, dataset: str, version: int, tags: dict[str, str],
                     created: float) -> tuple[dict[str, Any], Sections]:  # fmt: skip
     """``(header, sections)`` of a snapshot holding the records of ``state`` (a
     LayeredState; a plain ReadState is copied), made by merging columns."""
-    m = _Merge(state)
+    m = _Merge.of_state(state)
     m.plan()
+    types_meta, sections = _write(m, m.base.blob.header["types"], m.base.blob.arrays)
+    header = {
+        "kind": "snapshot", "dataset": dataset, "version": version, "created": created,
+        "tags": dict(tags), "schema": m.schema.to_json(), "types": types_meta,
+    }  # fmt: skip
+    return header, sections
+
+
+class DuplicateKeyError(SchemaError):
+    """Two joined parts hold the same key: ``rows`` are its first and second rows."""
+
+    def __init__(self, type_name: str, rows: tuple[int, int]):
+        self.type_name = type_name
+        self.rows = rows
+        super().__init__(f"{type_name}: duplicate key (rows {rows[0]} and {rows[1]})")
+
+
+def join_parts(
+    schema: Schema,
+    parts: list[tuple[dict[str, Any], Sections]],
+    left_out: list[dict[str, set[str]]] | None = None,
+) -> tuple[dict[str, Any], Sections]:
+    """The types meta and sections of every part's records, one part after another (as
+    :meth:`WriteState.build` gives them: a streamed import builds a part at a time with
+    the same ``learned`` tables). ``left_out``: per part, per type, the fields whose nulls
+    were all left out of their records. Raises :class:`DuplicateKeyError` when two parts
+    hold one key."""
+    sources = [
+        _Source(tm, _arrays(secs), schema, False, (left_out or [{}] * len(parts))[i])
+        for i, (tm, secs) in enumerate(parts)
+    ]
+    m = _Merge(schema, sources)
+    m.plan(every_row=True)
+    for t in schema:
+        if t.key is not None and len(parts) > 1:
+            dup = m.duplicate_key(t)
+            if dup is not None:
+                raise DuplicateKeyError(t.name, dup)
+    return _write(m, {}, {})
+
+
+def _arrays(sections: Sections) -> dict[str, np.ndarray]:
+    return {k: v if isinstance(v, np.ndarray) else np.frombuffer(v, np.uint8)
+            for k, v in sections.items()}  # fmt: skip
+
+
+def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any]
+           ) -> tuple[dict[str, Any], Sections]:  # fmt: skip
     sections: Sections = {}
     types_meta: dict[str, Any] = {}
-    base_arrays = m.base.blob.arrays
-    base_types = m.base.blob.header["types"]
     for t in m.schema:
         plan = m.plans[t.name]
         if not m.moved(t) and t.name in base_types:
@@ -915,11 +1023,7 @@ def merged_snapshot(state: Any, *, dataset: str, version: int, tags: dict[str, s
             meta["checksum"] = _digest.fmt(_digest.checksum_of(digs))
             sections[f"{t.name}/#pk"], sections[f"{t.name}/#pktag"] = pk_tables(m.key_hashes(t))
         types_meta[t.name] = meta
-    header = {
-        "kind": "snapshot", "dataset": dataset, "version": version, "created": created,
-        "tags": dict(tags), "schema": m.schema.to_json(), "types": types_meta,
-    }  # fmt: skip
-    return header, sections
+    return types_meta, sections
 
 
 def _starts(counts: list[int]) -> list[int]:

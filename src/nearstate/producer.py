@@ -335,13 +335,41 @@ class Producer:
         return self._finish(t, prior, ws, changes, checksums, snapshot=snapshot, tags=tags,
                             full=None, new_schema=sch)  # fmt: skip
 
+    # -- a snapshot built elsewhere ----------------------------------------------------
+
+    def run_built(
+        self,
+        schema: Schema,
+        types_meta: dict[str, Any],
+        sections: dict[str, Any],
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> CycleResult:
+        """Publish a whole state already encoded (``types_meta`` and ``sections`` as
+        :meth:`WriteState.build` gives them — a streamed import joins its parts so) as a
+        snapshot. No delta is written: consumers load the new version whole. Nothing is
+        published if the state equals the last version."""
+        t = _Timer()
+        prior = self._state
+        checksums = {
+            n: _digest.parse(m["checksum"]) for n, m in types_meta.items() if "checksum" in m
+        }
+        if (
+            prior is not None
+            and prior.checksums() == checksums
+            and shape(prior.stored_schema) == shape(schema)
+        ):
+            return CycleResult(None, prior.version, {}, False, t.ms)
+        return self._finish(t, prior, None, None, checksums, snapshot=True, tags=tags,
+                            full=None, new_schema=schema, built=(types_meta, sections))  # fmt: skip
+
     # -- the common tail: write, check, validate, publish, announce ----------------------
 
     def _finish(
         self,
         t: _Timer,
         prior: State | None,
-        ws: WriteState,
+        ws: WriteState | None,
         changes: dict[str, Changes] | None,
         checksums: dict[str, _digest.Checksum],
         *,
@@ -349,6 +377,7 @@ class Producer:
         tags: Mapping[str, str] | None,
         full: WriteState | None,
         new_schema: Schema,
+        built: tuple[dict[str, Any], dict[str, Any]] | None = None,
     ) -> CycleResult:
         v = 1 if prior is None else prior.version + 1
         if prior is not None and LOG_POSITION in prior.tags:
@@ -396,7 +425,14 @@ class Producer:
                     snap_schema = prior.stored_schema if prior is not None else new_schema
                 else:
                     snap_schema = full.final_schema()
-                if full is None:
+                if built is not None:
+                    header = {
+                        "kind": "snapshot", "dataset": self.dataset, "version": v,
+                        "created": time.time(), "tags": dict(tags or {}),
+                        "schema": new_schema.to_json(), "types": built[0],
+                    }  # fmt: skip
+                    sections = built[1]
+                elif full is None:
                     # the last snapshot's columns merged with the deltas': never a record
                     # decoded (see nearstate.merge)
                     assert new_state is not None
@@ -414,7 +450,11 @@ class Producer:
                 blobs[snapshot_name(v)] = encode_blob(header, sections)
         with t.stage("validate"):
             counts = {n: c[0] for n, c in checksums.items()}
-            ctx = CycleContext(prior, changes, counts, _records_of(ws if full is None else full))
+            if built is not None:
+                records = _built_records(blobs[snapshot_name(v)]) if self.validators else None
+            else:
+                records = _records_of(ws if full is None else full)
+            ctx = CycleContext(prior, changes, counts, records)  # type: ignore[arg-type]
             problems: list[str] = []
             for val in self.validators:
                 out = val(ctx)
@@ -670,6 +710,18 @@ def _check_ref_value(ws: WriteState, ft: Any, v: Any, tname: str, fname: str) ->
     elif ft.kind == "dict":
         for x in v.values():
             _check_ref_value(ws, ft.item, x, tname, fname)
+
+
+def _built_records(
+    pieces: list[bytes | memoryview],
+) -> Callable[[str], Iterable[Mapping[str, Any]]]:
+    state = ReadState(parse_blob(b"".join(pieces), source="<the new snapshot>"))
+
+    def records(name: str) -> Iterable[Mapping[str, Any]]:
+        if name in state:
+            yield from (r.to_dict() for r in state[name])
+
+    return records
 
 
 def _records_of(ws: WriteState) -> Callable[[str], Iterable[Mapping[str, Any]]]:

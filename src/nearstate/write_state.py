@@ -295,6 +295,12 @@ class WriteState:
                 raise RowError(str(e), i) from None
         return out
 
+    def presence(self, type_name: str) -> tuple[set[str], set[str]]:
+        """The fields some staged record of ``type_name`` left out, and those some set to
+        null."""
+        st = self._staged(type_name)
+        return set(st.absent), set(st.nulls)
+
     def final_schema(self) -> Schema:
         """The schema as written: ``omit_null`` set on fields that records left out but never
         set to null (so an export reproduces the records exactly)."""
@@ -433,13 +439,17 @@ class WriteState:
 
     # -- encoding ----------------------------------------------------------------------
 
-    def build(self, *, refs_as_keys: bool = False) -> tuple[dict[str, Any], Sections]:
+    def build(
+        self, *, refs_as_keys: bool = False, learned: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], Sections]:
         """Encode every staged type: ``(types meta, sections)`` for a blob.
 
         ``refs_as_keys`` encodes a delta: references are stored as the target's key instead
         of its ordinal (a delta's records refer to records that are not in it; the reader
         opens those fields with :func:`nearstate.schema.refs_to_keys` types), and text is
         compressed without training a dictionary (not worth it for a few records).
+        ``learned``: see :func:`nearstate.encoding.encode_column` (a streamed import
+        encodes its parts with the tables and dictionaries the first part chose).
         """
         ordinals = {name: st.keys for name, st in self._types.items() if st.tdef.key}
         sections: Sections = {}
@@ -454,8 +464,9 @@ class WriteState:
                     else:
                         col = [_resolve(ft, v, ordinals, f"{name}: field {f.name!r}") for v in col]
                 cols_meta[f.name] = encode_column(
-                    ft, col, sections, f"{name}/{f.name}", train=not refs_as_keys
-                )
+                    ft, col, sections, f"{name}/{f.name}", train=not refs_as_keys,
+                    learned=learned,
+                )  # fmt: skip
             meta: dict[str, Any] = {"count": st.count, "columns": cols_meta}
             if st.tdef.key is not None:
                 sections[f"{name}/#pk"], sections[f"{name}/#pktag"] = build_pk_tables(
