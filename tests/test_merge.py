@@ -312,3 +312,60 @@ def test_compiled_helpers_refuse_bad_offsets_and_indexes() -> None:
         core.fsst_decode_slices(bytes([7]), np.array([0, 1], np.int64), fsym, flen)
     with pytest.raises(FormatError, match="bad code"):
         core.fsst_decode_slices(bytes([255]), np.array([0, 1], np.int64), fsym, flen)
+
+
+# --- snapshots written in the background ------------------------------------------------
+
+
+def test_background_snapshots_leave_cycles_to_deltas_and_appear_when_stored(tmp_path) -> None:
+    ds = nearstate.LocalDataset(tmp_path)
+    expect: dict[int, dict[Any, dict[str, Any]]] = {}
+    with ds.producer(snapshot_every=2, background_snapshots=True) as p:
+        first_version(p, 40)
+        for v in range(1, 8):
+            r = p.run_incremental(lambda inc, v=v: [inc.upsert("Film", film(i, v))
+                                                    for i in range(v, 50, 5)])  # fmt: skip
+            assert not r.snapshot  # the cycle itself wrote only its deltas
+            expect[r.version] = records(p.state, "Film")
+        assert p.wait_snapshot(timeout=60)
+        held = p.state
+        # the producer now holds its state over the newest snapshot, not seven deltas
+        assert len(getattr(held, "layers", ())) <= 2
+        assert records(held, "Film") == expect[8]
+    snaps = [int(n.split("/")[1].split(".")[0]) for n in ds.blobs.list("snapshots/")]
+    assert len(snaps) >= 2 and max(snaps) > 1
+    for v in snaps[1:]:
+        loaded = ds.load(v)
+        assert type(loaded) is ReadState and records(loaded, "Film") == expect[v]
+    assert records(ds.load(), "Film") == expect[8]
+
+
+def test_a_failed_background_snapshot_keeps_the_deltas_and_is_tried_again(tmp_path) -> None:
+    from nearstate.backends import MemoryAnnouncer, MemoryBlobStore
+
+    class FailingSnapshots(MemoryBlobStore):
+        fail = True
+
+        def put(self, name, pieces):
+            first = name == "snapshots/" + "1".zfill(20) + ".blob"
+            if name.startswith("snapshots/") and self.fail and not first:
+                raise OSError("disk full (injected)")
+            return super().put(name, pieces)
+
+    blobs, ann = FailingSnapshots(), MemoryAnnouncer()
+    p = nearstate.Producer(blobs, ann, snapshot_every=2, background_snapshots=True)
+    try:
+        first_version(p, 20)
+        p.run_incremental(lambda inc: inc.upsert("Film", film(3, 9)))
+        p.run_incremental(lambda inc: inc.upsert("Film", film(4, 9)))
+        assert p.wait_snapshot(timeout=60)
+        assert [n for n in blobs.list("snapshots/")] == ["snapshots/" + "1".zfill(20) + ".blob"]
+        c = nearstate.Consumer(blobs, ann)
+        c.refresh()
+        assert c.state.version == 3 and c.state["Film"].get(4).title == film(4, 9)["title"]
+        blobs.fail = False
+        p.run_incremental(lambda inc: inc.upsert("Film", film(5, 9)))
+        assert p.wait_snapshot(timeout=60)
+        assert len(blobs.list("snapshots/")) == 2
+    finally:
+        p.close()

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,6 +167,11 @@ class Producer:
     ``snapshot_every``: write a snapshot every N versions (1 = every version); deltas are
     written for every version that can have one. ``retain_snapshots``: after each
     version, keep the newest N snapshots and the deltas between them (None: keep all).
+    ``background_snapshots``: an incremental cycle that makes a snapshot due publishes
+    its delta as usual and leaves the snapshot to a background thread (merging columns,
+    see :mod:`nearstate.merge`), so cycles keep their cost while a snapshot is written.
+    The snapshot appears beside the version's delta once it is stored and read back;
+    consumers route through it from then on. :meth:`close` waits for it.
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class Producer:
         validators: Sequence[Validator] = (),
         verify: bool = True,
         holder: str | None = None,
+        background_snapshots: bool = False,
     ):
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
@@ -192,6 +199,9 @@ class Producer:
         self._lease = announcer.lock(holder or f"pid {os.getpid()} on {socket.gethostname()}")
         self._state: State | None = None
         self._since_snapshot = 0
+        self.background_snapshots = background_snapshots
+        self._bg: threading.Thread | None = None
+        self._bg_done: tuple[int, ReadState | None, BaseException | None] | None = None
         try:
             self._restore()
         except BaseException:
@@ -213,8 +223,80 @@ class Producer:
         self._since_snapshot = v - last_snap
 
     def close(self) -> None:
-        """Give up the lock (idempotent)."""
+        """Wait for a snapshot being written in the background, then give up the lock
+        (idempotent)."""
+        bg = self._bg
+        if bg is not None:
+            bg.join()
+            self._adopt_snapshot()
         self._lease.release()
+
+    # -- snapshots in the background ----------------------------------------------------
+
+    @property
+    def writing_snapshot(self) -> int | None:
+        """The version whose snapshot a background thread is writing, or None."""
+        bg = self._bg
+        return int(bg.name.rsplit(" ", 1)[1]) if bg is not None and bg.is_alive() else None
+
+    def wait_snapshot(self, timeout: float | None = None) -> bool:
+        """Wait for the background snapshot (if any) to be stored; False on timeout."""
+        bg = self._bg
+        if bg is not None:
+            bg.join(timeout)
+            if bg.is_alive():
+                return False
+        self._adopt_snapshot()
+        return True
+
+    def _start_snapshot(self, state: State) -> None:
+        v = state.version
+
+        def write() -> None:
+            snap: ReadState | None = None
+            err: BaseException | None = None
+            try:
+                header, sections = merged_snapshot(
+                    state, dataset=self.dataset, version=v, tags=dict(state.tags),
+                    created=time.time(),
+                )  # fmt: skip
+                name = snapshot_name(v)
+                self.blobs.put(name, encode_blob(header, sections))
+                del sections
+                snap = open_snapshot(self.blobs, v, verify=True)
+                if snap.checksums() != state.checksums():
+                    self.blobs.delete(name)
+                    raise CycleError(f"{name}: its checksums differ from version {v}'s",
+                                     stage="snapshot")  # fmt: skip
+            except BaseException as e:  # reported by the next cycle; the deltas stand
+                log.warning("the background snapshot of version %s failed: %s", v, e)
+                snap, err = None, e
+            self._bg_done = (v, snap, err)
+
+        self._bg = threading.Thread(target=write, name=f"nearstate snapshot {v}", daemon=True)
+        self._bg.start()
+
+    def _adopt_snapshot(self) -> None:
+        """Hold the state over the snapshot written in the background: the deltas after
+        it replayed on it (few), so the old snapshot and its layers can be let go."""
+        done, self._bg_done = self._bg_done, None
+        if done is None:
+            return
+        self._bg = None
+        v, snap, _err = done
+        cur = self._state
+        if snap is None or cur is None:
+            return
+        state: State = snap
+        if cur.version != v:
+            layers = [x for x in getattr(cur, "layers", ()) if x.version > v]
+            if not layers or layers[0].from_version != v:
+                return  # the state moved past another way (a full cycle): keep it
+            for layer in layers:
+                state, _ = apply_delta(state, layer)
+        if state.checksums() == cur.checksums():
+            self._state = state
+            self._since_snapshot = cur.version - v
 
     def __enter__(self) -> Producer:
         return self
@@ -383,9 +465,18 @@ class Producer:
         if prior is not None and LOG_POSITION in prior.tags:
             # a version includes the Log up to where the last one did, unless told more
             tags = {LOG_POSITION: prior.tags[LOG_POSITION], **(tags or {})}
+        self._adopt_snapshot()
+        if prior is not None and self._state is not prior and prior.version == self.version:
+            prior = self._state  # the same version, now over its new snapshot
         want_snapshot = (
             snapshot or changes is None or self._since_snapshot + 1 >= self.snapshot_every
         )
+        in_background = (
+            want_snapshot and not snapshot and changes is not None and full is None
+            and built is None and self.background_snapshots
+        )  # fmt: skip
+        if in_background:
+            want_snapshot = False
         blobs: dict[str, list[bytes | memoryview]] = {}
         new_state: State | None = None
         with t.stage("write"):
@@ -503,6 +594,9 @@ class Producer:
         # announced: this is now the producer's state
         self._since_snapshot = 0 if snapshot_name(v) in blobs else self._since_snapshot + 1
         self._state = new_state
+        if in_background and (self._bg is None or not self._bg.is_alive()):
+            self._adopt_snapshot()
+            self._start_snapshot(new_state)
         if self.retain_snapshots is not None:
             try:
                 cleanup(self.blobs, keep_snapshots=self.retain_snapshots)
