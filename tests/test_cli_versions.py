@@ -170,6 +170,21 @@ def test_bench_versions_reports_every_figure(tmp_path: Path) -> None:
     assert len(bases) == 2
     r2 = run_versions_bench(sizes=(600,), change=40, cycles=1, workdir=tmp_path)
     assert r2["state_bytes"]["600"] == r["state_bytes"]["600"]
+    # snapshots written in the background, then one by merging columns; lookups per size
+    for n in ("600", "1200"):
+        assert r["snapshot_write_s"][n] > 0 and 0 < r["snapshot_extra_memory_ratio"][n] < 5
+        assert r["cycle_p99_ms"][n] >= r["incremental_cycle_ms_by_size"][n]
+        assert r["lookup_ns"][n] > 0
+    assert r["lookup_ratio"] > 0
+
+
+def test_bench_versions_on_the_catalogue(tmp_path: Path) -> None:
+    r = run_versions_bench(sizes=(500,), change=20, cycles=12, workdir=tmp_path, data="catalog")
+    assert r["data"] == "catalog" and r["delta_apply_ms"]["500"] > 0
+    # twelve cycles with a snapshot due every ten: the eleventh and twelfth ran while (or
+    # after) one was written in the background
+    assert r["snapshot_write_s"]["500"] > 0
+    assert any(n.startswith("base-catalog-500") for n in (p.name for p in tmp_path.iterdir()))
 
 
 def test_bench_versions_cli_refuses_bad_sizes() -> None:

@@ -605,12 +605,15 @@ def bench_store(
 @click.option("--cycles", type=int, default=7, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where base snapshots are built once and kept (default: $TMPDIR).")  # fmt: skip
+@click.option("--data", type=click.Choice(["tudum", "catalog"]), default="tudum",
+              show_default=True, help="Tudum-like stories or catalogue products.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_versions(
-    sizes: str, change: int, cycles: int, workdir: Path | None, as_json: bool
+    sizes: str, change: int, cycles: int, workdir: Path | None, data: str, as_json: bool
 ) -> None:
-    """Delta apply time per state size, incremental cycle time, and memory during a
-    refresh (generated Tudum-like stories; the same change size at every state size)."""
+    """Delta apply time per state size, incremental cycles (p99, with snapshots written in
+    the background), writing a snapshot by merging columns, lookups per size, and memory
+    during a refresh (the same change size at every state size)."""
     from .bench.versions import format_versions_bench, run_versions_bench
 
     try:
@@ -625,7 +628,7 @@ def bench_versions(
 
     try:
         res = run_versions_bench(
-            sizes=ns, change=change, cycles=cycles, workdir=workdir, progress=say
+            sizes=ns, change=change, cycles=cycles, workdir=workdir, progress=say, data=data
         )
     except NearstateError as e:
         _fail(e)

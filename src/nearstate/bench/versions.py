@@ -18,6 +18,20 @@ to the new version. Figures (medians over the cycles):
 * **snapshot_load_ms** (the peer) — loading the whole new state instead: mapping and
   verifying a snapshot of that size, per size. (Building one costs far more: see
   ``import_s`` in ``bench store``.)
+* **cycle_p99_ms** — per size, the 99th percentile of every cycle's wall time; the
+  producer writes its snapshots in the background (every ``SNAPSHOT_EVERY`` versions), so
+  many cycles run while one is written; **cycles_during_snapshot** counts them.
+* **snapshot_write_s** — per size, after the cycles: writing the snapshot of the layered
+  state by merging columns (:mod:`nearstate.merge`), storing it and reading it back with
+  every checksum verified; **snapshot_extra_memory_ratio** — the peak bytes allocated
+  meanwhile (tracemalloc, numpy's arrays included) / the state's bytes.
+* **lookup_ns** — per size, a key lookup plus one field on the held state (median of
+  5 rounds of 20,000 random keys); **lookup_ratio** = largest size / smallest.
+
+``data``: ``tudum`` (generated stories, ~650 bytes a record as stored) or ``catalog``
+(the ``bench data catalog`` products, ~275 bytes a record as JSON). Base snapshots are
+built a part at a time and joined by columns (as a streamed import does), so memory
+follows the snapshot, not the records.
 """
 
 from __future__ import annotations
@@ -34,21 +48,31 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from nearstate.backends.memory import MemoryAnnouncer, MemoryBlobStore
-from nearstate.bench.datasets import _stories
+from nearstate.bench.datasets import _catalog, _stories
+from nearstate.blob import encode_blob
 from nearstate.consumer import Consumer
 from nearstate.dataset import LocalDataset
 from nearstate.infer import infer_schema
+from nearstate.merge import join_parts, merged_snapshot
 from nearstate.producer import Incremental
-from nearstate.versions import record_name, snapshot_name
+from nearstate.versions import open_snapshot, record_name, snapshot_name
 from nearstate.write_state import WriteState
 
 SIZES = (100_000, 1_000_000, 3_000_000)
 CHANGE = 1_000
 CYCLES = 7
 SEED = 7
-TARGETS = {"delta_apply_ms_1m": 50.0, "incremental_cycle_ms": 500.0, "peak_ratio": 1.5}
+SNAPSHOT_EVERY = 10
+PART = 200_000  # records staged and encoded at a time when a base is built
+TARGETS = {
+    "delta_apply_ms_1m": 50.0, "incremental_cycle_ms": 500.0, "peak_ratio": 1.5,
+    "delta_apply_ms_flat": 20.0, "cycle_p99_ms_10m": 300.0, "snapshot_write_s_10m": 20.0,
+    "snapshot_extra_memory_ratio": 1.2, "lookup_ratio": 1.3,
+}  # fmt: skip
+DATA = {"tudum": ("Story", "id"), "catalog": ("Product", "id")}
 
 
 def run_versions_bench(
@@ -58,7 +82,11 @@ def run_versions_bench(
     cycles: int = CYCLES,
     workdir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    data: str = "tudum",
 ) -> dict[str, Any]:
+    if data not in DATA:
+        raise ValueError(f"data must be one of {', '.join(DATA)}, got {data!r}")
+    type_name = DATA[data][0]
     say = progress or (lambda _m: None)
     work = Path(workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "nearstate-bench-versions")
     work.mkdir(parents=True, exist_ok=True)
@@ -70,45 +98,67 @@ def run_versions_bench(
         "snapshot_load_ms": {},
         "delta_bytes": {},
         "state_bytes": {},
+        "cycle_p99_ms": {},
+        "cycles_during_snapshot": {},
+        "snapshot_write_s": {},
+        "snapshot_extra_memory_ratio": {},
+        "lookup_ns": {},
+        "lookup_ratio": None,
         "change": change,
         "cycles": cycles,
+        "data": data,
+        "snapshot_every": SNAPSHOT_EVERY,
         "targets": TARGETS,
     }
     cycle_size = max((n for n in sizes if n <= 1_000_000), default=min(sizes))
     for n in sizes:
-        base = _base(work, n, say)
-        run = work / f"run-{n}"
+        base = _base(work, n, say, data)
+        run = work / f"run-{data}-{n}"
         shutil.rmtree(run, ignore_errors=True)
         _link_base(base, run)
         ds = LocalDataset(run)
         rng = random.Random(SEED + n)
         applies, cycle_ms, sizes_b = [], [], []
-        with ds.producer(snapshot_every=10**9, retain_snapshots=None) as prod:
+        during = 0
+        with ds.producer(snapshot_every=SNAPSHOT_EVERY, retain_snapshots=None,
+                         background_snapshots=True) as prod:  # fmt: skip
             cons = ds.consumer()
             cons.refresh()
             out["state_bytes"][str(n)] = cons.state.nbytes
+            say(f"{n:,} records: lookups")
+            out["lookup_ns"][str(n)] = _lookup_ns(cons.state[type_name], n, data)
             next_id = n + 1
             for c in range(cycles):
                 say(f"{n:,} records: cycle {c + 1}/{cycles}")
-                ups, dels, next_id = _change(cons.state, rng, n, change, next_id)
+                ups, dels, next_id = _change(cons.state, rng, n, change, next_id, data)
 
                 def mutate(inc: Incremental, ups: list = ups, dels: list = dels) -> None:
                     for r in ups:
-                        inc.upsert("Story", r)
+                        inc.upsert(type_name, r)
                     for k in dels:
-                        inc.delete("Story", k)
+                        inc.delete(type_name, k)
 
                 gc.collect()
+                writing = prod.writing_snapshot is not None
                 t0 = time.perf_counter()
                 res = prod.run_incremental(mutate)
                 cycle_ms.append((time.perf_counter() - t0) * 1000)
+                during += writing or prod.writing_snapshot is not None
                 assert res.version is not None
                 sizes_b.append(sum(res.blob_bytes.values()) // 2)
                 t0 = time.perf_counter()
                 cons.move_to(res.version)
                 applies.append((time.perf_counter() - t0) * 1000)
-                ch = res.changes["Story"] if res.changes else None
+                ch = res.changes[type_name] if res.changes else None
                 assert ch is not None and len(ch) == change, ch
+            out["cycle_p99_ms"][str(n)] = round(float(np.percentile(cycle_ms, 99)), 1)
+            out["cycles_during_snapshot"][str(n)] = during
+            say(f"{n:,} records: waiting for the background snapshot")
+            prod.wait_snapshot()
+            say(f"{n:,} records: writing a snapshot by merging columns")
+            secs, ratio = _snapshot_write(ds, prod.state)
+            out["snapshot_write_s"][str(n)] = secs
+            out["snapshot_extra_memory_ratio"][str(n)] = ratio
             out["delta_apply_ms"][str(n)] = round(statistics.median(applies), 2)
             out["incremental_cycle_ms_by_size"][str(n)] = round(statistics.median(cycle_ms), 1)
             out["delta_bytes"][str(n)] = int(statistics.median(sizes_b))
@@ -122,42 +172,125 @@ def run_versions_bench(
                 ds.load(1)
                 loads.append((time.perf_counter() - t0) * 1000)
             out["snapshot_load_ms"][str(n)] = round(statistics.median(loads), 2)
+            del cons
         shutil.rmtree(run, ignore_errors=True)
+    lk = out["lookup_ns"]
+    if len(lk) > 1:
+        out["lookup_ratio"] = round(lk[str(max(sizes))] / lk[str(min(sizes))], 3)
     return out
 
 
-def _base(work: Path, n: int, say: Callable[[str], None]) -> Path:
-    """A dataset directory holding version 1: ``n`` stories (built once, then reused)."""
-    d = work / f"base-{n}-seed{SEED}"
+def _lookup_ns(ts: Any, n: int, data: str) -> float:
+    rng = random.Random(SEED)
+    keys = [_key(rng.randrange(1, n + 1), data) for _ in range(20_000)]
+    field = "title"
+    get = ts.get
+    rounds = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for k in keys:
+            getattr(get(k), field)
+        rounds.append((time.perf_counter_ns() - t0) / len(keys))
+    return round(statistics.median(rounds), 1)
+
+
+def _key(i: int, data: str) -> Any:
+    return f"s{i:07d}" if data == "tudum" else i
+
+
+def _snapshot_write(ds: LocalDataset, state: Any) -> tuple[float, float]:
+    """Seconds to merge, store and verify a snapshot of ``state``; extra memory ratio."""
+
+    def write() -> None:  # stored as a version no reader asks for, then removed
+        header, sections = merged_snapshot(state, dataset="bench", version=10**9, tags={},
+                                           created=0.0)  # fmt: skip
+        ds.blobs.put(snapshot_name(10**9), encode_blob(header, sections))
+        del sections
+        open_snapshot(ds.blobs, 10**9, verify=True)
+        ds.blobs.delete(snapshot_name(10**9))
+
+    gc.collect()
+    t0 = time.perf_counter()
+    write()
+    secs = time.perf_counter() - t0
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        write()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return round(secs, 2), round((peak - before) / state.nbytes, 3)
+
+
+def _base(work: Path, n: int, say: Callable[[str], None], data: str = "tudum") -> Path:
+    """A dataset directory holding version 1: ``n`` records (built once, then reused),
+    staged and encoded a part at a time, the parts joined by columns."""
+    d = work / (f"base-{n}-seed{SEED}" if data == "tudum" else f"base-{data}-{n}-seed{SEED}")
     if (d / "announced.json").is_file():
         return d
     shutil.rmtree(d, ignore_errors=True)
+    type_name, key = DATA[data]
     gc_on = gc.isenabled()
     gc.disable()
     try:
+        batches = _stories(n, SEED, 50_000) if data == "tudum" else _catalog(n, SEED, rows=50_000)
+        schema = None
+        learned: dict[str, Any] = {}
+        parts = []
         ws: WriteState | None = None
         done = 0
-        for batch in _stories(n, SEED, 50_000):
+        for batch in batches:
             recs = msgspec.to_builtins(batch)
+            if schema is None:
+                schema = infer_schema(recs[:20_000], type_name=type_name, key=key)
             if ws is None:
-                ws = WriteState(infer_schema(recs[:20_000], type_name="Story", key="id"))
-            ws.add_many("Story", recs)
+                ws = WriteState(schema)
+            ws.add_many(type_name, recs)
             done += len(recs)
+            if ws.count(type_name) >= PART:
+                parts.append((ws.build(learned=learned), ws.final_schema()))
+                ws = None
             say(f"{n:,} records: staging the snapshot ({done:,})")
-        assert ws is not None
-        say(f"{n:,} records: encoding the snapshot")
+        if ws is not None:
+            parts.append((ws.build(learned=learned), ws.final_schema()))
+        assert schema is not None
+        say(f"{n:,} records: joining {len(parts)} parts")
+        final = _omit_nulls(schema, [sch for _, sch in parts])
+        types_meta, sections = join_parts(final, [built for built, _ in parts])
+        parts.clear()
         tmp = d.with_name(d.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         ds = LocalDataset(tmp)
         with ds.producer(retain_snapshots=None) as p:
-            p.run_cycle(ws, snapshot=True)
-        del ws
+            p.run_built(final, types_meta, sections)
+        del sections
         os.replace(tmp, d)
     finally:
         if gc_on:
             gc.enable()
         gc.collect()
     return d
+
+
+def _omit_nulls(schema: Any, finals: list[Any]) -> Any:
+    """``omit_null`` only where every part says so (a generated set: nulls are either
+    always given or always left out per field)."""
+    from dataclasses import replace
+
+    from nearstate.schema import Schema, TypeDef
+
+    tdefs = []
+    for t in schema:
+        flags = [{f.name: f.omit_null for f in fs[t.name].fields} for fs in finals if t.name in fs]
+        fields = tuple(
+            replace(f, omit_null=bool(flags) and all(fl.get(f.name, False) for fl in flags))
+            for f in t.fields
+        )
+        tdefs.append(TypeDef(t.name, fields, t.key))
+    return Schema(tdefs)
 
 
 def _link_base(base: Path, run: Path) -> None:
@@ -170,14 +303,14 @@ def _link_base(base: Path, run: Path) -> None:
 
 
 def _change(
-    state: Any, rng: random.Random, n: int, change: int, next_id: int
-) -> tuple[list[dict[str, Any]], list[str], int]:
-    ts = state["Story"]
+    state: Any, rng: random.Random, n: int, change: int, next_id: int, data: str = "tudum"
+) -> tuple[list[dict[str, Any]], list[Any], int]:
+    ts = state[DATA[data][0]]
     n_add = n_del = max(1, change // 20)
     n_mod = change - n_add - n_del
-    picked: set[str] = set()
+    picked: set[Any] = set()
     while len(picked) < n_mod + n_del:
-        k = f"s{rng.randrange(1, n + 1):07d}"
+        k = _key(rng.randrange(1, n + 1), data)
         if k not in picked and k in ts:
             picked.add(k)
     keys = sorted(picked)
@@ -187,12 +320,18 @@ def _change(
     for k in mods:
         r = ts.get(k).to_dict()
         r["title"] = f"{r['title']} (updated {rng.randrange(10**6)})"
-        r["score"] = round(rng.random(), 4)
+        if data == "tudum":
+            r["score"] = round(rng.random(), 4)
+        else:
+            r["price"] = round(rng.random() * 100, 2)
         ups.append(r)
     for i in range(n_add):
         r = ts.get(mods[i]).to_dict()
-        r["id"] = f"s{next_id + i:07d}"
-        r["slug"] = f"{r['slug']}-{next_id + i}"
+        r["id"] = _key(next_id + i, data)
+        if data == "tudum":
+            r["slug"] = f"{r['slug']}-{next_id + i}"
+        else:
+            r["sku"] = f"{r['sku']}-{next_id + i}"
         ups.append(r)
     return ups, dels, next_id + n_add
 
@@ -239,5 +378,17 @@ def format_versions_bench(r: dict[str, Any]) -> str:
         f"(target <= {TARGETS['incremental_cycle_ms']:.0f})",
         f"peak memory during a refresh: {r['refresh_peak_memory_ratio']} x the state "
         f"(target < {TARGETS['peak_ratio']})",
+        "",
+        f"{'records':>10}  {'cycle p99':>10}  {'during snapshot':>15}  {'snapshot write':>14}  "
+        f"{'extra memory':>12}  {'lookup':>9}",
     ]
+    for n in r["cycle_p99_ms"]:
+        lines.append(
+            f"{int(n):>10,}  {r['cycle_p99_ms'][n]:>7.1f} ms  "
+            f"{r['cycles_during_snapshot'][n]:>8} cycles  {r['snapshot_write_s'][n]:>12.2f} s  "
+            f"{r['snapshot_extra_memory_ratio'][n]:>10.3f} x  {r['lookup_ns'][n]:>6.0f} ns"
+        )
+    if r.get("lookup_ratio") is not None:
+        lines.append(f"lookup, largest / smallest state: {r['lookup_ratio']} x "
+                     f"(target <= {TARGETS['lookup_ratio']})")  # fmt: skip
     return "\n".join(lines)
