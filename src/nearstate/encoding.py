@@ -134,8 +134,9 @@ def encode_column(
 ) -> dict[str, Any]:
     """Encode ``values`` (already normalised for ``ft``) into ``out``; return the meta.
 
-    ``train=False`` compresses text without training a dictionary (training costs tens of
-    milliseconds, which would dominate a small delta). ``learned``: what earlier parts of
+    ``train=False`` compresses text without training a dictionary and keeps string pools
+    without a symbol table (training costs tens of milliseconds, which would dominate a
+    small delta). ``learned``: what earlier parts of
     the same column chose, by section name — the symbol table of a pool, the dictionary
     of a text field (or None: plain) — reused so that parts encoded one after another
     join without re-encoding; filled in where a column is met first.
@@ -232,9 +233,9 @@ def _encode_values(
     elif kind == "bool":
         out[name] = np.array(values, dtype=np.uint8)
     elif kind == "str":
-        meta.update(_encode_pool([v.encode(UTF8, SURR) for v in values], out, name, learned))
+        meta.update(_encode_pool([v.encode(UTF8, SURR) for v in values], out, name, learned, train))
     elif kind == "bytes":
-        meta.update(_encode_pool(values, out, name, learned))
+        meta.update(_encode_pool(values, out, name, learned, train))
     elif kind == "text":
         meta.update(_encode_text(values, out, name, train, learned))
     elif kind in ("list", "set"):
@@ -318,7 +319,11 @@ FSST_MAX_RATIO = 0.9  # use the table only where it saves at least a tenth (deco
 
 
 def _encode_pool(
-    values: list[bytes], out: Sections, name: str, learned: dict[str, Any] | None = None
+    values: list[bytes],
+    out: Sections,
+    name: str,
+    learned: dict[str, Any] | None = None,
+    train: bool = True,
 ) -> dict[str, Any]:
     """A pool of the values, chosen by measured size: de-duplicated with a narrow id per
     record where that is smaller (a dictionary), and each entry compressed with a trained
@@ -345,7 +350,9 @@ def _encode_pool(
     lengths = [len(u) for u in uniques]
     plain = sum(lengths)
     known = learned is not None and name in learned
-    if (known and learned[name] is not None) or (not known and plain >= FSST_MIN_BYTES):  # type: ignore[index]
+    # (``train=False``, a delta's few records: a symbol table costs more than it saves)
+    fresh = not known and train and plain >= FSST_MIN_BYTES
+    if (known and learned[name] is not None) or fresh:  # type: ignore[index]
         table = learned[name] if known else _fsst.train(uniques)  # type: ignore[index]
         codes, ends = _fsst.encode(table, uniques)
         offs = np.zeros(len(uniques) + 1, dtype=np.uint64)
