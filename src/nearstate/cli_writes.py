@@ -204,7 +204,8 @@ def compact(dataset: str, follow: bool, interval: float) -> None:
 
 
 def _compact_with(ds: Dataset, follow: bool, interval: float) -> None:
-    with ds.producer() as p:
+    # following, a due snapshot is written in the background: compactions keep their pace
+    with ds.producer(background_snapshots=follow) as p:
         while True:
             r = compact_log(p, ds.log)
             if r.version is None:
@@ -216,6 +217,8 @@ def _compact_with(ds: Dataset, follow: bool, interval: float) -> None:
                     what = "a snapshot: the schema gained types"
                 else:
                     kind = "a delta and a snapshot" if r.snapshot else "a delta"
+                    if p.writing_snapshot == r.version:
+                        kind = "a delta; its snapshot is being written in the background"
                     what = f"{r.changed:,} records changed, {kind}"
                 out.print(f"Folded the log up to token {p.state.tags.get('log_position')} "
                           f"into version {r.version} ({what}).", highlight=False)  # fmt: skip
