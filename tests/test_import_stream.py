@@ -21,6 +21,7 @@ from nearstate.errors import InputError
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jsonl, "PART_RECORDS", 7)
+    monkeypatch.setattr(jsonl, "PART_BYTES", 700)
     monkeypatch.setattr(jsonl, "_BATCH", 3)
     monkeypatch.setattr(jsonl, "INFER_SAMPLE", 10)
 
@@ -62,6 +63,7 @@ def rec(i: int, rnd: random.Random) -> dict[str, Any]:
 def test_streamed_import_equals_importing_everything_at_once(tmp_path_factory, n, seed):
     mp = pytest.MonkeyPatch()
     mp.setattr(jsonl, "PART_RECORDS", 7)
+    mp.setattr(jsonl, "PART_BYTES", 900)
     mp.setattr(jsonl, "_BATCH", 3)
     try:
         rnd = random.Random(seed)
@@ -164,3 +166,41 @@ def test_reimport_keeps_other_types_and_publishes_nothing_when_unchanged(tmp_pat
     assert r1.changed and not r2.changed and r2.version == r1.version
     got = nearstate.LocalDataset(ds_dir).load()
     assert got["Other"].get(7).name == "o7" and len(got["T"]) == 20
+
+
+@pytest.mark.usefixtures("small_parts")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_processes_stage_ranges_as_this_one_does(tmp_path, workers) -> None:
+    rnd = random.Random(9)
+    recs = [rec(i, rnd) for i in range(60)]
+    src = write(tmp_path / "in.jsonl", recs)
+    assert len(jsonl._ranges(src, jsonl.PART_BYTES)) > 4
+    nearstate.import_jsonl(src, type_name="T", key="id", into=tmp_path / "a", workers=workers)
+    got = nearstate.LocalDataset(tmp_path / "a").load()
+    want = whole(src, tmp_path / "b")
+    assert records(got) == records(want) and got.checksums() == want.checksums()
+    # errors from a worker's range name their line as this process would
+    bad = [*recs[:40], {"id": 3, "title": "again"}, *recs[40:]]
+    write(src, bad)
+    with pytest.raises(InputError) as e:
+        nearstate.import_jsonl(src, type_name="T", key="id", into=tmp_path / "c",
+                               workers=workers)  # fmt: skip
+    assert e.value.line == 41 and "first on line 4" in str(e.value)
+    bad = [*recs[:45], {"id": 999, "n": "not a number"}, *recs[45:]]
+    write(src, bad)
+    with pytest.raises(InputError) as e:
+        nearstate.import_jsonl(src, type_name="T", key="id", into=tmp_path / "c",
+                               workers=workers)  # fmt: skip
+    assert e.value.line == 46 and "'n'" in str(e.value)
+
+
+def test_ranges_end_on_lines(tmp_path) -> None:
+    src = write(tmp_path / "in.jsonl", [{"id": i, "pad": "x" * (i % 13)} for i in range(200)])
+    data = src.read_bytes()
+    rs = jsonl._ranges(src, 97)
+    assert rs[0][0] == 0 and rs[-1][1] == len(data)
+    for (a, b, line), nxt in zip(rs, [*rs[1:], None], strict=True):
+        assert data[b - 1 : b] == b"\n"
+        assert data[:a].count(b"\n") + 1 == line
+        if nxt is not None:
+            assert nxt[0] == b

@@ -39,6 +39,7 @@ from .index import HashIndex
 from .infer import SchemaInferrer, infer_schema
 from .jsonl import ImportResult, export_jsonl, export_records, import_jsonl
 from .layered import Changes, LayeredState
+from .ordered import OrderedIndex, Query, above, below, between, one_of, prefix
 from .ports import AnnouncementWatcher, Announcer, BlobStore, Log
 from .producer import CountChange, CycleResult, Incremental, Producer, RequiredFields
 from .read_state import ReadState, Record, TypeState, from_bytes, load
@@ -84,7 +85,9 @@ __all__ = [
     "LongText",
     "NatsDataset",
     "NearstateError",
+    "OrderedIndex",
     "Producer",
+    "Query",
     "ReadState",
     "ReadTimeout",
     "Record",
@@ -101,6 +104,9 @@ __all__ = [
     "WriteState",
     "Writer",
     "__version__",
+    "above",
+    "below",
+    "between",
     "compact",
     "export_jsonl",
     "export_records",
@@ -108,6 +114,8 @@ __all__ = [
     "import_jsonl",
     "infer_schema",
     "load",
+    "one_of",
     "open",
+    "prefix",
     "record",
 ]

@@ -43,6 +43,7 @@ class InputError(NearstateError):
     def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
         self.line = line
         self.field = field
+        self.detail = message  #: the message without the line and field
         where = []
         if line is not None:
             where.append(f"line {line}")

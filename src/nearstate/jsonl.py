@@ -168,17 +168,20 @@ def import_jsonl(
     into: str | Path,
     progress: Progress | None = None,
     tags: dict[str, str] | None = None,
+    workers: int | None = None,
 ) -> ImportResult:
     """Import a JSON Lines file as type ``type_name`` into the dataset directory ``into``.
 
     Other types already in the dataset are carried over unchanged; this type is replaced.
+    ``workers``: processes staging the file's ranges (default: one per core, up to four,
+    for a file of more than two ranges of :data:`PART_BYTES`; 1 stages in this process).
     """
     # millions of freshly decoded dicts would make the cyclic GC rescan them again and
     # again (import time grows faster than the file); none of them form cycles
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _import(path, type_name, key, into, progress, tags)
+        return _import(path, type_name, key, into, progress, tags, workers)
     finally:
         if was_enabled:
             gc.enable()
@@ -191,6 +194,7 @@ def _import(
     into: str | Path,
     progress: Progress | None,
     tags: dict[str, str] | None,
+    workers: int | None = None,
 ) -> ImportResult:
     t0 = time.perf_counter()
     keys = (key,) if isinstance(key, str) else tuple(key)
@@ -204,7 +208,8 @@ def _import(
         # other types refer to this one: their references are re-bound record by record
         return _import_whole(path, type_name, keys, ds, prev, progress, tags, t0)
     try:
-        return _import_streamed(path, type_name, keys, ds, prev, progress, tags, t0, None)
+        return _import_streamed(path, type_name, keys, ds, prev, progress, tags, t0, None,
+                                workers)  # fmt: skip
     except _Resample:
         # a record past the sample needs a wider schema: infer from every record (this
         # names the line of a genuine contradiction), then read the file again
@@ -212,52 +217,67 @@ def _import(
         for n, rec in read_jsonl(path, None):
             inf.observe(rec, line=n)
         return _import_streamed(path, type_name, keys, ds, prev, progress, tags, t0,
-                                inf.schema())  # fmt: skip
+                                inf.schema(), workers)  # fmt: skip
 
 
 #: records staged and encoded at a time by a streamed import; the parts are joined by
 #: columns at the end (nearstate.merge), so memory follows the encoded records
 PART_RECORDS = 200_000
+#: bytes of the file a worker process stages at a time (a range starts and ends on a line)
+PART_BYTES = 48 << 20
 _BATCH = 50_000
 
 
-def _import_streamed(
-    path: str | Path,
+@dataclass
+class _Part:
+    built: tuple[dict[str, Any], Any]  # types meta, sections
+    lines: np.ndarray  # the line of each record
+    presence: dict[str, tuple[set[str], set[str]]]  # per type: (left out, set to null)
+
+
+class _Failed(Exception):
+    """What a range could not stage, carried back from a worker (InputError's fields do
+    not survive pickling): ``("input", message, line, field)`` or ``("resample",)``."""
+
+
+def _stage_range(
+    path: str,
+    start: int,
+    end: int,
+    first_line: int,
+    schema_json: dict[str, Any],
     type_name: str,
     keys: tuple[str, ...],
-    ds: LocalDataset,
-    prev: ReadState | None,
-    progress: Progress | None,
-    tags: dict[str, str] | None,
-    t0: float,
-    schema: Schema | None,
-) -> ImportResult:
-    """Stage a part of the file at a time and encode it with the tables and dictionaries
-    the first part chose; join the parts by columns; publish the result as a snapshot."""
-    records = read_jsonl(path, progress)
-    sampled = schema is None
-    if schema is None:
-        head = list(itertools.islice(records, INFER_SAMPLE))
-        inf = SchemaInferrer(type_name, keys)
-        for n, rec in head:
-            inf.observe(rec, line=n)
-        if not head:
-            raise InputError(f"{path} holds no records")
-        schema = inf.schema()
-        records = itertools.chain(head, records)
-    if prev is not None:
-        schema = _carry_schema(prev.stored_schema, type_name).merged(schema)
-    own = Schema([t for t in schema if _own(t.name, type_name)])
-    learned: dict[str, Any] = {}
-    parts: list[tuple[dict[str, Any], Any]] = []
-    part_lines: list[np.ndarray] = []
-    part_left_out: list[dict[str, set[str]]] = []
-    absent: dict[str, set[str]] = {}  # per type: fields some record left out
-    nulls: dict[str, set[str]] = {}  # per type: fields some record set to null
+    learned: dict[str, Any],
+    sample_last: int | None,
+    part_records: int,
+) -> tuple[list[_Part], dict[str, Any]] | tuple[str, Any, Any, Any]:
+    """Stage the lines in ``[start, end)`` of the file into parts (in a worker process, or
+    in this one). Returns the parts and the ``learned`` tables, or a failure tuple."""
+    own = Schema.from_json(schema_json)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        records = _decode_chunk(msgspec.json.Decoder(), data, first_line)
+        return _stage_parts(records, own, type_name, keys, learned, sample_last,
+                            part_records), learned  # fmt: skip
+    except InputError as e:
+        return ("input", e.detail, e.line, e.field)
+    except _Resample:
+        return ("resample", None, None, None)
+
+
+def _stage_parts(
+    records: Any, own: Schema, type_name: str, keys: tuple[str, ...], learned: dict[str, Any],
+    sample_last: int | None, part_records: int,
+) -> list[_Part]:  # fmt: skip
+    """Stage ``(line, record)`` pairs into parts of ``part_records``, each encoded with
+    ``learned`` (filled in by the first part that meets a column)."""
+    parts: list[_Part] = []
     ws = WriteState(own)
     lines: list[int] = []  # of the part being staged
     batch: list[Any] = []
-    count = 0
 
     def stage() -> None:
         lo = len(lines) - len(batch)
@@ -278,50 +298,167 @@ def _import_streamed(
                     f"duplicate key {k[0] if len(k) == 1 else k!r} (first on line {first})",
                     line=n, field=",".join(keys),
                 ) from None  # fmt: skip
-            if sampled and count - len(batch) + e.index >= INFER_SAMPLE:
+            if sample_last is not None and n > sample_last:
                 raise _Resample from None
             raise InputError(str(e), line=n) from None
         batch.clear()
 
     def finish_part() -> None:
         nonlocal ws, lines
-        parts.append(ws.build(learned=learned))
-        part_lines.append(np.array(lines, dtype=np.int64))
-        for t in own:
-            a, nl = ws.presence(t.name)
-            absent.setdefault(t.name, set()).update(a)
-            nulls.setdefault(t.name, set()).update(nl)
-        part_left_out.append({t.name: (lambda p: p[0] - p[1])(ws.presence(t.name))
-                              for t in own})  # fmt: skip
+        presence = {t.name: ws.presence(t.name) for t in own}
+        parts.append(_Part(ws.build(learned=learned), np.array(lines, np.int64), presence))
         ws = WriteState(own)
         lines = []
 
     for n, rec in records:
         batch.append(rec)
         lines.append(n)
-        count += 1
         if len(batch) >= _BATCH:
             stage()
-            if len(lines) >= PART_RECORDS:
+            if len(lines) >= part_records:
                 finish_part()
     if batch:
         stage()
     if lines:
         finish_part()
+    return parts
+
+
+def _ranges(path: str | Path, part_bytes: int) -> list[tuple[int, int, int]]:
+    """``(start, end, first line)`` of consecutive byte ranges of about ``part_bytes``,
+    each ending just after a newline (or at the end of the file)."""
+    out = []
+    line = 1
+    start = 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while start < size:
+            end = min(size, start + part_bytes)
+            f.seek(end)
+            while end < size:
+                block = f.read(1 << 16)
+                if not block:
+                    end = size
+                    break
+                i = block.find(b"\n")
+                if i >= 0:
+                    end += i + 1
+                    break
+                end += len(block)
+            f.seek(start)
+            n = 0
+            left = end - start
+            while left:
+                block = f.read(min(left, 16 << 20))
+                n += block.count(b"\n")
+                left -= len(block)
+            out.append((start, end, line))
+            line += n
+            start = end
+    return out
+
+
+def _import_streamed(
+    path: str | Path,
+    type_name: str,
+    keys: tuple[str, ...],
+    ds: LocalDataset,
+    prev: ReadState | None,
+    progress: Progress | None,
+    tags: dict[str, str] | None,
+    t0: float,
+    schema: Schema | None,
+    workers: int | None = None,
+) -> ImportResult:
+    """Stage the file a range at a time — the first here, the rest in worker processes
+    when it is large — each part encoded with the tables and dictionaries the first
+    part chose; join the parts by columns; publish the result as a snapshot."""
+    sample_last = None
+    if schema is None:
+        inf = SchemaInferrer(type_name, keys)
+        head = list(itertools.islice(read_jsonl(path, None), INFER_SAMPLE))
+        for n, rec in head:
+            inf.observe(rec, line=n)
+        if not head:
+            raise InputError(f"{path} holds no records")
+        schema = inf.schema()
+        sample_last = head[-1][0]
+        del head
+    if prev is not None:
+        schema = _carry_schema(prev.stored_schema, type_name).merged(schema)
+    own = Schema([t for t in schema if _own(t.name, type_name)])
+    ranges = _ranges(path, PART_BYTES)
+    total = ranges[-1][1] if ranges else 0
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if len(ranges) > 2 else 1
+    args = (str(path), own.to_json(), type_name, keys)
+    learned: dict[str, Any] = {}
+    parts: list[_Part] = []
+    done = 0
+
+    def take(result: Any, rng: tuple[int, int, int]) -> None:
+        nonlocal done, learned
+        if isinstance(result, tuple) and len(result) == 4 and isinstance(result[0], str):
+            if result[0] == "resample":
+                raise _Resample
+            raise InputError(result[1], line=result[2], field=result[3])
+        got, learned_now = result
+        if not learned:
+            learned = learned_now
+        parts.extend(got)
+        done += rng[1] - rng[0]
+        if progress is not None:
+            progress("read", done, total)
+
+    rest = ranges
+    if ranges:  # the first range here: it chooses the tables every other part uses
+        first = ranges[0]
+        take(_stage_range(args[0], first[0], first[1], first[2], *args[1:], learned,
+                          sample_last, PART_RECORDS), first)  # fmt: skip
+        rest = ranges[1:]
+    if workers > 1 and len(rest) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(_stage_range, args[0], a, b, ln, *args[1:], learned,
+                                sample_last, PART_RECORDS) for a, b, ln in rest]  # fmt: skip
+            try:
+                for fut, rng in zip(futs, rest, strict=True):
+                    take(fut.result(), rng)
+            except BaseException:
+                for fut in futs:
+                    fut.cancel()
+                raise
+    else:
+        for a, b, ln in rest:
+            take(_stage_range(args[0], a, b, ln, *args[1:], learned, sample_last,
+                              PART_RECORDS), (a, b, ln))  # fmt: skip
+    count = sum(len(p.lines) for p in parts)
     if not count:
         raise InputError(f"{path} holds no records")
     if progress is not None:
         progress("write", 0, 1)
+    absent: dict[str, set[str]] = {}  # per type: fields some record left out
+    nulls: dict[str, set[str]] = {}  # per type: fields some record set to null
+    for p in parts:
+        for t, (a, nl) in p.presence.items():
+            absent.setdefault(t, set()).update(a)
+            nulls.setdefault(t, set()).update(nl)
     final = _with_presence(schema, absent, nulls)
+    left_out = [{t: a - nl for t, (a, nl) in p.presence.items()} for p in parts]
+    part_lines = [p.lines for p in parts]
+    built = [p.built for p in parts]
+    parts.clear()
     try:
         types_meta, sections = join_parts(Schema([t for t in final if _own(t.name, type_name)]),
-                                          parts, part_left_out)  # fmt: skip
+                                          built, left_out)  # fmt: skip
     except DuplicateKeyError as e:
         all_lines = np.concatenate(part_lines)
-        first, again = (int(all_lines[r]) for r in e.rows)
-        raise InputError(f"duplicate key (first on line {first})", line=again,
+        first_line, again = (int(all_lines[r]) for r in e.rows)
+        raise InputError(f"duplicate key (first on line {first_line})", line=again,
                          field=",".join(keys)) from None  # fmt: skip
-    parts.clear()  # the joined sections hold what is still needed
+    built.clear()  # the joined sections hold what is still needed
     if prev is not None:
         _carry_types(prev, type_name, types_meta, sections)
     with ds.producer(snapshot_every=10, retain_snapshots=None) as p:

@@ -27,7 +27,8 @@ from . import digest as _digest
 from .delta import DeltaLayer, shape
 from .encoding import Column
 from .errors import DeltaError, SchemaError
-from .index import HashIndex
+from .index import HashIndex, check_orderable, in_sorted
+from .ordered import LayeredOrderedIndex, Query, match, predicate
 from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
 from .schema import FieldType, Schema
 
@@ -399,6 +400,8 @@ class LayeredTypeState:
     # -- indexes: the snapshot's (built once, shared by every version) + the overlay's ---
 
     def find(self, **where: Any) -> list[Record]:
+        if any(isinstance(v, Query) for v in where.values()):
+            return self._find_queries(where)
         fields = tuple(where)
         base_idx = self._base.index(*fields)
         vals = [_index_value(v) for v in where.values()]
@@ -420,6 +423,53 @@ class LayeredTypeState:
         for f in fields:
             self.column(f)
         return _CombinedIndex(self, fields)
+
+    def ordered(self, field: str) -> LayeredOrderedIndex:
+        """The ordered index on ``field`` in this version: the snapshot's (built once,
+        shared by every version) with the overlay's records placed in it once per
+        version, at a cost in proportion to the overlay. Same API as ``TypeState``'s."""
+        col = self.column(field)
+        check_orderable(f"{self.name}.{field}", col.ftype)
+        cache = self.__dict__.setdefault("_ordered", {})
+        idx = cache.get(field)
+        if idx is None:
+            with self._lock:
+                idx = cache.get(field)
+                if idx is None:
+                    idx = cache[field] = LayeredOrderedIndex(
+                        self._base.ordered(field),
+                        col.get,
+                        self._base.column(field).get,
+                        sorted(self._ov.entries),
+                        self._hidden(),
+                        self._records,
+                    )
+        return idx
+
+    def _find_queries(self, where: dict[str, Any]) -> list[Record]:
+        """``find`` with queries: the snapshot's answer without the records the overlay
+        removed or replaced, plus the overlay's records that meet every condition."""
+        base = match(self._base, where, _index_value)
+        base = base[~in_sorted(base, self._hidden())]
+        preds = [
+            predicate(self.column(f), v, _index_value, f"{self.name}.{f}") for f, v in where.items()
+        ]
+        extra = [o for o in sorted(self._ov.entries) if all(p(o) for p in preds)]
+        ords = np.sort(np.concatenate([base, np.array(extra, dtype=np.int64)]))
+        return self._records(ords)
+
+    def _hidden(self) -> np.ndarray:
+        """The snapshot's ordinals this version removed or replaced, sorted."""
+        h = self.__dict__.get("_hidden_ords")
+        if h is None:
+            n_base = len(self._base)
+            hidden = self._ov.removed.union(o for o in self._ov.entries if o < n_base)
+            h = self.__dict__["_hidden_ords"] = np.array(sorted(hidden), dtype=np.int64)
+        return h
+
+    def _records(self, ordinals: np.ndarray) -> list[Record]:
+        cls = self._cls
+        return [cls(self, o) for o in ordinals.tolist()]
 
     def _overlay_index(self, fields: tuple[str, ...]) -> HashIndex:
         idx = self._ov_indexes.get(fields)

@@ -20,7 +20,8 @@ from ._native import core as _core
 from .blob import Blob, parse_blob, read_blob
 from .encoding import Column, ColumnContext, open_column
 from .errors import FormatError, SchemaError
-from .index import HashIndex, LazyIndexes, make_pk_lookup
+from .index import HashIndex, LazyIndexes, check_orderable, make_pk_lookup
+from .ordered import OrderedIndex, Query, build_ordered, match
 from .schema import Field, FieldType, Schema, TypeDef, schema_from_json
 
 if _core is not None:
@@ -248,7 +249,7 @@ class TypeState:
         except KeyError:
             raise SchemaError(f"type {self.name!r} has no field {name!r}") from None
 
-    # -- hash indexes -------------------------------------------------------------------
+    # -- indexes: hash (equality) and ordered (ranges, prefixes, IN), built on first use --
 
     def index(self, *fields: str) -> HashIndex:
         """The hash index on a field or tuple of fields, built on first use and kept."""
@@ -258,11 +259,26 @@ class TypeState:
             raise SchemaError("an index needs at least one field")
         return self._indexes.get(tuple(fields))
 
+    def ordered(self, field: str) -> OrderedIndex:
+        """The ordered index on ``field`` (int, float, bool, str, datetime, or a list or set
+        of those): records in the field's order by ``range``, ``prefix`` and ``one_of``
+        (see :mod:`nearstate.ordered`). Built on first use, once, under a lock, and kept."""
+        check_orderable(f"{self.name}.{field}", self.column(field).ftype)
+        cache = self.__dict__.get("_ordered")
+        if cache is None:
+            cache = self.__dict__.setdefault("_ordered", LazyIndexes(self._build_ordered))
+        return cache.get((field,))
+
     def find(self, **where: Any) -> list[Record]:
         """Records whose fields equal the given values, e.g. ``find(year=1999, kind="news")``.
 
-        A list or set field matches records that contain the value.
+        A list or set field matches records that contain the value. A value may be a
+        query — ``between(lo, hi)``, ``above(x)``, ``below(x)``, ``prefix(p)``,
+        ``one_of([...])`` — answered by the field's ordered index; several conditions
+        intersect. Records come in ordinal order (``ordered(field)`` gives a field's order).
         """
+        if any(isinstance(v, Query) for v in where.values()):
+            return self._records(match(self, where, _index_value))
         idx = self.index(*where)
         vals = [_index_value(v) for v in where.values()]
         value = tuple(vals) if len(vals) > 1 else vals[0]
@@ -296,6 +312,33 @@ class TypeState:
                     yield from ((o, combo) for combo in _product(per_field))
 
         return HashIndex(fields, values())
+
+    def _records(self, ordinals: np.ndarray) -> list[Record]:
+        if _core is not None:
+            return self._maker.many(np.ascontiguousarray(ordinals, dtype=np.uint32))
+        cls = self._cls
+        return [cls(self, o) for o in ordinals.tolist()]
+
+    def _build_ordered(self, fields: tuple[str, ...]) -> OrderedIndex:
+        (name,) = fields
+        col = self._columns[name]
+        where = f"{self.name}.{name}"
+        return build_ordered(where, col, self._count, self._records, self._stored(name))
+
+    def _stored(self, name: str) -> tuple[dict[str, Any], ColumnContext, str] | None:
+        """A field's stored layout (meta, sections, section name) where the column reads
+        it as it is stored; None where it reads a default or converts the stored value."""
+        state = self._state
+        stored_def = state.stored_schema.types.get(self.name)
+        meta = state.blob.header.get("types", {}).get(self.name)
+        if stored_def is None or not isinstance(meta, dict):
+            return None
+        mine = next(f for f in self.typedef.fields if f.name == name)
+        theirs = next((f for f in stored_def.fields if f.name == name), None)
+        if theirs is None or theirs.type != mine.type or name not in meta.get("columns", {}):
+            return None
+        ctx = ColumnContext(state.blob.arrays, state._viewer)
+        return meta["columns"][name], ctx, f"{self.name}/{name}"
 
 
 _NAN_KEY = ("nan",)  # NaN != NaN, yet find(x=nan) should find the NaNs
