@@ -338,7 +338,7 @@ def steps(draw: Any, model: dict[int, dict[str, Any]]) -> list[list[tuple[str, A
     return out
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=25)  # each example runs producer cycles
 @given(data=st.data(), model=models(max_size=20, finite=True))
 def test_a_layered_state_answers_as_a_read_state_of_its_records(data: Any, model: dict) -> None:
     model = {k: v for k, v in model.items()}
