@@ -76,6 +76,8 @@ def canon(ft: FieldType, v: Any, schema: Schema, nested: Nested) -> Any:
             return 0.0
         if math.isnan(v):
             return "NaN"
+        if math.isinf(v):  # JSON has no infinity: the encoder would write null
+            return "Infinity" if v > 0 else "-Infinity"
         return float(v)
     if k == "datetime":
         if v.tzinfo is not None:
