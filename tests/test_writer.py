@@ -786,3 +786,13 @@ def test_naive_datetimes_reach_consumers_exactly(ds: LocalDataset) -> None:
     c.refresh()
     assert c.version == 1
     assert c.state["Event"].get(1).at == at
+
+
+def test_an_int_beyond_64_bits_is_refused_with_a_clear_error(tmp_path) -> None:
+    ds = nearstate.LocalDataset(tmp_path)
+    schema = nearstate.infer_schema([{"id": 1, "n": 2**70}], type_name="T", key="id")
+    w = ds.writer(schema=schema)
+    with pytest.raises(nearstate.InputError, match="beyond 64 bits"):
+        w.upsert("T", {"id": 1, "n": 2**70})
+    w.upsert("T", {"id": 1, "n": 5})  # the Writer goes on
+    assert ds.log.head() == 1

@@ -329,7 +329,13 @@ class Writer:
                     ws = fresh  # the record was fine: its key was staged already
                 rec = ws.staged_record(name, ordinal)
                 key = next(reversed(ws.staged_keys(name)))
-                size = len(msgspec.msgpack.encode(rec))
+                try:
+                    size = len(msgspec.msgpack.encode(rec))
+                except OverflowError:
+                    raise InputError(
+                        f"{name} {key!r}: an int beyond 64 bits cannot go through the Log "
+                        "(store it as a string, or publish it with a Producer cycle)"
+                    ) from None
                 if size > self.max_record_bytes:
                     raise InputError(
                         f"{name} {key!r}: the record is {size} bytes, over the limit of "
