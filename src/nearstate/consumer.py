@@ -21,11 +21,12 @@ immutable state, so a whole page can be built from it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ from .errors import DatasetError, InputError, LogTrimmed, NearstateError, ReadTi
 from .layered import Changes, LayeredState, gather
 from .overlay import LogTail, Net, empty_state, lay_over, with_types
 from .ports import AnnouncementWatcher, BlobStore, Log
-from .read_state import ReadState
+from .read_state import ReadState, select_types, type_names
 from .schema import Schema
 from .versions import (
     Catalog,
@@ -80,6 +81,19 @@ class Consumer:
     ``log``: the dataset's Log; committed transactions past the version are shown too.
     ``log_batch``: entries read at a time; ``max_log_layers``: layers of Log entries laid
     over the version before they are merged into one.
+
+    ``types`` (Hollow's filter config): hold only these types, plus the nested types their
+    ``record`` fields need. The other types are never opened, so memory follows the types
+    held; reading one raises :class:`~nearstate.errors.SchemaError` saying it was filtered
+    out. A ``ref`` field of a type held into a type left out is refused with SchemaError
+    naming the type, field and target: here when ``schema`` is given, else at the first
+    load (the consumer then holds no version and :attr:`last_error` says why). Every name
+    must be a type of the version loaded (with nothing announced yet, of the Log).
+    Deltas are applied to the types held only: the other types' upserts and removed keys
+    are never opened, and their checksums are carried from the deltas' claims rather than
+    verified (see :func:`nearstate.layered.apply_delta`); the version advances in step
+    with a consumer of every type. Log entries' writes to types left out are dropped as
+    they are read, never kept in the overlay.
     """
 
     def __init__(
@@ -95,10 +109,15 @@ class Consumer:
         log: Log | None = None,
         log_batch: int = 10_000,
         max_log_layers: int = 32,
+        types: Iterable[str] | None = None,
     ):
         self.blobs = blobs
         self.watcher = watcher
         self.schema = schema
+        #: the types held (``types=...``), or None for every type
+        self.types: tuple[str, ...] | None = None if types is None else type_names(types)
+        if schema is not None and self.types is not None:
+            select_types(schema, self.types)  # refuse unknown names and dangling refs now
         self.verify = verify
         self.retry_interval = retry_interval
         self.compact_ratio = compact_ratio
@@ -272,17 +291,19 @@ class Consumer:
 
     def _reach(self, cur: State | None, target: int) -> tuple[State, dict[str, Changes] | None]:
         if cur is None:
-            return load_version(self.blobs, target, verify=self.verify, schema=self._reader), None
+            return load_version(self.blobs, target, verify=self.verify, schema=self._reader,
+                                types=self.types), None  # fmt: skip
         cat = Catalog(self.blobs)
         if self._should_compact(cur, target, cat):
-            return open_snapshot(self.blobs, target, verify=self.verify, schema=self._reader), None
+            return open_snapshot(self.blobs, target, verify=self.verify, schema=self._reader,
+                                 types=self.types), None  # fmt: skip
         fwd = target > cur.version
         steps = range(cur.version + 1, target + 1) if fwd else range(target + 1, cur.version + 1)
         have = cat.deltas if fwd else cat.reverses
         if any(v not in have for v in steps) and cat.route(target) is not None:
             # no chain of deltas (a snapshot-only version, or retention removed them)
             return load_version(self.blobs, target, verify=self.verify, schema=self._reader,
-                                catalog=cat), None  # fmt: skip
+                                catalog=cat, types=self.types), None  # fmt: skip
         merged: dict[str, Changes] = {}
 
         try:
@@ -295,9 +316,9 @@ class Consumer:
             log.warning("delta chain to version %s broken (%s); loading a snapshot", target,
                         describe(e))  # fmt: skip
             try:
-                state = load_version(
-                    self.blobs, target, verify=self.verify, schema=self._reader, catalog=cat
-                )
+                state = load_version(self.blobs, target, verify=self.verify,
+                                     schema=self._reader, catalog=cat,
+                                     types=self.types)  # fmt: skip
             except NearstateError as e2:
                 e.add_note(f"falling back to a snapshot failed too: {describe(e2)}")
                 raise e from e2
@@ -532,7 +553,7 @@ class Consumer:
             if self._log_schema is None:
                 return  # nothing announced, nothing written: nothing to show yet
             self._reader = with_types(self.schema, self._log_schema)
-            self._vstate = empty_state(self._reader or self._log_schema, "default")
+            self._vstate = self._empty(self._reader or self._log_schema, "default")
             self._vempty = True
             self._tail = LogTail(0)
             self._applied = 0
@@ -570,15 +591,39 @@ class Consumer:
             self._log_sj, self._log_schema = sj, ls
         ls = self._log_schema
         v = self._vstate
-        if ls is None or v is None or all(t.name in v.schema.types for t in ls):
+        if ls is None or v is None or all(self._known(v, t.name) for t in ls):
             return
         self._reader = with_types(self._reader or v.schema, ls)
         if self._vempty:
-            self._vstate = empty_state(self._reader or Schema([]), v.dataset)
+            self._vstate = self._empty(self._reader or Schema([]), v.dataset)
         else:
             self._vstate = load_version(self.blobs, v.version, verify=self.verify,
-                                        schema=self._reader)  # fmt: skip
+                                        schema=self._reader, types=self.types)  # fmt: skip
         self._show()
+
+    def _known(self, v: State, type_name: str) -> bool:
+        """Whether the version ``v`` reads ``type_name`` (or leaves it out on purpose)."""
+        if type_name in v.schema.types:
+            return True
+        return self.types is not None and type_name not in self.types
+
+    def _empty(self, schema: Schema, dataset: str) -> ReadState:
+        """No records of ``schema``'s types (of those held, with ``types``)."""
+        state = empty_state(schema, dataset)
+        return state if self.types is None else ReadState(state.blob, types=self.types)
+
+    def _held(self, entries: list[Any]) -> list[Any]:
+        """``entries`` without their writes to types this consumer leaves out (an entry
+        left with none still advances the position)."""
+        v = self._vstate
+        if self.types is None or v is None:
+            return entries
+        held = v.schema.types
+        return [
+            e if all(m[0] in held for m in e.mutations)
+            else dataclasses.replace(e, mutations=[m for m in e.mutations if m[0] in held])
+            for e in entries
+        ]  # fmt: skip
 
     def _catch_up(self) -> bool:
         """Show every entry committed so far (the lock is held). Returns whether any was."""
@@ -594,6 +639,7 @@ class Consumer:
             if any(e.schema_changed for e in entries):
                 self._log_types()  # then decode again: keys of new types may need it
                 entries = [decode_entry(p, b, self._log_schema) for p, b in rows]
+            entries = self._held(entries)
             prev = self._state
             assert prev is not None
             net = self._tail.add(entries)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -113,10 +113,15 @@ class Dataset:
 
     def load(
         self, version: int | None = None, *, mmap: bool = True, verify: bool = True,
-        schema: Schema | None = None,
+        schema: Schema | None = None, types: Iterable[str] | None = None,
     ) -> ReadState | LayeredState:  # fmt: skip
         """Load the announced version (or ``version``): its snapshot, or the nearest
-        snapshot before it plus deltas."""
+        snapshot before it plus deltas.
+
+        ``types``: only these types (and the nested types their record fields need) are
+        opened; the others are never read, and reading one raises SchemaError saying it
+        was filtered out. A ref from a type loaded into one left out is refused with
+        SchemaError naming both (see :func:`nearstate.read_state.select_types`)."""
         if version is None:
             version = self.latest_version()
             if version is None:
@@ -124,7 +129,7 @@ class Dataset:
                     f"{self._where()} holds no dataset yet (nothing announced); "
                     "create one with 'nearstate import'"
                 )
-        return load_version(self.blobs, version, verify=verify, schema=schema)
+        return load_version(self.blobs, version, verify=verify, schema=schema, types=types)
 
     def producer(self, **options: Any) -> Producer:
         """The producer of this dataset (takes the publishing lock; close it when done)."""
@@ -133,7 +138,8 @@ class Dataset:
 
     def consumer(self, **options: Any) -> Consumer:
         """A consumer of this dataset and its Log: ``start()`` it to follow both in the
-        background, or call ``refresh()``, ``wait_for(token)`` or ``sync()``."""
+        background, or call ``refresh()``, ``wait_for(token)`` or ``sync()``.
+        ``types=[...]`` holds only those types (see :class:`~nearstate.Consumer`)."""
         options.setdefault("log", self.log)
         return Consumer(self.blobs, self.announcer, **options)
 
@@ -250,10 +256,11 @@ class LocalDataset(Dataset):
 
     def load(
         self, version: int | None = None, *, mmap: bool = True, verify: bool = True,
-        schema: Schema | None = None,
+        schema: Schema | None = None, types: Iterable[str] | None = None,
     ) -> ReadState | LayeredState:  # fmt: skip
         """Load the announced version (or ``version``): its snapshot, or the nearest
-        snapshot before it plus deltas. (``mmap=False`` reads snapshots into memory.)"""
+        snapshot before it plus deltas. (``mmap=False`` reads snapshots into memory: with
+        ``types``, only the sections of the types loaded.)"""
         if not mmap:
             from .read_state import load as _load
 
@@ -262,8 +269,8 @@ class LocalDataset(Dataset):
             if version is not None:
                 p = self.snapshot_path(version)
                 if p.is_file():
-                    return _load(p, mmap=False, verify=verify, schema=schema)
-        return super().load(version, verify=verify, schema=schema)
+                    return _load(p, mmap=False, verify=verify, schema=schema, types=types)
+        return super().load(version, verify=verify, schema=schema, types=types)
 
 
 class NatsDataset(Dataset):

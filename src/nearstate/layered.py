@@ -122,6 +122,8 @@ class LayeredState(TypeMap):
         self.dataset = base.dataset
         self.schema: Schema = base.schema
         self.stored_schema = base.stored_schema
+        self.type_filter = base.type_filter
+        self.left_out = base.left_out
         self.blob = base.blob
         self._checksums = checksums
         self._types: dict[str, TypeState | LayeredTypeState] = dict(base.types)
@@ -189,6 +191,12 @@ def apply_delta(
     Costs in proportion to the delta plus the overlay already applied. ``trusted``: the
     layer was made in this process from this state's own types (the Log's overlay), so
     its schema need not match the snapshot's stored one.
+
+    A state that leaves types out (``types=...``) applies the delta's changes to the types
+    it loads only; the others' upserts are never opened (``versions.open_layer`` leaves
+    their sections unread) and their checksums are *carried* from the delta's claims, not
+    verified: only that the delta starts from the checksum the previous blob claimed is
+    checked. The version advances as a full state's does.
     """
     if layer.from_version != state.version:
         raise DeltaError(
@@ -199,7 +207,15 @@ def apply_delta(
     if not trusted and shape(layer.schema) != shape(base.stored_schema):
         raise DeltaError(f"{layer.name}: written for a different schema than the state's")
     sums = state.checksums()
+    left_out = state.left_out
     for name, c in layer.from_checksums.items():
+        if name in left_out:
+            if name in sums and sums[name] != c:  # claims against claims
+                raise DeltaError(
+                    f"{layer.name}: starts from {name} checksum {_digest.fmt(c)}, the "
+                    f"previous blob claimed {_digest.fmt(sums[name])} ({name} is filtered out)"
+                )
+            continue
         if sums.get(name, (0, 0)) != c:
             raise DeltaError(
                 f"{layer.name}: starts from {name} checksum {_digest.fmt(c)}, "
@@ -275,6 +291,10 @@ def apply_delta(
         sums[name] = c
         overlays[name] = ov
         changes[name] = ch
+    for name in left_out:  # carried, not verified (see above)
+        claim = layer.checksums.get(name)
+        if claim is not None:
+            sums[name] = claim
     if layer.version == base.version and sums == base.checksums():
         return base, changes  # back where the snapshot stands: no overlay needed
     tags = dict(base.tags)

@@ -9,17 +9,19 @@ are created under a lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import mmap as _mmap
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from . import digest as _digest
 from ._native import core as _core
-from .blob import Blob, parse_blob, read_blob
+from .blob import ALIGN, Blob, parse_blob, read_blob
 from .encoding import Column, ColumnContext, open_column
-from .errors import FormatError, SchemaError
+from .errors import ChecksumError, FormatError, SchemaError
 from .index import HashIndex, LazyIndexes, check_orderable, make_pk_lookup
 from .ordered import OrderedIndex, Query, build_ordered, match
 from .schema import Field, FieldType, Schema, TypeDef, schema_from_json
@@ -374,11 +376,21 @@ class TypeMap:
     """Reading a state's types by name: shared by ReadState and LayeredState."""
 
     _types: dict[str, Any]
+    #: the type names a filtered state was asked for (``types=...``); None: every type
+    type_filter: tuple[str, ...] | None = None
+    #: the types of the dataset a filtered state leaves out (never opened)
+    left_out: frozenset[str] = frozenset()
 
     def __getitem__(self, type_name: str) -> TypeState:
         try:
             return self._types[type_name]
         except KeyError:
+            if type_name in self.left_out:
+                raise SchemaError(
+                    f"type {type_name!r} was filtered out: this state loads "
+                    f"types={list(self.type_filter or ())} only (and the types they "
+                    f"nest); add {type_name!r} to types=... to read it"
+                ) from None
             raise SchemaError(
                 f"no type {type_name!r} in this state (types: {', '.join(self._types)})"
             ) from None
@@ -400,9 +412,23 @@ class TypeMap:
 
 
 class ReadState(TypeMap):
-    """One immutable version of a dataset: ``state["Movie"]`` is a :class:`TypeState`."""
+    """One immutable version of a dataset: ``state["Movie"]`` is a :class:`TypeState`.
 
-    def __init__(self, blob: Blob, *, schema: Schema | None = None, views: bool = True):
+    ``types`` (Hollow's filter config): open only these types and the nested types their
+    ``record`` fields need; other types are never wrapped, and reading one raises
+    :class:`SchemaError` saying it was filtered out (see :func:`select_types` for what is
+    refused). The blob is used as it is: :func:`load` and :func:`from_bytes` with
+    ``types`` also leave the other types' sections unread and unchecked.
+    """
+
+    def __init__(
+        self,
+        blob: Blob,
+        *,
+        schema: Schema | None = None,
+        views: bool = True,
+        types: Iterable[str] | None = None,
+    ):
         h = blob.header
         self.blob = blob
         self.dataset: str = h.get("dataset", "default")
@@ -415,6 +441,11 @@ class ReadState(TypeMap):
             raise FormatError(f"{blob.source}: header lacks {e.args[0]!r}") from None
         self.stored_schema = stored
         self.schema = schema if schema is not None else stored
+        if types is not None:
+            self.type_filter = type_names(types)
+            everything = {*stored.types, *self.schema.types}
+            self.schema = select_types(self.schema, self.type_filter)
+            self.left_out = frozenset(everything.difference(self.schema.types))
         self._types: dict[str, TypeState] = {}
         self._viewers: dict[str, Any] = {}
         ctx = ColumnContext(blob.arrays, self._viewer)
@@ -439,10 +470,13 @@ class ReadState(TypeMap):
             ts = TypeState(self, tdef, count, columns, pk, nbytes, views, tags)
             ts._digests = blob.arrays.get(f"{tdef.name}/#digest") if meta else None
             self._types[tdef.name] = ts
+        # the checksums the blob claims: of the types opened and (a filtered state) of those
+        # left out, which are carried, never verified
+        known = self._types.keys() | self.left_out
         self._checksums = {
             name: _digest.parse(m["checksum"])
             for name, m in types_meta.items()
-            if isinstance(m, dict) and "checksum" in m and name in self._types
+            if isinstance(m, dict) and "checksum" in m and name in known
         }
 
     def _viewer(self, type_name: str):
@@ -471,7 +505,10 @@ class ReadState(TypeMap):
         return {n: t.nbytes for n, t in self._types.items()}
 
     def checksums(self) -> dict[str, _digest.Checksum]:
-        """``(count, sum of record digests)`` per keyed type (computed for old blobs)."""
+        """``(count, sum of record digests)`` per keyed type (computed for old blobs).
+
+        A filtered state (``types=...``) adds the checksums its blob claims for the types
+        it leaves out, as they are: they are carried, never verified."""
         out = {}
         for name, ts in self._types.items():
             if ts.typedef.key is None:
@@ -480,6 +517,8 @@ class ReadState(TypeMap):
             if c is None:
                 c = self._checksums[name] = _digest.checksum_of(ts.all_digests())
             out[name] = c
+        if self.left_out:
+            out.update((n, c) for n, c in self._checksums.items() if n in self.left_out)
         return out
 
     def __repr__(self) -> str:
@@ -562,16 +601,232 @@ def load(
     mmap: bool = True,
     verify: bool = True,
     schema: Schema | None = None,
+    types: Iterable[str] | None = None,
 ) -> ReadState:
     """Load a snapshot blob: mapped without copying (default) or read into memory.
 
     ``schema`` is the reader's own schema when it differs from the blob's: fields it adds
     read as their defaults, fields it lacks are ignored, incompatible changes raise
     :class:`SchemaError` naming the field.
+
+    ``types``: load only these types (and the nested types they need; see
+    :func:`select_types`). The other types' sections are never read: mapped, their pages
+    are never touched; read into memory (``mmap=False``), only the sections loaded are
+    read from the file, into one buffer. ``verify`` then checks the header and the
+    sections loaded.
     """
-    return ReadState(read_blob(path, mmap=mmap, verify=verify), schema=schema)
+    if types is None:
+        return ReadState(read_blob(path, mmap=mmap, verify=verify), schema=schema)
+    names = type_names(types)
+    try:
+        with open(path, "rb") as f:
+            try:
+                buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            except ValueError as e:  # empty file
+                raise FormatError(f"{path}: not a nearstate blob ({e})") from e
+            whole = parse_blob(buf, verify=False, source=str(path))  # reads the header only
+            blob = narrow_blob(whole, _kept(whole, schema, names), verify=False, copy=False)
+            if not mmap:  # read the sections kept, without mapping them
+                start = whole.nbytes - int(whole.header["data_length"])
+                arrays = _read_sections(f, blob.header["sections"], start, blob.source)
+                blob = Blob(blob.header, arrays, blob.nbytes, blob.source)
+    except OSError as e:
+        raise FormatError(f"cannot read blob {path}: {e.strerror or e}") from e
+    if verify:
+        check_sections(blob)
+    return ReadState(blob, schema=schema, types=names)
 
 
-def from_bytes(buf: bytes, *, verify: bool = True, schema: Schema | None = None) -> ReadState:
-    """A ReadState over a blob held in memory (e.g. one just fetched)."""
-    return ReadState(parse_blob(buf, verify=verify), schema=schema)
+def from_bytes(
+    buf: bytes,
+    *,
+    verify: bool = True,
+    schema: Schema | None = None,
+    types: Iterable[str] | None = None,
+) -> ReadState:
+    """A ReadState over a blob held in memory (e.g. one just fetched).
+
+    With ``types``, the sections of the types loaded are copied out of ``buf`` (so the
+    caller may drop it and keep only what is read) and checked; the rest are not read.
+    """
+    return read_buffer(buf, verify=verify, schema=schema, types=types)
+
+
+def read_buffer(
+    buf: Any,
+    *,
+    source: str = "<bytes>",
+    verify: bool = True,
+    schema: Schema | None = None,
+    types: Iterable[str] | None = None,
+    copy: bool | None = None,
+) -> ReadState:
+    """A ReadState over a blob in ``buf`` (bytes, an mmap...), of every type or of
+    ``types`` only. ``copy`` (default: unless ``buf`` is a mapped file): with ``types``,
+    copy the sections loaded into a buffer of their own, so ``buf`` can be freed."""
+    if types is None:
+        return ReadState(parse_blob(buf, verify=verify, source=source), schema=schema)
+    names = type_names(types)
+    blob = parse_blob(buf, verify=False, source=source)  # the structure and the header
+    if copy is None:
+        copy = not isinstance(buf, _mmap.mmap)
+    keep = _kept(blob, schema, names)
+    return ReadState(narrow_blob(blob, keep, verify=verify, copy=copy), schema=schema,
+                     types=names)  # fmt: skip
+
+
+def _kept(blob: Blob, schema: Schema | None, names: tuple[str, ...]) -> Collection[str]:
+    """The types a state of ``names`` opens, read with ``schema`` (None: the blob's)."""
+    if schema is None:
+        try:
+            schema = schema_from_json(blob.header["schema"])
+        except KeyError as e:
+            raise FormatError(f"{blob.source}: header lacks {e.args[0]!r}") from None
+    return select_types(schema, names).types
+
+
+def type_names(types: Iterable[str]) -> tuple[str, ...]:
+    """``types=`` as a tuple of names (one name alone is taken as a list of one)."""
+    names = (types,) if isinstance(types, str) else tuple(types)
+    for n in names:
+        if not isinstance(n, str):
+            raise SchemaError(f"types=... takes type names, not {n!r}")
+    if not names:
+        raise SchemaError("types=[] loads no type: name at least one (or pass None for all)")
+    return tuple(dict.fromkeys(names))
+
+
+def select_types(schema: Schema, types: Iterable[str]) -> Schema:
+    """``schema`` cut to ``types`` plus every type their ``record`` fields nest (those
+    come along by themselves, at any depth).
+
+    Contracts: a name ``schema`` lacks raises :class:`SchemaError` listing the types there
+    are; a ``ref`` field of a type kept into a type left out is refused with
+    :class:`SchemaError` naming the type, the field and the target (``Story.author refers
+    to Person, which types=['Story'] leaves out; add it``). Pure: reads nothing else.
+    """
+    names = type_names(types)
+    unknown = [n for n in names if n not in schema.types]
+    if unknown:
+        raise SchemaError(
+            f"types={list(names)} names {', '.join(map(repr, unknown))}, which the "
+            f"dataset's schema does not have (types: {', '.join(schema.types)})"
+        )
+    keep: dict[str, None] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep[name] = None
+        for f in schema[name].fields:
+            todo.extend(_targets(f.type, "record"))
+    for name in keep:
+        for f in schema[name].fields:
+            for target in _targets(f.type, "ref"):
+                if target not in keep:
+                    raise SchemaError(
+                        f"{name}.{f.name} refers to {target}, which types={list(names)} "
+                        "leaves out; add it"
+                    )
+    if len(keep) == len(schema.types):
+        return schema
+    return Schema([t for t in schema if t.name in keep])
+
+
+def _targets(ft: FieldType, kind: str) -> list[str]:
+    """The types a field's ``kind`` ("record" or "ref") values point into, at any depth
+    of lists, sets and dicts."""
+    out = [ft.target] if ft.kind == kind and ft.target is not None else []
+    for sub in (ft.item, ft.key):
+        if sub is not None:
+            out.extend(_targets(sub, kind))
+    return out
+
+
+def narrow_blob(blob: Blob, types: Collection[str], *, verify: bool, copy: bool) -> Blob:
+    """``blob`` with the sections of ``types`` only (a delta's removed keys too): the other
+    types' sections are never read. ``verify``: check each section kept against its
+    checksum (over its bytes and zero padding); ``copy``: copy the sections kept into one
+    buffer of their own, so what ``blob`` reads from can be freed. The header's schema,
+    type metadata and checksums stay whole; read the result with the same ``types``.
+    ``nbytes`` counts the header and the sections kept."""
+    h = blob.header
+    kept_sections = []
+    dropped = 0
+    for s in h["sections"]:
+        length = int(s["length"])
+        if s["name"].split("/", 1)[0] in types:
+            kept_sections.append(s)
+        else:
+            dropped += length + (-length % ALIGN)
+    arrays = {s["name"]: blob.arrays[s["name"]] for s in kept_sections}
+    head = dict(h)
+    head["sections"] = kept_sections
+    if "removed" in h:
+        head["removed"] = {n: m for n, m in h["removed"].items() if n in types}
+    out = Blob(head, arrays, blob.nbytes - dropped, blob.source)
+    if verify:
+        check_sections(out)
+    if copy:
+        out = Blob(head, _copied(arrays), out.nbytes, out.source)
+    return out
+
+
+def check_sections(blob: Blob) -> None:
+    """Check each section ``blob`` lists against its checksum (over its bytes and the zero
+    padding it was written with); ChecksumError naming the first that fails."""
+    for s in blob.header["sections"]:
+        name, length = s["name"], int(s["length"])
+        a = blob.arrays[name]
+        x = xxhash.xxh3_64()
+        x.update(memoryview(a).cast("B") if a.size else b"")
+        x.update(b"\0" * (-length % ALIGN))
+        if x.hexdigest() != s["xxh3"]:
+            raise ChecksumError(f"{blob.source}: section {name!r} fails its checksum",
+                                section=name)  # fmt: skip
+
+
+def _read_sections(
+    f: Any, sections: list[dict[str, Any]], start: int, source: str
+) -> dict[str, np.ndarray]:
+    """The ``sections`` read from the open file ``f`` (data at offset ``start``) into one
+    new buffer, each at a multiple of ALIGN in it: nothing else of the file is read."""
+    total = sum(int(s["length"]) + (-int(s["length"]) % ALIGN) for s in sections)
+    buf = bytearray(total)
+    mv = memoryview(buf)
+    arrays: dict[str, np.ndarray] = {}
+    at = 0
+    for s in sections:
+        length = int(s["length"])
+        f.seek(start + int(s["offset"]))
+        got = 0
+        while got < length:
+            n = f.readinto(mv[at + got : at + length])
+            if not n:
+                raise FormatError(f"{source}: truncated in section {s['name']!r}")
+            got += n
+        dtype = np.dtype(s["dtype"])
+        a = np.frombuffer(buf, dtype=dtype, count=length // dtype.itemsize, offset=at)
+        a.flags.writeable = False
+        arrays[s["name"]] = a
+        at += length + (-length % ALIGN)
+    return arrays
+
+
+def _copied(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays copied into one new buffer (each at a multiple of ALIGN in it)."""
+    pieces: list[Any] = []
+    at: dict[str, int] = {}
+    offset = 0
+    for name, a in arrays.items():
+        raw = memoryview(a).cast("B") if a.size else memoryview(b"")
+        at[name] = offset
+        pad = -raw.nbytes % ALIGN
+        pieces += [raw, b"\0" * pad]
+        offset += raw.nbytes + pad
+    buf = b"".join(pieces)
+    return {
+        name: np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=at[name])
+        for name, a in arrays.items()
+    }

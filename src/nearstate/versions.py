@@ -14,7 +14,8 @@ Versions are numbered 1, 2, 3 …; each delta goes from one version to the next.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import mmap
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from .blob import parse_blob
@@ -22,7 +23,7 @@ from .delta import DeltaLayer
 from .errors import BlobError, BlobNotFound, DatasetError, NearstateError
 from .layered import Changes, LayeredState, apply_delta
 from .ports import BlobStore
-from .read_state import ReadState
+from .read_state import ReadState, narrow_blob, read_buffer
 from .schema import Schema
 
 
@@ -90,19 +91,49 @@ def read_record(blobs: BlobStore, v: int) -> dict[str, Any]:
 
 
 def open_snapshot(
-    blobs: BlobStore, v: int, *, verify: bool = True, schema: Schema | None = None
+    blobs: BlobStore,
+    v: int,
+    *,
+    verify: bool = True,
+    schema: Schema | None = None,
+    types: Iterable[str] | None = None,
 ) -> ReadState:
+    """The snapshot of version ``v`` (``types``: of those types only; the others'
+    sections are never read, see :func:`nearstate.read_state.read_buffer`)."""
     name = snapshot_name(v)
-    state = ReadState(parse_blob(blobs.get(name), verify=verify, source=name), schema=schema)
+    state = read_buffer(blobs.get(name), source=name, verify=verify, schema=schema, types=types)
     if state.version != v:
         raise DatasetError(f"{name} holds version {state.version}, not {v}")
     return state
 
 
 def open_layer(
-    blobs: BlobStore, name: str, *, verify: bool = True, schema: Schema | None = None
+    blobs: BlobStore,
+    name: str,
+    *,
+    verify: bool = True,
+    schema: Schema | None = None,
+    types: Collection[str] | None = None,
 ) -> DeltaLayer:
-    return DeltaLayer(parse_blob(blobs.get(name), verify=verify, source=name), name, schema)
+    """The delta ``name``, opened for applying. ``types``: only their upserts and removed
+    keys are opened (and checked with ``verify``); the other types' sections are never
+    read, and copied out of a buffer that is not a mapped file, so it can be freed."""
+    buf = blobs.get(name)
+    if types is None:
+        return DeltaLayer(parse_blob(buf, verify=verify, source=name), name, schema)
+    blob = parse_blob(buf, verify=False, source=name)
+    blob = narrow_blob(blob, types, verify=verify, copy=not isinstance(buf, mmap.mmap))
+    return DeltaLayer(blob, name, schema)
+
+
+def _open_step(
+    blobs: BlobStore, name: str, state: Any, *, verify: bool, schema: Schema | None
+) -> DeltaLayer:
+    """The delta ``name`` opened for ``state``: a filtered state (``types=...``) reads it
+    with its own schema, cut to the types it loads."""
+    if state.type_filter is None:
+        return open_layer(blobs, name, verify=verify, schema=schema)
+    return open_layer(blobs, name, verify=verify, schema=state.schema, types=state.schema.types)
 
 
 Step = Callable[[Any, dict[str, Changes] | None], None]
@@ -115,8 +146,10 @@ def load_version(
     verify: bool = True,
     schema: Schema | None = None,
     catalog: Catalog | None = None,
+    types: Iterable[str] | None = None,
 ) -> ReadState | LayeredState:
-    """Version ``target``: its snapshot, or the newest snapshot before it plus deltas."""
+    """Version ``target``: its snapshot, or the newest snapshot before it plus deltas.
+    ``types``: of those types only (see :func:`nearstate.layered.apply_delta`)."""
     cat = catalog or Catalog(blobs)
     start = cat.route(target)
     if start is None:
@@ -124,9 +157,11 @@ def load_version(
             f"version {target} cannot be loaded: no snapshot at or before it is linked "
             f"to it by deltas (snapshots: {sorted(cat.snapshots)[-5:] or 'none'})"
         )
-    state: ReadState | LayeredState = open_snapshot(blobs, start, verify=verify, schema=schema)
+    state: ReadState | LayeredState = open_snapshot(
+        blobs, start, verify=verify, schema=schema, types=types
+    )
     for v in range(start + 1, target + 1):
-        layer = open_layer(blobs, delta_name(v), verify=verify, schema=schema)
+        layer = _open_step(blobs, delta_name(v), state, verify=verify, schema=schema)
         state, _ = apply_delta(state, layer)
     return state
 
@@ -143,12 +178,13 @@ def walk(
     """From ``state`` to ``target`` by deltas (forward) or reverse deltas (backward).
 
     Raises the first error met (a missing or bad blob, a delta that does not apply) with
-    the blob's name in the message; ``state`` itself is never changed.
+    the blob's name in the message; ``state`` itself is never changed. A filtered state
+    (``types=...``) stays filtered: each delta is opened for its types only.
     """
     v = state.version
     while v != target:
         name = delta_name(v + 1) if target > v else reverse_name(v)
-        layer = open_layer(blobs, name, verify=verify, schema=schema)
+        layer = _open_step(blobs, name, state, verify=verify, schema=schema)
         state, changes = apply_delta(state, layer)
         if on_step is not None:
             on_step(state, changes)
