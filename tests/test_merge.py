@@ -369,3 +369,19 @@ def test_a_failed_background_snapshot_keeps_the_deltas_and_is_tried_again(tmp_pa
         assert len(blobs.list("snapshots/")) == 2
     finally:
         p.close()
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300), st.integers(0, 40))
+def test_compiled_primary_key_slots_equal_the_reference(hashes, crowd) -> None:
+    # many keys on a few home slots, some at the end of the table (probes wrap around)
+    size = nearstate.index.table_size(len(hashes) + crowd)
+    hs = np.array(hashes + [size - 1 + i * size for i in range(crowd)], dtype=np.uint64)
+    hs = (hs % 2**32).astype(np.uint32)
+    got = nearstate.index.build_pk_tables(None, len(hs), hashes=hs)
+    core = nearstate.index._core
+    try:
+        nearstate.index._core = None
+        want = nearstate.index.build_pk_tables(None, len(hs), hashes=hs)
+    finally:
+        nearstate.index._core = core
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

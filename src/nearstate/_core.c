@@ -1860,12 +1860,81 @@ done:
 static uint64_t
 fnv1a(const uint8_t *p, int64_t n)
 {
-    uint64_t h = UINT64_C(1469598103934665603);
+    /* eight bytes a step (multiply and fold), the tail byte by byte */
+    uint64_t h = UINT64_C(1469598103934665603) ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * UINT64_C(0x9E3779B97F4A7C15);
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
     for (int64_t i = 0; i < n; i++) {
         h ^= p[i];
         h *= UINT64_C(1099511628211);
     }
     return h ^ (h >> 29);
+}
+
+/* pk_slots(hashes as uint32 bytes, size) -> uint64 slot table as bytes: slot s holds
+ * ordinal + 1 (0: empty). Linear probing in rounds, as index.build_pk_tables does it: each
+ * round every key still waiting tries its slot in ordinal order, the first to find it
+ * empty takes it, the others move one slot on. */
+static PyObject *
+pk_slots(PyObject *mod, PyObject *args)
+{
+    Py_buffer h;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n:pk_slots", &h, &size))
+        return NULL;
+    PyObject *out = NULL;
+    int64_t *pending = NULL, *pos = NULL;
+    Py_ssize_t n = h.len / 4;
+    if (h.len % 4 || size < n + 1) {
+        PyErr_SetString(PyExc_ValueError, "pk_slots: uint32 hashes and more slots than keys");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, 8 * size);
+    pending = PyMem_Malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    pos = PyMem_Malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!out || !pending || !pos) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_CLEAR(out);
+        goto done;
+    }
+    {
+        uint64_t *table = (uint64_t *)PyBytes_AS_STRING(out);
+        const uint32_t *hs = (const uint32_t *)h.buf;
+        Py_BEGIN_ALLOW_THREADS
+        memset(table, 0, 8 * (size_t)size);
+        Py_ssize_t np_ = n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            pending[i] = i;
+            pos[i] = (int64_t)(hs[i] % (uint64_t)size);
+        }
+        while (np_) {
+            Py_ssize_t w = 0;
+            for (Py_ssize_t j = 0; j < np_; j++) {
+                int64_t i = pending[j];
+                int64_t s = pos[i];
+                if (!table[s])
+                    table[s] = (uint64_t)i + 1;
+                else {
+                    pos[i] = s + 1 < size ? s + 1 : 0;
+                    pending[w++] = i;
+                }
+            }
+            np_ = w;
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyMem_Free(pending);
+    PyMem_Free(pos);
+    PyBuffer_Release(&h);
+    return out;
 }
 
 static PyObject *
@@ -1929,6 +1998,8 @@ done:
 }
 
 static PyMethodDef module_methods[] = {
+    {"pk_slots", pk_slots, METH_VARARGS,
+     "pk_slots(uint32 hashes, size) -> the primary-key slot table (uint64) as bytes"},
     {"dedupe_slices", dedupe_slices, METH_VARARGS,
      "dedupe_slices(data, offs) -> int64 index of each slice's first equal slice, as bytes"},
     {"gather_slices", gather_slices, METH_VARARGS,

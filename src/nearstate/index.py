@@ -71,6 +71,11 @@ def build_pk_tables(
         assert keys is not None
         hashes = np.fromiter((zlib.crc32(k) for k in keys), dtype=np.uint32, count=n)
     size = table_size(n)
+    if _core is not None and hasattr(_core, "pk_slots"):
+        table = np.frombuffer(
+            _core.pk_slots(np.ascontiguousarray(hashes, dtype=np.uint32), size), np.uint64
+        )
+        return _tagged(table, hashes, n)
     table = np.zeros(size, dtype=np.uint64)
     pos = hashes.astype(np.int64) % size
     pending = np.arange(n, dtype=np.int64)
@@ -85,9 +90,14 @@ def build_pk_tables(
         won[winners] = True
         pending = pending[~won[pending]]
         pos[pending] = (pos[pending] + 1) % size
+    return _tagged(table, hashes, n)
+
+
+def _tagged(table: np.ndarray, hashes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The table in the narrowest width and its tags (see :func:`build_pk_tables`)."""
     from .encoding import narrow_uint
 
-    tags = np.zeros(size, dtype=np.uint8)
+    tags = np.zeros(len(table), dtype=np.uint8)
     full = table != 0
     tags[full] = (hashes[(table[full] - 1).astype(np.int64)] >> 24).astype(np.uint8)
     return table.astype(narrow_uint(n)), tags
