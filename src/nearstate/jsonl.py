@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -174,7 +175,8 @@ def import_jsonl(
 
     Other types already in the dataset are carried over unchanged; this type is replaced.
     ``workers``: processes staging the file's ranges (default: one per core, up to four,
-    for a file of more than two ranges of :data:`PART_BYTES`; 1 stages in this process).
+    for a file of more than two ranges of :data:`PART_BYTES`, when this process runs one
+    thread — workers are forked; 1 stages everything in this process).
     """
     # millions of freshly decoded dicts would make the cyclic GC rescan them again and
     # again (import time grows faster than the file); none of them form cycles
@@ -390,7 +392,10 @@ def _import_streamed(
     ranges = _ranges(path, PART_BYTES)
     total = ranges[-1][1] if ranges else 0
     if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if len(ranges) > 2 else 1
+        # forked workers, so only from a process with one thread (forking a threaded
+        # process can inherit a lock some other thread held) — the CLI, a script
+        one_thread = threading.active_count() == 1
+        workers = min(os.cpu_count() or 1, 4) if len(ranges) > 2 and one_thread else 1
     args = (str(path), own.to_json(), type_name, keys)
     learned: dict[str, Any] = {}
     parts: list[_Part] = []
@@ -420,7 +425,9 @@ def _import_streamed(
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        # fork, not spawn: a spawned worker re-runs the caller's main module (a script
+        # without a __main__ guard would import again, a notebook cannot be re-run)
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
             futs = [pool.submit(_stage_range, args[0], a, b, ln, *args[1:], learned,
                                 sample_last, PART_RECORDS) for a, b, ln in rest]  # fmt: skip
             try:
