@@ -82,7 +82,7 @@ def _check(result, *, parquet):
         assert ratios[name] > 0
     assert result["import_s"] > 0
     phases = result["import_phases_s"]
-    assert set(phases) == {"read", "stage", "write"}
+    assert set(phases) == {"read", "write"}
     assert sum(phases.values()) == pytest.approx(result["import_s"])
     assert result["ratios"]["memory_vs_dict"] < 1
     json.dumps(result)  # plain JSON-able values

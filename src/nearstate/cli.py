@@ -33,9 +33,9 @@ err = Console(stderr=True)
 out = Console()
 
 _PHASES = {
-    "read": "reading and checking",
+    "read": "reading and staging",
     "stage": "staging records",
-    "write": "encoding and writing",
+    "write": "joining and writing",
 }
 
 

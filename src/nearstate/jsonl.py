@@ -32,7 +32,9 @@ from .read_state import ReadState, Record
 from .schema import MAX_DEPTH, Schema, TypeDef, too_deep
 from .write_state import RowError, WriteState
 
-#: progress(phase, done, total): phases "read" (bytes), "stage" (records), "write"
+#: progress(phase, done, total): phases "read" (bytes read, checked, staged and encoded),
+#: "write" (the parts joined, the blob written); "stage" (records) only where every record
+#: is staged at once (an import other types refer to)
 Progress = Callable[[str, int, int], None]
 
 

@@ -11,8 +11,9 @@ Definitions (every number comes from the same file, in the same process):
   extension is not built). Every nearstate figure below is that core's.
 * **nearstate** — ``nearstate.import_jsonl(path, type_name=..., key=..., into=WORKDIR/ds)``
   (timed: ``import_s``; ``import_phases_s`` splits it into the importer's own phases:
-  *read* = parse the JSON and infer the schema, *stage* = check and stage every record,
-  *write* = encode the columns and write the blob), then ``LocalDataset(WORKDIR/ds).load()``
+  *read* = parse, check, stage and encode the file a part at a time (worker processes for
+  a large file), *write* = join the parts by columns and write the blob; an import that
+  other types refer to stages everything at once and also reports *stage*), then ``LocalDataset(WORKDIR/ds).load()``
   (memory-mapped, every checksum verified).
   ``memory_bytes.nearstate`` = the blob's bytes (``state.nbytes``: every section is resident
   once touched) **plus** the Python-side overhead of the loaded state, measured with
@@ -335,9 +336,9 @@ def _run(
 
 
 _PHASE_WORDS = {
-    "read": "reading and inferring the schema",
+    "read": "reading, staging and encoding parts",
     "stage": "staging records",
-    "write": "encoding and writing the blob",
+    "write": "joining the parts and writing the blob",
 }
 
 
