@@ -13,8 +13,8 @@ Definitions (every number comes from the same file, in the same process):
   (timed: ``import_s``; ``import_phases_s`` splits it into the importer's own phases:
   *read* = parse, check, stage and encode the file a part at a time (worker processes for
   a large file), *write* = join the parts by columns and write the blob; an import that
-  other types refer to stages everything at once and also reports *stage*), then ``LocalDataset(WORKDIR/ds).load()``
-  (memory-mapped, every checksum verified).
+  other types refer to stages everything at once and also reports *stage*), then
+  ``LocalDataset(WORKDIR/ds).load()`` (memory-mapped, every checksum verified).
   ``memory_bytes.nearstate`` = the blob's bytes (``state.nbytes``: every section is resident
   once touched) **plus** the Python-side overhead of the loaded state, measured with
   :mod:`tracemalloc` around the load and a first lookup (so without the secondary index
