@@ -350,7 +350,7 @@ class _PhaseClock:
     current one; a phase that reports itself complete announces the next.
     """
 
-    _ORDER = ("read", "stage", "write")
+    _ORDER = ("read", "write")  # "stage" only from an import staging everything at once
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say
