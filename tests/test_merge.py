@@ -4,6 +4,7 @@ snapshot built from scratch — on every field kind, under both cores."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import zlib
@@ -385,3 +386,31 @@ def test_compiled_primary_key_slots_equal_the_reference(hashes, crowd) -> None:
     finally:
         nearstate.index._core = core
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+@pytest.mark.skipif(nearstate._native.core is None, reason="the compiled core is not in use")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=40),
+    st.lists(st.integers(-5, 60), max_size=12),
+    st.lists(st.integers(-3, 15), max_size=12),
+    st.binary(max_size=24),
+    st.binary(max_size=4),
+)
+def test_compiled_helpers_survive_any_offsets(data, offs, idx, fsym, flen) -> None:
+    """Whatever bytes and offsets come in (a damaged blob), the helpers return or raise
+    one of the errors they name; they never read out of bounds (run under scripts/asan)."""
+    core = nearstate._native.core
+    o = np.array(offs, dtype=np.int64)
+    x = np.array(idx, dtype=np.int64)
+    fine = (FormatError, IndexError, ValueError)
+    for call in (
+        lambda: core.gather_slices(data, o, x),
+        lambda: core.crc32_slices(data, o),
+        lambda: core.dedupe_slices(data, o),
+        lambda: core.fsst_decode_slices(data, o, fsym, flen),
+        lambda: core.crc32_ints(o),
+        lambda: core.pk_slots(x.astype(np.uint32).tobytes(), len(idx) + 1),
+    ):
+        with contextlib.suppress(*fine):
+            call()
