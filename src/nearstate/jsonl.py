@@ -23,7 +23,9 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
+from .blob import encode_blob, parse_blob
 from .dataset import LocalDataset
+from .delta import shape
 from .errors import InputError
 from .infer import SchemaInferrer
 from .layered import Changes
@@ -468,6 +470,18 @@ def _import_streamed(
         raise InputError(f"duplicate key (first on line {first_line})", line=again,
                          field=",".join(keys)) from None  # fmt: skip
     built.clear()  # the joined sections hold what is still needed
+    if prev is not None and _same_shape(prev.stored_schema, final, type_name):
+        # the type was there, shaped the same: publish what changed as a delta
+        with ds.producer(snapshot_every=10, retain_snapshots=None) as p:
+            r = _publish_changes(p, prev, final, type_name, types_meta, sections, tags)
+            v = r.version if r.version is not None else p.version
+        if progress is not None:
+            progress("write", 1, 1)
+        assert v is not None
+        return ImportResult(
+            v, count, sum(r.blob_bytes.values()), time.perf_counter() - t0, final,
+            changes=r.changes, changed=r.version is not None, snapshot=r.snapshot,
+        )  # fmt: skip
     if prev is not None:
         _carry_types(prev, type_name, types_meta, sections)
     with ds.producer(snapshot_every=10, retain_snapshots=None) as p:
@@ -480,6 +494,45 @@ def _import_streamed(
         v, count, sum(r.blob_bytes.values()), time.perf_counter() - t0, final,
         changes=r.changes, changed=r.version is not None, snapshot=r.snapshot,
     )  # fmt: skip
+
+
+def _same_shape(prev: Schema, new: Schema, type_name: str) -> bool:
+    """Whether the imported type (and its nested types) has the shape it had."""
+
+    def own(sch: Schema) -> list[Any]:
+        return shape(Schema(sorted((t for t in sch if _own(t.name, type_name)),
+                                   key=lambda t: t.name)))  # fmt: skip
+
+    return type_name in prev and own(prev) == own(new)
+
+
+def _publish_changes(
+    p: Any, prev: ReadState, final: Schema, type_name: str, types_meta: dict[str, Any],
+    sections: dict[str, Any], tags: dict[str, str] | None,
+) -> Any:  # fmt: skip
+    """An incremental cycle of the records that differ from the last version's (by key and
+    digest), and the removal of the keys the file no longer has."""
+    own = Schema([t for t in final if _own(t.name, type_name)])
+    header = {"kind": "snapshot", "dataset": "import", "version": 0, "tags": {},
+              "schema": own.to_json(), "types": types_meta}  # fmt: skip
+    new = ReadState(parse_blob(b"".join(encode_blob(header, sections)), source="the import"))
+    ts_new, ts_old = new[type_name], prev[type_name]
+    digests = ts_new.all_digests()
+    ordinal_of, old_digest = ts_old.ordinal_of, ts_old.digest
+    changed = []
+    for i, k in enumerate(ts_new.keys()):
+        o = ordinal_of(k)
+        if o < 0 or old_digest(o) != int(digests[i]):
+            changed.append(i)
+    removed = [k for k in ts_old.keys() if k not in ts_new]  # noqa: SIM118 (records)
+
+    def mutate(inc: Any) -> None:
+        for i in changed:
+            inc.upsert(type_name, ts_new[i].to_dict())
+        for k in removed:
+            inc.delete(type_name, k)
+
+    return p.run_incremental(mutate, tags=tags)
 
 
 def _own(name: str, type_name: str) -> bool:
