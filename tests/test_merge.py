@@ -89,10 +89,19 @@ def records(state: Any, t: str) -> dict[Any, dict[str, Any]]:
     return {r.key: r.to_dict() for r in state[t]}
 
 
-def merged(state: Any) -> ReadState:
+def merged(state: Any, spill_min: int | None = None) -> ReadState:
+    spill = merge.Spill(min_bytes=spill_min) if spill_min is not None else None
     header, sections = merge.merged_snapshot(
-        state, dataset=state.dataset, version=state.version, tags=state.tags, created=0.0
+        state,
+        dataset=state.dataset,
+        version=state.version,
+        tags=state.tags,
+        created=0.0,
+        spill=spill,
     )
+    if spill is not None:
+        spill.close()  # the moved sections stay readable through their maps
+        merged.spilled = sum(isinstance(a, np.memmap) for a in sections.values())
     blob = parse_blob(b"".join(bytes(p) for p in encode_blob(header, sections)))
     return ReadState(blob)
 
@@ -160,6 +169,8 @@ def test_merged_snapshot_equals_one_built_from_scratch(tmp_path_factory, n, cycl
         assert_same(scratch(state), m)
         # a merged snapshot merges again (the next snapshot starts from it)
         assert_same(state, merged(m))
+        # sections moved out of the heap as they are finished read the same
+        assert_same(state, merged(state, spill_min=1))
 
 
 def test_merge_keeps_compressed_pools_text_dictionaries_and_sparse_nulls(tmp_path) -> None:
@@ -200,6 +211,9 @@ def test_merge_keeps_compressed_pools_text_dictionaries_and_sparse_nulls(tmp_pat
         state = p.state
         m = merged(state)
         assert records(m, "Doc") == records(state, "Doc")
+        spilled = merged(state, spill_min=1)
+        assert merged.spilled > 5  # every section of the rewritten type left the heap
+        assert records(spilled, "Doc") == records(state, "Doc")
         assert m.checksums() == state.checksums()
         cols = m.blob.header["types"]["Doc"]["columns"]
         # the layouts stay: the symbol table, the dictionary pool, the sparse nulls, the

@@ -946,13 +946,22 @@ class _Merge:
         return None
 
 
-def merged_snapshot(state: Any, *, dataset: str, version: int, tags: dict[str, str],
-                    created: float) -> tuple[dict[str, Any], Sections]:  # fmt: skip
+def merged_snapshot(
+    state: Any,
+    *,
+    dataset: str,
+    version: int,
+    tags: dict[str, str],
+    created: float,
+    spill: Spill | None = None,
+) -> tuple[dict[str, Any], Sections]:
     """``(header, sections)`` of a snapshot holding the records of ``state`` (a
-    LayeredState; a plain ReadState is copied), made by merging columns."""
+    LayeredState; a plain ReadState is copied), made by merging columns. ``spill``: move
+    each finished section of at least ``spill.min_bytes`` out of the heap into a file
+    (see :class:`Spill`; keep it open until the sections are written)."""
     m = _Merge.of_state(state)
     m.plan()
-    types_meta, sections = _write(m, m.base.blob.header["types"], m.base.blob.arrays)
+    types_meta, sections = _write(m, m.base.blob.header["types"], m.base.blob.arrays, spill)
     header = {
         "kind": "snapshot", "dataset": dataset, "version": version, "created": created,
         "tags": dict(tags), "schema": m.schema.to_json(), "types": types_meta,
@@ -998,8 +1007,45 @@ def _arrays(sections: Sections) -> dict[str, np.ndarray]:
             for k, v in sections.items()}  # fmt: skip
 
 
-def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any]
-           ) -> tuple[dict[str, Any], Sections]:  # fmt: skip
+class Spill:
+    """A temporary file that finished sections move to, mapped back read-only: a merge
+    then holds in its heap the column being joined, not the whole new snapshot (the
+    mapped pages are the page cache's, which the kernel can write back and drop).
+    ``min_bytes``: smaller sections stay in the heap."""
+
+    def __init__(self, directory: str | None = None, min_bytes: int = 1 << 22):
+        import tempfile
+
+        self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+        self.min_bytes = min_bytes
+        self.at = 0
+
+    def move(self, sections: Sections, names: list[str]) -> None:
+        for name in names:
+            a = sections[name]
+            if not isinstance(a, np.ndarray) or a.nbytes < self.min_bytes:
+                continue
+            a = np.ascontiguousarray(a)
+            self.at += -self.at % 4096
+            self.file.seek(self.at)
+            self.file.write(memoryview(a).cast("B"))
+            self.file.flush()
+            sections[name] = np.memmap(self.file, dtype=a.dtype, mode="r", offset=self.at,
+                                       shape=a.shape)  # fmt: skip
+            self.at += a.nbytes
+
+    def close(self) -> None:
+        self.file.close()  # the mapped sections stay readable until they are let go
+
+    def __enter__(self) -> Spill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any],
+           spill: Spill | None = None) -> tuple[dict[str, Any], Sections]:  # fmt: skip
     sections: Sections = {}
     types_meta: dict[str, Any] = {}
     for t in m.schema:
@@ -1012,7 +1058,10 @@ def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any]
         n = len(plan.order)
         cols = {}
         for f in t.fields:
+            before = set(sections)
             cols[f.name] = write_node(f.type, m.field(t, f), sections, f"{t.name}/{f.name}")
+            if spill is not None:
+                spill.move(sections, [k for k in sections if k not in before])
         meta: dict[str, Any] = {"count": n, "columns": cols}
         if t.key is not None:
             digs = np.concatenate([
@@ -1022,6 +1071,8 @@ def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any]
             sections[f"{t.name}/#digest"] = digs
             meta["checksum"] = _digest.fmt(_digest.checksum_of(digs))
             sections[f"{t.name}/#pk"], sections[f"{t.name}/#pktag"] = pk_tables(m.key_hashes(t))
+            if spill is not None:
+                spill.move(sections, [f"{t.name}/#digest", f"{t.name}/#pk", f"{t.name}/#pktag"])
         types_meta[t.name] = meta
     return types_meta, sections
 

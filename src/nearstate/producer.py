@@ -33,7 +33,7 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta, shape
 from .errors import CycleError, LockedError, SchemaError
 from .layered import Changes, LayeredState, apply_delta
-from .merge import merged_snapshot
+from .merge import Spill, merged_snapshot
 from .ports import Announcer, BlobStore
 from .read_state import ReadState
 from .schema import Schema
@@ -256,13 +256,14 @@ class Producer:
             snap: ReadState | None = None
             err: BaseException | None = None
             try:
-                header, sections = merged_snapshot(
-                    state, dataset=self.dataset, version=v, tags=dict(state.tags),
-                    created=time.time(),
-                )  # fmt: skip
                 name = snapshot_name(v)
-                self.blobs.put(name, encode_blob(header, sections))
-                del sections
+                with Spill() as spill:
+                    header, sections = merged_snapshot(
+                        state, dataset=self.dataset, version=v, tags=dict(state.tags),
+                        created=time.time(), spill=spill,
+                    )  # fmt: skip
+                    self.blobs.put(name, encode_blob(header, sections))
+                    del sections
                 snap = open_snapshot(self.blobs, v, verify=True)
                 if snap.checksums() != state.checksums():
                     self.blobs.delete(name)
@@ -527,10 +528,11 @@ class Producer:
                     # the last snapshot's columns merged with the deltas': never a record
                     # decoded (see nearstate.merge)
                     assert new_state is not None
-                    header, sections = merged_snapshot(
-                        new_state, dataset=self.dataset, version=v, tags=dict(tags or {}),
-                        created=time.time(),
-                    )  # fmt: skip
+                    with Spill() as spill:  # the sections stay mapped after it is closed
+                        header, sections = merged_snapshot(
+                            new_state, dataset=self.dataset, version=v, tags=dict(tags or {}),
+                            created=time.time(), spill=spill,
+                        )  # fmt: skip
                 else:
                     types_meta, sections = full.build()
                     header = {

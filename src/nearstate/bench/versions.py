@@ -56,7 +56,7 @@ from nearstate.blob import encode_blob
 from nearstate.consumer import Consumer
 from nearstate.dataset import LocalDataset
 from nearstate.infer import infer_schema
-from nearstate.merge import join_parts, merged_snapshot
+from nearstate.merge import Spill, join_parts, merged_snapshot
 from nearstate.producer import Incremental
 from nearstate.versions import open_snapshot, record_name, snapshot_name
 from nearstate.write_state import WriteState
@@ -202,10 +202,11 @@ def _snapshot_write(ds: LocalDataset, state: Any) -> tuple[float, float]:
     """Seconds to merge, store and verify a snapshot of ``state``; extra memory ratio."""
 
     def write() -> None:  # stored as a version no reader asks for, then removed
-        header, sections = merged_snapshot(state, dataset="bench", version=10**9, tags={},
-                                           created=0.0)  # fmt: skip
-        ds.blobs.put(snapshot_name(10**9), encode_blob(header, sections))
-        del sections
+        with Spill() as spill:  # as the producer's background snapshots do
+            header, sections = merged_snapshot(state, dataset="bench", version=10**9, tags={},
+                                               created=0.0, spill=spill)  # fmt: skip
+            ds.blobs.put(snapshot_name(10**9), encode_blob(header, sections))
+            del sections
         open_snapshot(ds.blobs, 10**9, verify=True)
         ds.blobs.delete(snapshot_name(10**9))
 
