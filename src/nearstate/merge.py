@@ -203,8 +203,7 @@ class Node:
     n: int
     nulls: np.ndarray | None = None  # bool per row
     absent: np.ndarray | None = None  # bool per row
-    sparse: bool = False  # the layout it was read from (kept when it still pays)
-    extra: dict[str, Any] = field(default_factory=dict)
+    sparse: bool = False  # the layout it was read from
 
 
 # --- reading parts from a blob's sections ------------------------------------------------
@@ -239,7 +238,7 @@ def read_node(ft: FieldType, meta: dict[str, Any], arrays: dict[str, np.ndarray]
         present = np.flatnonzero(~nulls)
         idx = np.full(n, m, dtype=np.int64)
         idx[present] = np.arange(m, dtype=np.int64)
-        node = take(ft, concat(ft, [node, zero_node(ft, node)]), idx)
+        node = _take_node(concat(ft, [node, zero_node(ft, node)]), idx)
     node.nulls, node.absent, node.sparse = nulls, absent, sparse
     return node
 
@@ -326,12 +325,8 @@ def _empty_like(node: Node) -> Node:
     return _take_node(node, np.zeros(0, dtype=np.int64))
 
 
-def take(ft: FieldType, node: Node, idx: np.ndarray) -> Node:
-    """The rows ``idx`` of ``node``, in that order."""
-    return _take_node(node, idx)
-
-
 def _take_node(node: Node, idx: np.ndarray) -> Node:
+    """The rows ``idx`` of ``node``, in that order."""
     if len(idx) == node.n and (
         node.n == 0 or (idx[0] == 0 and np.array_equal(idx, np.arange(node.n)))
     ):
@@ -664,7 +659,8 @@ def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
         row_uid = (np.cumsum(used) - 1)[row_uid]
     lens = offs[1:] - offs[:-1]
     ubytes = int(lens[keep].sum())
-    abytes = int(lens[row_uid_entries(keep, row_uid)].sum()) if rows else 0
+    rows_entry = keep[row_uid]  # per row, the entry holding its value
+    abytes = int(lens[rows_entry].sum()) if rows else 0
     n_u = len(keep)
     size_ids = (ubytes + (n_u + 1) * narrow_uint(ubytes).itemsize
                 + rows * narrow_uint(max(n_u - 1, 0)).itemsize)  # fmt: skip
@@ -675,7 +671,6 @@ def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
         put_uints(row_uid, out, name + ".ids")
         meta["pool"] = "ids"
     else:
-        rows_entry = row_uid_entries(keep, row_uid)
         if not (len(rows_entry) == n_entries and np.array_equal(rows_entry, np.arange(n_entries))):
             data, offs = gather_slices(data, offs, rows_entry)
     out[name + ".pool"] = np.ascontiguousarray(data, dtype=np.uint8)
@@ -684,11 +679,6 @@ def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
         out[name + ".fsym"], out[name + ".flen"] = _fsst.pack(p.table)
         meta["fsst"] = True
     return meta
-
-
-def row_uid_entries(keep: np.ndarray, row_uid: np.ndarray) -> np.ndarray:
-    """Per row, the entry holding its value."""
-    return keep[row_uid]
 
 
 # --- merging a layered state into a snapshot ----------------------------------------------
