@@ -428,3 +428,67 @@ def test_compiled_helpers_survive_any_offsets(data, offs, idx, fsym, flen) -> No
     ):
         with contextlib.suppress(*fine):
             call()
+
+
+# --- hash indexes carried from one layered version to the next ----------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(0, 25), cycles=st.lists(ops, min_size=1, max_size=5))
+def test_indexes_carried_across_deltas_equal_a_scan(tmp_path_factory, n, cycles) -> None:
+    """After every delta, find() answers as a scan of the records does — with the
+    overlay's index handed from version to version (updated for the change), never
+    rebuilt."""
+    ds = nearstate.LocalDataset(tmp_path_factory.mktemp("i"))
+    with ds.producer(snapshot_every=1000) as p:
+        first_version(p, n)
+        cons = ds.consumer()
+        cons.refresh()
+        for cyc in cycles:
+
+            def mutate(inc, cyc=cyc):
+                for what, k, v in cyc:
+                    if what == "film":
+                        inc.upsert("Film", film(k, v))
+                    elif what == "del":
+                        inc.delete("Film", k)
+                    elif what == "person":
+                        inc.upsert("Person", person(k % 10, v))
+                    else:
+                        inc.upsert("Tag", tag(k % 6, v))
+
+            r = p.run_incremental(mutate)
+            if r.version is not None:
+                cons.move_to(r.version)
+            ts = cons.state["Film"]
+            recs = list(ts)
+            for year in (1950, 1951, 1955, 1990):
+                want = sorted(x.key for x in recs if x.year == year)
+                assert sorted(x.key for x in ts.find(year=year)) == want
+            for t in ("t0", "t1", "t2"):
+                want = sorted(x.key for x in recs if t in x.tags)
+                assert sorted(x.key for x in ts.find(tags=t)) == want
+            for d in (0, 3):
+                want = sorted(x.key for x in recs if x.director.key == d)
+                assert sorted(x.key for x in ts.find(director=d)) == want
+            want = sorted(x.key for x in recs if x.year == 1951 and x.ok)
+            assert sorted(x.key for x in ts.find(year=1951, ok=True)) == want
+
+
+def test_a_find_after_a_delta_updates_the_last_index(tmp_path) -> None:
+    ds = nearstate.LocalDataset(tmp_path)
+    with ds.producer(snapshot_every=1000) as p:
+        first_version(p, 30)
+        for v in range(1, 4):
+            p.run_incremental(lambda inc, v=v: [inc.upsert("Film", film(i, v))
+                                                for i in range(v, 30, 4)])  # fmt: skip
+            before = p.state["Film"]
+            before.find(year=1960)  # builds this version's overlay index
+        p.run_incremental(lambda inc: inc.upsert("Film", film(2, 9)))
+        after = p.state["Film"]
+        carried = after._ov_indexes.get(("year",))
+        assert carried is not None  # handed over with the delta, not built on demand
+        assert carried is not before._ov_indexes[("year",)]
+        assert sorted(x.key for x in after.find(year=film(2, 9)["year"])) == sorted(
+            x.key for x in after if x.year == film(2, 9)["year"]
+        )

@@ -210,6 +210,33 @@ class HashIndex:
         g = self._groups.get(value)
         return g if g is not None else np.zeros(0, dtype=np.uint32)
 
+    def updated(
+        self, gone: Iterable[tuple[int, Any]], come: Iterable[tuple[int, Any]]
+    ) -> HashIndex:
+        """A new index without the ``(ordinal, value)`` pairs ``gone`` and with ``come``
+        (this one is shared by an older version: never changed). Costs the groups touched."""
+        out = HashIndex.__new__(HashIndex)
+        out.fields = self.fields
+        groups = dict(self._groups)
+        drop: dict[Any, list[int]] = {}
+        for o, v in gone:
+            drop.setdefault(v, []).append(o)
+        add: dict[Any, list[int]] = {}
+        for o, v in come:
+            add.setdefault(v, []).append(o)
+        for v in drop.keys() | add.keys():
+            g = groups.get(v, np.zeros(0, dtype=np.uint32))
+            if v in drop:
+                g = g[~np.isin(g, np.array(drop[v], dtype=np.uint32))]
+            if v in add:
+                g = np.union1d(g, np.array(add[v], dtype=np.uint32)).astype(np.uint32)
+            if len(g):
+                groups[v] = g
+            else:
+                groups.pop(v, None)
+        out._groups = groups
+        return out
+
     def __len__(self) -> int:
         return len(self._groups)
 

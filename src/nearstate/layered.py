@@ -228,6 +228,7 @@ def apply_delta(
     li = len(layers)
     overlays = dict(old_overlays)
     changes: dict[str, Changes] = {}
+    touched: dict[str, list[int]] = {}  # per type, the ordinals this layer changed
     for tdef in base.schema:
         name = tdef.name
         if tdef.key is None:
@@ -244,10 +245,12 @@ def apply_delta(
         lookup = base_ts._lookup
         c = sums.get(name, (0, 0))
         ch = Changes()
+        hit = touched[name] = []
         for key in removed:
             o = cur.ordinal_of(key)
             if o < 0:
                 raise DeltaError(f"{layer.name}: removes {name} {key!r}, which is not there")
+            hit.append(o)
             c = _digest.sub(c, digest_at(o))
             ov.entries.pop(o, None)
             if o < ov.next_ord and ov.added.get(key) == o:
@@ -280,6 +283,7 @@ def apply_delta(
                     ov.live += 1
                     ch.added.append(key)
                 ov.entries[o] = (li, lo)
+                hit.append(o)
                 d = int(ldig[lo]) if ldig is not None else lts.digest(lo)
                 c = (c[0] + 1, (c[1] + d) & ((1 << 64) - 1))
         want = layer.checksums.get(name)
@@ -302,7 +306,29 @@ def apply_delta(
     new = LayeredState(
         base, (*layers, layer), overlays, version=layer.version, checksums=sums, tags=tags
     )
+    if isinstance(state, LayeredState):
+        _carry_indexes(state, new, touched)
     return new, changes
+
+
+def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list[int]]) -> None:
+    """Hand the overlay indexes the last version built to the new one, updated for the
+    ordinals this layer changed: a find() after a delta costs what the change costs, not
+    a rebuild over the whole overlay."""
+    for name, nts in new._types.items():
+        ots = old._types.get(name)
+        if not isinstance(nts, LayeredTypeState) or not isinstance(ots, LayeredTypeState):
+            continue
+        if not ots._ov_indexes or ots._base is not nts._base:
+            continue
+        hit = touched.get(name)
+        for fields, idx in list(ots._ov_indexes.items()):
+            if not hit:
+                nts._ov_indexes[fields] = idx  # the overlay did not change here
+                continue
+            gone = _index_entries(ots, fields, sorted(o for o in set(hit) if o in ots._ov.entries))
+            come = _index_entries(nts, fields, sorted(o for o in set(hit) if o in nts._ov.entries))
+            nts._ov_indexes[fields] = idx.updated(gone, come)
 
 
 class LayeredTypeState:
@@ -501,27 +527,31 @@ class LayeredTypeState:
         return idx
 
     def _build_overlay_index(self, fields: tuple[str, ...]) -> HashIndex:
-        cols = [self._columns[f] for f in fields]
+        return HashIndex(fields, _index_entries(self, fields, sorted(self._ov.entries)))
 
-        def hashable(ft: FieldType, v: Any) -> list[Any]:
-            if ft.kind in ("list", "set"):
-                return list(dict.fromkeys(_index_value(x) for x in (v or ())))
-            return [_index_value(v)]
 
-        def values():
-            for o in sorted(self._ov.entries):
-                per = [hashable(c.ftype, c.get(o)) for c in cols]
-                if len(per) == 1:
-                    for v in per[0]:
-                        yield o, v
-                else:
-                    combos: list[tuple] = [()]
-                    for vs in per:
-                        combos = [(*t, v) for t in combos for v in vs]
-                    for combo in combos:
-                        yield o, combo
+def _index_entries(ts: LayeredTypeState, fields: tuple[str, ...], ordinals: list[int]
+                   ) -> list[tuple[int, Any]]:  # fmt: skip
+    """``(ordinal, value)`` pairs a hash index on ``fields`` holds for these ordinals (a
+    list or set field: one per distinct element; several fields: every combination)."""
+    cols = [ts._columns[f] for f in fields]
 
-        return HashIndex(fields, values())
+    def hashable(ft: FieldType, v: Any) -> list[Any]:
+        if ft.kind in ("list", "set"):
+            return list(dict.fromkeys(_index_value(x) for x in (v or ())))
+        return [_index_value(v)]
+
+    out: list[tuple[int, Any]] = []
+    for o in ordinals:
+        per = [hashable(c.ftype, c.get(o)) for c in cols]
+        if len(per) == 1:
+            out.extend((o, v) for v in per[0])
+        else:
+            combos: list[tuple] = [()]
+            for vs in per:
+                combos = [(*t, v) for t in combos for v in vs]
+            out.extend((o, combo) for combo in combos)
+    return out
 
 
 @functools.lru_cache(maxsize=256)
