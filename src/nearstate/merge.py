@@ -8,11 +8,11 @@ column is merged as arrays instead:
 1. per keyed type, the rows of the new snapshot are the live ordinals of the layered
    state in order — snapshot rows that survive, and the layer rows the overlay points
    at — and every removed ordinal closes up (``order``: where each new row comes from;
-   ``remap``: old ordinal → new);
+   ``renumber``: old ordinal → new);
 2. per field, the snapshot's column and the layers' columns are read as *parts*: numpy
    arrays (integers, floats, pool ids and offsets, compressed frames) that still point
    into the mapped blobs, joined, and taken in ``order``;
-3. references are renumbered with the target's ``remap``; a layer's references (kept as
+3. references are renumbered with the target's ``renumber``; a layer's references (kept as
    the target's key) are looked up — only the layer's rows, so in proportion to the
    change; nested record types keep the rows something still points at;
 4. the parts are written back with the same layouts the encoder uses. String pools keep
@@ -203,7 +203,6 @@ class Node:
     n: int
     nulls: np.ndarray | None = None  # bool per row
     absent: np.ndarray | None = None  # bool per row
-    sparse: bool = False  # the layout it was read from
 
 
 # --- reading parts from a blob's sections ------------------------------------------------
@@ -239,7 +238,7 @@ def read_node(ft: FieldType, meta: dict[str, Any], arrays: dict[str, np.ndarray]
         idx = np.full(n, m, dtype=np.int64)
         idx[present] = np.arange(m, dtype=np.int64)
         node = _take_node(concat(ft, [node, zero_node(ft, node)]), idx)
-    node.nulls, node.absent, node.sparse = nulls, absent, sparse
+    node.nulls, node.absent = nulls, absent
     return node
 
 
@@ -336,7 +335,6 @@ def _take_node(node: Node, idx: np.ndarray) -> Node:
         len(idx),
         None if node.nulls is None else node.nulls[idx],
         None if node.absent is None else node.absent[idx],
-        node.sparse,
     )
 
 
@@ -379,7 +377,7 @@ def concat(ft: FieldType, nodes: list[Node]) -> Node:
     if any(x.absent is not None for x in nodes):
         absent = np.concatenate([x.absent if x.absent is not None else np.zeros(x.n, bool)
                                  for x in nodes])  # fmt: skip
-    return Node(_concat_vals(ft, [x.vals for x in nodes]), n, nulls, absent, nodes[0].sparse)
+    return Node(_concat_vals(ft, [x.vals for x in nodes]), n, nulls, absent)
 
 
 def _concat_vals(ft: FieldType, vs: list[Any]) -> Any:
@@ -534,8 +532,6 @@ def write_node(ft: FieldType, node: Node, out: Sections, name: str) -> dict[str,
         return meta
     out[name + ".nulls"] = np.packbits(nulls, bitorder="little")
     meta["nulls"] = True
-    if absent is not None and "absent" not in meta and absent.all() == nulls.all():
-        pass
     n_null = int(nulls.sum())
     present = np.flatnonzero(~nulls)
     if n_null * SPARSE_MIN_NULLS >= n:
@@ -698,9 +694,10 @@ class _Source:
 @dataclass
 class _Plan:
     order: np.ndarray  # new row -> combined row (the sources' rows numbered one after another)
-    remap: np.ndarray  # combined row -> new ordinal (-1: gone)
+    #: old number -> new ordinal (-1: gone). The old number is what references to the type
+    #: hold: a layered ordinal for a keyed type, a combined row for a nested one
+    renumber: np.ndarray
     identity: bool  # the snapshot's own rows, unchanged and in place
-    layered: np.ndarray | None = None  # layered ordinal -> new ordinal (keyed types)
 
 
 class _Merge:
@@ -717,6 +714,9 @@ class _Merge:
         }
         self.starts = {n: _starts(c) for n, c in self.counts.items()}
         self.plans: dict[str, _Plan] = {}
+        #: a keyed type's joined key column, read once for the duplicate check, the key
+        #: hashes and the column itself (dropped once the type is written)
+        self._keys: dict[str, Node] = {}
 
     @classmethod
     def of_state(cls, state: Any) -> _Merge:
@@ -738,7 +738,7 @@ class _Merge:
                 continue
             if every_row:
                 order = np.arange(self.starts[t.name][-1], dtype=np.int64)
-                self.plans[t.name] = _Plan(order, order, False, order)
+                self.plans[t.name] = _Plan(order, order, False)
             else:
                 self.plans[t.name] = self._keyed_plan(t.name, overlays.get(t.name))
         for t in _nested_order(self.schema):  # nested types: the rows still pointed at
@@ -750,19 +750,17 @@ class _Merge:
                     continue
                 _mark(f.type, self.field(parent, f, renumber_nested=False), t.name, used)
             order = np.flatnonzero(used)
-            remap = np.full(len(used), -1, dtype=np.int64)
-            remap[order] = np.arange(len(order), dtype=np.int64)
+            renumber = np.full(len(used), -1, dtype=np.int64)
+            renumber[order] = np.arange(len(order), dtype=np.int64)
             ident = len(order) == c[0] and (not len(order) or int(order[-1]) == len(order) - 1)
-            self.plans[t.name] = _Plan(order, remap, ident)
+            self.plans[t.name] = _Plan(order, renumber, ident)
 
     def _keyed_plan(self, name: str, ov: Any) -> _Plan:
         starts = self.starts[name]
         nb = self.counts[name][0]
         if ov is None or not len(ov):
             order = np.arange(nb, dtype=np.int64)
-            remap = np.full(starts[-1], -1, dtype=np.int64)
-            remap[:nb] = order
-            return _Plan(order, remap, True, order)
+            return _Plan(order, order, True)
         # layered ordinal -> combined row: a snapshot row is itself; a layer row follows
         src = np.full(ov.next_ord, -1, dtype=np.int64)
         src[:nb] = np.arange(nb, dtype=np.int64)
@@ -775,12 +773,9 @@ class _Merge:
             src[ords] = rows
         live = src >= 0
         order = src[live]
-        new = np.arange(len(order), dtype=np.int64)
-        layered = np.full(ov.next_ord, -1, dtype=np.int64)
-        layered[live] = new
-        remap = np.full(starts[-1], -1, dtype=np.int64)
-        remap[order] = new
-        return _Plan(order, remap, False, layered)
+        renumber = np.full(ov.next_ord, -1, dtype=np.int64)
+        renumber[live] = np.arange(len(order), dtype=np.int64)
+        return _Plan(order, renumber, False)
 
     def moved(self, t: TypeDef) -> bool:
         """Whether ``t`` must be rewritten: its rows or a target's ordinals changed."""
@@ -792,6 +787,18 @@ class _Merge:
         """Field ``f`` of ``t`` for the new snapshot's rows: the sources joined and taken
         in the plan's order, references renumbered, nested ordinals renumbered too (or,
         with ``renumber_nested=False``, left in their combined numbering, for marking)."""
+        if t.key is not None and t.key == (f.name,) and renumber_nested:
+            node = self._keys.get(t.name)
+            if node is None:
+                node = self._keys[t.name] = self._field(t, f, True)
+            return node
+        return self._field(t, f, renumber_nested)
+
+    def forget(self, t: TypeDef) -> None:
+        """Drop what was kept of ``t`` once it is written."""
+        self._keys.pop(t.name, None)
+
+    def _field(self, t: TypeDef, f: Any, renumber_nested: bool) -> Node:
         nodes = []
         for si, s in enumerate(self.sources):
             n = self.counts[t.name][si]
@@ -819,9 +826,8 @@ class _Merge:
         if ft.kind == "ref":
             assert ft.target is not None
             tplan = self.plans[ft.target]
-            assert tplan.layered is not None
             if not self.sources[si].is_layer:  # a snapshot ordinal is a layered ordinal
-                new = _mapped(tplan.layered, v.a, node.nulls)
+                new = _mapped(tplan.renumber, v.a, node.nulls)
             else:
                 new = self._resolve_keys(ft.target, stored, node, tplan)
             if len(new) and int(new.min()) < 0:
@@ -849,20 +855,19 @@ class _Merge:
         keys = _py_values(stored, node)
         nulls = node.nulls
         out = np.zeros(len(keys), dtype=np.int64)
-        assert tplan.layered is not None
         for i, k in enumerate(keys):
             if nulls is not None and nulls[i]:
                 continue
             o = ordinal_of(k)
-            out[i] = tplan.layered[o] if 0 <= o < len(tplan.layered) else -1
+            out[i] = tplan.renumber[o] if 0 <= o < len(tplan.renumber) else -1
         return out
 
     def _renumber_nested(self, ft: FieldType, node: Node) -> Node:
         v = node.vals
         if ft.kind == "record":
             assert ft.target is not None
-            a = _mapped(self.plans[ft.target].remap, v.a, node.nulls)
-            return Node(Ints(a), node.n, node.nulls, node.absent, node.sparse)
+            a = _mapped(self.plans[ft.target].renumber, v.a, node.nulls)
+            return Node(Ints(a), node.n, node.nulls, node.absent)
         if isinstance(v, Coll) and _has(ft, "record"):
             assert ft.item is not None
             item = self._renumber_nested(ft.item, v.item)
@@ -870,7 +875,7 @@ class _Merge:
             if v.key is not None:
                 assert ft.key is not None
                 key = self._renumber_nested(ft.key, v.key)
-            return Node(Coll(v.offs, item, key), node.n, node.nulls, node.absent, node.sparse)
+            return Node(Coll(v.offs, item, key), node.n, node.nulls, node.absent)
         return node
 
     def key_hashes(self, t: TypeDef) -> np.ndarray:
@@ -1061,6 +1066,7 @@ def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any],
             sections[f"{t.name}/#digest"] = digs
             meta["checksum"] = _digest.fmt(_digest.checksum_of(digs))
             sections[f"{t.name}/#pk"], sections[f"{t.name}/#pktag"] = pk_tables(m.key_hashes(t))
+            m.forget(t)
             if spill is not None:
                 spill.move(sections, [f"{t.name}/#digest", f"{t.name}/#pk", f"{t.name}/#pktag"])
         types_meta[t.name] = meta
