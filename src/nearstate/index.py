@@ -555,21 +555,26 @@ def micros(v: _dt.datetime) -> int:
 # --- sorted arrays ----------------------------------------------------------------------------
 
 
-def slices(a: np.ndarray, spans, limit: int | None, reverse: bool) -> np.ndarray:
-    """``a[i:j]`` of each span in order (``reverse``: last first, each reversed), the
-    first ``limit`` of them."""
-    parts = []
+def _clipped(spans, limit: int | None, reverse: bool):
+    """The spans ``(i, j)`` in the order asked for (``reverse``: last first), cut so that
+    together they hold at most ``limit`` entries (a reversed span keeps its end)."""
     need = limit
     for i, j in reversed(spans) if reverse else spans:
         if need is not None:
             if need <= 0:
-                break
+                return
             if reverse:
                 i = max(i, j - need)
             else:
                 j = min(j, i + need)
             need -= j - i
-        parts.append(a[i:j][::-1] if reverse else a[i:j])
+        yield i, j
+
+
+def slices(a: np.ndarray, spans, limit: int | None, reverse: bool) -> np.ndarray:
+    """``a[i:j]`` of each span in order (``reverse``: last first, each reversed), the
+    first ``limit`` of them."""
+    parts = [a[i:j][::-1] if reverse else a[i:j] for i, j in _clipped(spans, limit, reverse)]
     if not parts:
         return np.zeros(0, dtype=a.dtype)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -596,16 +601,7 @@ def in_sorted(a: np.ndarray, sorted_b: np.ndarray) -> np.ndarray:
 def slice_positions(spans, limit: int | None, reverse: bool) -> np.ndarray:
     """The positions of the first ``limit`` entries of ``spans`` in the order asked for."""
     parts = []
-    need = limit
-    for i, j in reversed(spans) if reverse else spans:
-        if need is not None:
-            if need <= 0:
-                break
-            if reverse:
-                i = max(i, j - need)
-            else:
-                j = min(j, i + need)
-            need -= j - i
+    for i, j in _clipped(spans, limit, reverse):
         r = np.arange(i, j, dtype=np.int64)
         parts.append(r[::-1] if reverse else r)
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
