@@ -364,6 +364,30 @@ def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
         yield out
 
 
+def _write_batches(f: BinaryIO, batches: Iterator[list], progress: Progress | None) -> int:
+    """Encode each batch of structs as JSON Lines and write it, the write of one batch
+    overlapping the encoding of the next; the records written."""
+    enc, done, gc_on = msgspec.json.Encoder(), 0, gc.isenabled()
+    gc.disable()  # nothing here makes cycles; collections would only rescan the pools
+    try:
+        with ThreadPoolExecutor(1) as writer:  # writes release the GIL: overlap them
+            pending: Future[int] | None = None
+            for batch in batches:
+                data = enc.encode_lines(batch)
+                if pending:
+                    pending.result()
+                pending = writer.submit(f.write, data)
+                done += len(batch)
+                if progress:
+                    progress(done)
+            if pending:
+                pending.result()
+    finally:
+        if gc_on:
+            gc.enable()
+    return done
+
+
 def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | None = None) -> int:
     """Write ``n`` generated Tudum-like editorial stories to ``out``; return ``n``.
 
@@ -377,25 +401,7 @@ def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | 
         raise ValueError(f"n must be >= 0, got {n}")
 
     def fill(f: BinaryIO) -> int:
-        enc, done, gc_on = msgspec.json.Encoder(), 0, gc.isenabled()
-        gc.disable()  # nothing here makes cycles; collections would only rescan the pools
-        try:
-            with ThreadPoolExecutor(1) as writer:  # writes release the GIL: overlap them
-                pending: Future[int] | None = None
-                for stories in _stories(n, seed, 10_000):
-                    data = enc.encode_lines(stories)
-                    if pending:
-                        pending.result()
-                    pending = writer.submit(f.write, data)
-                    done += len(stories)
-                    if progress:
-                        progress(done)
-                if pending:
-                    pending.result()
-        finally:
-            if gc_on:
-                gc.enable()
-        return done
+        return _write_batches(f, _stories(n, seed, 10_000), progress)
 
     return _atomic_write(out, fill)
 
@@ -759,24 +765,6 @@ def write_catalog(
         raise ValueError(f"n must be >= 0, got {n}")
 
     def fill(f: BinaryIO) -> int:
-        enc, done, gc_on = msgspec.json.Encoder(), 0, gc.isenabled()
-        gc.disable()  # nothing here makes cycles
-        try:
-            with ThreadPoolExecutor(1) as writer:  # writes release the GIL: overlap them
-                pending: Future[int] | None = None
-                for products in _catalog(n, seed, _CATALOG_BATCH):
-                    data = enc.encode_lines(products)
-                    if pending:
-                        pending.result()
-                    pending = writer.submit(f.write, data)
-                    done += len(products)
-                    if progress:
-                        progress(done)
-                if pending:
-                    pending.result()
-        finally:
-            if gc_on:
-                gc.enable()
-        return done
+        return _write_batches(f, _catalog(n, seed, _CATALOG_BATCH), progress)
 
     return _atomic_write(out, fill)
