@@ -266,7 +266,7 @@ def _stage_range(
             f.seek(start)
             data = f.read(end - start)
         records = _decode_chunk(msgspec.json.Decoder(), data, first_line)
-        return _stage_parts(records, own, type_name, keys, learned, sample_last,
+        return stage_parts(records, own, type_name, keys, learned, sample_last,
                             part_records), learned  # fmt: skip
     except InputError as e:
         return ("input", e.detail, e.line, e.field)
@@ -274,7 +274,7 @@ def _stage_range(
         return ("resample", None, None, None)
 
 
-def _stage_parts(
+def stage_parts(
     records: Any, own: Schema, type_name: str, keys: tuple[str, ...], learned: dict[str, Any],
     sample_last: int | None, part_records: int,
 ) -> list[_Part]:  # fmt: skip
@@ -328,6 +328,28 @@ def _stage_parts(
     if lines:
         finish_part()
     return parts
+
+
+def join_staged(
+    schema: Schema, type_name: str, parts: list[_Part]
+) -> tuple[Schema, dict[str, Any], Any]:
+    """The schema as written (left out or null combined over every part, see
+    :meth:`WriteState.final_schema`), the types meta and the sections of the parts joined
+    by columns (:func:`nearstate.merge.join_parts`). Empties ``parts`` as it goes.
+    Raises :class:`~nearstate.merge.DuplicateKeyError` when two parts hold one key."""
+    absent: dict[str, set[str]] = {}  # per type: fields some record left out
+    nulls: dict[str, set[str]] = {}  # per type: fields some record set to null
+    for p in parts:
+        for t, (a, nl) in p.presence.items():
+            absent.setdefault(t, set()).update(a)
+            nulls.setdefault(t, set()).update(nl)
+    final = _with_presence(schema, absent, nulls)
+    left_out = [{t: a - nl for t, (a, nl) in p.presence.items()} for p in parts]
+    built = [p.built for p in parts]
+    parts.clear()
+    own = Schema([t for t in final if _own(t.name, type_name)])
+    types_meta, sections = join_parts(own, built, left_out)
+    return final, types_meta, sections
 
 
 def _ranges(path: str | Path, part_bytes: int) -> list[tuple[int, int, int]]:
@@ -450,26 +472,14 @@ def _import_streamed(
         raise InputError(f"{path} holds no records")
     if progress is not None:
         progress("write", 0, 1)
-    absent: dict[str, set[str]] = {}  # per type: fields some record left out
-    nulls: dict[str, set[str]] = {}  # per type: fields some record set to null
-    for p in parts:
-        for t, (a, nl) in p.presence.items():
-            absent.setdefault(t, set()).update(a)
-            nulls.setdefault(t, set()).update(nl)
-    final = _with_presence(schema, absent, nulls)
-    left_out = [{t: a - nl for t, (a, nl) in p.presence.items()} for p in parts]
     part_lines = [p.lines for p in parts]
-    built = [p.built for p in parts]
-    parts.clear()
     try:
-        types_meta, sections = join_parts(Schema([t for t in final if _own(t.name, type_name)]),
-                                          built, left_out)  # fmt: skip
+        final, types_meta, sections = join_staged(schema, type_name, parts)
     except DuplicateKeyError as e:
         all_lines = np.concatenate(part_lines)
         first_line, again = (int(all_lines[r]) for r in e.rows)
         raise InputError(f"duplicate key (first on line {first_line})", line=again,
                          field=",".join(keys)) from None  # fmt: skip
-    built.clear()  # the joined sections hold what is still needed
     if prev is not None and _same_shape(prev.stored_schema, final, type_name):
         # the type was there, shaped the same: publish what changed as a delta
         with ds.producer(snapshot_every=10, retain_snapshots=None) as p:

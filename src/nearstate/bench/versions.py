@@ -37,13 +37,14 @@ follows the snapshot, not the records.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import random
 import shutil
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,10 @@ from nearstate.blob import encode_blob
 from nearstate.consumer import Consumer
 from nearstate.dataset import LocalDataset
 from nearstate.infer import infer_schema
-from nearstate.merge import Spill, join_parts, merged_snapshot
+from nearstate.jsonl import join_staged, stage_parts
+from nearstate.merge import Spill, merged_snapshot
 from nearstate.producer import Incremental
 from nearstate.versions import open_snapshot, record_name, snapshot_name
-from nearstate.write_state import WriteState
 
 SIZES = (100_000, 1_000_000, 3_000_000)
 CHANGE = 1_000
@@ -238,30 +239,20 @@ def _base(work: Path, n: int, say: Callable[[str], None], data: str = "tudum") -
     gc.disable()
     try:
         batches = _stories(n, SEED, 50_000) if data == "tudum" else _catalog(n, SEED, rows=50_000)
-        schema = None
-        learned: dict[str, Any] = {}
-        parts = []
-        ws: WriteState | None = None
-        done = 0
-        for batch in batches:
-            recs = msgspec.to_builtins(batch)
-            if schema is None:
-                schema = infer_schema(recs[:20_000], type_name=type_name, key=key)
-            if ws is None:
-                ws = WriteState(schema)
-            ws.add_many(type_name, recs)
-            done += len(recs)
-            if ws.count(type_name) >= PART:
-                parts.append((ws.build(learned=learned), ws.final_schema()))
-                ws = None
-            say(f"{n:,} records: staging the snapshot ({done:,})")
-        if ws is not None:
-            parts.append((ws.build(learned=learned), ws.final_schema()))
-        assert schema is not None
+        first = msgspec.to_builtins(next(batches))
+        schema = infer_schema(first[:20_000], type_name=type_name, key=key)
+
+        def records() -> Iterator[tuple[int, Any]]:
+            done = 0
+            for recs in itertools.chain([first], map(msgspec.to_builtins, batches)):
+                yield from enumerate(recs, done + 1)
+                done += len(recs)
+                say(f"{n:,} records: staging the snapshot ({done:,})")
+
+        # as a streamed import stages and joins its parts (nearstate.jsonl)
+        parts = stage_parts(records(), schema, type_name, (key,), {}, None, PART)
         say(f"{n:,} records: joining {len(parts)} parts")
-        final = _omit_nulls(schema, [sch for _, sch in parts])
-        types_meta, sections = join_parts(final, [built for built, _ in parts])
-        parts.clear()
+        final, types_meta, sections = join_staged(schema, type_name, parts)
         tmp = d.with_name(d.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         ds = LocalDataset(tmp)
@@ -274,24 +265,6 @@ def _base(work: Path, n: int, say: Callable[[str], None], data: str = "tudum") -
             gc.enable()
         gc.collect()
     return d
-
-
-def _omit_nulls(schema: Any, finals: list[Any]) -> Any:
-    """``omit_null`` only where every part says so (a generated set: nulls are either
-    always given or always left out per field)."""
-    from dataclasses import replace
-
-    from nearstate.schema import Schema, TypeDef
-
-    tdefs = []
-    for t in schema:
-        flags = [{f.name: f.omit_null for f in fs[t.name].fields} for fs in finals if t.name in fs]
-        fields = tuple(
-            replace(f, omit_null=bool(flags) and all(fl.get(f.name, False) for fl in flags))
-            for f in t.fields
-        )
-        tdefs.append(TypeDef(t.name, fields, t.key))
-    return Schema(tdefs)
 
 
 def _link_base(base: Path, run: Path) -> None:
