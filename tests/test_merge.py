@@ -143,6 +143,23 @@ op = st.tuples(
 ops = st.lists(op, max_size=12)
 
 
+def apply_ops(cyc: list[tuple[str, int, int]]):
+    """An incremental cycle's ``mutate`` doing the drawn operations."""
+
+    def mutate(inc: Any) -> None:
+        for what, k, v in cyc:
+            if what == "film":
+                inc.upsert("Film", film(k, v))
+            elif what == "del":
+                inc.delete("Film", k)
+            elif what == "person":  # persons are referred to: modified, never removed
+                inc.upsert("Person", person(k % 10, v))
+            else:
+                inc.upsert("Tag", tag(k % 6, v))
+
+    return mutate
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(n=st.integers(0, 30), cycles=st.lists(ops, min_size=1, max_size=4))
 def test_merged_snapshot_equals_one_built_from_scratch(tmp_path_factory, n, cycles) -> None:
@@ -150,19 +167,7 @@ def test_merged_snapshot_equals_one_built_from_scratch(tmp_path_factory, n, cycl
     with ds.producer(snapshot_every=1000) as p:
         first_version(p, n)
         for cyc in cycles:
-
-            def mutate(inc, cyc=cyc):
-                for what, k, v in cyc:
-                    if what == "film":
-                        inc.upsert("Film", film(k, v))
-                    elif what == "del":
-                        inc.delete("Film", k)
-                    elif what == "person":  # persons are referred to: modified, never removed
-                        inc.upsert("Person", person(k % 10, v))
-                    else:
-                        inc.upsert("Tag", tag(k % 6, v))
-
-            p.run_incremental(mutate)
+            p.run_incremental(apply_ops(cyc))
         state = p.state
         m = merged(state)
         assert_same(state, m)
@@ -445,19 +450,7 @@ def test_indexes_carried_across_deltas_equal_a_scan(tmp_path_factory, n, cycles)
         cons = ds.consumer()
         cons.refresh()
         for cyc in cycles:
-
-            def mutate(inc, cyc=cyc):
-                for what, k, v in cyc:
-                    if what == "film":
-                        inc.upsert("Film", film(k, v))
-                    elif what == "del":
-                        inc.delete("Film", k)
-                    elif what == "person":
-                        inc.upsert("Person", person(k % 10, v))
-                    else:
-                        inc.upsert("Tag", tag(k % 6, v))
-
-            r = p.run_incremental(mutate)
+            r = p.run_incremental(apply_ops(cyc))
             if r.version is not None:
                 cons.move_to(r.version)
             ts = cons.state["Film"]
