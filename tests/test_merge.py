@@ -106,6 +106,19 @@ def merged(state: Any, spill_min: int | None = None) -> ReadState:
     return ReadState(blob)
 
 
+@contextlib.contextmanager
+def small_steps(step: int = 16):
+    """The chunked helpers working ``step`` values at a time (one block), so that a small
+    column crosses many chunk boundaries."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(merge, "STEP", step)
+        yield
+
+
+def sections_of(state: ReadState) -> dict[str, tuple[str, bytes]]:
+    return {k: (v.dtype.str, v.tobytes()) for k, v in state.blob.arrays.items()}
+
+
 def scratch(state: Any) -> ReadState:
     ws = nearstate.WriteState(state.stored_schema)
     for t in ("Person", "Tag", "Film"):
@@ -176,6 +189,9 @@ def test_merged_snapshot_equals_one_built_from_scratch(tmp_path_factory, n, cycl
         assert_same(state, merged(m))
         # sections moved out of the heap as they are finished read the same
         assert_same(state, merged(state, spill_min=1))
+        # columns worked a few values at a time give the same sections, byte for byte
+        with small_steps():
+            assert sections_of(merged(state)) == sections_of(m)
 
 
 def test_merge_keeps_compressed_pools_text_dictionaries_and_sparse_nulls(tmp_path) -> None:
@@ -275,6 +291,65 @@ def test_unused_pool_entries_are_dropped() -> None:
     pool = merge.Pool(data, offs, np.array([4, 0], dtype=np.int64))
     assert merge._write_pool(pool, out, "z")["pool"] == "identity"
     assert out["z.pool"].tobytes() == b"qxyz" and "z.ids" not in out
+
+
+# --- the chunked helpers against the encoder's whole-column forms ----------------------
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=80), st.integers(-(2**63), 2**63 - 1),
+       st.sampled_from([16, 32, 1 << 16]), st.booleans())  # fmt: skip
+def test_chunked_put_uints_equals_the_encoders(values, lo, step, signed) -> None:
+    from nearstate.encoding import put_uints
+
+    if signed:  # an int column less its smallest value, wrapping as uint64
+        a = np.array(values, dtype=np.uint64).view(np.int64)
+        want: dict[str, Any] = {}
+        put_uints(a.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF), want, "x")
+    else:
+        a, lo = np.array(values, dtype=np.uint64), 0
+        want = {}
+        put_uints(a, want, "x")
+    got: dict[str, Any] = {}
+    with small_steps(step):
+        merge._put_uints(a, got, "x", lo)
+    assert {k: (v.dtype.str, v.tobytes()) for k, v in got.items()} == {
+        k: (v.dtype.str, v.tobytes()) for k, v in want.items()
+    }
+
+
+@settings(deadline=None)
+@given(st.lists(st.one_of(st.floats(), st.integers(-(10**6), 10**6).map(lambda i: i / 100)),
+                max_size=60), st.sampled_from([16, 1 << 16]))  # fmt: skip
+def test_chunked_decimal_scale_equals_the_encoders(values, step) -> None:
+    from nearstate.encoding import _decimal_scale
+
+    a = np.array(values, dtype=np.float64)
+    want = _decimal_scale(a)
+    with small_steps(step):
+        assert merge._decimal_scale(a) == (None if want is None else want[1])
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5)), max_size=60),
+       st.sampled_from([16, 1 << 16]))  # fmt: skip
+def test_chunked_ranges_and_pool_helpers(spans, step) -> None:
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    lens = np.array([n for _, n in spans], dtype=np.int64)
+    offs = np.zeros(len(spans) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offs[1:])
+    want = [x for s, n in spans for x in range(s, s + n)]
+    mask = lens > 2
+    with small_steps(step):
+        assert merge._ranges(starts, lens, offs, np.int32).tolist() == want
+        assert (
+            merge._is_arange(np.arange(len(spans))) and merge._is_self(np.arange(len(spans))).all()
+        )
+        assert merge._nonzero(mask, np.int32).tolist() == np.flatnonzero(mask).tolist()
+        idx = np.flatnonzero(mask)
+        assert merge._span_bytes(offs, idx) == int(lens[idx].sum())
+    if len(spans) > 1:
+        assert not merge._is_arange(np.arange(len(spans))[::-1].copy())
 
 
 # --- the compiled helpers against the reference ----------------------------------------

@@ -46,13 +46,15 @@ from .encoding import (
     Sections,
     _null_rank,
     narrow_uint,
-    put_uints,
 )
 from .errors import FormatError, SchemaError
 from .index import build_pk_tables, key_bytes
 from .schema import FieldType, Schema, TypeDef
 
 GC_FRACTION = 0.25  # drop unreferenced pool entries once they are this share of a pool
+#: values worked at a time by the chunked helpers (a multiple of BLOCK): a column's
+#: temporaries stay this size instead of the column's, in int64
+STEP = 1 << 16
 
 
 # --- byte helpers: compiled when the core is there, else Python ------------------------
@@ -136,14 +138,122 @@ def crc32_ints(a: np.ndarray) -> np.ndarray:
     return np.fromiter((zlib.crc32(b"%d" % v) for v in a.tolist()), np.uint32, len(a))
 
 
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """``concat(arange(s, s + n) for s, n in zip(starts, lens))``, vectorised."""
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(lens)
-    shift = np.repeat(starts - (ends - lens), lens)
-    return np.arange(total, dtype=np.int64) + shift
+def _ranges(starts: np.ndarray, lens: np.ndarray, offs: np.ndarray, dtype: Any) -> np.ndarray:
+    """``concat(arange(s, s + n) for s, n in zip(starts, lens))`` as ``dtype``, vectorised
+    STEP rows at a time. ``offs``: the running sums of ``lens`` (from 0)."""
+    out = np.empty(int(offs[-1]), dtype=dtype)
+    for i in range(0, len(lens), STEP):
+        a, b = int(offs[i]), int(offs[min(i + STEP, len(lens))])
+        if a == b:
+            continue
+        s, n = starts[i : i + STEP], lens[i : i + STEP]
+        ends = np.cumsum(n)
+        out[a:b] = np.arange(b - a, dtype=np.int64) + np.repeat(s - (ends - n), n)
+    return out
+
+
+def _idx_dtype(n: int) -> np.dtype:
+    """A signed dtype for indexes below ``n`` (int32 where it holds them: half the bytes)."""
+    return np.dtype(np.int32) if n < 2**31 else np.dtype(np.int64)
+
+
+def _is_arange(idx: np.ndarray) -> bool:
+    """Whether ``idx`` is ``0, 1, ..., len(idx) - 1`` (STEP values at a time)."""
+    for i in range(0, len(idx), STEP):
+        c = idx[i : i + STEP]
+        if not np.array_equal(c, np.arange(i, i + len(c))):
+            return False
+    return True
+
+
+def _is_self(first: np.ndarray) -> np.ndarray:
+    """Per ``i``, whether ``first[i] == i`` (STEP values at a time)."""
+    out = np.empty(len(first), dtype=bool)
+    for i in range(0, len(first), STEP):
+        c = first[i : i + STEP]
+        np.equal(c, np.arange(i, i + len(c)), out=out[i : i + STEP])
+    return out
+
+
+def _nonzero(mask: np.ndarray, dtype: Any) -> np.ndarray:
+    """``np.flatnonzero(mask)`` as ``dtype`` (STEP values at a time)."""
+    out = np.empty(int(np.count_nonzero(mask)), dtype=dtype)
+    at = 0
+    for i in range(0, len(mask), STEP):
+        nz = np.flatnonzero(mask[i : i + STEP])
+        out[at : at + len(nz)] = nz + i
+        at += len(nz)
+    return out
+
+
+def _span_bytes(offs: np.ndarray, idx: np.ndarray | None) -> int:
+    """Bytes of the slices ``idx`` (every slice if None) of ``offs``."""
+    if idx is None:
+        return int(offs[-1]) - int(offs[0]) if len(offs) else 0
+    total = 0
+    ends = offs[1:]
+    for i in range(0, len(idx), STEP):
+        c = idx[i : i + STEP]
+        total += int(ends[c].sum()) - int(offs[c].sum())
+    return total
+
+
+def _cat(arrays: list[np.ndarray], shifts: list[int], dtype: Any) -> np.ndarray:
+    """``concatenate([a + shift ...])`` as ``dtype``, written into one array (no copy of
+    each part first)."""
+    out = np.empty(sum(len(a) for a in arrays), dtype=dtype)
+    at = 0
+    for a, sh in zip(arrays, shifts, strict=True):
+        part = out[at : at + len(a)]
+        part[...] = a
+        if sh:
+            part += sh
+        at += len(a)
+    return out
+
+
+def _put_uints(values: np.ndarray, out: Sections, section: str, lo: int = 0) -> None:
+    """:func:`nearstate.encoding.put_uints` of ``values - lo`` (as uint64, wrapping): the
+    same sections byte for byte, worked STEP values at a time (its temporaries are each
+    the whole column in uint64)."""
+    n = len(values)
+    sub = np.uint64(lo & 0xFFFFFFFFFFFFFFFF)
+
+    def chunk(i: int) -> np.ndarray:
+        u = values[i : i + STEP].astype(np.uint64)
+        if lo:
+            u -= sub
+        return u
+
+    top = 0
+    for i in range(0, n, STEP):
+        top = max(top, int(chunk(i).max()))
+    plain = narrow_uint(top)
+    if n >= 2 * BLOCK:
+        bases = np.empty(-(-n // BLOCK), dtype=np.uint64)
+        rel_top = 0
+        for i in range(0, n, STEP):
+            u = chunk(i)
+            if len(u) % BLOCK:  # the last chunk: its block padded with the last value
+                u = np.concatenate([u, np.full(-len(u) % BLOCK, u[-1], dtype=np.uint64)])
+            r = u.reshape(-1, BLOCK)
+            lo_b = r.min(axis=1)
+            bases[i // BLOCK : i // BLOCK + len(lo_b)] = lo_b
+            rel_top = max(rel_top, int((r.max(axis=1) - lo_b).max()))
+        rw, bw = narrow_uint(rel_top), narrow_uint(int(bases.max()))
+        if n * rw.itemsize + len(bases) * bw.itemsize < n * plain.itemsize:
+            rel = np.empty(n, dtype=rw)
+            for i in range(0, n, STEP):
+                u = chunk(i)
+                b = bases[i // BLOCK : i // BLOCK + -(-len(u) // BLOCK)]
+                rel[i : i + len(u)] = u - np.repeat(b, BLOCK)[: len(u)]
+            out[section] = rel
+            out[section + ".blk"] = bases.astype(bw)
+            return
+    res = np.empty(n, dtype=plain)
+    for i in range(0, n, STEP):
+        res[i : i + STEP] = chunk(i)
+    out[section] = res
 
 
 # --- parts: one column's values as arrays ----------------------------------------------
@@ -208,16 +318,25 @@ class Node:
 # --- reading parts from a blob's sections ------------------------------------------------
 
 
-def _uints(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+def _uints(arrays: dict[str, np.ndarray], name: str, dtype: Any = np.int64) -> np.ndarray:
     try:
         v = arrays[name]
     except KeyError:
         raise FormatError(f"blob lacks section {name!r}") from None
-    a = v.astype(np.int64)
+    a = v.astype(dtype)
     blk = arrays.get(name + ".blk")
     if blk is not None:
-        a += np.repeat(blk.astype(np.int64), BLOCK)[: len(a)]
+        _add_blocks(a, blk)
     return a
+
+
+def _add_blocks(a: np.ndarray, blk: np.ndarray) -> None:
+    """``a += repeat(blk, BLOCK)`` in place (no repeated array)."""
+    full = len(a) // BLOCK
+    b = blk.astype(a.dtype)
+    a[: full * BLOCK].reshape(-1, BLOCK)[...] += b[:full, None]
+    if len(a) > full * BLOCK:
+        a[full * BLOCK :] += b[full]
 
 
 def _bits(arrays: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
@@ -256,10 +375,13 @@ def _read_vals(ft: FieldType, meta: dict[str, Any], arrays: dict[str, np.ndarray
             u = arrays[name].astype(np.uint64)
             blk = arrays.get(name + ".blk")
             if blk is not None:
-                u += np.repeat(blk.astype(np.uint64), BLOCK)[: len(u)]
-            a = (u + np.uint64(int(meta.get("base", 0)) & 0xFFFFFFFFFFFFFFFF)).view(np.int64)
+                _add_blocks(u, blk)
+            u += np.uint64(int(meta.get("base", 0)) & 0xFFFFFFFFFFFFFFFF)
+            a = u.view(np.int64)
         if kind == "float":
-            return Floats(a.astype(np.float64) / float(meta["scale"]))
+            f = a.astype(np.float64)
+            f /= float(meta["scale"])
+            return Floats(f)
         return Ints(a, bool(meta.get("tz")) if kind == "datetime" else None)
     if kind == "float":
         return Floats(arrays[name].astype(np.float64))
@@ -287,8 +409,11 @@ def _read_pool(meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -
     table = None
     if meta.get("fsst"):
         table = _fsst.unpack(arrays[name + ".fsym"], arrays[name + ".flen"], name)
-    ids = _uints(arrays, name + ".ids") if meta.get("pool") == "ids" else None
-    return Pool(arrays[name + ".pool"], _uints(arrays, name + ".poffs"), ids, table)
+    offs = _uints(arrays, name + ".poffs")
+    ids = None
+    if meta.get("pool") == "ids":  # ids below the entry count: int32 where that holds them
+        ids = _uints(arrays, name + ".ids", _idx_dtype(len(offs)))
+    return Pool(arrays[name + ".pool"], offs, ids, table)
 
 
 # --- take and concat ---------------------------------------------------------------------
@@ -326,9 +451,7 @@ def _empty_like(node: Node) -> Node:
 
 def _take_node(node: Node, idx: np.ndarray) -> Node:
     """The rows ``idx`` of ``node``, in that order."""
-    if len(idx) == node.n and (
-        node.n == 0 or (idx[0] == 0 and np.array_equal(idx, np.arange(node.n)))
-    ):
+    if len(idx) == node.n and (node.n == 0 or (idx[0] == 0 and _is_arange(idx))):
         return node
     return Node(
         _take_vals(node.vals, idx),
@@ -355,10 +478,12 @@ def _take_vals(v: Any, idx: np.ndarray) -> Any:
         return Text(data, offs, v.zdict)
     if isinstance(v, Coll):
         starts = v.offs[idx]
-        lens = v.offs[idx + 1] - starts
+        lens = v.offs[1:][idx]
+        lens -= starts
         offs = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lens, out=offs[1:])
-        inner = _ranges(starts, lens)
+        inner = _ranges(starts, lens, offs, _idx_dtype(len(v.offs)))
+        del starts, lens
         return Coll(offs, _take_node(v.item, inner),
                     None if v.key is None else _take_node(v.key, inner))  # fmt: skip
     raise AssertionError(type(v))  # pragma: no cover
@@ -404,10 +529,11 @@ def _concat_vals(ft: FieldType, vs: list[Any]) -> Any:
     if isinstance(first, Text):
         return _concat_text(vs)
     if isinstance(first, Coll):
-        offs = [first.offs]
+        offs, shifts = [first.offs], [0]
         at = int(first.offs[-1])
         for v in vs[1:]:
-            offs.append(v.offs[1:] + at)
+            offs.append(v.offs[1:])
+            shifts.append(at)
             at += int(v.offs[-1])
         assert ft.item is not None
         item = concat(ft.item, [v.item for v in vs])
@@ -415,7 +541,7 @@ def _concat_vals(ft: FieldType, vs: list[Any]) -> Any:
         if first.key is not None:
             assert ft.key is not None
             key = concat(ft.key, [v.key for v in vs if v.key is not None])
-        return Coll(np.concatenate(offs), item, key)
+        return Coll(_cat(offs, shifts, np.int64), item, key)
     raise AssertionError(type(first))  # pragma: no cover
 
 
@@ -462,19 +588,21 @@ def _concat_pools(vs: list[Pool]) -> Pool:
     table = big.table
     vs = [_recode(v, table) for v in vs]
     with_ids = any(v.ids is not None for v in vs)
-    datas, offs, ids = [], [], []
+    datas, offs, ids, at_bs, at_es = [], [], [], [], []
     at_b = at_e = 0
     for v in vs:
         datas.append(v.data)
-        offs.append((v.offs if not offs else v.offs[1:]) + at_b)
+        offs.append(v.offs if not offs else v.offs[1:])
         ne = len(v.offs) - 1
         if with_ids:
-            ids.append((v.ids if v.ids is not None else np.arange(ne, dtype=np.int64)) + at_e)
+            ids.append(v.ids if v.ids is not None else np.arange(ne, dtype=np.int64))
+        at_bs.append(at_b)
+        at_es.append(at_e)
         at_b += int(v.offs[-1])
         at_e += ne
     data = np.concatenate(datas) if len(datas) > 1 else datas[0]
-    return Pool(data, np.concatenate(offs), np.concatenate(ids) if with_ids else None, table,
-                vs[0].bigint)  # fmt: skip
+    joined_ids = _cat(ids, at_es, _idx_dtype(at_e + 1)) if with_ids else None
+    return Pool(data, _cat(offs, at_bs, np.int64), joined_ids, table, vs[0].bigint)
 
 
 def _concat_text(vs: list[Text]) -> Text:
@@ -485,13 +613,14 @@ def _concat_text(vs: list[Text]) -> Text:
         if v.zdict != zdict:
             v = _recompress(v, zdict)
         out.append(v)
-    datas, offs = [], []
+    datas, offs, shifts = [], [], []
     at = 0
     for v in out:
         datas.append(v.data)
-        offs.append((v.offs if not offs else v.offs[1:]) + at)
+        offs.append(v.offs if not offs else v.offs[1:])
+        shifts.append(at)
         at += int(v.offs[-1])
-    return Text(np.concatenate(datas), np.concatenate(offs), zdict)
+    return Text(np.concatenate(datas), _cat(offs, shifts, np.int64), zdict)
 
 
 def _recompress(v: Text, zdict: bytes | None) -> Text:
@@ -577,7 +706,7 @@ def _write_ints(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
         out[name] = np.zeros(0, dtype=np.uint8)
         return {"base": 0}
     lo = int(a.min())
-    put_uints(a.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF), out, name)
+    _put_uints(a, out, name, lo)
     return {"base": lo}
 
 
@@ -606,7 +735,7 @@ def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, An
         out[name + ".z"] = v.data
         return meta
     if isinstance(v, Coll):
-        put_uints(v.offs, out, name + ".offs")
+        _put_uints(v.offs, out, name + ".offs")
         assert ft.item is not None
         if ft.kind == "dict":
             assert ft.key is not None and v.key is not None
@@ -619,20 +748,41 @@ def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, An
 def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
     from .encoding import _fits_float32
 
-    finite = len(a) and np.all(np.isfinite(a)) and not np.any(np.signbit(a) & (a == 0))
-    if finite and np.max(np.abs(a)) < 2**50:
-        for digits in range(5):  # the decimal scaling of encoding._decimal_scale
-            scale = 10**digits
-            s = np.round(a * scale)
-            if np.array_equal((s / scale).view(np.int64), a.view(np.int64)):
-                meta = _write_ints(s.astype(np.int64), out, name)
-                meta["scale"] = scale
-                return meta
+    scale = _decimal_scale(a)
+    if scale is not None:
+        s = np.empty(len(a), dtype=np.int64)
+        for i in range(0, len(a), STEP):
+            s[i : i + STEP] = np.round(a[i : i + STEP] * scale)
+        meta = _write_ints(s, out, name)
+        meta["scale"] = scale
+        return meta
     if _fits_float32(a):
         out[name] = a.astype("<f4")
     else:
         out[name] = a.astype("<f8")
     return {}
+
+
+def _decimal_scale(a: np.ndarray) -> int | None:
+    """The scale of :func:`nearstate.encoding._decimal_scale` (``round(a * scale) / scale``
+    bit-identical to ``a``), or None; checked STEP values at a time."""
+    if not len(a):
+        return None
+    for i in range(0, len(a), STEP):
+        c = a[i : i + STEP]
+        if not np.all(np.isfinite(c)) or np.any(np.signbit(c) & (c == 0)):
+            return None
+        if np.max(np.abs(c)) >= 2**50:
+            return None
+    for digits in range(5):
+        scale = 10**digits
+        for i in range(0, len(a), STEP):
+            c = a[i : i + STEP]
+            if not np.array_equal((np.round(c * scale) / scale).view(np.int64), c.view(np.int64)):
+                break
+        else:
+            return scale
+    return None
 
 
 def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
@@ -641,36 +791,56 @@ def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
     Entries nothing points at are dropped. (FSST codes de-duplicate as their values do:
     one table encodes equal values to equal codes.)"""
     data, offs, ids = p.data, p.offs, p.ids
-    n_entries = len(offs) - 1
-    first = dedupe_slices(data, offs)
-    is_first = first == np.arange(n_entries, dtype=np.int64)
-    entry_uid = (np.cumsum(is_first) - 1)[first] if n_entries else first
-    row_uid = entry_uid if ids is None else entry_uid[ids]
-    rows = len(row_uid)
-    n_uniq = int(is_first.sum())
-    used = np.zeros(n_uniq, dtype=bool)
-    used[row_uid] = True
-    keep = np.flatnonzero(is_first)[used]  # an entry for each value some row holds
-    if not used.all():
-        row_uid = (np.cumsum(used) - 1)[row_uid]
-    lens = offs[1:] - offs[:-1]
-    ubytes = int(lens[keep].sum())
-    rows_entry = keep[row_uid]  # per row, the entry holding its value
-    abytes = int(lens[rows_entry].sum()) if rows else 0
-    n_u = len(keep)
+    n_e = len(offs) - 1
+    it = _idx_dtype(n_e + 1)
+    first = dedupe_slices(data, offs).astype(it)  # per entry, its value's first entry
+    is_first = _is_self(first)
+    n_uniq = int(np.count_nonzero(is_first))
+    # per row, its value's number (in order of first entries); None: row i is value i
+    row_uid: np.ndarray | None = ids
+    if n_uniq < n_e:
+        uid = np.cumsum(is_first, dtype=it)
+        uid -= 1
+        entry_uid = uid[first]
+        del uid
+        row_uid = entry_uid if ids is None else entry_uid[ids]
+        del entry_uid
+    del first
+    rows = n_e if row_uid is None else len(row_uid)
+    keep_mask = is_first  # the entries kept: one for each value some row holds
+    if row_uid is not None:
+        used = np.zeros(n_uniq, dtype=bool)
+        used[row_uid] = True
+        if not used.all():
+            keep_mask = is_first.copy()
+            keep_mask[is_first] = used
+            renum = np.cumsum(used, dtype=it)
+            renum -= 1
+            row_uid = renum[row_uid]
+            del renum
+        del used
+    n_u = int(np.count_nonzero(keep_mask))
+    keep = None if n_u == n_e else _nonzero(keep_mask, it)  # None: every entry
+    del is_first, keep_mask
+    # per row, the entry holding its value (None: row i is entry i)
+    rows_entry = None if row_uid is None else row_uid if keep is None else keep[row_uid]
+    ubytes = _span_bytes(offs, keep)
+    abytes = _span_bytes(offs, rows_entry) if rows else 0
     size_ids = (ubytes + (n_u + 1) * narrow_uint(ubytes).itemsize
                 + rows * narrow_uint(max(n_u - 1, 0)).itemsize)  # fmt: skip
     size_all = abytes + (rows + 1) * narrow_uint(abytes).itemsize
     meta: dict[str, Any] = {"pool": "identity"}
     if n_u < rows and size_ids < size_all:
-        data, offs = gather_slices(data, offs, keep)
-        put_uints(row_uid, out, name + ".ids")
+        assert row_uid is not None
+        del rows_entry
+        data, offs = gather_slices(data, offs, keep if keep is not None else np.arange(n_e))
+        _put_uints(row_uid, out, name + ".ids")
         meta["pool"] = "ids"
-    else:
-        if not (len(rows_entry) == n_entries and np.array_equal(rows_entry, np.arange(n_entries))):
-            data, offs = gather_slices(data, offs, rows_entry)
+    elif rows_entry is not None and not (len(rows_entry) == n_e and _is_arange(rows_entry)):
+        del row_uid, keep
+        data, offs = gather_slices(data, offs, rows_entry)
     out[name + ".pool"] = np.ascontiguousarray(data, dtype=np.uint8)
-    put_uints(offs, out, name + ".poffs")
+    _put_uints(offs, out, name + ".poffs")
     if p.table is not None:
         out[name + ".fsym"], out[name + ".flen"] = _fsst.pack(p.table)
         meta["fsst"] = True
@@ -750,8 +920,8 @@ class _Merge:
                     continue
                 _mark(f.type, self.field(parent, f, renumber_nested=False), t.name, used)
             order = np.flatnonzero(used)
-            renumber = np.full(len(used), -1, dtype=np.int64)
-            renumber[order] = np.arange(len(order), dtype=np.int64)
+            renumber = np.full(len(used), -1, dtype=_idx_dtype(len(used)))
+            renumber[order] = np.arange(len(order), dtype=renumber.dtype)
             ident = len(order) == c[0] and (not len(order) or int(order[-1]) == len(order) - 1)
             self.plans[t.name] = _Plan(order, renumber, ident)
 
@@ -773,8 +943,9 @@ class _Merge:
             src[ords] = rows
         live = src >= 0
         order = src[live]
-        renumber = np.full(ov.next_ord, -1, dtype=np.int64)
-        renumber[live] = np.arange(len(order), dtype=np.int64)
+        del src
+        renumber = np.full(ov.next_ord, -1, dtype=_idx_dtype(ov.next_ord))
+        renumber[live] = np.arange(len(order), dtype=renumber.dtype)
         return _Plan(order, renumber, False)
 
     def moved(self, t: TypeDef) -> bool:
@@ -814,7 +985,10 @@ class _Merge:
             nodes.append(self._fix(f.type, stored.type, node, si))
         if not nodes:
             return _empty(f.type)
-        node = _take_node(concat(f.type, nodes), self.plans[t.name].order)
+        joined = concat(f.type, nodes)
+        nodes.clear()  # the sources' parts go before the take makes its copy
+        node = _take_node(joined, self.plans[t.name].order)
+        del joined
         if renumber_nested:
             node = self._renumber_nested(f.type, node)
         return node
@@ -832,7 +1006,7 @@ class _Merge:
                 new = self._resolve_keys(ft.target, stored, node, tplan)
             if len(new) and int(new.min()) < 0:
                 raise FormatError(f"a reference to {ft.target} points at a record that is gone")
-            return Node(Ints(new.astype(np.int64)), node.n, node.nulls, node.absent)
+            return Node(Ints(new.astype(np.int64, copy=False)), node.n, node.nulls, node.absent)
         if ft.kind == "record":
             assert ft.target is not None
             off = self.starts[ft.target][si]
@@ -1008,7 +1182,7 @@ class Spill:
     mapped pages are the page cache's, which the kernel can write back and drop).
     ``min_bytes``: smaller sections stay in the heap."""
 
-    def __init__(self, directory: str | None = None, min_bytes: int = 1 << 22):
+    def __init__(self, directory: str | None = None, min_bytes: int = 1 << 16):
         import tempfile
 
         self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
@@ -1052,23 +1226,37 @@ def _write(m: _Merge, base_types: dict[str, Any], base_arrays: dict[str, Any],
             continue
         n = len(plan.order)
         cols = {}
+        hashes = None
         for f in t.fields:
             before = set(sections)
             cols[f.name] = write_node(f.type, m.field(t, f), sections, f"{t.name}/{f.name}")
             if spill is not None:
                 spill.move(sections, [k for k in sections if k not in before])
+            if t.key == (f.name,):  # the key's hashes (4 bytes a row) instead of its column
+                hashes = m.key_hashes(t)
+                m.forget(t)
         meta: dict[str, Any] = {"count": n, "columns": cols}
         if t.key is not None:
-            digs = np.concatenate([
-                s.arrays.get(f"{t.name}/#digest", np.zeros(0, np.uint64)).astype(np.uint64)
-                for s, c in zip(m.sources, m.counts[t.name], strict=True) if c
-            ] or [np.zeros(0, np.uint64)])[plan.order]  # fmt: skip
+            parts = [np.asarray(s.arrays.get(f"{t.name}/#digest", np.zeros(0, np.uint64)),
+                                dtype=np.uint64)
+                     for s, c in zip(m.sources, m.counts[t.name], strict=True) if c]  # fmt: skip
+            joined = (
+                parts[0] if len(parts) == 1 else np.concatenate(parts or [np.zeros(0, np.uint64)])
+            )
+            digs = joined[plan.order]
+            del joined, parts
             sections[f"{t.name}/#digest"] = digs
             meta["checksum"] = _digest.fmt(_digest.checksum_of(digs))
-            sections[f"{t.name}/#pk"], sections[f"{t.name}/#pktag"] = pk_tables(m.key_hashes(t))
-            m.forget(t)
+            del digs
             if spill is not None:
-                spill.move(sections, [f"{t.name}/#digest", f"{t.name}/#pk", f"{t.name}/#pktag"])
+                spill.move(sections, [f"{t.name}/#digest"])
+            if hashes is None:
+                hashes = m.key_hashes(t)
+            m.forget(t)
+            sections[f"{t.name}/#pk"], sections[f"{t.name}/#pktag"] = pk_tables(hashes)
+            del hashes
+            if spill is not None:
+                spill.move(sections, [f"{t.name}/#pk", f"{t.name}/#pktag"])
         types_meta[t.name] = meta
     return types_meta, sections
 
@@ -1134,9 +1322,10 @@ def _has(ft: FieldType | None, kind: str) -> bool:
 
 
 def _mapped(remap: np.ndarray, a: np.ndarray, nulls: np.ndarray | None) -> np.ndarray:
-    """``remap[a]``, with 0 where a value is null (its placeholder points nowhere)."""
+    """``remap[a]`` as int64, with 0 where a value is null (its placeholder points
+    nowhere)."""
     if nulls is None:
-        return remap[a]
+        return remap[a].astype(np.int64, copy=False)
     out = np.zeros(len(a), dtype=np.int64)
     out[~nulls] = remap[a[~nulls]]
     return out
