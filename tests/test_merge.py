@@ -291,6 +291,16 @@ def test_unused_pool_entries_are_dropped() -> None:
     pool = merge.Pool(data, offs, np.array([4, 0], dtype=np.int64))
     assert merge._write_pool(pool, out, "z")["pool"] == "identity"
     assert out["z.pool"].tobytes() == b"qxyz" and "z.ids" not in out
+    # an entry per row with one value twice: the entries as they lie, from offset 0
+    data = np.frombuffer(b"_aabbbbbbbbcccccccc_", dtype=np.uint8)
+    offs = np.array([1, 2, 3, 11, 19], dtype=np.int64)
+    out = {}
+    assert merge._write_pool(merge.Pool(data, offs, None), out, "w")["pool"] == "identity"
+    assert out["w.pool"].tobytes() == b"aabbbbbbbbcccccccc"
+    got_offs = out["w.poffs"].astype(np.int64)
+    if "w.poffs.blk" in out:
+        got_offs += np.repeat(out["w.poffs.blk"].astype(np.int64), 16)[: len(got_offs)]
+    assert got_offs.tolist() == [0, 1, 2, 10, 18]
 
 
 # --- the chunked helpers against the encoder's whole-column forms ----------------------
@@ -333,21 +343,25 @@ def test_chunked_decimal_scale_equals_the_encoders(values, step) -> None:
 @settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5)), max_size=60),
        st.sampled_from([16, 1 << 16]))  # fmt: skip
-def test_chunked_ranges_and_pool_helpers(spans, step) -> None:
-    starts = np.array([s for s, _ in spans], dtype=np.int64)
+def test_chunked_spans_and_pool_helpers(spans, step) -> None:
     lens = np.array([n for _, n in spans], dtype=np.int64)
     offs = np.zeros(len(spans) + 1, dtype=np.int64)
     np.cumsum(lens, out=offs[1:])
-    want = [x for s, n in spans for x in range(s, s + n)]
+    idx = np.array([s % max(len(spans), 1) for s, _ in spans], dtype=np.int64)
+    want_offs = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lens[idx], out=want_offs[1:])
+    want = [x for i in idx.tolist() for x in range(int(offs[i]), int(offs[i + 1]))]
     mask = lens > 2
     with small_steps(step):
-        assert merge._ranges(starts, lens, offs, np.int32).tolist() == want
+        got_offs = merge._span_offsets(offs, idx)
+        assert got_offs.tolist() == want_offs.tolist()
+        assert merge._spans(offs, idx, got_offs, np.int32).tolist() == want
         assert (
             merge._is_arange(np.arange(len(spans))) and merge._is_self(np.arange(len(spans))).all()
         )
         assert merge._nonzero(mask, np.int32).tolist() == np.flatnonzero(mask).tolist()
-        idx = np.flatnonzero(mask)
-        assert merge._span_bytes(offs, idx) == int(lens[idx].sum())
+        keep = np.flatnonzero(mask)
+        assert merge._span_bytes(offs, keep) == int(lens[keep].sum())
     if len(spans) > 1:
         assert not merge._is_arange(np.arange(len(spans))[::-1].copy())
 

@@ -138,15 +138,31 @@ def crc32_ints(a: np.ndarray) -> np.ndarray:
     return np.fromiter((zlib.crc32(b"%d" % v) for v in a.tolist()), np.uint32, len(a))
 
 
-def _ranges(starts: np.ndarray, lens: np.ndarray, offs: np.ndarray, dtype: Any) -> np.ndarray:
-    """``concat(arange(s, s + n) for s, n in zip(starts, lens))`` as ``dtype``, vectorised
-    STEP rows at a time. ``offs``: the running sums of ``lens`` (from 0)."""
-    out = np.empty(int(offs[-1]), dtype=dtype)
-    for i in range(0, len(lens), STEP):
-        a, b = int(offs[i]), int(offs[min(i + STEP, len(lens))])
+def _span_offsets(offs: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The offsets of the spans ``offs[i]:offs[i+1]`` for ``i`` in ``idx``, laid one after
+    another (from 0), STEP at a time."""
+    out = np.zeros(len(idx) + 1, dtype=np.int64)
+    at = 0
+    for i in range(0, len(idx), STEP):
+        c = idx[i : i + STEP]
+        lens = offs[1:][c] - offs[c]
+        np.cumsum(lens, out=out[i + 1 : i + 1 + len(c)])
+        out[i + 1 : i + 1 + len(c)] += at
+        at = int(out[i + len(c)])
+    return out
+
+
+def _spans(offs: np.ndarray, idx: np.ndarray, new_offs: np.ndarray, dtype: Any) -> np.ndarray:
+    """``concat(arange(offs[i], offs[i+1]) for i in idx)`` as ``dtype``, vectorised STEP
+    spans at a time. ``new_offs``: :func:`_span_offsets` of the same."""
+    out = np.empty(int(new_offs[-1]), dtype=dtype)
+    for i in range(0, len(idx), STEP):
+        a, b = int(new_offs[i]), int(new_offs[min(i + STEP, len(idx))])
         if a == b:
             continue
-        s, n = starts[i : i + STEP], lens[i : i + STEP]
+        c = idx[i : i + STEP]
+        s = offs[c]
+        n = offs[1:][c] - s
         ends = np.cumsum(n)
         out[a:b] = np.arange(b - a, dtype=np.int64) + np.repeat(s - (ends - n), n)
     return out
@@ -477,13 +493,8 @@ def _take_vals(v: Any, idx: np.ndarray) -> Any:
         data, offs = gather_slices(v.data, v.offs, idx)
         return Text(data, offs, v.zdict)
     if isinstance(v, Coll):
-        starts = v.offs[idx]
-        lens = v.offs[1:][idx]
-        lens -= starts
-        offs = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offs[1:])
-        inner = _ranges(starts, lens, offs, _idx_dtype(len(v.offs)))
-        del starts, lens
+        offs = _span_offsets(v.offs, idx)
+        inner = _spans(v.offs, idx, offs, _idx_dtype(len(v.offs)))
         return Coll(offs, _take_node(v.item, inner),
                     None if v.key is None else _take_node(v.key, inner))  # fmt: skip
     raise AssertionError(type(v))  # pragma: no cover
@@ -822,8 +833,11 @@ def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
     n_u = int(np.count_nonzero(keep_mask))
     keep = None if n_u == n_e else _nonzero(keep_mask, it)  # None: every entry
     del is_first, keep_mask
-    # per row, the entry holding its value (None: row i is entry i)
-    rows_entry = None if row_uid is None else row_uid if keep is None else keep[row_uid]
+    # per row, the entry holding its value (None: row i is entry i, or holds its bytes)
+    rows_entry = None
+    if ids is not None:
+        assert row_uid is not None
+        rows_entry = row_uid if keep is None else keep[row_uid]
     ubytes = _span_bytes(offs, keep)
     abytes = _span_bytes(offs, rows_entry) if rows else 0
     size_ids = (ubytes + (n_u + 1) * narrow_uint(ubytes).itemsize
@@ -839,6 +853,13 @@ def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
     elif rows_entry is not None and not (len(rows_entry) == n_e and _is_arange(rows_entry)):
         del row_uid, keep
         data, offs = gather_slices(data, offs, rows_entry)
+    elif ids is None and row_uid is not None:
+        # row i is entry i, some equal to earlier ones: taking each row's first entry of
+        # its value gives the bytes of the entries as they lie (no copy)
+        lo, hi = int(offs[0]), int(offs[-1])
+        data = data[lo:hi]
+        if lo:
+            offs = offs - lo
     out[name + ".pool"] = np.ascontiguousarray(data, dtype=np.uint8)
     _put_uints(offs, out, name + ".poffs")
     if p.table is not None:
