@@ -145,3 +145,17 @@ def test_missing_dataset_is_a_plain_error(tmp_path: Path) -> None:
     res = _run("inspect", tmp_path / "nothing")
     assert res.exit_code == 1
     assert "holds no dataset" in res.output
+
+
+def test_the_progress_bar_runs_no_thread() -> None:
+    """An import forks its worker processes only from a process running one thread: the
+    CLI's progress bar draws on each report instead of from rich's refresh thread."""
+    import threading
+
+    from nearstate.cli import _progress
+
+    before = threading.active_count()
+    with _progress(True) as report:
+        assert report is not None
+        report("read", 1, 2)
+        assert threading.active_count() == before

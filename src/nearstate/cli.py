@@ -44,16 +44,18 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
     if not enabled:
         yield None
         return
+    # drawn on each report, not by rich's refresh thread: an import forks worker
+    # processes only from a process that runs one thread (see jsonl.import_jsonl)
     with Progress(
         TextColumn("{task.description:<22}"), BarColumn(), TaskProgressColumn(),
-        TimeRemainingColumn(), console=err, transient=False,
+        TimeRemainingColumn(), console=err, transient=False, auto_refresh=False,
     ) as bar:  # fmt: skip
         tasks: dict[str, Any] = {}
 
         def report(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
-            bar.update(tasks[phase], completed=done, total=total)
+            bar.update(tasks[phase], completed=done, total=total, refresh=True)
 
         yield report
 
