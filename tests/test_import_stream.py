@@ -22,6 +22,7 @@ from nearstate.errors import InputError
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jsonl, "PART_RECORDS", 7)
     monkeypatch.setattr(jsonl, "PART_BYTES", 700)
+    monkeypatch.setattr(jsonl, "FIRST_PART_BYTES", 300)
     monkeypatch.setattr(jsonl, "_BATCH", 3)
     monkeypatch.setattr(jsonl, "INFER_SAMPLE", 10)
 
@@ -192,15 +193,35 @@ def test_worker_processes_stage_ranges_as_this_one_does(tmp_path, workers) -> No
         nearstate.import_jsonl(src, type_name="T", key="id", into=tmp_path / "c",
                                workers=workers)  # fmt: skip
     assert e.value.line == 46 and "'n'" in str(e.value)
+    # a worker numbers its range from 1 (the lines before it are not counted first):
+    # a duplicate inside one range, and bad JSON, still name the file's lines
+    again = {**recs[49], "title": "again"}
+    for bad, line, says in (
+        ([*recs[:50], again, *recs[50:]], 51, "first on line 50"),
+        ([*recs[:52], "{not json", *recs[52:]], 53, "bad JSON"),
+    ):
+        src.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in bad))
+        spans = jsonl._ranges(src, jsonl.PART_BYTES, jsonl.FIRST_PART_BYTES)
+        data = src.read_bytes()
+        at = [
+            i
+            for i, (a, b) in enumerate(spans)
+            if data[:a].count(b"\n") < line <= data[:b].count(b"\n")
+        ]
+        assert at and at[0] >= 1 and data[spans[at[0]][0] : spans[at[0]][1]].count(b"\n") >= 2
+        with pytest.raises(InputError) as e:
+            nearstate.import_jsonl(src, type_name="T", key="id", into=tmp_path / "c",
+                                   workers=workers)  # fmt: skip
+        assert e.value.line == line and says in str(e.value)
 
 
 def test_ranges_end_on_lines(tmp_path) -> None:
     src = write(tmp_path / "in.jsonl", [{"id": i, "pad": "x" * (i % 13)} for i in range(200)])
     data = src.read_bytes()
-    rs = jsonl._ranges(src, 97)
+    rs = jsonl._ranges(src, 97, 40)
     assert rs[0][0] == 0 and rs[-1][1] == len(data)
-    for (a, b, line), nxt in zip(rs, [*rs[1:], None], strict=True):
+    assert 40 <= rs[0][1] < 97 <= rs[1][1] - rs[1][0]
+    for (_, b), nxt in zip(rs, [*rs[1:], None], strict=True):
         assert data[b - 1 : b] == b"\n"
-        assert data[:a].count(b"\n") + 1 == line
         if nxt is not None:
             assert nxt[0] == b

@@ -90,15 +90,18 @@ CHUNK = 16 << 20
 
 
 def _decode_chunk(dec: msgspec.json.Decoder, chunk: bytes, first_line: int):
-    lines = chunk.splitlines()
+    # lines end in "\n" (a lone "\r" is not a line break in JSON Lines); a last line may
+    # lack it. decode_lines skips blank lines: then the counts differ, and the chunk is
+    # decoded line by line to number each record
+    n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
     try:
         values = dec.decode_lines(chunk)
     except (msgspec.DecodeError, RecursionError):
         values = None
-    if values is not None and len(values) == len(lines):
-        yield from zip(range(first_line, first_line + len(lines)), values, strict=True)
+    if values is not None and len(values) == n_lines:
+        yield from zip(range(first_line, first_line + n_lines), values, strict=True)
         return
-    for n, line in enumerate(lines, first_line):
+    for n, line in enumerate(chunk.split(b"\n"), first_line):
         if not line.strip():
             continue
         try:
@@ -231,6 +234,9 @@ def _import(
 PART_RECORDS = 200_000
 #: bytes of the file a worker process stages at a time (a range starts and ends on a line)
 PART_BYTES = 48 << 20
+#: bytes of the first range, staged alone (its part chooses the symbol tables and text
+#: dictionaries the others use) while the worker processes wait: enough to train them
+FIRST_PART_BYTES = 12 << 20
 _BATCH = 50_000
 
 
@@ -250,24 +256,33 @@ def _stage_range(
     path: str,
     start: int,
     end: int,
-    first_line: int,
+    first_line: int | None,
     schema_json: dict[str, Any],
     type_name: str,
     keys: tuple[str, ...],
     learned: dict[str, Any],
     sample_last: int | None,
     part_records: int,
-) -> tuple[list[_Part], dict[str, Any]] | tuple[str, Any, Any, Any]:
+) -> tuple[list[_Part], dict[str, Any], int] | tuple[str, Any, Any, Any]:
     """Stage the lines in ``[start, end)`` of the file into parts (in a worker process, or
-    in this one). Returns the parts and the ``learned`` tables, or a failure tuple."""
+    in this one). Returns the parts, the ``learned`` tables and the lines the range holds,
+    or a failure tuple. ``first_line`` None: the range's line numbers are not known yet
+    (a worker is not made to wait for the lines before it to be counted); its lines are
+    numbered from 1 for the caller to shift, every record counts as past the inference
+    sample, and the caller stages a range that fails again, numbered, to name the line."""
     own = Schema.from_json(schema_json)
+    if first_line is None:
+        first_line = 1
+        sample_last = None if sample_last is None else 0
     try:
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(end - start)
+        lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         records = _decode_chunk(msgspec.json.Decoder(), data, first_line)
-        return stage_parts(records, own, type_name, keys, learned, sample_last,
-                            part_records), learned  # fmt: skip
+        del data
+        parts = stage_parts(records, own, type_name, keys, learned, sample_last, part_records)
+        return parts, learned, lines
     except InputError as e:
         return ("input", e.detail, e.line, e.field)
     except _Resample:
@@ -352,16 +367,19 @@ def join_staged(
     return final, types_meta, sections
 
 
-def _ranges(path: str | Path, part_bytes: int) -> list[tuple[int, int, int]]:
-    """``(start, end, first line)`` of consecutive byte ranges of about ``part_bytes``,
-    each ending just after a newline (or at the end of the file)."""
+def _ranges(
+    path: str | Path, part_bytes: int, first_bytes: int | None = None
+) -> list[tuple[int, int]]:
+    """``(start, end)`` of consecutive byte ranges of about ``part_bytes`` (the first of
+    about ``first_bytes``), each ending just after a newline (or at the end of the file).
+    Reads only around each cut."""
     out = []
-    line = 1
     start = 0
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         while start < size:
-            end = min(size, start + part_bytes)
+            step = part_bytes if out or first_bytes is None else first_bytes
+            end = min(size, start + step)
             f.seek(end)
             while end < size:
                 block = f.read(1 << 16)
@@ -373,15 +391,7 @@ def _ranges(path: str | Path, part_bytes: int) -> list[tuple[int, int, int]]:
                     end += i + 1
                     break
                 end += len(block)
-            f.seek(start)
-            n = 0
-            left = end - start
-            while left:
-                block = f.read(min(left, 16 << 20))
-                n += block.count(b"\n")
-                left -= len(block)
-            out.append((start, end, line))
-            line += n
+            out.append((start, end))
             start = end
     return out
 
@@ -415,7 +425,7 @@ def _import_streamed(
     if prev is not None:
         schema = _carry_schema(prev.stored_schema, type_name).merged(schema)
     own = Schema([t for t in schema if _own(t.name, type_name)])
-    ranges = _ranges(path, PART_BYTES)
+    ranges = _ranges(path, PART_BYTES, FIRST_PART_BYTES)
     total = ranges[-1][1] if ranges else 0
     if workers is None:
         # forked workers, so only from a process with one thread (forking a threaded
@@ -427,25 +437,37 @@ def _import_streamed(
     parts: list[_Part] = []
     done = 0
 
-    def take(result: Any, rng: tuple[int, int, int]) -> None:
-        nonlocal done, learned
+    line = 1  # the first line of the next range to take
+
+    def take(result: Any, rng: tuple[int, int], numbered: bool) -> None:
+        nonlocal done, learned, line
         if isinstance(result, tuple) and len(result) == 4 and isinstance(result[0], str):
             if result[0] == "resample":
                 raise _Resample
+            if not numbered:  # stage it again here, numbered, to name the line
+                result = _stage_range(args[0], *rng, line, *args[1:], learned, sample_last,
+                                      PART_RECORDS)  # fmt: skip
+                return take(result, rng, True)
             raise InputError(result[1], line=result[2], field=result[3])
-        got, learned_now = result
+        got, learned_now, lines = result
         if not learned:
             learned = learned_now
+        if not numbered:
+            for p in got:
+                p.lines += line - 1
         parts.extend(got)
+        line += lines
         done += rng[1] - rng[0]
         if progress is not None:
             progress("read", done, total)
 
+    def here(rng: tuple[int, int]) -> None:
+        take(_stage_range(args[0], *rng, line, *args[1:], learned, sample_last,
+                          PART_RECORDS), rng, True)  # fmt: skip
+
     rest = ranges
     if ranges:  # the first range here: it chooses the tables every other part uses
-        first = ranges[0]
-        take(_stage_range(args[0], first[0], first[1], first[2], *args[1:], learned,
-                          sample_last, PART_RECORDS), first)  # fmt: skip
+        here(ranges[0])
         rest = ranges[1:]
     if workers > 1 and len(rest) > 1:
         import concurrent.futures as cf
@@ -454,19 +476,18 @@ def _import_streamed(
         # fork, not spawn: a spawned worker re-runs the caller's main module (a script
         # without a __main__ guard would import again, a notebook cannot be re-run)
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            futs = [pool.submit(_stage_range, args[0], a, b, ln, *args[1:], learned,
-                                sample_last, PART_RECORDS) for a, b, ln in rest]  # fmt: skip
+            futs = [pool.submit(_stage_range, args[0], a, b, None, *args[1:], learned,
+                                sample_last, PART_RECORDS) for a, b in rest]  # fmt: skip
             try:
                 for fut, rng in zip(futs, rest, strict=True):
-                    take(fut.result(), rng)
+                    take(fut.result(), rng, False)
             except BaseException:
                 for fut in futs:
                     fut.cancel()
                 raise
     else:
-        for a, b, ln in rest:
-            take(_stage_range(args[0], a, b, ln, *args[1:], learned, sample_last,
-                              PART_RECORDS), (a, b, ln))  # fmt: skip
+        for rng in rest:
+            here(rng)
     count = sum(len(p.lines) for p in parts)
     if not count:
         raise InputError(f"{path} holds no records")
