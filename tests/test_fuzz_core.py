@@ -722,9 +722,12 @@ def test_to_dict_survives_a_getter_that_empties_the_columns() -> None:
 @st.composite
 def tables_and_values(draw: Any) -> tuple[list[bytes], list[bytes]]:
     big = draw(st.booleans())
-    table = draw(
-        st.lists(st.binary(min_size=1, max_size=8), unique=True, max_size=255 if big else 24)
-    )
+    # symbols over a two-letter alphabet share their first bytes: the encoder's buckets by
+    # first two bytes then hold many symbols of several lengths
+    sym = st.binary(min_size=1, max_size=8)
+    if draw(st.booleans()):
+        sym = st.lists(st.sampled_from([b"a", b"b"]), min_size=1, max_size=8).map(b"".join)
+    table = draw(st.lists(sym, unique=True, max_size=255 if big else 24))
     piece = st.binary(max_size=3)
     if table:
         piece = st.sampled_from(table) | piece
@@ -818,3 +821,57 @@ def test_objects_cleared_by_the_garbage_collector_refuse_instead_of_crashing() -
                  lambda: pk(1)):  # fmt: skip
         with pytest.raises(ReferenceError):
             call()
+
+
+# --- (d) staging helpers: str_pool and gather against their Python references --------------
+
+
+@needs_core
+@FUZZ
+@given(values=st.lists(st.text(max_size=6) | st.sampled_from(["a", "é", "", "a\x00b"]),
+                       max_size=40))  # fmt: skip
+def test_str_pool_matches_a_dict(values: list[str]) -> None:
+    ids, uniques, total = _core.str_pool(values)
+    index: dict[bytes, int] = {}
+    want = [index.setdefault(v.encode(), len(index)) for v in values]
+    assert np.frombuffer(ids, np.uint32).tolist() == want
+    assert uniques == list(index) and total == sum(len(v.encode()) for v in values)
+
+
+@needs_core
+def test_str_pool_leaves_what_it_cannot_encode_to_python() -> None:
+    assert _core.str_pool(["a", "\ud800"]) is None  # a lone surrogate has no UTF-8 form
+    assert _core.str_pool(["a", b"b"]) is None
+    assert _core.str_pool([]) == (b"", [], 0)
+    with pytest.raises(TypeError):
+        _core.str_pool(("a",))
+
+
+@needs_core
+@FUZZ
+@given(
+    records=st.lists(
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c", "zz"]) | st.integers(0, 2),
+            st.integers() | st.none() | st.text(max_size=3),
+            max_size=4,
+        ),
+        max_size=12,
+    ),
+    names=st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=3),
+)
+def test_gather_matches_reading_each_record(records: list[dict], names: list[str]) -> None:
+    absent = object()
+    cols, bad = _core.gather(records, tuple(names), absent)
+    assert cols == [[r.get(n, absent) for r in records] for n in names]
+    others = [i for i, r in enumerate(records) if set(r) - set(names)]
+    assert bad == (others[0] if others else -1)
+
+
+@needs_core
+def test_gather_leaves_other_mappings_to_python() -> None:
+    from collections import OrderedDict
+
+    assert _core.gather([{"a": 1}, OrderedDict(a=2)], ("a",), None) is None
+    assert _core.gather([{"a": 1}, [("a", 2)]], ("a",), None) is None
+    assert _core.gather([], ("a",), None) == ([[]], -1)

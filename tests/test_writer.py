@@ -796,3 +796,58 @@ def test_an_int_beyond_64_bits_is_refused_with_a_clear_error(tmp_path) -> None:
         w.upsert("T", {"id": 1, "n": 2**70})
     w.upsert("T", {"id": 1, "n": 5})  # the Writer goes on
     assert ds.log.head() == 1
+
+
+def test_staged_digests_equal_each_records_own_digest() -> None:
+    """WriteState.digests rewrites whole columns (floats checked at once, each nested record
+    once): the result must equal digesting every record on its own, for the values whose
+    canonical form differs from the value (-0.0, NaN, infinities) and for left-out fields."""
+    from nearstate.digest import _nested_dict, digest_values
+    from nearstate.write_state import WriteState
+
+    specials = [0.5, -0.0, 0.0, float("nan"), float("inf"), float("-inf"), 1e300, 3]
+    recs: list[dict[str, Any]] = []
+    for i in range(40):
+        r: dict[str, Any] = {"id": i, "f": specials[i % len(specials)] if i % 5 else None}
+        if i % 3:
+            r["pt"] = {"x": specials[(i * 7) % len(specials)], "tag": f"t{i % 4}"}
+        if i % 4 == 0:
+            r["pt"] = None
+        recs.append(r)
+    schema = nearstate.infer_schema(recs, type_name="P", key="id")
+    assert schema["P"].field("f").type.spec() == "float?"
+    ws = WriteState(schema)
+    ws.add_many("P", recs)
+    got = ws.digests("P")
+    tdef = schema["P"]
+    want = [digest_values(tdef, r, schema, _nested_dict) for r in recs]
+    assert [int(d) for d in got] == want
+    # and a float column holding only plain values takes the fast path with the same result
+    plain = [{"id": i, "f": i / 4, "pt": {"x": 1.0, "tag": "a"}} for i in range(10)]
+    ws = WriteState(schema)
+    ws.add_many("P", plain)
+    assert [int(d) for d in ws.digests("P")] == [
+        digest_values(tdef, r, schema, _nested_dict) for r in plain
+    ]
+
+
+def test_nested_records_are_shared_only_when_equal_to_the_bit() -> None:
+    """Nested records are de-duplicated by value: 0.0 and -0.0 stay apart, NaNs meet."""
+    from nearstate.write_state import WriteState
+
+    recs = [
+        {"id": 1, "pt": {"x": 0.0}},
+        {"id": 2, "pt": {"x": -0.0}},
+        {"id": 3, "pt": {"x": float("nan")}},
+        {"id": 4, "pt": {"x": float("nan")}},
+        {"id": 5, "pt": {"x": 2.5}},
+        {"id": 6, "pt": {"x": 2.5}},
+    ]
+    schema = nearstate.infer_schema(recs, type_name="P", key="id")
+    ws = WriteState(schema)
+    ws.add_many("P", recs)
+    assert ws.count("P.pt") == 4
+    plain = [{"id": i, "pt": {"x": 1.5 + i % 3}} for i in range(9)]
+    ws = WriteState(schema)
+    ws.add_many("P", plain)
+    assert ws.count("P.pt") == 3

@@ -1532,6 +1532,8 @@ fsst_encode(PyObject *mod, PyObject *args)
     PyObject *result = NULL;
     uint8_t *out = NULL;
     uint64_t *ends = NULL;
+    int16_t *short2 = NULL;
+    int32_t *lstart = NULL;
     Py_ssize_t nsym = l.len;
     if (nsym > 255 || s.len != 8 * nsym) {
         PyErr_SetString(PyExc_ValueError, "fsst_encode: a table of at most 255 8-byte symbols");
@@ -1547,20 +1549,46 @@ fsst_encode(PyObject *mod, PyObject *args)
         }
         memcpy(&sym[i], (const uint8_t *)s.buf + 8 * i, 8);
     }
-    /* candidates per first byte, longest first */
-    int order[255], start[257];
-    memset(start, 0, sizeof start);
-    for (Py_ssize_t i = 0; i < nsym; i++)
-        start[(sym[i] & 0xFF) + 1]++;
+    /* Lookup tables, so a position costs a few probes whatever the table holds: symbols of
+     * three bytes or more bucketed by their first two bytes (longest first, then by index),
+     * and the first symbol of each two-byte and one-byte value. The greedy longest match
+     * is the same as the reference's: a longer symbol that matches shares the two bytes. */
+    int16_t short1[256];
     for (int b = 0; b < 256; b++)
-        start[b + 1] += start[b];
+        short1[b] = -1;
+    for (Py_ssize_t i = nsym - 1; i >= 0; i--)
+        if (slen[i] == 1)
+            short1[sym[i] & 0xFF] = (int16_t)i;
+    short2 = PyMem_Malloc(sizeof(int16_t) * 65536);
+    lstart = PyMem_Calloc(65537, sizeof(int32_t));
+    int16_t lorder[255];
+    if (!short2 || !lstart) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(short2, 0xFF, sizeof(int16_t) * 65536); /* -1 */
+    for (Py_ssize_t i = nsym - 1; i >= 0; i--)
+        if (slen[i] == 2)
+            short2[sym[i] & 0xFFFF] = (int16_t)i;
+    for (Py_ssize_t i = 0; i < nsym; i++)
+        if (slen[i] >= 3)
+            lstart[(sym[i] & 0xFFFF) + 1]++;
+    for (int k = 0; k < 65536; k++)
+        lstart[k + 1] += lstart[k];
     {
-        int fill[256];
-        memcpy(fill, start, sizeof fill);
-        for (int L = 8; L >= 1; L--)
+        /* fill each bucket longest first: a symbol goes after those of its bucket placed
+         * before it (at most 255 symbols, so counting them is cheap) */
+        int32_t placed[255];
+        Py_ssize_t np_ = 0;
+        for (int L = 8; L >= 3; L--)
             for (Py_ssize_t i = 0; i < nsym; i++)
-                if (slen[i] == L)
-                    order[fill[sym[i] & 0xFF]++] = (int)i;
+                if (slen[i] == L) {
+                    int32_t at = lstart[sym[i] & 0xFFFF], before = 0;
+                    for (Py_ssize_t q = 0; q < np_; q++)
+                        before += placed[q] == at;
+                    placed[np_++] = at;
+                    lorder[at + before] = (int16_t)i;
+                }
     }
     Py_ssize_t nv = PyList_GET_SIZE(values), total = 0;
     for (Py_ssize_t i = 0; i < nv; i++) {
@@ -1586,18 +1614,25 @@ fsst_encode(PyObject *mod, PyObject *args)
             Py_ssize_t rest = n - j;
             uint64_t word = 0;
             memcpy(&word, p + j, rest < 8 ? (size_t)rest : 8);
-            int b = p[j], hit = -1;
-            for (int k = start[b]; k < start[b + 1]; k++) {
-                int c = order[k];
-                int L = slen[c];
-                if (L > rest)
-                    continue;
-                uint64_t mask = L == 8 ? ~UINT64_C(0) : ((UINT64_C(1) << (8 * L)) - 1);
-                if ((word & mask) == (sym[c] & mask)) {
-                    hit = c;
-                    break;
+            int hit = -1;
+            if (rest >= 2) {
+                uint32_t key = (uint32_t)(word & 0xFFFF);
+                for (int32_t k = lstart[key]; k < lstart[key + 1]; k++) {
+                    int c = lorder[k];
+                    int L = slen[c];
+                    if (L > rest)
+                        continue;
+                    uint64_t mask = L == 8 ? ~UINT64_C(0) : ((UINT64_C(1) << (8 * L)) - 1);
+                    if ((word & mask) == (sym[c] & mask)) {
+                        hit = c;
+                        break;
+                    }
                 }
+                if (hit < 0)
+                    hit = short2[key];
             }
+            if (hit < 0)
+                hit = short1[p[j]];
             if (hit >= 0) {
                 out[w++] = (uint8_t)hit;
                 j += slen[hit];
@@ -1618,11 +1653,154 @@ fsst_encode(PyObject *mod, PyObject *args)
         Py_XDECREF(e);
     }
 done:
+    PyMem_Free(short2);
+    PyMem_Free(lstart);
     PyMem_Free(out);
     PyMem_Free(ends);
     PyBuffer_Release(&s);
     PyBuffer_Release(&l);
     return result;
+}
+
+/* --- staging helpers (nearstate.write_state, nearstate.encoding) -------------------------
+ * Both return None where the caller's Python path must decide (a value of another type, a
+ * string with no UTF-8 form, a mapping that is not a plain dict): that path is the
+ * reference and gives the exact error. */
+
+static uint64_t fnv1a(const uint8_t *p, int64_t n);
+
+/* str_pool(values: list) -> (ids as uint32 bytes, uniques: list[bytes], total bytes)
+ * Every value's UTF-8 bytes de-duplicated in first-seen order: ids[i] is the position of
+ * values[i]'s bytes in uniques; total is the bytes of all values. */
+static PyObject *
+str_pool(PyObject *mod, PyObject *values)
+{
+    if (!PyList_Check(values)) {
+        PyErr_SetString(PyExc_TypeError, "str_pool: a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (n >= (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "str_pool: at most 2**32 - 1 values");
+        return NULL;
+    }
+    PyObject *result = NULL, *ids = NULL, *uniques = NULL;
+    int64_t *slots = NULL;
+    const char **uptr = NULL;
+    Py_ssize_t *ulen = NULL;
+    Py_ssize_t size = 16;
+    while (size < 2 * n)
+        size <<= 1;
+    slots = PyMem_Malloc(sizeof(int64_t) * (size_t)size);
+    uptr = PyMem_Malloc(sizeof(char *) * (size_t)(n ? n : 1));
+    ulen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
+    ids = PyBytes_FromStringAndSize(NULL, 4 * n);
+    uniques = PyList_New(0);
+    if (!slots || !uptr || !ulen || !ids || !uniques) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < size; i++)
+        slots[i] = -1;
+    uint32_t *id = (uint32_t *)PyBytes_AS_STRING(ids);
+    uint64_t mask = (uint64_t)size - 1;
+    Py_ssize_t nu = 0, total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (!PyUnicode_CheckExact(v)) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_ssize_t len;
+        const char *p = PyUnicode_AsUTF8AndSize(v, &len);
+        if (!p) { /* a lone surrogate: the Python path escapes it */
+            PyErr_Clear();
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        total += len;
+        uint64_t h = fnv1a((const uint8_t *)p, len) & mask;
+        for (;;) {
+            int64_t u = slots[h];
+            if (u < 0) {
+                PyObject *b = PyBytes_FromStringAndSize(p, len);
+                if (!b || PyList_Append(uniques, b) < 0) {
+                    Py_XDECREF(b);
+                    goto done;
+                }
+                Py_DECREF(b);
+                slots[h] = nu;
+                uptr[nu] = p;
+                ulen[nu] = len;
+                id[i] = (uint32_t)nu++;
+                break;
+            }
+            if (ulen[u] == len && memcmp(uptr[u], p, (size_t)len) == 0) {
+                id[i] = (uint32_t)u;
+                break;
+            }
+            h = (h + 1) & mask;
+        }
+    }
+    result = Py_BuildValue("(OOn)", ids, uniques, total);
+done:
+    PyMem_Free(slots);
+    PyMem_Free(uptr);
+    PyMem_Free(ulen);
+    Py_XDECREF(ids);
+    Py_XDECREF(uniques);
+    return result;
+}
+
+/* gather(records: list, names: tuple[str], absent) -> (columns: list[list], bad: int)
+ * columns[f][i] is records[i][names[f]], or ``absent`` where the record has no such key;
+ * bad is the index of the first record holding a key not in names (-1: none). None when
+ * some record is not exactly a dict. */
+static PyObject *
+gather(PyObject *mod, PyObject *args)
+{
+    PyObject *records, *names, *absent;
+    if (!PyArg_ParseTuple(args, "O!O!O:gather", &PyList_Type, &records, &PyTuple_Type, &names,
+                          &absent))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(records), nf = PyTuple_GET_SIZE(names);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyDict_CheckExact(PyList_GET_ITEM(records, i)))
+            Py_RETURN_NONE;
+    PyObject *cols = PyList_New(nf);
+    if (!cols)
+        return NULL;
+    for (Py_ssize_t f = 0; f < nf; f++) {
+        PyObject *c = PyList_New(n);
+        if (!c) {
+            Py_DECREF(cols);
+            return NULL;
+        }
+        PyList_SET_ITEM(cols, f, c);
+    }
+    Py_ssize_t bad = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        Py_ssize_t present = 0;
+        for (Py_ssize_t f = 0; f < nf; f++) {
+            PyObject *v = PyDict_GetItemWithError(r, PyTuple_GET_ITEM(names, f));
+            if (!v) {
+                if (PyErr_Occurred()) {
+                    Py_DECREF(cols);
+                    return NULL;
+                }
+                v = absent;
+            }
+            else
+                present++;
+            PyList_SET_ITEM(PyList_GET_ITEM(cols, f), i, Py_NewRef(v));
+        }
+        if (bad < 0 && present != PyDict_GET_SIZE(r))
+            bad = i;
+    }
+    PyObject *out = Py_BuildValue("(Nn)", cols, bad);
+    return out;
 }
 
 static PyObject *
@@ -2012,6 +2190,10 @@ static PyMethodDef module_methods[] = {
      "fsst_decode_slices(codes, offs, fsym, flen) -> (bytes, int64 offsets as bytes)"},
     {"fsst_encode", fsst_encode, METH_VARARGS,
      "fsst_encode(fsym, flen, values) -> (codes, ends as uint64 bytes)"},
+    {"str_pool", str_pool, METH_O,
+     "str_pool(values) -> (uint32 ids as bytes, unique UTF-8 values, total bytes) or None"},
+    {"gather", gather, METH_VARARGS,
+     "gather(records, names, absent) -> (columns, first record with another key) or None"},
     {"set_errors", set_errors, METH_O, "Set the class raised for malformed columns."},
     {NULL},
 };

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -117,17 +117,22 @@ def digest_values(tdef: TypeDef, values: Mapping[str, Any], schema: Schema, nest
 
 
 def digest_columns(
-    tdef: TypeDef, columns: list[list[Any]], schema: Schema, nested: Nested, count: int
+    tdef: TypeDef,
+    columns: list[list[Any]],
+    schema: Schema,
+    nested: Nested,
+    count: int,
+    nested_columns: Callable[[str], list[list[Any]]] | None = None,
 ) -> np.ndarray:
     """Digests of ``count`` staged records given column by column (the fast path: only the
-    columns that need it are rewritten, then each row is encoded once)."""
-    cols: list[Iterable[Any]] = []
-    for f, col in zip(tdef.fields, columns, strict=True):
-        if needs_canon(f.type) or any(v is ABSENT for v in col):
-            ft = f.type
-            cols.append([canon(ft, v, schema, nested) for v in col])
-        else:
-            cols.append(col)
+    columns that need it are rewritten, then each row is encoded once). With
+    ``nested_columns`` (a nested type's staged columns by its name), a column of nested
+    records is rewritten once per nested record, not once per reference."""
+    memo: dict[str, list[Any]] = {}
+    cols = [
+        _canon_column(f.type, col, schema, nested, nested_columns, memo)
+        for f, col in zip(tdef.fields, columns, strict=True)
+    ]
     out = np.empty(count, dtype=np.uint64)
     if not cols:
         out[:] = _hash(_encode([]))
@@ -135,6 +140,42 @@ def digest_columns(
     enc, h = _encode, _hash
     out[:] = np.fromiter((h(enc(row)) for row in zip(*cols, strict=True)), np.uint64, count)
     return out
+
+
+def _canon_column(
+    ft: FieldType,
+    col: list[Any],
+    schema: Schema,
+    nested: Nested,
+    nested_columns: Callable[[str], list[list[Any]]] | None,
+    memo: dict[str, list[Any]],
+) -> list[Any]:
+    """``[canon(ft, v) for v in col]``, a column at a time where the kind allows."""
+    k = ft.kind
+    absent = any(v is ABSENT for v in col)
+    if not needs_canon(ft):
+        return [None if v is ABSENT else v for v in col] if absent else col
+    if k == "float":
+        vals = [v for v in col if v is not None and v is not ABSENT]
+        a = np.array(vals, dtype=np.float64)
+        # finite and no -0.0: canon() would return every value as it is
+        plain = set(map(type, vals)) <= {float}
+        if plain and np.isfinite(a).all() and not (np.signbit(a) & (a == 0)).any():
+            return [None if v is ABSENT else v for v in col] if absent else col
+    elif k == "record" and nested_columns is not None:
+        assert ft.target is not None
+        rows = memo.get(ft.target)
+        if rows is None:
+            target = schema[ft.target]
+            parts = [
+                _canon_column(f.type, c, schema, nested, nested_columns, memo)
+                for f, c in zip(target.fields, nested_columns(ft.target), strict=True)
+            ]
+            rows = memo[ft.target] = list(zip(*parts, strict=True)) if parts else []
+        if not rows:  # a nested type without fields
+            return [None if v is None or v is ABSENT else [] for v in col]
+        return [None if v is None or v is ABSENT else rows[v] for v in col]
+    return [canon(ft, v, schema, nested) for v in col]
 
 
 def digest_record(rec: Any, schema: Schema) -> int:

@@ -233,7 +233,7 @@ def _encode_values(
     elif kind == "bool":
         out[name] = np.array(values, dtype=np.uint8)
     elif kind == "str":
-        meta.update(_encode_pool([v.encode(UTF8, SURR) for v in values], out, name, learned, train))
+        meta.update(_encode_pool(values, out, name, learned, train, strs=True))
     elif kind == "bytes":
         meta.update(_encode_pool(values, out, name, learned, train))
     elif kind == "text":
@@ -318,24 +318,38 @@ FSST_MIN_BYTES = 4096  # smaller pools: a symbol table (up to 2 kB) does not pay
 FSST_MAX_RATIO = 0.9  # use the table only where it saves at least a tenth (decode costs)
 
 
+def _pool_ids(values: list[Any], strs: bool) -> tuple[Any, list[bytes], int]:
+    """``(ids, uniques, total bytes)``: each value's bytes (UTF-8 for ``strs``)
+    de-duplicated in first-seen order, ``ids[i]`` the position of value i's in uniques."""
+    if strs and _core is not None:
+        got = _core.str_pool(values)
+        if got is not None:
+            ids, uniques, total = got
+            return np.frombuffer(ids, dtype=np.uint32), uniques, total
+    if strs:
+        values = [v.encode(UTF8, SURR) for v in values]
+    index: dict[bytes, int] = {}
+    ids = [index.setdefault(v, len(index)) for v in values]
+    return ids, list(index), sum(map(len, values))
+
+
 def _encode_pool(
-    values: list[bytes],
+    values: list[Any],
     out: Sections,
     name: str,
     learned: dict[str, Any] | None = None,
     train: bool = True,
+    strs: bool = False,
 ) -> dict[str, Any]:
-    """A pool of the values, chosen by measured size: de-duplicated with a narrow id per
-    record where that is smaller (a dictionary), and each entry compressed with a trained
-    symbol table (:mod:`nearstate.fsst`) where that is smaller by a tenth or more (or as
-    ``learned`` says an earlier part of the column chose)."""
-    index: dict[bytes, int] = {}
-    ids = [index.setdefault(v, len(index)) for v in values]
-    uniques = list(index)
+    """A pool of the values (bytes, or str for ``strs``: stored as UTF-8), chosen by
+    measured size: de-duplicated with a narrow id per record where that is smaller (a
+    dictionary), and each entry compressed with a trained symbol table
+    (:mod:`nearstate.fsst`) where that is smaller by a tenth or more (or as ``learned``
+    says an earlier part of the column chose)."""
+    ids, uniques, abytes = _pool_ids(values, strs)
     meta: dict[str, Any] = {"pool": "identity"}
     if len(uniques) < len(values):
         ubytes = sum(map(len, uniques))
-        abytes = sum(map(len, values))
         size_ids = (
             ubytes
             + (len(uniques) + 1) * narrow_uint(ubytes).itemsize
@@ -343,10 +357,10 @@ def _encode_pool(
         )
         size_all = abytes + (len(values) + 1) * narrow_uint(abytes).itemsize
         if size_ids < size_all:
-            put_uints(np.array(ids, dtype=np.uint64), out, name + ".ids")
+            put_uints(np.asarray(ids, dtype=np.uint64), out, name + ".ids")
             meta["pool"] = "ids"
         else:
-            uniques = values
+            uniques = [uniques[i] for i in np.asarray(ids).tolist()]  # all, in order
     lengths = [len(u) for u in uniques]
     plain = sum(lengths)
     known = learned is not None and name in learned

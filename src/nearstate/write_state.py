@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ._native import core as _core
 from .blob import write_blob
 from .digest import Checksum, checksum_of, digest_columns
 from .digest import fmt as fmt_checksum
@@ -165,18 +166,24 @@ class WriteState:
     def _add_many(self, st: _Staged, records: Sequence[Any], where: str) -> list[int]:
         tdef = st.tdef
         n = len(records)
-        for i, r in enumerate(records):
-            if not isinstance(r, Mapping):
-                raise RowError(f"{where}: a record must be a mapping, not {_describe(r)}", i)
-        extra = set(chain.from_iterable(records)) - set(tdef.field_names)
-        if extra:
-            bad = sorted(extra)[0]
-            i = next(i for i, r in enumerate(records) if bad in r)
-            raise RowError(f"{where}: field {bad!r} is not in type {tdef.name!r}", i)
+        names = tuple(tdef.field_names)
+        # plain dicts in a list (decoded JSON): every column in one compiled pass
+        got = _core.gather(records, names, _ABSENT) if _core and type(records) is list else None
+        if got is None or got[1] >= 0:
+            for i, r in enumerate(records):
+                if not isinstance(r, Mapping):
+                    raise RowError(f"{where}: a record must be a mapping, not {_describe(r)}", i)
+            extra = set(chain.from_iterable(records)) - set(names)
+            if extra:
+                bad = sorted(extra)[0]
+                i = next(i for i, r in enumerate(records) if bad in r)
+                raise RowError(f"{where}: field {bad!r} is not in type {tdef.name!r}", i)
+            gathered = [[r.get(name, _ABSENT) for r in records] for name in names]
+        else:
+            gathered = got[0]
         cols: list[list[Any]] = []
         absent_in: list[bool] = []
-        for f in tdef.fields:
-            col = [r.get(f.name, _ABSENT) for r in records]
+        for f, col in zip(tdef.fields, gathered, strict=True):
             types_ = set(map(type, col))
             absent = _Absent in types_
             absent_in.append(absent)
@@ -204,7 +211,7 @@ class WriteState:
         else:
             out = []
             seen = st.keys
-            plain = all(f.type.kind in _PLAIN_CANON for f in tdef.fields)
+            plain = all(_plain_canon(f.type, col) for f, col in zip(tdef.fields, cols, strict=True))
             for row in zip(*cols, strict=True) if cols else ([()] * n):
                 key = row if plain else _canon(tdef, list(row))
                 o = seen.get(key)
@@ -281,7 +288,9 @@ class WriteState:
                     out.append(list(dict.fromkeys(items)) if k == "set" else items)
                 pos += n
             return out
-        elif k == "record" and all(isinstance(v, Mapping) for v in col if v is not None):
+        elif k == "record" and (
+            types_ <= {dict} or all(isinstance(v, Mapping) for v in col if v is not None)
+        ):
             assert ft.target is not None
             present = [v for v in col if v is not None]
             ords = iter(self._add_many(self._types[ft.target], present, where))
@@ -390,7 +399,10 @@ class WriteState:
         """The digest of every staged record of a keyed type, by ordinal (kept once made)."""
         st = self._staged(type_name)
         if st.digests is None or len(st.digests) != st.count:
-            st.digests = digest_columns(st.tdef, st.columns, self.schema, self._nested, st.count)
+            st.digests = digest_columns(
+                st.tdef, st.columns, self.schema, self._nested, st.count,
+                lambda target: self._types[target].columns,
+            )  # fmt: skip
         return st.digests
 
     def checksums(self) -> dict[str, Checksum]:
@@ -537,6 +549,21 @@ def _canon(tdef: TypeDef, values: list[Any]) -> tuple:
 
 
 _PLAIN_CANON = frozenset({"int", "str", "text", "bool", "bytes", "record"})
+
+
+def _plain_canon(ft: FieldType, col: list[Any]) -> bool:
+    """Whether ``col``'s values serve as their own canonical form (:func:`_canon`): a kind
+    compared as it is, or floats none of which is a zero (0.0 equals -0.0) or NaN (equal
+    to nothing)."""
+    if ft.kind in _PLAIN_CANON:
+        return True
+    if ft.kind != "float":
+        return False
+    vals = [v for v in col if v is not None and v is not _ABSENT]
+    if not set(map(type, vals)) <= {float}:
+        return False
+    a = np.array(vals, dtype=np.float64)
+    return not (a == 0).any() and not np.isnan(a).any()
 
 
 def _canon_value(ft: FieldType, v: Any) -> Any:
