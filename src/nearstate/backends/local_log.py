@@ -13,15 +13,38 @@ fsynced (``synchronous=FULL``), so an acknowledged write survives a killed proce
 power cut. SQLite's file locks make this safe for any number of processes on one host.
 ``AUTOINCREMENT`` means a position is never reused, even after trimming.
 
-Waiting is polling: readers look at the head every ``poll_interval`` seconds (a query of a
-few microseconds); writers in the same process wake waiters at once.
+Waiting is woken, not polled (docs/decisions/0016-local-wakeups.md). A process whose
+thread has to block in :meth:`LocalLog.wait` binds one Unix datagram socket,
+``DIR/log.wake/<pid>-<random>.sock``, shared by all its threads and kept until
+:meth:`LocalLog.close` or exit. After each ``COMMIT`` the appender lists that directory and
+sends every socket in it one 8-byte datagram (the position, informational), non-blocking:
+a full queue means a wake-up is already pending, and a socket whose process is gone
+(``ECONNREFUSED``) is unlinked. One waiting thread per process ("the leader") blocks on the
+socket; the others wait on a Condition the leader (and same-process appenders) notify.
+Nothing depends on the datagram arriving: a woken waiter re-reads the head, and a waiter
+re-reads it anyway every ``recheck_interval`` seconds (a commit whose writer died before
+notifying, a datagram dropped).
+
+Where a socket cannot be bound (no Unix socket support in that filesystem, no write
+permission, ``notify=False``) waiters fall back to reading the head every
+``poll_interval`` seconds, and say so once in the log. A socket path is at most ~104 bytes;
+a dataset path too long for that puts its sockets under
+``/tmp/nearstate-wake/<sha256 of the directory's real path, 24 hex>/`` instead (both
+sides derive the same directory from the dataset's real path).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
+import hashlib
 import json
+import logging
 import os
+import secrets
+import select
+import socket
 import sqlite3
 import threading
 import time
@@ -42,17 +65,275 @@ CREATE TABLE IF NOT EXISTS keys(
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# writers wake waiters of the same process at once (others poll)
-_wakeups: dict[str, threading.Condition] = {}
-_wakeups_lock = threading.Lock()
+WAKE_DIR = "log.wake"
+WAKE_SUFFIX = ".sock"
+_SUN_PATH_MAX = 103  # bytes of a socket path: 107 on Linux, 103 on macOS (with the NUL)
+_NAME_MAX = 24  # "<pid>-<8 hex>.sock": a pid of up to 10 digits
+_SHORT_ROOT = "/tmp/nearstate-wake"
+_CAN_WAKE = hasattr(socket, "AF_UNIX") and hasattr(select, "poll")
+
+log = logging.getLogger(__name__)
 
 
-def _wakeup(path: str) -> threading.Condition:
-    with _wakeups_lock:
-        c = _wakeups.get(path)
-        if c is None:
-            c = _wakeups[path] = threading.Condition()
-        return c
+def wake_dir(root: str | Path) -> Path:
+    """Where waiters on the dataset in ``root`` put their sockets: ``root/log.wake``, or,
+    when that path is too long for a socket address, a directory under /tmp named by a
+    hash of its real path (every process derives the same one)."""
+    d = os.path.join(os.path.realpath(root), WAKE_DIR)
+    if len(os.fsencode(d)) + 1 + _NAME_MAX <= _SUN_PATH_MAX:
+        return Path(d)
+    return Path(_SHORT_ROOT) / hashlib.sha256(os.fsencode(d)).hexdigest()[:24]
+
+
+def _make_dir(d: Path) -> None:
+    if d.parent == Path(_SHORT_ROOT) and not d.parent.is_dir():
+        with contextlib.suppress(FileExistsError):
+            d.parent.mkdir(parents=True)
+            os.chmod(d.parent, 0o1777)  # any user's datasets, like /tmp itself
+    d.mkdir(exist_ok=True)
+
+
+class _Waker:
+    """This process's wake-ups for one dataset: the socket (``None`` when polling), the
+    Condition its waiting threads sleep on, and ``seq``, bumped on every wake-up."""
+
+    def __init__(self, key: str, directory: Path | None):
+        self.key = key
+        self.pid = os.getpid()
+        self.cond = threading.Condition()
+        self.seq = 0
+        self.leader = False  # a thread is blocked on the socket
+        self.users = 0  # LocalLog handles that waited through this and are not closed
+        self.closed = False
+        self.sock: socket.socket | None = None
+        self.path: str | None = None
+        self._poll: select.poll | None = None
+        if directory is None:
+            return
+        name = f"{self.pid}-{secrets.token_hex(4)}{WAKE_SUFFIX}"
+        try:
+            _make_dir(directory)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                s.bind(str(directory / name))
+                s.setblocking(False)
+            except BaseException:
+                s.close()
+                raise
+        except (OSError, ValueError) as e:
+            _say_polling(key, f"cannot bind a wake-up socket in {directory}: {e}")
+            return
+        self.sock, self.path = s, str(directory / name)
+        self._poll = select.poll()
+        self._poll.register(s.fileno(), select.POLLIN)
+
+    def bump(self) -> None:
+        with self.cond:
+            self.seq += 1
+            self.cond.notify_all()
+
+    def _drain(self) -> bool:
+        got = False
+        assert self.sock is not None
+        with contextlib.suppress(OSError):  # BlockingIOError: empty
+            while True:
+                self.sock.recv(64)
+                got = True
+        return got
+
+    def prepare(self) -> int:
+        """Call before reading the head: takes the datagrams already queued (for commits
+        the head read will see) and returns the ``seq`` to hand to :meth:`block`."""
+        with self.cond:
+            if self.sock is not None and not self.leader and not self.closed and self._drain():
+                self.seq += 1
+                self.cond.notify_all()
+            return self.seq
+
+    def block(self, seen: int, left: float, recheck: float, poll: float) -> None:
+        """Sleep until a wake-up after ``seen``, or for the interval that applies."""
+        with self.cond:
+            if self.seq != seen or self.closed:
+                return
+            if self.sock is None:
+                self.cond.wait(min(left, poll))
+                return
+            if self.leader:
+                self.cond.wait(min(left, recheck))
+                return
+            self.leader = True
+            sock_poll = self._poll
+        got = False
+        try:
+            assert sock_poll is not None
+            if sock_poll.poll(max(1, int(min(left, recheck) * 1000 + 0.999))):
+                with self.cond:
+                    got = self._drain()
+        except OSError:
+            pass
+        finally:
+            with self.cond:
+                self.leader = False
+                if got:
+                    self.seq += 1
+                # the others wake to re-read the head, and one of them leads next
+                self.cond.notify_all()
+                if self.closed:
+                    self._shut()
+
+    def retire(self) -> None:
+        """The last handle using this closed: unlink the socket (now, or when the thread
+        blocked on it returns)."""
+        with self.cond:
+            self.closed = True
+            if not self.leader:
+                self._shut()
+            self.cond.notify_all()
+
+    def _shut(self) -> None:
+        s, self.sock = self.sock, None
+        if s is None:
+            return
+        if self.pid == os.getpid() and self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        s.close()
+
+
+class _Notifier:
+    """This process's sender of wake-ups for one wake directory: one connected, non-blocking
+    datagram socket per waiting process (so a process that never reads its socket fills
+    only its own queue, not a send buffer the others share)."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.socks: dict[str, socket.socket] = {}
+
+    def notify(self, pos: int) -> None:
+        try:
+            names = [n for n in os.listdir(self.dir) if n.endswith(WAKE_SUFFIX)]
+        except OSError:  # nobody has waited yet, or the directory cannot hold sockets
+            names = []
+        msg = pos.to_bytes(8, "little")
+        with self.lock:
+            socks = self.socks
+            if len(socks) > len(names) or any(n not in socks for n in names):
+                for gone in socks.keys() - set(names):
+                    socks.pop(gone).close()
+            for name in names:
+                s = socks.get(name)
+                if s is None:
+                    s = self._connect(name)
+                    if s is None:
+                        continue
+                try:
+                    s.send(msg)
+                except (BlockingIOError, InterruptedError):
+                    pass  # its queue is full: a wake-up is already pending there
+                except OSError as e:
+                    if e.errno == errno.ENOBUFS:
+                        continue
+                    socks.pop(name).close()
+                    if e.errno == errno.ECONNREFUSED:  # its process is gone
+                        self._unlink(name)
+
+    def _connect(self, name: str) -> socket.socket | None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        try:
+            s.connect(str(self.dir / name))
+        except OSError as e:
+            s.close()
+            if e.errno == errno.ECONNREFUSED:  # a socket file left by a process that died
+                self._unlink(name)
+            return None
+        self.socks[name] = s
+        return s
+
+    def _unlink(self, name: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.dir / name)
+
+    def close(self) -> None:
+        with self.lock:
+            for s in self.socks.values():
+                s.close()
+            self.socks.clear()
+
+
+_lock = threading.Lock()
+_wakers: dict[str, _Waker] = {}  # by the log file's real path, this process's only
+_notifiers: dict[Path, _Notifier] = {}
+_said_polling: set[str] = set()
+
+
+def _say_polling(key: str, why: str) -> None:
+    if key not in _said_polling:
+        _said_polling.add(key)
+        log.warning("%s: waiters poll the log every poll_interval instead (%s)", key, why)
+
+
+def _waker(key: str, directory: Path | None) -> _Waker:
+    with _lock:
+        w = _wakers.get(key)
+        if w is None or w.closed or w.pid != os.getpid():
+            w = _wakers[key] = _Waker(key, directory)
+        w.users += 1
+        return w
+
+
+def _release(w: _Waker) -> None:
+    with _lock:
+        w.users -= 1
+        if w.users > 0 or w.pid != os.getpid():
+            return
+        if _wakers.get(w.key) is w:
+            del _wakers[w.key]
+    w.retire()
+
+
+def _notify(key: str, directory: Path | None, pos: int) -> None:
+    w = _wakers.get(key)
+    if w is not None and w.pid == os.getpid():
+        w.bump()  # this process's waiters at once (and those that poll)
+    if directory is None:
+        return
+    n = _notifiers.get(directory)
+    if n is None or n.pid != os.getpid():
+        with _lock:
+            n = _notifiers.get(directory)
+            if n is None or n.pid != os.getpid():
+                n = _notifiers[directory] = _Notifier(directory)
+    n.notify(pos)
+
+
+def _after_fork_in_child() -> None:
+    """A child keeps none of its parent's sockets (it binds its own when it first waits),
+    and none of the locks another thread of the parent might have held."""
+    global _lock
+    _lock = threading.Lock()
+    for w in _wakers.values():
+        if w.sock is not None:
+            w.sock.close()  # the parent's socket stays bound: only this copy goes
+    _wakers.clear()
+    for n in _notifiers.values():
+        for s in n.socks.values():
+            s.close()
+    _notifiers.clear()
+
+
+@atexit.register
+def _at_exit() -> None:
+    for w in list(_wakers.values()):
+        if w.pid == os.getpid() and w.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(w.path)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _View:
@@ -71,16 +352,26 @@ class _View:
 
 
 class LocalLog:
-    """The Log in ``DIR/log.sqlite`` (created by the first append)."""
+    """The Log in ``DIR/log.sqlite`` (created by the first append).
+
+    ``wait`` sleeps until an append (from any process) wakes it, re-reading the head at
+    least every ``recheck_interval`` seconds; where no wake-up socket can be bound, or with
+    ``notify=False`` (which also stops this handle's appends from sending wake-ups), it
+    reads the head every ``poll_interval`` seconds instead."""
 
     def __init__(self, root: str | Path, *, poll_interval: float = 0.001,
+                 recheck_interval: float = 0.25, notify: bool = True,
                  busy_timeout: float = 30.0):  # fmt: skip
         self.root = Path(root)
         self.path = self.root / FILE
         self.poll_interval = poll_interval
+        self.recheck_interval = recheck_interval
+        self.notify = notify and _CAN_WAKE
         self.busy_timeout = busy_timeout
         self._local = threading.local()
-        self._wake = _wakeup(str(self.path.absolute()))
+        self._key = os.path.realpath(self.path)
+        self._wake_dir = wake_dir(self.root) if self.notify else None
+        self._waker: _Waker | None = None
 
     def __repr__(self) -> str:
         return f"LocalLog({str(self.path)!r})"
@@ -119,11 +410,21 @@ class LocalLog:
         return c
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their threads end)."""
+        """Close this thread's connection (others close when their threads end), and let go
+        of this process's wake-up socket when no other handle on the dataset uses it."""
         c = getattr(self._local, "conn", None)
         if c is not None:
             self._local.conn = None
             c.close()
+        w, self._waker = self._waker, None
+        if w is not None and w.pid == os.getpid():
+            _release(w)
+
+    def _waiter(self) -> _Waker:
+        w = self._waker
+        if w is None or w.closed or w.pid != os.getpid():  # first wait, closed, or forked
+            w = self._waker = _waker(self._key, self._wake_dir)
+        return w
 
     # -- the Log protocol ----------------------------------------------------------------
 
@@ -154,9 +455,8 @@ class LocalLog:
             if isinstance(e, sqlite3.Error):
                 raise LogUnavailable(f"cannot write the log {self.path}: {e}") from e
             raise
-        with self._wake:
-            self._wake.notify_all()
         assert pos is not None
+        _notify(self._key, self._wake_dir, pos)
         return pos
 
     def head(self) -> int:
@@ -190,13 +490,17 @@ class LocalLog:
 
     def wait(self, after: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
+        h = self.head()
+        if h > after or timeout <= 0:
+            return h
         while True:
+            w = self._waiter()
+            seen = w.prepare()  # before the head is read: a later commit changes seen
             h = self.head()
             left = deadline - time.monotonic()
             if h > after or left <= 0:
                 return h
-            with self._wake:
-                self._wake.wait(min(left, self.poll_interval))
+            w.block(seen, left, self.recheck_interval, self.poll_interval)
 
     def trim(self, upto: int) -> int:
         conn = self._conn()
