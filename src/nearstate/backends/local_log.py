@@ -85,6 +85,13 @@ def wake_dir(root: str | Path) -> Path:
     return Path(_SHORT_ROOT) / hashlib.sha256(os.fsencode(d)).hexdigest()[:24]
 
 
+def _tidy(d: str) -> None:
+    """Remove a directory under /tmp once its last socket is gone (never the dataset's)."""
+    if os.path.dirname(d) == _SHORT_ROOT:
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
 def _make_dir(d: Path) -> None:
     if d.parent == Path(_SHORT_ROOT) and not d.parent.is_dir():
         with contextlib.suppress(FileExistsError):
@@ -112,10 +119,16 @@ class _Waker:
             return
         name = f"{self.pid}-{secrets.token_hex(4)}{WAKE_SUFFIX}"
         try:
-            _make_dir(directory)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
-                s.bind(str(directory / name))
+                for attempt in range(3):  # a /tmp directory may go as its last waiter leaves
+                    _make_dir(directory)
+                    try:
+                        s.bind(str(directory / name))
+                        break
+                    except FileNotFoundError:
+                        if attempt == 2:
+                            raise
                 s.setblocking(False)
             except BaseException:
                 s.close()
@@ -197,6 +210,7 @@ class _Waker:
         if self.pid == os.getpid() and self.path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+            _tidy(os.path.dirname(self.path))
         s.close()
 
 
@@ -255,6 +269,7 @@ class _Notifier:
     def _unlink(self, name: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.dir / name)
+        _tidy(str(self.dir))
 
     def close(self) -> None:
         with self.lock:
@@ -330,6 +345,7 @@ def _at_exit() -> None:
         if w.pid == os.getpid() and w.path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(w.path)
+            _tidy(os.path.dirname(w.path))
 
 
 if hasattr(os, "register_at_fork"):
