@@ -557,6 +557,7 @@ def test_listeners_hear_each_log_entry(env: Env) -> None:
     def shown(token: int) -> RefreshEvent:
         events.clear()
         c.wait_for(token, LONG)
+        assert c.drain(LONG)  # listeners run on a thread of their own
         assert len(events) == 1
         ev = events[0]
         assert (ev.previous, ev.version, ev.position) == (1, 1, token)
@@ -582,6 +583,37 @@ def test_listeners_hear_each_log_entry(env: Env) -> None:
         "Story": (["s4"], ["s3"], ["s1"]),
         "Person": ([1], [], []),
     }
+
+
+def test_listeners_run_off_the_readers_path(env: Env) -> None:
+    """A slow listener delays neither wait_for nor the entries shown after it: listeners
+    run on a thread of their own (never the caller's, nor under the consumer's lock), one
+    event at a time, in order, and drain() waits for them."""
+    w = seed(env, 1)
+    env.compact()
+    c = env.consumer()
+    c.sync(LONG)
+    heard: list[tuple[int | None, str]] = []
+    gate = threading.Event()
+
+    def slow(ev: RefreshEvent) -> None:
+        gate.wait(LONG)
+        heard.append((ev.position, threading.current_thread().name))
+
+    c.add_listener(slow)
+    tokens = [w.upsert("Story", story(f"n{i}")) for i in range(3)]
+    t0 = time.monotonic()
+    for t in tokens:
+        c.wait_for(t, LONG)  # while the listener is blocked
+        with c._lock:  # and the consumer's lock is free
+            pass
+    assert time.monotonic() - t0 < LONG / 2 and heard == []
+    assert "n2" in c.state["Story"]
+    gate.set()
+    assert c.drain(LONG)
+    positions = [p for p, _ in heard]
+    assert positions == sorted(positions) and positions[-1] == tokens[-1]
+    assert {name for _, name in heard} == {"nearstate-listeners"}
 
 
 def test_a_type_first_written_after_the_consumer_started_appears(env: Env) -> None:

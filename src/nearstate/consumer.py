@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -149,6 +150,11 @@ class Consumer:
         self._log_sj: str | None = None
         self._log_schema: Schema | None = None
         self._log_thread: threading.Thread | None = None
+        # listeners run on a thread of their own, in order (see _announce)
+        self._events: queue.SimpleQueue[RefreshEvent] = queue.SimpleQueue()
+        self._delivery = threading.Condition()
+        self._posted = self._delivered = 0
+        self._dispatcher: threading.Thread | None = None
 
     # -- what it holds ------------------------------------------------------------------
 
@@ -210,6 +216,7 @@ class Consumer:
         changed = self._refresh_version()
         if self.log is not None:
             changed = self._pull() or changed
+        self.drain()
         return changed
 
     def _refresh_version(self) -> bool:
@@ -232,7 +239,7 @@ class Consumer:
         for _ in range(_MOVE_ATTEMPTS - 1):
             target = self.announced_version
             try:
-                return self.move_to(target)
+                return self._move_to(target)
             except NearstateError:
                 # a producer that compacts often may have removed the version this consumer
                 # was loading, because newer ones exist: go for the newest one instead
@@ -244,10 +251,16 @@ class Consumer:
                 if newer is None or newer == target:
                     raise
                 self.announced_version = newer
-        return self.move_to(self.announced_version)
+        return self._move_to(self.announced_version)
 
     def move_to(self, target: int) -> bool:
-        """Hold version ``target``: deltas forward, reverse deltas back, or a snapshot."""
+        """Hold version ``target``: deltas forward, reverse deltas back, or a snapshot.
+        Returns once the listeners have heard of it."""
+        moved = self._move_to(target)
+        self.drain()
+        return moved
+
+    def _move_to(self, target: int) -> bool:
         with self._moving:
             cur = None if self._vempty else self._vstate
             if cur is not None and cur.version == target:
@@ -281,13 +294,53 @@ class Consumer:
         return True
 
     def _announce(self, ev: RefreshEvent) -> None:
+        """Wake the readers waiting for a change, and queue ``ev`` for the listeners. They
+        run on a thread of their own, one event at a time in order: never under this
+        consumer's lock, on the thread that follows the Log or on a request's thread
+        inside :meth:`wait_for`, so a slow listener (an index, a page cache) delays
+        neither what is shown nor the readers waiting for it."""
         with self._changed:
             self._changed.notify_all()
-        for fn in list(self._listeners):
+        if not self._listeners:
+            return
+        with self._delivery:
+            self._posted += 1
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="nearstate-listeners", daemon=True
+                )
+                self._dispatcher.start()
+        self._events.put(ev)
+
+    def _dispatch(self) -> None:
+        while True:
             try:
-                fn(ev)
-            except Exception:
-                log.exception("refresh listener %r failed", fn)
+                ev = self._events.get(timeout=_DISPATCH_IDLE)
+            except queue.Empty:
+                with self._delivery:
+                    if self._posted == self._delivered:  # idle: end (the next event starts one)
+                        self._dispatcher = None
+                        return
+                continue
+            for fn in list(self._listeners):
+                try:
+                    fn(ev)
+                except Exception:
+                    log.exception("refresh listener %r failed", fn)
+            with self._delivery:
+                self._delivered += 1
+                self._delivery.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Block until the listeners have heard every change shown so far (False after
+        ``timeout``). :meth:`refresh` and :meth:`move_to` do this before they return;
+        :meth:`wait_for` and :meth:`sync` do not — call it where something derived from
+        the listeners (a search index, a cache) must have caught up too."""
+        with self._delivery:
+            if threading.current_thread() is self._dispatcher:
+                return True  # from a listener: the events before this one are heard
+            target = self._posted
+            return self._delivery.wait_for(lambda: self._delivered >= target, timeout)
 
     def _reach(self, cur: State | None, target: int) -> tuple[State, dict[str, Changes] | None]:
         if cur is None:
@@ -682,6 +735,7 @@ class Consumer:
 
 
 _LOG_FAILED = "following the log failed"
+_DISPATCH_IDLE = 5.0  # seconds the listeners' thread waits for an event before it ends
 _MOVE_ATTEMPTS = 4  # tries to reach the announced version while it keeps moving on
 _ANN_FAILED = "cannot read the announcement"
 

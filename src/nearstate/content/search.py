@@ -296,7 +296,8 @@ class SearchIndex:
 
     def follow(self, consumer: Any) -> SearchIndex:
         """Index ``consumer.state`` now (if it holds one) and after every refresh (the
-        listener runs on the refreshing thread). Returns self."""
+        listener runs on the consumer's listener thread; ``consumer.drain()`` waits for
+        it). Returns self."""
 
         def state() -> Any:
             try:
