@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import nearstate
-from nearstate.bench.raw import run_raw
+from nearstate.bench.raw import describe, run_raw
 from nearstate.cli import main
 
 
@@ -174,11 +174,14 @@ def test_watch_in_words(tmp_path: Path) -> None:
 def test_bench_raw_reports_every_figure(tmp_path: Path) -> None:
     """A tiny run: every key of the issue's JSON is there with a plausible value."""
     res = run_raw(probes=20, commits=50, batch=50, batches=2, peers=False, workdir=tmp_path,
-                  compact_every=0)  # fmt: skip
+                  compact_every=0, consumers=2)  # fmt: skip
     for k in ("visible_ms", "strong_overhead_ms"):
         assert set(res[k]) >= {"p50", "p99"}
         assert 0 < res[k]["p50"] <= res[k]["p99"]
-    assert res["visible_ms"]["n"] == 20  # every probe was seen by the other process
+    assert res["visible_ms"]["n"] == 20  # every probe was seen by the other processes
+    cpu = res["reader_cpu_ms_per_commit"]  # measured in each consumer process
+    assert len(cpu) == 2 and all(0 < x < 1000 for x in cpu)
+    assert "a reader's CPU per single-record commit" in describe(res)
     assert res["commits_per_s"] > 0
     assert res["batched_mutations_per_s"] > 0
 

@@ -257,8 +257,8 @@ def _existing(dataset: str) -> Dataset:
 @click.option("--nats-url", default=None,
               help="NATS server for --backend nats (default: $NEARSTATE_NATS_URL, else "
                    "nats://127.0.0.1:4222).")  # fmt: skip
-@click.option("--consumers", type=int, default=None,
-              help="Consumer processes timed (default: 4 on nats, 1 on local).")  # fmt: skip
+@click.option("--consumers", type=int, default=4, show_default=True,
+              help="Consumer processes timed.")  # fmt: skip
 @click.option("--snapshot-mb", type=int, default=200, show_default=True,
               help="Size of the snapshot published and fetched on nats (0: skip).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
