@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import random
 import zlib
 from typing import Any
@@ -574,3 +575,30 @@ def test_a_find_after_a_delta_updates_the_last_index(tmp_path) -> None:
         assert sorted(x.key for x in after.find(year=film(2, 9)["year"])) == sorted(
             x.key for x in after if x.year == film(2, 9)["year"]
         )
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities: Linux")
+def test_a_background_snapshot_is_written_at_a_lower_cpu_priority(tmp_path, monkeypatch) -> None:
+    """The thread writing a background snapshot yields the CPU to readers: its nice value
+    is raised (threads have their own on Linux), the producer's own thread is left alone."""
+    import threading
+
+    from nearstate import producer as producer_mod
+
+    seen: list[int] = []
+    real = producer_mod.merged_snapshot
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(producer_mod, "merged_snapshot", spy)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    ds = nearstate.LocalDataset(tmp_path)
+    with ds.producer(snapshot_every=2, background_snapshots=True) as p:
+        first_version(p, 10)
+        for v in range(1, 4):
+            p.run_incremental(lambda inc, v=v: inc.upsert("Film", film(v, v)))
+        assert p.wait_snapshot(timeout=60)
+    assert seen and all(n >= max(mine, producer_mod.SNAPSHOT_NICENESS) for n in seen)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

@@ -126,7 +126,7 @@ class LayeredState(TypeMap):
         self.left_out = base.left_out
         self.blob = base.blob
         self._checksums = checksums
-        self._types: dict[str, TypeState | LayeredTypeState] = dict(base.types)
+        self._types: dict[str, TypeState | LayeredTypeState] = dict(base._types)
         layered = {n for n, ov in overlays.items() if len(ov)}
         # a type referring to a layered type is layered too (its references re-bind)
         grew = True
@@ -343,17 +343,23 @@ class LayeredTypeState:
         self._ov = ov
         self._lock = threading.Lock()
         self._ov_indexes: dict[tuple[str, ...], HashIndex] = {}
-        layer_types = [layer.state.types.get(self.name) for layer in state.layers]
-        self.nbytes = base.nbytes + sum(t.nbytes for t in layer_types if t is not None)
+        # nothing here walks the layers: a consumer that has followed hundreds of
+        # versions (a delta layer each) and lays Log entries over them makes one of these
+        # per commit. A record in a layer is read through the layers tuple by its entry.
+        layers = state.layers
+        name = self.name
         entries = ov.entries
         columns: dict[str, Column] = {}
         for f in self.typedef.fields:
             bget = base._columns[f.name].get
-            lgets = [None if t is None else t._columns[f.name].get for t in layer_types]
+
+            def lget(e: tuple[int, int], _f: str = f.name) -> Any:
+                return layers[e[0]].state._types[name]._columns[_f].get(e[1])
+
             if _ref_fields(f.type):
                 bget = _rebind_base(f.type, bget, state)
-                lgets = [None if g is None else _rebind_keys(f.type, g, state) for g in lgets]
-            columns[f.name] = Column(f.name, f.type, _composite(entries, bget, lgets), 0)
+                lget = _rebind_keys(f.type, lget, state)
+            columns[f.name] = Column(f.name, f.type, _composite(entries, bget, lget), 0)
         self._columns = columns
         cls = _shared_view_class(self.name, tuple(columns))
         self._cls = cls
@@ -362,14 +368,13 @@ class LayeredTypeState:
         assert key is not None
         kcols = [columns[k].get for k in key]
         self._key_at = kcols[0] if len(kcols) == 1 else (lambda o: tuple(g(o) for g in kcols))
-        ldigests = [None if t is None else t for t in layer_types]
         bdig = base.digest
 
         def digest(o: int) -> int:
             e = entries.get(o)
             if e is None:
                 return bdig(o)
-            return ldigests[e[0]].digest(e[1])  # type: ignore[union-attr]
+            return layers[e[0]].state._types[name].digest(e[1])
 
         self.digest = digest
         added, removed, lookup = ov.added, ov.removed, base._lookup
@@ -389,6 +394,16 @@ class LayeredTypeState:
             return default if o < 0 else cls(self, o)
 
         self.get = get
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the snapshot's records of this type plus those of every layer."""
+        n = self._base.nbytes
+        for layer in self._state.layers:
+            t = layer.state._types.get(self.name)
+            if t is not None:
+                n += t.nbytes
+        return n
 
     def __len__(self) -> int:
         return self._ov.live
@@ -580,14 +595,14 @@ class _CombinedIndex:
         return np.array(keep, dtype=np.int64)
 
 
-def _composite(entries: dict[int, tuple[int, int]], bget, lgets):
+def _composite(entries: dict[int, tuple[int, int]], bget, lget):
     eget = entries.get
 
     def get(o: int):
         e = eget(o)
         if e is None:
             return bget(o)
-        return lgets[e[0]](e[1])
+        return lget(e)
 
     return get
 

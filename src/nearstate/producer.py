@@ -255,6 +255,7 @@ class Producer:
         def write() -> None:
             snap: ReadState | None = None
             err: BaseException | None = None
+            _yield_cpu()
             try:
                 name = snapshot_name(v)
                 with Spill() as spill:
@@ -854,3 +855,20 @@ class _Stage:
         if e is None or isinstance(e, CycleError) or not isinstance(e, Exception):
             return False
         raise CycleError(f"{type(e).__name__}: {e}", stage=self.name) from e
+
+
+#: the nice value of a thread writing a background snapshot (Linux: a thread has its own)
+SNAPSHOT_NICENESS = 10
+
+
+def _yield_cpu() -> None:
+    """Lower this thread's CPU priority, so that on a busy host the readers (consumers,
+    request threads) come first and a snapshot written in the background takes the CPU
+    they leave: it is not due at any moment, they are. Where a thread's priority cannot be
+    set (not Linux), nothing changes."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid),
+                                                 SNAPSHOT_NICENESS))  # fmt: skip
+    except (AttributeError, OSError):
+        pass
