@@ -224,7 +224,7 @@ def _snapshot_write(ds: LocalDataset, state: Any) -> tuple[float, float]:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return round(secs, 2), round((peak - before) / state.nbytes, 3)
+    return round(secs, 4), round((peak - before) / state.nbytes, 3)
 
 
 def _base(work: Path, n: int, say: Callable[[str], None], data: str = "tudum") -> Path:
