@@ -376,7 +376,7 @@ class LocalLog:
     reads the head every ``poll_interval`` seconds instead."""
 
     def __init__(self, root: str | Path, *, poll_interval: float = 0.001,
-                 recheck_interval: float = 0.25, notify: bool = True,
+                 recheck_interval: float = 0.05, notify: bool = True,
                  busy_timeout: float = 30.0):  # fmt: skip
         self.root = Path(root)
         self.path = self.root / FILE
