@@ -459,6 +459,7 @@ def test_a_log_layer_reads_as_its_encoded_reference(case: Case, data: st.DataObj
     from hypothesis import assume
 
     from nearstate.delta import layer_schema
+    from nearstate.layered import _ref_targets
     from nearstate.overlay import lay_over
 
     gs = case.gs
@@ -467,7 +468,7 @@ def test_a_log_layer_reads_as_its_encoded_reference(case: Case, data: st.DataObj
     except nearstate.SchemaError:
         assume(False)  # a reference to a composite key: no delta can hold it
     targets = {
-        t for fg in gs.gens.values() for g in fg.values() for t in _ref_targets_of(g.ft)
+        t for fg in gs.gens.values() for g in fg.values() for t in _ref_targets(g.ft)
     }  # fmt: skip
     ws = nearstate.WriteState(gs.schema)
     for name in gs.keyed:
@@ -533,14 +534,6 @@ def test_a_log_layer_reads_as_its_encoded_reference(case: Case, data: st.DataObj
                         x.ordinal for x in et.find(**{f: v})
                     ]
                     break
-
-
-def _ref_targets_of(ft: FieldType) -> set[str]:
-    out = {ft.target} if ft.kind == "ref" and ft.target else set()
-    for sub in (ft.item, ft.key):
-        if sub is not None:
-            out |= _ref_targets_of(sub)
-    return out
 
 
 def _holds_records(v: Any) -> bool:
