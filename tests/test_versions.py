@@ -1542,3 +1542,43 @@ def test_a_consumer_with_its_own_schema_reads_deltas_with_it(tmp_path: Path) -> 
     assert isinstance(c.state, nearstate.LayeredState)
     assert c.state["F"].get(3).to_dict() == {"id": 3, "title": "three", "n": 3.0, "extra": "x"}
     assert c.state["F"].get(4).to_dict() == {"id": 4, "title": "t4", "n": 4.0, "extra": "x"}
+
+
+def test_a_layer_rebuilds_only_the_types_it_changes_or_that_refer_to_them() -> None:
+    """A layer that changes one type takes the other types' reading states over as they
+    are (what readers derived from them stays valid), except a type whose references
+    lead to a changed type: that one re-binds them, so its records see the change."""
+    from nearstate.overlay import lay_over
+    from versioned import Article, Person
+
+    schema = nearstate.Schema.from_dataclasses(Article, Person)
+    ws = nearstate.WriteState(schema)
+    ws.add("Person", Person(1, "Ann"))
+    ws.add("Person", Person(2, "Bo"))
+    ws.add("Article", Article("a", "first", 1, [2]))
+    base = nearstate.from_bytes(_snapshot_bytes(ws))
+    art = {"id": "a", "title": "edited", "author": 1, "editors": [2]}
+    s1, _ = lay_over(base, {"Article": {"a": art}}, name="l1")
+    s2, _ = lay_over(s1, {"Article": {"b": {**art, "id": "b", "title": "second"}}}, name="l2")
+    assert s2["Article"] is not s1["Article"]  # changed: rebuilt
+    # Person did not change and refers to nothing: taken over (or never layered at all)
+    assert s2["Person"] is s1["Person"]
+    s3, _ = lay_over(s2, {"Person": {1: {"id": 1, "name": "Ann B."}}}, name="l3")
+    assert s3["Person"] is not s2["Person"]
+    # Article did not change, but refers to Person: rebuilt, and reads the new name
+    assert s3["Article"] is not s2["Article"]
+    assert s3["Article"].get("a").author.name == "Ann B."
+    assert s2["Article"].get("a").author.name == "Ann"  # the older version is unchanged
+    s4, _ = lay_over(s3, {"Article": {"b": None}}, name="l4")
+    assert s4["Person"] is s3["Person"] and "b" not in s4["Article"]
+    assert [a.title for a in s4["Article"]] == ["edited"]
+
+
+def _snapshot_bytes(ws: Any) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.blob"
+        ws.write_snapshot(p)
+        return p.read_bytes()

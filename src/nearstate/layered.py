@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +113,15 @@ class LayeredState(TypeMap):
         version: int,
         checksums: dict[str, _digest.Checksum],
         tags: dict[str, str],
+        reuse: LayeredState | None = None,
+        changed: Iterable[str] = (),
     ):
+        """``reuse``: the version this one was made from by a layer changing the types in
+        ``changed``. A type of ``reuse`` the layer left alone, whose references lead to no
+        type it changed, is taken over as it is: a Log commit to one type of ten builds
+        one type's reading state, not ten, and what a reader derived from the others
+        (caches keyed by the type state, the overlay indexes) stays valid. (The type
+        state keeps the version it was made in alive, for as long as it is taken over.)"""
         self._base = base
         self.layers = layers
         self._overlays = overlays
@@ -138,9 +146,27 @@ class LayeredState(TypeMap):
                 if any(_ref_targets(f.type) & layered for f in t.fields):
                     layered.add(t.name)
                     grew = True
+        stale = set(changed)
+        grew = reuse is not None
+        while grew:  # a type whose references lead to a changed type re-binds them
+            grew = False
+            for t in self.schema:
+                if t.name in stale or t.key is None:
+                    continue
+                if any(_ref_targets(f.type) & stale for f in t.fields):
+                    stale.add(t.name)
+                    grew = True
         for name in layered:
-            ov = overlays.get(name) or _Overlay(len(base[name]))
-            self._types[name] = LayeredTypeState(self, base[name], ov)
+            ov = overlays.get(name)
+            old = None if reuse is None or name in stale else reuse._types.get(name)
+            if (
+                isinstance(old, LayeredTypeState)
+                and old._base is base[name]
+                and (old._ov is ov if ov is not None else not len(old._ov))
+            ):
+                self._types[name] = old
+                continue
+            self._types[name] = LayeredTypeState(self, base[name], ov or _Overlay(len(base[name])))
 
     @property
     def base(self) -> ReadState:
@@ -304,8 +330,9 @@ def apply_delta(
     tags = dict(base.tags)
     tags.update(layer.tags)
     new = LayeredState(
-        base, (*layers, layer), overlays, version=layer.version, checksums=sums, tags=tags
-    )
+        base, (*layers, layer), overlays, version=layer.version, checksums=sums, tags=tags,
+        reuse=state if isinstance(state, LayeredState) else None, changed=changes,
+    )  # fmt: skip
     if isinstance(state, LayeredState):
         _carry_indexes(state, new, touched)
     return new, changes
