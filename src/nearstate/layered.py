@@ -93,6 +93,21 @@ def _ref_fields(ft: FieldType) -> bool:
     return ft.kind == "ref" or any(_ref_fields(s) for s in (ft.item, ft.key) if s is not None)
 
 
+def _referring(schema: Schema, names: set[str]) -> set[str]:
+    """``names`` plus every keyed type whose references lead to one of them."""
+    out = set(names)
+    grew = True
+    while grew:
+        grew = False
+        for t in schema:
+            if t.name in out or t.key is None:
+                continue
+            if any(_ref_targets(f.type) & out for f in t.fields):
+                out.add(t.name)
+                grew = True
+    return out
+
+
 def _ref_targets(ft: FieldType) -> set[str]:
     out = {ft.target} if ft.kind == "ref" and ft.target else set()
     for s in (ft.item, ft.key):
@@ -135,27 +150,10 @@ class LayeredState(TypeMap):
         self.blob = base.blob
         self._checksums = checksums
         self._types: dict[str, TypeState | LayeredTypeState] = dict(base._types)
-        layered = {n for n, ov in overlays.items() if len(ov)}
         # a type referring to a layered type is layered too (its references re-bind)
-        grew = True
-        while grew:
-            grew = False
-            for t in self.schema:
-                if t.name in layered or t.key is None:
-                    continue
-                if any(_ref_targets(f.type) & layered for f in t.fields):
-                    layered.add(t.name)
-                    grew = True
-        stale = set(changed)
-        grew = reuse is not None
-        while grew:  # a type whose references lead to a changed type re-binds them
-            grew = False
-            for t in self.schema:
-                if t.name in stale or t.key is None:
-                    continue
-                if any(_ref_targets(f.type) & stale for f in t.fields):
-                    stale.add(t.name)
-                    grew = True
+        layered = _referring(self.schema, {n for n, ov in overlays.items() if len(ov)})
+        # and one whose references lead to a changed type re-binds them: not taken over
+        stale = _referring(self.schema, set(changed)) if reuse is not None else set()
         for name in layered:
             ov = overlays.get(name)
             old = None if reuse is None or name in stale else reuse._types.get(name)
