@@ -9,6 +9,7 @@ run means something."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 from collections.abc import Iterator
@@ -265,6 +266,22 @@ c.stop()
 print("done", i, flush=True)
 """
 
+HOLDER = """
+c = ds.consumer().start(timeout=30)
+print("ready", flush=True)
+held = []  # (take number, state): each read again, unchanged, for about 1.5 s
+take = 0
+while not stopped():
+    take += 1
+    held.append((take, c.state))
+    del held[:-8]
+    for t, s in held:  # commits and compactions go on meanwhile
+        rec(kind="held", take=t, n=len(s["Item"]), vals=values(s, KEYS_ALL))
+    time.sleep(0.2)
+c.stop()
+print("done", take, flush=True)
+"""
+
 COMPACTOR = """
 print("ready", flush=True)
 n = 0
@@ -312,9 +329,12 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
 ) -> None:
     """Three writers (blind upserts of their own keys and conditional increments of shared
     counters), two readers (eventual reads, read-your-writes and strong reads) and a
-    compactor folding the Log every 0.3 s run together for a few seconds. Their recorded
-    history shows read-your-writes, monotonic reads, strong reads, single-chain counters
-    and no lost write; and the run did real work (commits, conflicts, compactions)."""
+    compactor folding the Log every 0.3 s run together for a few seconds, with a holder
+    that keeps eight states at a time for about 1.5 s each and reads them again and again.
+    Their recorded history shows read-your-writes, monotonic reads, strong reads,
+    single-chain counters and no lost write; every held state reads as it did when taken,
+    across the commits and compactions meanwhile; and the run did real work (commits,
+    conflicts, compactions)."""
     path = target
     ds = nearstate.open(path)
     w = ds.writer()
@@ -326,6 +346,7 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     stop = tmp_path / "stop"
     roles = [(WRITER, f"w{i}") for i in range(WRITERS)]
     roles += [(READER, f"r{i}") for i in range(READERS)]
+    roles.append((HOLDER, "h0"))
     roles.append((COMPACTOR, "compactor"))
     outs = []
     for role, me in roles:
@@ -347,6 +368,17 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     final = {k: (None if s["Item"].get(k) is None else s["Item"].get(k)["n"]) for k in keys}
     violations = history.check_all(events, final)
     assert violations == [], "\n".join(violations[:30])
+    # a state held across commits and compactions reads as it did when it was taken
+    held: dict[int, list[dict]] = {}
+    for e in events:
+        if e["kind"] == "held":
+            held.setdefault(e["take"], []).append(e)
+    assert sum(len(v) >= 5 for v in held.values()) >= 5, "states were held long enough"
+    for take, reads in held.items():
+        first = reads[0]
+        for r in reads[1:]:
+            assert (r["n"], r["vals"]) == (first["n"], first["vals"]), (take, r, first)
+    assert len({json.dumps(v[0]["vals"], sort_keys=True) for v in held.values()}) > 1
 
     # the run exercised what it claims to check
     kinds = {k: sum(e["kind"] == k for e in events) for k in
