@@ -93,8 +93,16 @@ def _ref_fields(ft: FieldType) -> bool:
     return ft.kind == "ref" or any(_ref_fields(s) for s in (ft.item, ft.key) if s is not None)
 
 
-def _referring(schema: Schema, names: set[str]) -> set[str]:
-    """``names`` plus every keyed type whose references lead to one of them."""
+_REFERRING: dict[tuple[int, frozenset[str]], tuple[Schema, frozenset[str]]] = {}
+
+
+def _referring(schema: Schema, names: set[str]) -> frozenset[str]:
+    """``names`` plus every keyed type whose references lead to one of them (kept for the
+    schema object: every Log commit a consumer shows asks it again)."""
+    key = (id(schema), frozenset(names))
+    hit = _REFERRING.get(key)
+    if hit is not None and hit[0] is schema:
+        return hit[1]
     out = set(names)
     grew = True
     while grew:
@@ -105,7 +113,10 @@ def _referring(schema: Schema, names: set[str]) -> set[str]:
             if any(_ref_targets(f.type) & out for f in t.fields):
                 out.add(t.name)
                 grew = True
-    return out
+    if len(_REFERRING) > 256:
+        _REFERRING.clear()
+    _REFERRING[key] = (schema, frozenset(out))
+    return _REFERRING[key][1]
 
 
 def _ref_targets(ft: FieldType) -> set[str]:
@@ -153,7 +164,7 @@ class LayeredState(TypeMap):
         # a type referring to a layered type is layered too (its references re-bind)
         layered = _referring(self.schema, {n for n, ov in overlays.items() if len(ov)})
         # and one whose references lead to a changed type re-binds them: not taken over
-        stale = _referring(self.schema, set(changed)) if reuse is not None else set()
+        stale = _referring(self.schema, set(changed)) if reuse is not None else frozenset()
         for name in layered:
             ov = overlays.get(name)
             old = None if reuse is None or name in stale else reuse._types.get(name)

@@ -143,10 +143,28 @@ class PlainLayer:
 
 class _PlainState(TypeMap):
     def __init__(self, ws: WriteState, name: str):
-        self._types: dict[str, _PlainType] = {}
+        self._types = _PlainTypes(ws, name)
         for tdef in ws.schema:
-            if ws.count(tdef.name) or tdef.key is None:
+            if ws.count(tdef.name):
                 self._types[tdef.name] = _PlainType(ws, tdef, self._types, name)
+
+
+class _PlainTypes(dict):
+    """The layer's types by name: those with staged records made at once, a nested type
+    with none on first use (``[]``; ``get`` says None), since a commit of one record
+    leaves most of a schema's nested types empty."""
+
+    def __init__(self, ws: WriteState, layer: str):
+        super().__init__()
+        self._ws = ws
+        self._layer = layer
+
+    def __missing__(self, name: str) -> _PlainType:
+        tdef = self._ws.schema.types.get(name)
+        if tdef is None or tdef.key is not None:
+            raise KeyError(name)
+        t = self[name] = _PlainType(self._ws, tdef, self, self._layer)
+        return t
 
 
 class _PlainType:
@@ -242,8 +260,24 @@ def _nullable(conv: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
     return lambda v: None if v is None else conv(v)
 
 
+_CUTS: dict[tuple[int, frozenset[str]], tuple[Schema, Schema]] = {}  # see _needed
+
+
 def _needed(schema: Schema, names: Iterable[str]) -> Schema:
-    """``schema`` cut to ``names`` and every type their fields nest or refer to."""
+    """``schema`` cut to ``names`` and every type their fields nest or refer to (kept for
+    the schema object it was cut from: a consumer asks the same on every commit)."""
+    key = (id(schema), frozenset(names))
+    hit = _CUTS.get(key)
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    cut = _cut(schema, key[1])
+    if len(_CUTS) > 256:
+        _CUTS.clear()
+    _CUTS[key] = (schema, cut)
+    return cut
+
+
+def _cut(schema: Schema, names: Iterable[str]) -> Schema:
     want: list[str] = []
     todo = list(names)
     while todo:
