@@ -501,22 +501,14 @@ def _import_streamed(
         first_line, again = (int(all_lines[r]) for r in e.rows)
         raise InputError(f"duplicate key (first on line {first_line})", line=again,
                          field=",".join(keys)) from None  # fmt: skip
-    if prev is not None and _same_shape(prev.stored_schema, final, type_name):
-        # the type was there, shaped the same: publish what changed as a delta
-        with ds.producer(snapshot_every=10, retain_snapshots=None) as p:
-            r = _publish_changes(p, prev, final, type_name, types_meta, sections, tags)
-            v = r.version if r.version is not None else p.version
-        if progress is not None:
-            progress("write", 1, 1)
-        assert v is not None
-        return ImportResult(
-            v, count, sum(r.blob_bytes.values()), time.perf_counter() - t0, final,
-            changes=r.changes, changed=r.version is not None, snapshot=r.snapshot,
-        )  # fmt: skip
-    if prev is not None:
-        _carry_types(prev, type_name, types_meta, sections)
     with ds.producer(snapshot_every=10, retain_snapshots=None) as p:
-        r = p.run_built(final, types_meta, sections, tags=tags)
+        if prev is not None and _same_shape(prev.stored_schema, final, type_name):
+            # the type was there, shaped the same: publish what changed as a delta
+            r = _publish_changes(p, prev, final, type_name, types_meta, sections, tags)
+        else:
+            if prev is not None:
+                _carry_types(prev, type_name, types_meta, sections)
+            r = p.run_built(final, types_meta, sections, tags=tags)
         v = r.version if r.version is not None else p.version
     if progress is not None:
         progress("write", 1, 1)
