@@ -724,3 +724,22 @@ def test_nested_type_evolution(tmp_path: Path) -> None:
     )
     with pytest.raises(SchemaError, match=r"T\.o"):
         ds.load(schema=Schema([m, n_a, t_c]))
+
+
+def test_per_schema_keeps_a_result_per_schema_object_and_names() -> None:
+    from nearstate.schema import per_schema
+
+    calls: list[tuple[int, frozenset[str]]] = []
+
+    @per_schema
+    def names_of(schema: Schema, names: frozenset[str]) -> tuple[str, ...]:
+        calls.append((id(schema), names))
+        return tuple(sorted(n for n in names if n in schema.types))
+
+    a = Schema([TypeDef("x", (Field("id", FieldType("int")),),
+                                  key=("id",))])  # fmt: skip
+    b = Schema(list(a))  # equal, but another object: computed again
+    assert names_of(a, ["x", "y"]) == names_of(a, ("y", "x")) == ("x",) and len(calls) == 1
+    names_of(b, ["x", "y"])
+    names_of(a, ["x"])
+    assert len(calls) == 3

@@ -30,7 +30,7 @@ from .errors import DeltaError, SchemaError
 from .index import HashIndex, check_orderable, in_sorted
 from .ordered import LayeredOrderedIndex, Query, match, predicate
 from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
-from .schema import FieldType, Schema
+from .schema import FieldType, Schema, per_schema
 
 State = ReadState  # for type hints: a ReadState or a LayeredState (same reading API)
 
@@ -93,16 +93,9 @@ def _ref_fields(ft: FieldType) -> bool:
     return ft.kind == "ref" or any(_ref_fields(s) for s in (ft.item, ft.key) if s is not None)
 
 
-_REFERRING: dict[tuple[int, frozenset[str]], tuple[Schema, frozenset[str]]] = {}
-
-
-def _referring(schema: Schema, names: set[str]) -> frozenset[str]:
-    """``names`` plus every keyed type whose references lead to one of them (kept for the
-    schema object: every Log commit a consumer shows asks it again)."""
-    key = (id(schema), frozenset(names))
-    hit = _REFERRING.get(key)
-    if hit is not None and hit[0] is schema:
-        return hit[1]
+@per_schema
+def _referring(schema: Schema, names: frozenset[str]) -> frozenset[str]:
+    """``names`` plus every keyed type whose references lead to one of them."""
     out = set(names)
     grew = True
     while grew:
@@ -113,10 +106,7 @@ def _referring(schema: Schema, names: set[str]) -> frozenset[str]:
             if any(_ref_targets(f.type) & out for f in t.fields):
                 out.add(t.name)
                 grew = True
-    if len(_REFERRING) > 256:
-        _REFERRING.clear()
-    _REFERRING[key] = (schema, frozenset(out))
-    return _REFERRING[key][1]
+    return frozenset(out)
 
 
 def _ref_targets(ft: FieldType) -> set[str]:

@@ -27,7 +27,7 @@ from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
 from .layered import Changes, LayeredState, _shared_view_class, apply_delta
 from .read_state import ReadState, TypeMap
-from .schema import FieldType, Schema, TypeDef
+from .schema import FieldType, Schema, TypeDef, per_schema
 from .write_state import WriteState
 from .writer import Entry
 
@@ -260,24 +260,9 @@ def _nullable(conv: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
     return lambda v: None if v is None else conv(v)
 
 
-_CUTS: dict[tuple[int, frozenset[str]], tuple[Schema, Schema]] = {}  # see _needed
-
-
-def _needed(schema: Schema, names: Iterable[str]) -> Schema:
-    """``schema`` cut to ``names`` and every type their fields nest or refer to (kept for
-    the schema object it was cut from: a consumer asks the same on every commit)."""
-    key = (id(schema), frozenset(names))
-    hit = _CUTS.get(key)
-    if hit is not None and hit[0] is schema:
-        return hit[1]
-    cut = _cut(schema, key[1])
-    if len(_CUTS) > 256:
-        _CUTS.clear()
-    _CUTS[key] = (schema, cut)
-    return cut
-
-
-def _cut(schema: Schema, names: Iterable[str]) -> Schema:
+@per_schema
+def _needed(schema: Schema, names: frozenset[str]) -> Schema:
+    """``schema`` cut to ``names`` and every type their fields nest or refer to."""
     want: list[str] = []
     todo = list(names)
     while todo:

@@ -34,9 +34,9 @@ import datetime as _dt
 import functools
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -598,3 +598,28 @@ def schema_from_json(obj: Mapping[str, Any]) -> Schema:
     """:meth:`Schema.from_json`, shared: a schema is immutable, so blobs whose headers
     hold the same schema (every delta of a dataset) share one object."""
     return _schema_from_text(msgspec.json.encode(obj))
+
+
+T = TypeVar("T")
+
+
+def per_schema(fn: Callable[[Schema, frozenset[str]], T]) -> Callable[[Schema, Iterable[str]], T]:
+    """``fn(schema, names)`` kept per schema object and set of names, for what a reader
+    asks again on every commit. A Schema is not hashable: it is kept by identity, and held
+    with its result, so a freed schema's id is never taken for another's. The result is
+    shared: ``fn`` must return something no caller changes."""
+    cache: dict[tuple[int, frozenset[str]], tuple[Schema, T]] = {}
+
+    @functools.wraps(fn)
+    def kept(schema: Schema, names: Iterable[str]) -> T:
+        key = (id(schema), frozenset(names))
+        hit = cache.get(key)
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        out = fn(schema, key[1])
+        if len(cache) > 256:
+            cache.clear()
+        cache[key] = (schema, out)
+        return out
+
+    return kept
