@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import random
 import zlib
@@ -330,15 +331,23 @@ def test_chunked_put_uints_equals_the_encoders(values, lo, step, signed) -> None
 
 
 @settings(deadline=None)
-@given(st.lists(st.one_of(st.floats(), st.integers(-(10**6), 10**6).map(lambda i: i / 100)),
-                max_size=60), st.sampled_from([16, 1 << 16]))  # fmt: skip
-def test_chunked_decimal_scale_equals_the_encoders(values, step) -> None:
-    from nearstate.encoding import _decimal_scale
+@given(st.lists(st.one_of(st.floats(), st.integers(-(10**6), 10**6).map(lambda i: i / 100),
+                          st.integers(-(10**9), 10**9).map(lambda i: i / 10**6)),
+                max_size=90), st.sampled_from([16, 1 << 16]))  # fmt: skip
+def test_chunked_decimal_scale_is_the_smallest_exact_scale(values, step) -> None:
+    from nearstate.encoding import DECIMAL_DIGITS, DECIMAL_LIMIT, decimal_scale
 
     a = np.array(values, dtype=np.float64)
-    want = _decimal_scale(a)
-    with small_steps(step):
-        assert merge._decimal_scale(a) == (None if want is None else want[1])
+    want = None  # the reference: every value, one at a time, in plain Python
+    if values and all(math.isfinite(v) and not (v == 0 and math.copysign(1, v) < 0)
+                      for v in values):  # fmt: skip
+        for d in range(DECIMAL_DIGITS + 1):
+            if max(map(abs, values)) * 10**d >= DECIMAL_LIMIT:
+                break
+            if all(float(np.round(v * 10**d)) / 10**d == v for v in values):
+                want = 10**d
+                break
+    assert decimal_scale(a, step) == want
 
 
 @settings(deadline=None)

@@ -9,8 +9,9 @@ Layouts, by kind:
 
 * int, datetime — frame of reference: ``value - base`` in the narrowest unsigned width;
   ints beyond 64 bits fall back to a string pool of their decimal form.
-* float — decimal scaling when every value is a short decimal (7.2 is stored as the
-  integer 72 with scale 10, in the narrowest width, and read back bit for bit); else
+* float — decimal scaling when every value is a decimal of at most nine places (7.2 is
+  stored as the integer 72 with scale 10, 38.704022 as 38704022 with scale 10**6, in the
+  narrowest width, and read back bit for bit) and that is smaller than the floats; else
   float32 when every value survives the round trip; else float64.
 * bool — one byte each.
 * str, bytes — a per-field de-duplicated pool (bytes + offsets) and, unless every value is
@@ -220,16 +221,16 @@ def _encode_values(
         meta.update(_encode_datetime(values, out, name))
     elif kind == "float":
         a = np.array(values, dtype=np.float64)
+        width = 4 if _fits_float32(a) else 8
         scaled = _decimal_scale(a)
         if scaled is not None:
             ints, scale = scaled
-            meta.update(_encode_int(ints, out, name))
-            meta["scale"] = scale
-        elif _fits_float32(a):
-            a = a.astype(np.float32)
-            out[name] = a.astype(a.dtype.newbyteorder("<"))
-        else:
-            out[name] = a.astype(a.dtype.newbyteorder("<"))
+            tried: Sections = {}
+            int_meta = _encode_int(ints, tried, name)
+            if _size(tried) < width * len(a):
+                out.update(tried)
+                return {**int_meta, "scale": scale}
+        out[name] = a.astype("<f4" if width == 4 else "<f8")
     elif kind == "bool":
         out[name] = np.array(values, dtype=np.uint8)
     elif kind == "str":
@@ -266,18 +267,48 @@ def _fits_float32(a: np.ndarray) -> bool:
     return bool(np.array_equal(back.view(np.int64), a.view(np.int64)))
 
 
+DECIMAL_DIGITS = 9  # decimal scaling tries 10**0 .. 10**9 (coordinates carry 5-7 digits)
+DECIMAL_LIMIT = 2.0**52  # |value| * scale below this: the scaled integer is exact in a double
+SCALE_STEP = 1 << 16  # values checked at a time (temporaries stay this size)
+
+
+def decimal_scale(a: np.ndarray, step: int = SCALE_STEP) -> int | None:
+    """The smallest ``10**d`` (``d <= DECIMAL_DIGITS``) with ``round(a * 10**d) / 10**d``
+    bit-identical to every value of ``a``, or None (a NaN, an infinity, a -0.0, or no such
+    scale). The integers it yields stay below 2**52, so a double holds them exactly and
+    ``int / scale`` in either core rounds to the stored value. Checked ``step`` values at a
+    time, starting from a few values so that floats that are not decimals fail fast."""
+    n = len(a)
+    if not n:
+        return None
+    top = 0.0
+    for i in range(0, n, step):
+        c = a[i : i + step]
+        if not np.all(np.isfinite(c)) or np.any(np.signbit(c) & (c == 0)):
+            return None
+        top = max(top, float(np.max(np.abs(c))))
+    probe = a[:64]
+    for digits in range(DECIMAL_DIGITS + 1):
+        scale = 10**digits
+        if top * scale >= DECIMAL_LIMIT:
+            return None
+        if not _scales(probe, scale):
+            continue
+        if all(_scales(a[i : i + step], scale) for i in range(0, n, step)):
+            return scale
+    return None
+
+
+def _scales(c: np.ndarray, scale: int) -> bool:
+    return bool(np.array_equal((np.round(c * scale) / scale).view(np.int64), c.view(np.int64)))
+
+
 def _decimal_scale(a: np.ndarray) -> tuple[list[int], int] | None:
     """``(ints, scale)`` with ``ints[i] / scale`` bit-identical to ``a[i]``, or None."""
-    if not len(a) or not np.all(np.isfinite(a)) or np.any(np.signbit(a) & (a == 0)):
+    scale = decimal_scale(a)
+    if scale is None:
         return None
-    if np.max(np.abs(a)) >= 2**50:
-        return None
-    for digits in range(5):
-        scale = 10**digits
-        s = np.round(a * scale)
-        if np.array_equal((s / scale).view(np.int64), a.view(np.int64)):
-            return s.astype(np.int64).tolist(), scale
-    return None
+    return np.round(a * scale).astype(np.int64).tolist(), scale
 
 
 def _encode_int(values: list[int], out: Sections, name: str) -> dict[str, Any]:

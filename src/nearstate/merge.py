@@ -757,43 +757,24 @@ def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, An
 
 
 def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
-    from .encoding import _fits_float32
+    """Floats as :func:`nearstate.encoding._encode_values` lays them out: decimal scaling
+    where every value fits and that is smaller, else float32 where exact, else float64."""
+    from .encoding import _fits_float32, _size, decimal_scale
 
-    scale = _decimal_scale(a)
+    width = 4 if _fits_float32(a) else 8
+    scale = decimal_scale(a, STEP)
     if scale is not None:
         s = np.empty(len(a), dtype=np.int64)
         for i in range(0, len(a), STEP):
             s[i : i + STEP] = np.round(a[i : i + STEP] * scale)
-        meta = _write_ints(s, out, name)
-        meta["scale"] = scale
-        return meta
-    if _fits_float32(a):
-        out[name] = a.astype("<f4")
-    else:
-        out[name] = a.astype("<f8")
+        tried: Sections = {}
+        meta = _write_ints(s, tried, name)
+        if _size(tried) < width * len(a):
+            out.update(tried)
+            meta["scale"] = scale
+            return meta
+    out[name] = a.astype("<f4" if width == 4 else "<f8")
     return {}
-
-
-def _decimal_scale(a: np.ndarray) -> int | None:
-    """The scale of :func:`nearstate.encoding._decimal_scale` (``round(a * scale) / scale``
-    bit-identical to ``a``), or None; checked STEP values at a time."""
-    if not len(a):
-        return None
-    for i in range(0, len(a), STEP):
-        c = a[i : i + STEP]
-        if not np.all(np.isfinite(c)) or np.any(np.signbit(c) & (c == 0)):
-            return None
-        if np.max(np.abs(c)) >= 2**50:
-            return None
-    for digits in range(5):
-        scale = 10**digits
-        for i in range(0, len(a), STEP):
-            c = a[i : i + STEP]
-            if not np.array_equal((np.round(c * scale) / scale).view(np.int64), c.view(np.int64)):
-                break
-        else:
-            return scale
-    return None
 
 
 def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:
