@@ -1,9 +1,20 @@
-"""Editor accounts: usernames, scrypt-hashed passwords, roles ``editor`` and ``admin``."""
+"""Editor accounts: usernames, scrypt-hashed passwords, roles ``editor`` and ``admin``.
+
+Contracts:
+
+- A changed password, whether set by the user (:func:`change_password`), reset by an
+  admin (:func:`reset_password`) or from the command line (:func:`set_password`), ends the
+  user's sessions in the same transaction (the user's own current session may be kept).
+  A removed user's sessions go with the row; a new role holds on the next request, since
+  sessions read the role from the users table every time (see ``sessions``).
+- There is always an admin left: demoting or removing the last one is refused.
+- :func:`authenticate` does the same scrypt work whether the username exists or not.
+- Given an ``actor``, a change writes its audit entry in the same transaction.
+"""
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import os
@@ -12,12 +23,21 @@ import time
 from typing import Any
 
 from ..errors import InputError
-from .db import IntegrityError, WriteStore
+from . import audit, sessions
+from .db import IntegrityError, Tx, WriteStore
 
 ROLES = ("editor", "admin")
 _N, _R, _P = 2**14, 8, 1  # scrypt cost: about 50 ms per check on a laptop core
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,39}$")
 MIN_PASSWORD = 10
+MAX_PASSWORD = 1000
+
+
+# a stored hash of nobody's password with the same cost as real ones: an unknown username
+# is checked against it, so it takes the scrypt work a known one takes
+_DUMMY = f"scrypt${_N}${_R}${_P}${base64.b64encode(b'nearstate-dummy!').decode()}$" + (
+    base64.b64encode(bytes(32)).decode()
+)
 
 
 def hash_password(password: str) -> str:
@@ -49,6 +69,7 @@ def create_user(
     *,
     role: str = "editor",
     display_name: str | None = None,
+    actor: audit.Actor | None = None,
 ) -> int:
     """A new account; InputError naming the problem (a taken or malformed username, a short
     password, an unknown role)."""
@@ -57,8 +78,7 @@ def create_user(
         raise InputError(
             f"username {username!r}: use 2 to 40 lower-case letters, digits, '.', '_' or '-'"
         )
-    if len(password) < MIN_PASSWORD:
-        raise InputError(f"the password must have at least {MIN_PASSWORD} characters")
+    _check_password(password)
     if role not in ROLES:
         raise InputError(f"role {role!r} is not one of {', '.join(ROLES)}")
     name = (display_name or username).strip()[:80] or username
@@ -69,22 +89,149 @@ def create_user(
                 " VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (username, name, hash_password(password), role, time.time()),
             )
+            if actor is not None:
+                audit.record(tx, actor, "user.create", f"user {username}", f"role {role}")
     except IntegrityError:
         raise InputError(f"username {username!r} is already taken") from None
     assert row is not None
     return int(row["id"])
 
 
-def set_password(store: WriteStore, username: str, password: str) -> None:
+def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise InputError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise InputError(f"the password must have at most {MAX_PASSWORD} characters")
+
+
+def set_password(store: WriteStore, username: str, password: str) -> None:
+    """Set ``username``'s password (the command line, the demo) and end their sessions."""
+    _check_password(password)
     with store.transaction() as tx:
         row = tx.one(
             "UPDATE users SET password_hash = ? WHERE username = ? RETURNING id",
             (hash_password(password), username),
         )
+        if row is not None:
+            sessions.end_all(tx, int(row["id"]))
     if row is None:
         raise InputError(f"there is no user {username!r}")
+
+
+def change_password(
+    store: WriteStore,
+    user_id: int,
+    current: str,
+    new: str,
+    *,
+    keep_session: int | None = None,
+    actor: audit.Actor | None = None,
+) -> bool:
+    """The user's own change: False (nothing changed) when ``current`` is not their
+    password; else the new one is set and their sessions other than ``keep_session`` end.
+    InputError for a new password too short or too long."""
+    _check_password(new)
+    row = store.read_one("SELECT password_hash FROM users WHERE id = ?", (user_id,))
+    if row is None:
+        raise InputError(f"there is no user {user_id}")
+    if not verify_password(current, row["password_hash"]):
+        return False
+    new_hash = hash_password(new)
+    with store.transaction() as tx:
+        # compare-and-set: a reset by an admin meanwhile is not overwritten
+        done = tx.one(
+            "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ? RETURNING id",
+            (new_hash, user_id, row["password_hash"]),
+        )
+        if done is None:
+            return False
+        ended = sessions.end_all(tx, user_id, keep=keep_session)
+        if actor is not None:
+            audit.record(
+                tx,
+                actor,
+                "password.change",
+                f"user {actor.name}",
+                f"{ended} other session(s) ended",
+            )
+    return True
+
+
+def reset_password(
+    store: WriteStore, user_id: int, new: str, *, actor: audit.Actor | None = None
+) -> int:
+    """An admin sets ``user_id``'s password; all their sessions end. Returns how many."""
+    _check_password(new)
+    with store.transaction() as tx:
+        row = tx.one(
+            "UPDATE users SET password_hash = ? WHERE id = ? RETURNING username",
+            (hash_password(new), user_id),
+        )
+        if row is None:
+            raise InputError(f"there is no user {user_id}")
+        ended = sessions.end_all(tx, user_id)
+        if actor is not None:
+            audit.record(
+                tx, actor, "user.password", f"user {row['username']}", f"{ended} session(s) ended"
+            )
+    return ended
+
+
+def _lock_admins(tx: Tx) -> int:
+    """How many admins there are, their rows locked until the transaction ends (so two
+    admins demoting each other at once cannot leave none)."""
+    return len(tx.all("SELECT id FROM users WHERE role = 'admin' {for_update}"))
+
+
+def set_role(
+    store: WriteStore, user_id: int, role: str, *, actor: audit.Actor | None = None
+) -> bool:
+    """Give ``user_id`` the role ``role``; whether it changed. InputError for an unknown
+    role or user, or when it would leave no admin."""
+    if role not in ROLES:
+        raise InputError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    with store.transaction() as tx:
+        admins = _lock_admins(tx)
+        row = tx.one("SELECT username, role FROM users WHERE id = ?", (user_id,))
+        if row is None:
+            raise InputError(f"there is no user {user_id}")
+        if row["role"] == role:
+            return False
+        if row["role"] == "admin" and admins <= 1:
+            raise InputError(f"{row['username']} is the only admin: make another admin first")
+        tx.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id))
+        if actor is not None:
+            audit.record(
+                tx, actor, "user.role", f"user {row['username']}", f"{row['role']} -> {role}"
+            )
+    return True
+
+
+def remove_user(store: WriteStore, user_id: int, *, actor: audit.Actor | None = None) -> str:
+    """Remove the account and end its sessions; returns the username. InputError for an
+    unknown user or the last admin. What they wrote stays, under their name."""
+    with store.transaction() as tx:
+        admins = _lock_admins(tx)
+        row = tx.one("SELECT username, role FROM users WHERE id = ?", (user_id,))
+        if row is None:
+            raise InputError(f"there is no user {user_id}")
+        if row["role"] == "admin" and admins <= 1:
+            raise InputError(f"{row['username']} is the only admin: make another admin first")
+        ended = sessions.end_all(tx, user_id)
+        tx.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        if actor is not None:
+            audit.record(
+                tx, actor, "user.remove", f"user {row['username']}", f"{ended} session(s) ended"
+            )
+    return str(row["username"])
+
+
+def get_user(store: WriteStore, user_id: int) -> dict[str, Any] | None:
+    """``id, username, display_name, role, created_at`` of ``user_id``, or None."""
+    return store.read_one(
+        "SELECT id, username, display_name, role, created_at FROM users WHERE id = ?",
+        (user_id,),
+    )
 
 
 def authenticate(store: WriteStore, username: str, password: str) -> dict[str, Any] | None:
@@ -95,7 +242,7 @@ def authenticate(store: WriteStore, username: str, password: str) -> dict[str, A
         (username.strip().lower(),),
     )
     if row is None:
-        verify_password(password, _dummy())
+        verify_password(password, _DUMMY)
         return None
     if not verify_password(password, row.pop("password_hash")):
         return None
@@ -106,8 +253,3 @@ def users(store: WriteStore) -> list[dict[str, Any]]:
     return store.read(
         "SELECT id, username, display_name, role, created_at FROM users ORDER BY username"
     )
-
-
-@functools.cache
-def _dummy() -> str:
-    return hash_password("a password nobody has")

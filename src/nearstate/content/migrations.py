@@ -147,8 +147,49 @@ _OUTBOX_INDEXES = """
 CREATE INDEX outbox_subject ON outbox (kind, subject, status, claimed_until)
 """
 
+# The editor's login (issue 22): sessions kept here, not in the cookie, so that removing,
+# demoting or re-passwording a user holds on their next request; failed logins, counted
+# across every editor process; and the audit log of what editors did.
+_LOGIN = """
+CREATE TABLE sessions (
+    id {id},
+    token_hash TEXT NOT NULL UNIQUE,
+    user_id {bigint} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at {float} NOT NULL,
+    last_seen_at {float} NOT NULL,
+    expires_at {float} NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    user_agent TEXT NOT NULL DEFAULT '',
+    flash TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX sessions_user ON sessions (user_id);
+CREATE INDEX sessions_expires ON sessions (expires_at);
+CREATE TABLE login_failures (
+    id {id},
+    username TEXT NOT NULL,
+    address TEXT NOT NULL,
+    at {float} NOT NULL
+);
+CREATE INDEX login_failures_username ON login_failures (username, at);
+CREATE INDEX login_failures_address ON login_failures (address, at);
+CREATE INDEX login_failures_at ON login_failures (at);
+CREATE TABLE audit_log (
+    id {id},
+    at {float} NOT NULL,
+    actor TEXT NOT NULL,
+    actor_id {bigint},
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+CREATE INDEX audit_log_action ON audit_log (action, id)
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "users, people, assets, titles, stories with revisions, layouts, outbox", _CORE),
     (2, "indexes for lookups by title, by story and by poster", _LOOKUP_INDEXES),
     (3, "an index for claiming one subject's events at a time", _OUTBOX_INDEXES),
+    (4, "server-side sessions, failed logins and the audit log", _LOGIN),
 ]
