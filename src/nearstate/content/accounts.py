@@ -78,7 +78,7 @@ def create_user(
         raise InputError(
             f"username {username!r}: use 2 to 40 lower-case letters, digits, '.', '_' or '-'"
         )
-    _check_password(password)
+    check_password(password)
     if role not in ROLES:
         raise InputError(f"role {role!r} is not one of {', '.join(ROLES)}")
     name = (display_name or username).strip()[:80] or username
@@ -97,7 +97,8 @@ def create_user(
     return int(row["id"])
 
 
-def _check_password(password: str) -> None:
+def check_password(password: str) -> None:
+    """InputError when ``password`` is too short or too long to be set."""
     if len(password) < MIN_PASSWORD:
         raise InputError(f"the password must have at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
@@ -106,7 +107,7 @@ def _check_password(password: str) -> None:
 
 def set_password(store: WriteStore, username: str, password: str) -> None:
     """Set ``username``'s password (the command line, the demo) and end their sessions."""
-    _check_password(password)
+    check_password(password)
     with store.transaction() as tx:
         row = tx.one(
             "UPDATE users SET password_hash = ? WHERE username = ? RETURNING id",
@@ -130,7 +131,7 @@ def change_password(
     """The user's own change: False (nothing changed) when ``current`` is not their
     password; else the new one is set and their sessions other than ``keep_session`` end.
     InputError for a new password too short or too long."""
-    _check_password(new)
+    check_password(new)
     row = store.read_one("SELECT password_hash FROM users WHERE id = ?", (user_id,))
     if row is None:
         raise InputError(f"there is no user {user_id}")
@@ -161,7 +162,7 @@ def reset_password(
     store: WriteStore, user_id: int, new: str, *, actor: audit.Actor | None = None
 ) -> int:
     """An admin sets ``user_id``'s password; all their sessions end. Returns how many."""
-    _check_password(new)
+    check_password(new)
     with store.transaction() as tx:
         row = tx.one(
             "UPDATE users SET password_hash = ? WHERE id = ? RETURNING username",

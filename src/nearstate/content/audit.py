@@ -44,6 +44,7 @@ ACTIONS: dict[str, str] = {
     "user.remove": "removed a user",
     "user.password": "reset a user's password",
     "user.sessions": "ended a user's sessions",
+    "user.unlock": "lifted a user's login lock",
 }
 """Every action recorded, with how the log page words it."""
 

@@ -119,6 +119,13 @@ def succeeded(store: WriteStore, attempt: Attempt) -> None:
         tx.execute("DELETE FROM login_failures WHERE username = ?", (attempt.username,))
 
 
+def cancel(store: WriteStore, attempt: Attempt) -> None:
+    """No password was checked after all: take the attempt's reservation back."""
+    if attempt.id is not None:
+        with store.transaction() as tx:
+            tx.execute("DELETE FROM login_failures WHERE id = ?", (attempt.id,))
+
+
 def clear(store: WriteStore, username: str) -> int:
     """Forget the failures of ``username`` (an admin lifting a lock); how many there were."""
     with store.transaction() as tx:
