@@ -43,7 +43,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -54,7 +54,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -62,7 +61,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..content import accounts, outbox
+from ..content import accounts, audit, outbox, throttle
 from ..content.cms import CMS, STATUSES, EditConflict, InvalidContent, NotFound
 from ..content.db import StoreError, WriteStore
 from ..content.media import (
@@ -94,7 +93,6 @@ BLOCK_FIELDS = ("kind", "text", "level", "cite", "asset", "title", "url")
 ROW_FIELDS = ("heading", "kind", "value", "limit")
 EMBEDS = ("https://www.youtube-nocookie.com/embed/", "https://player.vimeo.com/video/")
 FRAME_SOURCES = "https://www.youtube-nocookie.com https://player.vimeo.com"
-SESSION_COOKIE = "nearstate_editor"
 MAX_FORM_FIELDS = 6000  # 300 blocks of 9 fields, and room to spare
 
 
@@ -104,8 +102,12 @@ class EditorConfig:
 
     ``dataset``: a nearstate dataset for the preview (and the in-process worker with
     ``run_worker``); without one the preview says it is not available. ``secret_key``
-    signs the session cookies. ``max_body_bytes``: the largest request body accepted;
-    ``max_upload_bytes``: the same for image uploads (``POST /assets``)."""
+    derives the CSRF tokens from the session cookies' tokens. ``session_max_age``: how
+    long a login lasts, in seconds (12 hours), however active. ``login_limits``: failed
+    logins allowed per account and per client address before logins are refused with 429
+    (5 and 20 in 15 minutes; see ``content.throttle``). ``max_body_bytes``: the largest
+    request body accepted; ``max_upload_bytes``: the same for image uploads
+    (``POST /assets``)."""
 
     store: WriteStore
     media: MediaConfig
@@ -118,6 +120,7 @@ class EditorConfig:
     max_body_bytes: int = 2 * 1024 * 1024
     site_url: str | None = None
     max_upload_bytes: int = MAX_UPLOAD_BYTES + 1024 * 1024
+    login_limits: throttle.Limits = field(default_factory=throttle.Limits)
 
 
 class BadRequest(Exception):
@@ -463,10 +466,19 @@ class Editor:
         self._ingested = threading.Condition()
         self._events = 0
         self._users = 0
+        self.cookie = auth.CookieOptions(
+            secure=config.https_only, max_age=int(config.session_max_age)
+        )
         base = urlsplit(config.media.base_url)
         self.img_src = "'self' data:"
         if base.scheme in ("http", "https") and base.netloc:
             self.img_src += f" {base.scheme}://{base.netloc}"
+
+    def web_session(self, request: Request) -> auth.WebSession:
+        """The request's login (blocks on the write store), kept on ``request.state``."""
+        web = auth.load_session(self.store, self.config.secret_key, self.cookie, request.cookies)
+        request.state.web = web
+        return web
 
     def thumb(self, asset: Mapping[str, Any], size: str = "small") -> str:
         try:
@@ -530,7 +542,7 @@ class Ctx:
 
     ed: Editor
     request: Request
-    user: User | None
+    web: auth.WebSession
     form: FormData | None = None
     data: Any = None
     api: bool = False
@@ -540,26 +552,43 @@ class Ctx:
         return self.ed.cms
 
     @property
+    def user(self) -> User | None:
+        return self.web.user
+
+    @property
     def username(self) -> str:
         return self.user.username if self.user else ""
+
+    @property
+    def address(self) -> str:
+        return auth.client_address(self.request.scope)
+
+    @property
+    def actor(self) -> audit.Actor:
+        u = self.user
+        return audit.Actor(u.username if u else "", u.id if u else None, self.address)
+
+    def audit(self, action: str, subject: str = "", detail: str = "") -> None:
+        """Record what the user just did. Called after the change committed: a failure
+        here is logged, and the request still succeeds."""
+        try:
+            audit.record(self.ed.store, self.actor, action, subject, detail)
+        except Exception:
+            log.exception("editor: the audit entry %s %s was not written", action, subject)
 
     def query(self, name: str) -> str:
         v = self.request.query_params.get(name)
         return _clean(v) if v is not None else ""
 
     def flash(self, message: str) -> None:
-        msgs = list(self.request.session.get("flash") or [])[-4:]
-        msgs.append(message)
-        self.request.session["flash"] = msgs
+        self.web.flash(message)
 
     def render(self, template: str, code: int = 200, /, **context: Any) -> Response:
-        session = self.request.session
-        flashes = session.pop("flash", None) or []
         base = {
             "user": self.user,
-            "csrf": auth.csrf_token(session),
+            "csrf": self.web.csrf(),
             "nonce": getattr(self.request.state, "csp_nonce", ""),
-            "flashes": [str(f) for f in flashes] if isinstance(flashes, list) else [],
+            "flashes": self.web.take_flashes(),
             "path": self.request.url.path,
         }
         return self.ed.templates.TemplateResponse(
@@ -590,13 +619,9 @@ def _error_response(
     ed: Editor | None = getattr(request.app.state, "editor", None)
     if ed is None:  # pragma: no cover - only outside the app
         return PlainTextResponse(message, status_code=status)
-    user = None
-    with contextlib.suppress(Exception):
-        user = auth.current_user(request.session, ed.config.session_max_age)
-    try:
-        csrf = auth.csrf_token(request.session)
-    except Exception:  # no session (outside the middleware)
-        csrf = ""
+    web: auth.WebSession | None = getattr(request.state, "web", None)
+    user = web.user if web is not None else None
+    csrf = web.csrf() if web is not None and user is not None else ""
     return ed.templates.TemplateResponse(
         request,
         "editor/error.html",
@@ -636,10 +661,20 @@ def endpoint(
         @functools.wraps(fn)
         async def run(request: Request) -> Response:
             ed: Editor = request.app.state.editor
-            session = request.session
-            user = None
+            try:
+                web = await run_in_threadpool(ed.web_session, request)
+            except StoreError as e:
+                log.warning("editor: the session could not be read: %s", e)
+                return _error_response(
+                    request, 503, "The database is busy right now; try again in a moment.", api=api
+                )
+            response = await checked(request, ed, web)
+            web.apply(response)
+            return response
+
+        async def checked(request: Request, ed: Editor, web: auth.WebSession) -> Response:
+            user = web.user
             if not public:
-                user = auth.current_user(session, ed.config.session_max_age)
                 if user is None:
                     if api:
                         return _error_response(
@@ -654,7 +689,7 @@ def endpoint(
                     )
                 if admin and not user.is_admin:
                     return _error_response(request, 403, "This page is for admins only.", api=api)
-            ctx = Ctx(ed, request, user, api=api)
+            ctx = Ctx(ed, request, web, api=api)
             try:
                 if request.method not in ("GET", "HEAD"):
                     if not csrf and not _json_type(request):
@@ -667,7 +702,7 @@ def endpoint(
                             max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=1024 * 1024
                         )
                         sent = _field(ctx.form, auth.CSRF_FIELD)
-                    if csrf and not auth.csrf_ok(session, sent):
+                    if csrf and not web.csrf_ok(sent):
                         why = (
                             "the X-CSRF-Token header is missing or wrong (it is the 'csrf' "
                             "that POST /api/login returned)"
@@ -761,10 +796,51 @@ def _cut(text: str, limit: int = 200) -> str:
 LOGIN_FAILED = "Wrong username or password."
 
 
+def _too_many(seconds: int) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return (
+        "Too many failed logins for this account or from your network. For safety, logging"
+        f" in is paused: try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    )
+
+
+def _authenticate(ctx: Ctx, username: str, password: str) -> dict[str, Any] | int | None:
+    """The user if the password is right, None if not, or the seconds to wait when the
+    account or the client's address has too many recent failures (no password is checked
+    then). Every outcome is in the audit log but the refusals (their failures are)."""
+    attempt = throttle.begin(ctx.ed.store, username, ctx.address, limits=ctx.ed.config.login_limits)
+    if attempt.refused:
+        assert attempt.retry_after is not None
+        log.warning(
+            "editor: login of %r from %s refused for %d s (too many failures)",
+            attempt.username,
+            attempt.address,
+            attempt.retry_after,
+        )
+        return attempt.retry_after
+    user = accounts.authenticate(ctx.ed.store, username, password)
+    if user is None:
+        audit.record(
+            ctx.ed.store,
+            audit.Actor(attempt.username, None, ctx.address),
+            "login.failed",
+            f"user {attempt.username}",
+        )
+        return None
+    throttle.succeeded(ctx.ed.store, attempt)
+    ctx.web.log_in(
+        int(user["id"]),
+        address=ctx.address,
+        user_agent=ctx.request.headers.get("user-agent", ""),
+    )
+    ctx.audit("login", f"user {user['username']}")
+    return user
+
+
 @endpoint(public=True)
 def login_page(ctx: Ctx) -> Response:
     nxt = auth.safe_next(ctx.query("next"))
-    if auth.current_user(ctx.request.session, ctx.ed.config.session_max_age):
+    if ctx.user is not None:
         return ctx.redirect(nxt)
     return ctx.render("login.html", next=nxt, username="", error=None)
 
@@ -774,19 +850,22 @@ def login_post(ctx: Ctx) -> Response:
     username = _field(ctx.form, "username").strip()[:100]
     password = _field(ctx.form, "password")[:1000]
     nxt = auth.safe_next(_field(ctx.form, "next"))
-    user = None
-    if username and password:
-        user = accounts.authenticate(ctx.ed.store, username, password)
-    if user is None:
+    if not username or not password:
         return ctx.render("login.html", 401, next=nxt, username=username, error=LOGIN_FAILED)
-    auth.log_in(ctx.request.session, user)
+    got = _authenticate(ctx, username, password)
+    if isinstance(got, int):
+        resp = ctx.render("login.html", 429, next=nxt, username=username, error=_too_many(got))
+        resp.headers["Retry-After"] = str(got)
+        return resp
+    if got is None:
+        return ctx.render("login.html", 401, next=nxt, username=username, error=LOGIN_FAILED)
     return ctx.redirect(nxt)
 
 
 @endpoint()
 def logout_post(ctx: Ctx) -> Response:
-    auth.log_out(ctx.request.session)
-    ctx.flash("You are logged out.")
+    ctx.audit("logout", f"user {ctx.username}")
+    ctx.web.log_out()
     return ctx.redirect("/login")
 
 
@@ -926,6 +1005,7 @@ def _story_post(ctx: Ctx, sid: int | None) -> Response:
             s = ctx.cms.create_story(data, user=user)
             sid, rev = int(s.id), s.revision
             saved_rev = rev
+            ctx.audit("story.create", f"story {sid}", f"revision {rev}")
             again = functools.partial(_render_story, ctx, sid=sid, values=values, sched=sched)
         else:
             assert row is not None and base is not None
@@ -935,6 +1015,7 @@ def _story_post(ctx: Ctx, sid: int | None) -> Response:
             else:
                 s = ctx.cms.save_story(sid, data, base_revision=base, user=user)
                 rev = saved_rev = s.revision
+                ctx.audit("story.save", f"story {sid}", f"revision {rev}")
     except InvalidContent as e:
         return again(422, base=base, problems=e.problems, message="Not saved: fix these first.")
     except EditConflict as e:
@@ -944,6 +1025,7 @@ def _story_post(ctx: Ctx, sid: int | None) -> Response:
         if action == "publish":
             ctx.cms.publish(sid, user=user, base_revision=rev)
             done = f"Published revision {rev}."
+            ctx.audit("story.publish", f"story {sid}", f"revision {rev}")
         elif action == "schedule":
             ctx.cms.schedule(
                 sid,
@@ -958,9 +1040,11 @@ def _story_post(ctx: Ctx, sid: int | None) -> Response:
             if unpublish_at is not None:
                 parts.append(f"to be unpublished at {_when(unpublish_at)}")
             done = "Scheduled " + " and ".join(parts) + "."
+            ctx.audit("story.schedule", f"story {sid}", f"revision {rev}, " + ", ".join(parts))
         elif action == "unpublish":
             ctx.cms.unpublish(sid, user=user)
             done = "Unpublished: it is off the live site."
+            ctx.audit("story.unpublish", f"story {sid}")
     except InvalidContent as e:
         what = {"publish": "published", "schedule": "scheduled"}.get(action, "changed")
         msg = f"Not {what}: fix these first."
@@ -1068,6 +1152,7 @@ def story_restore(ctx: Ctx, story_id: str, rev: str) -> Response:
         saved = ctx.cms.restore(sid, n, base_revision=base, user=ctx.username)
     except EditConflict as e:
         return _render_revision(ctx, 409, sid, n, conflict=e)
+    ctx.audit("story.restore", f"story {sid}", f"revision {n} as revision {saved.revision}")
     ctx.flash(f"Revision {n} restored as revision {saved.revision}.")
     return ctx.redirect(f"/stories/{sid}?saved={saved.revision}")
 
@@ -1245,6 +1330,7 @@ def asset_upload(ctx: Ctx) -> Response:
         )
     except InputError as e:
         return again(error=f"Not uploaded: {e}")
+    ctx.audit("asset.upload", f"asset {row['id']}", str(row["filename"]))
     ctx.flash(f"Uploaded {row['filename']} as {row['id']}.")
     return ctx.redirect(f"/assets/{row['id']}")
 
@@ -1285,6 +1371,7 @@ def asset_save(ctx: Ctx, asset_id: str) -> Response:
         raise
     except InputError as e:
         return _render_asset(ctx, 422, asset_id, error=f"Not saved: {e}", values=values)
+    ctx.audit("asset.edit", f"asset {asset_id}")
     n = ctx.cms.asset_changed(asset_id)
     ctx.flash(
         "Saved." + (f" {n} stories or titles showing this image will be updated." if n else "")
@@ -1391,6 +1478,7 @@ def _layout_post(ctx: Ctx, layout_id: str | None) -> Response:
         return again(422, problems=e.problems)
     except EditConflict as e:
         return again(409, conflict=e)
+    ctx.audit("layout.save", f"layout {saved.id}", f"revision {saved.revision}")
     ctx.flash(f"Layout saved as revision {saved.revision}.")
     return ctx.redirect(f"/layouts/{quote(str(saved.id))}")
 
@@ -1411,46 +1499,11 @@ def dead_letters_page(ctx: Ctx) -> Response:
 def dead_letter_retry(ctx: Ctx, event_id: str) -> Response:
     eid = _path_id(event_id, "event")
     if outbox.retry(ctx.ed.store, eid):
+        ctx.audit("event.retry", f"event {eid}")
         ctx.flash(f"Event {eid} is queued again.")
     else:
         ctx.flash(f"Event {eid} is not in the dead-letter list (already retried?).")
     return ctx.redirect("/admin/dead-letters")
-
-
-def _render_users(
-    ctx: Ctx, status: int, *, error: str | None = None, values: Mapping[str, str] | None = None
-) -> Response:
-    return ctx.render(
-        "users.html",
-        status,
-        users=accounts.users(ctx.ed.store),
-        error=error,
-        values=values or {"username": "", "display_name": "", "role": "editor"},
-        roles=auth.ROLES,
-    )
-
-
-@endpoint(admin=True)
-def users_page(ctx: Ctx) -> Response:
-    return _render_users(ctx, 200)
-
-
-@endpoint(admin=True)
-def users_create(ctx: Ctx) -> Response:
-    values = {k: _field(ctx.form, k) for k in ("username", "display_name", "role")}
-    password = _field(ctx.form, "password")
-    try:
-        accounts.create_user(
-            ctx.ed.store,
-            values["username"][:100],
-            password[:1000],
-            role=values["role"],
-            display_name=values["display_name"][:200] or None,
-        )
-    except InputError as e:
-        return _render_users(ctx, 422, error=f"Not created: {e}", values=values)
-    ctx.flash(f"User {values['username'].strip().lower()} created.")
-    return ctx.redirect("/admin/users")
 
 
 # -- the JSON API -----------------------------------------------------------------------------
@@ -1531,18 +1584,22 @@ def api_login(ctx: Ctx) -> Response:
     ]
     if problems:
         return ctx.error(422, "Give a username and a password.", problems)
-    user = accounts.authenticate(ctx.ed.store, str(username)[:100], str(password)[:1000])
-    if user is None:
+    got = _authenticate(ctx, str(username).strip()[:100], str(password)[:1000])
+    if isinstance(got, int):
+        resp = ctx.error(429, _too_many(got))
+        resp.headers["Retry-After"] = str(got)
+        return resp
+    if got is None:
         return ctx.error(401, LOGIN_FAILED)
-    token = auth.log_in(ctx.request.session, user)
-    me = auth.current_user(ctx.request.session, ctx.ed.config.session_max_age)
+    me = ctx.user
     assert me is not None
-    return ctx.json({"csrf": token, "user": me.to_dict()})
+    return ctx.json({"csrf": ctx.web.csrf(), "user": me.to_dict()})
 
 
 @endpoint(api=True)
 def api_logout(ctx: Ctx) -> Response:
-    auth.log_out(ctx.request.session)
+    ctx.audit("logout", f"user {ctx.username}")
+    ctx.web.log_out()
     return ctx.json({"ok": True})
 
 
@@ -1563,6 +1620,7 @@ def api_stories(ctx: Ctx) -> Response:
 def api_create(ctx: Ctx) -> Response:
     story = _object(ctx.data, "story")
     s = ctx.cms.create_story(story, user=ctx.username)
+    ctx.audit("story.create", f"story {s.id}", f"revision {s.revision}")
     return ctx.json(_saved_json(s), 201)
 
 
@@ -1582,6 +1640,7 @@ def api_put(ctx: Ctx, story_id: str) -> Response:
         p = Problem("story", "is required: the story as an object")
         raise BadRequest("Send the story as an object under 'story'.", 422, [p])
     s = ctx.cms.save_story(sid, story, base_revision=base, user=ctx.username)
+    ctx.audit("story.save", f"story {sid}", f"revision {s.revision}")
     return ctx.json(_saved_json(s))
 
 
@@ -1594,6 +1653,7 @@ def api_publish(ctx: Ctx, story_id: str) -> Response:
             "The request must be a JSON object.", 422, [Problem("request", "must be an object")]
         )
     s = ctx.cms.publish(sid, user=ctx.username, base_revision=_base(data, required=False))
+    ctx.audit("story.publish", f"story {sid}", f"revision {s.revision}")
     return ctx.json(_saved_json(s))
 
 
@@ -1701,6 +1761,7 @@ async def _plain(
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    await _with_session(request)
     message = {
         404: f"There is no page {request.url.path}.",
         405: f"{request.method} is not allowed on {request.url.path}.",
@@ -1708,7 +1769,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, exc.status_code, message, api=_wants_json(request))
 
 
+async def _with_session(request: Request) -> None:
+    """Read the login for an error page outside the handlers (a 404 shows the menu)."""
+    ed: Editor | None = getattr(request.app.state, "editor", None)
+    if ed is not None and getattr(request.state, "web", None) is None:
+        with contextlib.suppress(StoreError):
+            await run_in_threadpool(ed.web_session, request)
+
+
 async def _too_large(request: Request, exc: Exception) -> Response:
+    await _with_session(request)
     return _error_response(request, 413, str(exc), api=_wants_json(request))
 
 
@@ -1716,6 +1786,8 @@ async def _too_large(request: Request, exc: Exception) -> Response:
 
 
 def _routes(config: EditorConfig) -> list[BaseRoute]:
+    from .editor_accounts import account_routes  # it builds on this module's endpoint()
+
     get, post, put = ["GET"], ["POST"], ["PUT"]
     return [
         Route("/login", login_page, methods=get),
@@ -1744,8 +1816,7 @@ def _routes(config: EditorConfig) -> list[BaseRoute]:
         Route("/layouts/{layout_id}", layout_save, methods=post),
         Route("/admin/dead-letters", dead_letters_page, methods=get),
         Route("/admin/dead-letters/{event_id}/retry", dead_letter_retry, methods=post),
-        Route("/admin/users", users_page, methods=get),
-        Route("/admin/users", users_create, methods=post),
+        *account_routes(),
         Route("/api/login", api_login, methods=post),
         Route("/api/logout", api_logout, methods=post),
         Route("/api/stories", api_stories, methods=get),
@@ -1776,14 +1847,6 @@ def create_editor_app(config: EditorConfig) -> Starlette:
     middleware = [
         Middleware(SecurityHeaders, img_src=editor.img_src),
         Middleware(LimitBody, limit=config.max_body_bytes, upload_limit=config.max_upload_bytes),
-        Middleware(
-            SessionMiddleware,
-            secret_key=config.secret_key,
-            session_cookie=SESSION_COOKIE,
-            max_age=config.session_max_age,
-            same_site="lax",
-            https_only=config.https_only,
-        ),
     ]
     app = Starlette(
         routes=_routes(config),
