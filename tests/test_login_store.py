@@ -260,3 +260,35 @@ def test_audit_entries_newest_first_and_filtered(store: WriteStore) -> None:
     assert got[1]["address"] == "10.0.0.1" and got[1]["actor_id"] == ann.id
     with pytest.raises(ValueError, match="unknown audit action"):
         audit.record(store, ann, "story.delete")
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_cli_set_password_logs_out_lifts_the_lock_and_is_audited(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from nearstate.cli import main
+    from nearstate.content.db import open_store
+
+    data = str(tmp_path / "data")
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["cms", *args, "--data", data], catch_exceptions=False)
+
+    assert run("add-user", "ada", "--role", "admin", "--password", PASSWORD).exit_code == 0
+    store = open_store(f"sqlite:///{tmp_path / 'data' / 'cms.db'}")
+    token = sessions.start(store, uid(store, "ada"), max_age=DAY)
+    for i in range(throttle.ACCOUNT_LIMIT):
+        throttle.begin(store, "ada", f"10.0.0.{i}")
+    assert throttle.begin(store, "ada", "10.0.1.1").refused
+    res = run("set-password", "ada", "--password", "a fresh password")
+    assert res.exit_code == 0 and "1 session(s) logged out" in res.output
+    assert sessions.load(store, token) is None
+    assert not throttle.begin(store, "ada", "10.0.1.1").refused
+    assert accounts.authenticate(store, "ada", "a fresh password") is not None
+    got = [(e["actor"], e["action"]) for e in audit.entries(store)]
+    assert got == [("(command line)", "user.password"), ("(command line)", "user.create")]
+    res = run("set-password", "nobody", "--password", "a fresh password")
+    assert res.exit_code == 1 and "no user 'nobody'" in res.output
+    store.close()

@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import NearstateError
+from ..errors import InputError, NearstateError
 from .settings import Settings
+
+_CLI = "(command line)"  # the actor the audit log names for changes made here
 
 err = Console(stderr=True)
 out = Console()
@@ -94,6 +96,7 @@ def cms() -> None:
 def cms_init(data: str, cms_url: str | None, admin: str | None, password: str | None) -> None:
     """Create or migrate the write store (and optionally an admin)."""
     from ..content.accounts import create_user
+    from ..content.audit import Actor
     from ..content.db import open_store
 
     try:
@@ -107,7 +110,7 @@ def cms_init(data: str, cms_url: str | None, admin: str | None, password: str | 
         )
         if admin:
             pw = password or click.prompt("Password", hide_input=True, confirmation_prompt=True)
-            create_user(store, admin, pw, role="admin")
+            create_user(store, admin, pw, role="admin", actor=Actor(_CLI))
             out.print(f"Created admin {admin!r}.", highlight=False)
         store.close()
     except NearstateError as e:
@@ -131,13 +134,39 @@ def cms_add_user(
 ) -> None:
     """Create an editor or admin account."""
     from ..content.accounts import create_user
+    from ..content.audit import Actor
     from ..content.db import open_store
 
     try:
         store = open_store(_settings(data, cms_url).cms)
         pw = password or click.prompt("Password", hide_input=True, confirmation_prompt=True)
-        create_user(store, username, pw, role=role, display_name=display_name)
+        create_user(store, username, pw, role=role, display_name=display_name, actor=Actor(_CLI))
         out.print(f"Created {role} {username!r}.", highlight=False)
+        store.close()
+    except NearstateError as e:
+        _fail(e)
+
+
+@cms.command("set-password")
+@click.argument("username")
+@_data
+@_cms
+@click.option("--password", default=None, help="The new password (else prompted).")
+def cms_set_password(username: str, data: str, cms_url: str | None, password: str | None) -> None:
+    """Set a user's password and log them out everywhere (an operator's way back in when
+    the only admin has forgotten theirs). Also lifts a login lock on the name."""
+    from ..content import accounts, audit, throttle
+    from ..content.db import open_store
+
+    try:
+        store = open_store(_settings(data, cms_url).cms)
+        row = store.read_one("SELECT id FROM users WHERE username = ?", (username,))
+        if row is None:
+            raise InputError(f"there is no user {username!r}")
+        pw = password or click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        n = accounts.reset_password(store, int(row["id"]), pw, actor=audit.Actor(_CLI))
+        throttle.clear(store, username)
+        out.print(f"Password of {username!r} set; {n} session(s) logged out.", highlight=False)
         store.close()
     except NearstateError as e:
         _fail(e)

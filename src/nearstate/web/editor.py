@@ -10,6 +10,14 @@ Contracts:
 
 - Pages need a login (else a redirect to ``/login?next=...``, only to paths of this site);
   the JSON API answers 401. ``/admin/...`` needs the ``admin`` role (403 otherwise).
+- The login is a session in the write store, read with the user's row on every request
+  (``auth``, ``content.sessions``): a removed user, a new role, a changed password or a
+  "log out everywhere" holds on the next request, in every editor process.
+- Logins (the form, ``POST /api/login``) are throttled per account and per client address
+  (``content.throttle``): over the limit, 429 with ``Retry-After`` and a plain message,
+  without checking the password. Unknown and known accounts cost the same scrypt work.
+- What editors do (saves, publishes, restores, uploads, layout saves, user changes,
+  logins, logouts and failed logins) is written to the audit log (``content.audit``).
 - Every POST form carries the session's CSRF token (hidden field ``csrf``), every API
   change the header ``X-CSRF-Token``; without it: 403, nothing done.
 - A body over ``max_body_bytes`` (``max_upload_bytes`` for image uploads) is refused with
@@ -21,7 +29,8 @@ Contracts:
   schedules, unpublishes or previews), ``/stories/{id}/revisions[/{rev}[/restore]]``,
   ``/stories/{id}/preview?revision=N``, ``/stories/{id}/status.json``, ``/lookup/titles``,
   ``/lookup/people``, ``/assets[/{id}]``, ``/layouts[/new|/{id}]``,
-  ``/admin/dead-letters[/{event}/retry]``, ``/admin/users``, ``/login``, ``/logout``;
+  ``/admin/dead-letters[/{event}/retry]``, ``/login``, ``/logout``; ``/account[/...]``,
+  ``/admin/users[/{id}[/...]]`` and ``/admin/audit`` (``editor_accounts``);
   ``/media/...`` and ``/static/...``. API: ``POST /api/login``, ``POST /api/logout``,
   ``GET|POST /api/stories``, ``GET|PUT /api/stories/{id}``,
   ``POST /api/stories/{id}/publish``, ``GET /api/stories/{id}/status``.

@@ -1,9 +1,10 @@
 """Where the platform keeps its things, read once at the edge (CLI, app factory).
 
 One data directory holds the defaults: ``DIR/cms.db`` (the write store), ``DIR/dataset``
-(the nearstate dataset), ``DIR/media`` (uploads) and ``DIR/secret`` (the key that signs
-session cookies, made on first use). Each can be pointed elsewhere by option or
-environment: ``NEARSTATE_CMS`` (``sqlite:///...`` or ``postgresql://...``),
+(the nearstate dataset), ``DIR/media`` (uploads) and ``DIR/secret`` (the key the
+editor's CSRF tokens are derived from and the site's profile cookies are signed with,
+made on first use). Each can be pointed elsewhere by option or environment:
+``NEARSTATE_CMS`` (``sqlite:///...`` or ``postgresql://...``),
 ``NEARSTATE_DATASET`` (a directory or ``nats://host:4222/name``), ``NEARSTATE_MEDIA_URL``
 (the CDN base URL of asset variants) and ``NEARSTATE_SECRET``.
 """
