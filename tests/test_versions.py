@@ -1574,6 +1574,46 @@ def test_a_layer_rebuilds_only_the_types_it_changes_or_that_refer_to_them() -> N
     assert [a.title for a in s4["Article"]] == ["edited"]
 
 
+def test_log_layers_work_out_their_checksums_only_when_asked() -> None:
+    """A layer of Log entries computes no digests on the commit path; asked afterwards, a
+    state's checksums are those of encoding every record afresh, a filtered state's left
+    out types keep the claims they carried, and the layer's digests were made on the ask."""
+    from nearstate.overlay import lay_over
+    from versioned import Article, Person
+
+    schema = nearstate.Schema.from_dataclasses(Article, Person)
+    ws = nearstate.WriteState(schema)
+    for i in range(1, 6):
+        ws.add("Person", Person(i, f"P{i}"))
+    ws.add("Article", Article("a", "first", 1, [2]))
+    blob = _snapshot_bytes(ws)
+    art = {"id": "a", "title": "edited", "author": 3, "editors": [2, 4]}
+    steps = [
+        {"Article": {"a": art, "b": {**art, "id": "b"}}},
+        {"Person": {2: {"id": 2, "name": "Bo"}, 5: None, 9: {"id": 9, "name": "Nine"}}},
+        {"Article": {"b": None}, "Person": {9: {"id": 9, "name": "Nine again"}}},
+        {"Person": {2: {"id": 2, "name": "P2"}}},  # back to the snapshot's record
+    ]
+    state = nearstate.from_bytes(blob)
+    people = []  # Person's checksum after each step
+    for i, net in enumerate(steps):
+        state, _ = lay_over(state, net, name=f"log {i}")
+        layer_types = state.layers[-1].state.types.values()
+        assert all(t._digests is None for t in layer_types)  # nothing digested yet
+        again = nearstate.WriteState(schema)
+        for name in ("Person", "Article"):
+            again.add_many(name, [r.to_dict() for r in state[name]])
+        assert state.checksums() == again.checksums(), i
+        people.append(state.checksums()["Person"])
+    # a filtered state: the left-out type's checksum is the claim, carried through layers
+    only = nearstate.from_bytes(blob, types=["Person"])
+    claim = only.checksums()["Article"]
+    s = only
+    for i, net in enumerate(steps):
+        s, _ = lay_over(s, {t: m for t, m in net.items() if t == "Person"}, name=f"f{i}")
+        assert s.checksums() == {"Article": claim, "Person": people[i]}
+
+
 def _snapshot_bytes(ws: Any) -> bytes:
     import tempfile
     from pathlib import Path

@@ -1083,6 +1083,14 @@ record_to_dict(RecordObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_TypeError, "_columns is not a dict");
         return NULL;
     }
+    if (!PyDict_CheckExact(cols)) { /* columns made on first use: make them all, in order */
+        PyObject *r = PyObject_CallMethod(cols, "_fill", NULL);
+        if (!r) {
+            Py_DECREF(cols);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
     if (Py_EnterRecursiveCall(" in to_dict")) {
         Py_DECREF(cols);
         return NULL;

@@ -89,6 +89,60 @@ class _Overlay:
         return len(self.entries) + len(self.removed)
 
 
+class LazyColumns(dict):
+    """A type's columns by field name, each made on first use by ``make(name)``: a commit
+    makes a layer's type and a layered type per changed type, and a page reads a few of
+    their fields. Reading a made column is a plain dict lookup; iterating, ``items()`` or
+    ``get`` see every field (making the rest)."""
+
+    __slots__ = ("_full", "_make", "_names", "_set")
+
+    def __init__(self, names: tuple[str, ...], make: Any):
+        super().__init__()
+        self._names = names
+        self._set = frozenset(names)
+        self._make = make
+        self._full = False
+
+    def __missing__(self, name: str) -> Column:
+        if name not in self._set:
+            raise KeyError(name)
+        col = self[name] = self._make(name)
+        return col
+
+    def _fill(self) -> None:
+        """Make every column, in field order (what ``to_dict`` iterates, in C too)."""
+        if not self._full:
+            made = {n: dict.get(self, n) or self._make(n) for n in self._names}
+            dict.clear(self)
+            dict.update(self, made)
+            self._full = True
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self._set else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def keys(self):  # type: ignore[override]
+        self._fill()
+        return super().keys()
+
+    def values(self):  # type: ignore[override]
+        self._fill()
+        return super().values()
+
+    def items(self):  # type: ignore[override]
+        self._fill()
+        return super().items()
+
+
 def _ref_fields(ft: FieldType) -> bool:
     return ft.kind == "ref" or any(_ref_fields(s) for s in (ft.item, ft.key) if s is not None)
 
@@ -127,17 +181,23 @@ class LayeredState(TypeMap):
         overlays: dict[str, _Overlay],
         *,
         version: int,
-        checksums: dict[str, _digest.Checksum],
+        checksums: dict[str, _digest.Checksum] | None,
         tags: dict[str, str],
         reuse: LayeredState | None = None,
         changed: Iterable[str] = (),
+        carried: dict[str, _digest.Checksum] | None = None,
     ):
         """``reuse``: the version this one was made from by a layer changing the types in
         ``changed``. A type of ``reuse`` the layer left alone, whose references lead to no
         type it changed, is taken over as it is: a Log commit to one type of ten builds
         one type's reading state, not ten, and what a reader derived from the others
         (caches keyed by the type state, the overlay indexes) stays valid. (The type
-        state keeps the version it was made in alive, for as long as it is taken over.)"""
+        state keeps the version it was made in alive, for as long as it is taken over.)
+
+        ``checksums``: per type, as the layers verified them; or None, worked out from the
+        snapshot's and the overlays' digests when first asked for (a layer of Log entries
+        verifies nothing, and its digests cost a reader a third of its work per commit),
+        with ``carried`` the claims for the types left out of a filtered state."""
         self._base = base
         self.layers = layers
         self._overlays = overlays
@@ -150,6 +210,7 @@ class LayeredState(TypeMap):
         self.left_out = base.left_out
         self.blob = base.blob
         self._checksums = checksums
+        self._carried = carried or {}
         self._types: dict[str, TypeState | LayeredTypeState] = dict(base._types)
         # a type referring to a layered type is layered too (its references re-bind)
         layered = _referring(self.schema, {n for n, ov in overlays.items() if len(ov)})
@@ -186,7 +247,37 @@ class LayeredState(TypeMap):
         return out
 
     def checksums(self) -> dict[str, _digest.Checksum]:
+        if self._checksums is None:
+            self._checksums = self._overlay_checksums()
         return dict(self._checksums)
+
+    def _left_out_checksums(self) -> dict[str, _digest.Checksum]:
+        """The claims carried for the types a filtered state leaves out (never computed)."""
+        if self._checksums is None:
+            return dict(self._carried)
+        return {n: c for n, c in self._checksums.items() if n in self.left_out}
+
+    def _overlay_checksums(self) -> dict[str, _digest.Checksum]:
+        """Every type's checksum from the snapshot's and the overlay's digests: the
+        snapshot's, less the records the overlay removed or replaced, plus those it
+        holds. O(the overlay)."""
+        sums = self._base.checksums()
+        for name, ov in self._overlays.items():
+            if not len(ov):
+                continue
+            bts = self._base[name]
+            n_base, bdig = len(bts), bts.digest
+            c = sums.get(name, (0, 0))
+            for o in ov.removed:
+                c = _digest.sub(c, bdig(o))
+            layers = self.layers
+            for o, (li, lo) in ov.entries.items():
+                if o < n_base:
+                    c = _digest.sub(c, bdig(o))
+                c = _digest.add(c, layers[li].state._types[name].digest(lo))
+            sums[name] = c
+        sums.update(self._carried)
+        return sums
 
     @property
     def overlay_size(self) -> int:
@@ -231,7 +322,10 @@ def apply_delta(
     base = state.base
     if not trusted and shape(layer.schema) != shape(base.stored_schema):
         raise DeltaError(f"{layer.name}: written for a different schema than the state's")
-    sums = state.checksums()
+    # a layer of Log entries (overlay.PlainLayer) claims no checksums: the sums are worked
+    # out only if someone asks (LayeredState._overlay_checksums), not on every commit
+    lazy = trusted and getattr(layer, "lazy_checksums", False)
+    sums = {} if lazy else state.checksums()
     left_out = state.left_out
     for name, c in layer.from_checksums.items():
         if name in left_out:
@@ -266,7 +360,7 @@ def apply_delta(
         old = old_overlays.get(name)
         ov = old.copy() if old is not None else _Overlay(len(base_ts))
         cur = state[name]
-        digest_at = cur.digest
+        digest_at = cur.digest if not lazy else None
         lookup = base_ts._lookup
         c = sums.get(name, (0, 0))
         ch = Changes()
@@ -276,7 +370,8 @@ def apply_delta(
             if o < 0:
                 raise DeltaError(f"{layer.name}: removes {name} {key!r}, which is not there")
             hit.append(o)
-            c = _digest.sub(c, digest_at(o))
+            if digest_at is not None:
+                c = _digest.sub(c, digest_at(o))
             ov.entries.pop(o, None)
             if o < ov.next_ord and ov.added.get(key) == o:
                 del ov.added[key]
@@ -296,7 +391,8 @@ def apply_delta(
                     if bo >= 0:
                         o = bo
                 if o is not None and o not in ov.removed:
-                    c = _digest.sub(c, digest_at(o))
+                    if digest_at is not None:
+                        c = _digest.sub(c, digest_at(o))
                     ch.modified.append(key)
                 else:
                     if o is None:
@@ -309,8 +405,13 @@ def apply_delta(
                     ch.added.append(key)
                 ov.entries[o] = (li, lo)
                 hit.append(o)
-                d = int(ldig[lo]) if ldig is not None else lts.digest(lo)
-                c = (c[0] + 1, (c[1] + d) & ((1 << 64) - 1))
+                if not lazy:
+                    d = int(ldig[lo]) if ldig is not None else lts.digest(lo)
+                    c = (c[0] + 1, (c[1] + d) & ((1 << 64) - 1))
+        if lazy:
+            overlays[name] = ov
+            changes[name] = ch
+            continue
         want = layer.checksums.get(name)
         if want is not None and want != c:
             raise DeltaError(
@@ -324,13 +425,18 @@ def apply_delta(
         claim = layer.checksums.get(name)
         if claim is not None:
             sums[name] = claim
-    if layer.version == base.version and sums == base.checksums():
+    if not lazy and layer.version == base.version and sums == base.checksums():
         return base, changes  # back where the snapshot stands: no overlay needed
     tags = dict(base.tags)
     tags.update(layer.tags)
+    if lazy:
+        carried = state._left_out_checksums() if isinstance(state, LayeredState) else {
+            n: c for n, c in state.checksums().items() if n in left_out}  # fmt: skip
     new = LayeredState(
-        base, (*layers, layer), overlays, version=layer.version, checksums=sums, tags=tags,
+        base, (*layers, layer), overlays, version=layer.version,
+        checksums=None if lazy else sums, tags=tags,
         reuse=state if isinstance(state, LayeredState) else None, changed=changes,
+        carried=carried if lazy else None,
     )  # fmt: skip
     if isinstance(state, LayeredState):
         _carry_indexes(state, new, touched)
@@ -375,17 +481,21 @@ class LayeredTypeState:
         layers = state.layers
         name = self.name
         entries = ov.entries
-        columns: dict[str, Column] = {}
-        for f in self.typedef.fields:
-            bget = base._columns[f.name].get
+        ftypes = {f.name: f.type for f in self.typedef.fields}
 
-            def lget(e: tuple[int, int], _f: str = f.name) -> Any:
-                return layers[e[0]].state._types[name]._columns[_f].get(e[1])
+        def column(fname: str) -> Column:
+            ft = ftypes[fname]
+            bget = base._columns[fname].get
 
-            if _ref_fields(f.type):
-                bget = _rebind_base(f.type, bget, state)
-                lget = _rebind_keys(f.type, lget, state)
-            columns[f.name] = Column(f.name, f.type, _composite(entries, bget, lget), 0)
+            def lget(e: tuple[int, int]) -> Any:
+                return layers[e[0]].state._types[name]._columns[fname].get(e[1])
+
+            if _ref_fields(ft):
+                bget = _rebind_base(ft, bget, state)
+                lget = _rebind_keys(ft, lget, state)
+            return Column(fname, ft, _composite(entries, bget, lget), 0)
+
+        columns = LazyColumns(tuple(ftypes), column)
         self._columns = columns
         cls = _shared_view_class(self.name, tuple(columns))
         self._cls = cls
@@ -497,7 +607,10 @@ class LayeredTypeState:
         out = [
             int(o) for o in base_idx.ordinals(value) if o not in removed and int(o) not in entries
         ]
-        out.extend(int(o) for o in self._overlay_index(fields).ordinals(value))
+        extra = self._overlay_index(fields).ordinals(value)
+        if len(extra):
+            out.extend(int(o) for o in extra)
+            out.sort()  # ordinal order, as a snapshot's find gives (two sorted runs: a merge)
         cls = self._cls
         return [cls(self, o) for o in out]
 
@@ -618,6 +731,7 @@ class _CombinedIndex:
         entries, removed = ts._ov.entries, ts._ov.removed
         keep = [int(o) for o in base if int(o) not in removed and int(o) not in entries]
         keep.extend(int(o) for o in ts._overlay_index(self.fields).ordinals(value))
+        keep.sort()
         return np.array(keep, dtype=np.int64)
 
 

@@ -25,7 +25,7 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta
 from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
-from .layered import Changes, LayeredState, _shared_view_class, apply_delta
+from .layered import Changes, LayeredState, LazyColumns, _shared_view_class, apply_delta
 from .read_state import ReadState, TypeMap
 from .schema import FieldType, Schema, TypeDef, per_schema
 from .write_state import WriteState
@@ -117,6 +117,7 @@ class PlainLayer:
     folds the Log itself)."""
 
     kind = "delta"
+    lazy_checksums = True  # apply_delta leaves the sums to LayeredState, worked out if asked
 
     def __init__(self, ws: WriteState, removed: dict[str, list[Any]], version: int, name: str):
         self.name = name
@@ -177,25 +178,34 @@ class _PlainType:
         self.typedef = tdef
         self._n = staged.count
         self._values = staged.columns
-        self._columns = {
-            f.name: Column(f.name, f.type, _plain_get(f.type, col, types, f"{layer}: "
-                                                      f"{tdef.name}.{f.name}"), 0)
-            for f, col in zip(tdef.fields, staged.columns, strict=True)
-        }  # fmt: skip
-        self._cls = self.view = _shared_view_class(tdef.name, tuple(self._columns))
-        self._digests = None
+        fields = {f.name: (f.type, col) for f, col in zip(tdef.fields, staged.columns,
+                                                          strict=True)}  # fmt: skip
+
+        def column(fname: str) -> Column:
+            ft, col = fields[fname]
+            return Column(fname, ft, _plain_get(ft, col, types, f"{layer}: {tdef.name}.{fname}"),
+                          0)  # fmt: skip
+
+        for fname, (ft, col) in fields.items():
+            if ft.kind == "datetime":  # refused now, as the encoder refuses it, not on a read
+                _one_datetime_kind(col, f"{layer}: {tdef.name}.{fname}")
+        self._columns = LazyColumns(tuple(fields), column)
+        self._cls = self.view = _shared_view_class(tdef.name, tuple(fields))
+        self._ws = ws
+        self._digests: Any = None  # made on first use: only a checksum or a diff asks
         if tdef.key is not None:
             kcols = [staged.columns[tdef.field_names.index(k)] for k in tdef.key]
             first = kcols[0]
             self._key_at = first.__getitem__ if len(kcols) == 1 else (
                 lambda o: tuple(c[o] for c in kcols))  # fmt: skip
-            self._digests = ws.digests(tdef.name)
 
     def __len__(self) -> int:
         return self._n
 
     def digest(self, o: int) -> int:
-        assert self._digests is not None
+        if self._digests is None:
+            assert self.typedef.key is not None
+            self._digests = self._ws.digests(self.name)
         return int(self._digests[o])
 
     @cached_property
@@ -226,11 +236,8 @@ def _plain_conv(ft: FieldType, types: dict[str, _PlainType], where: str,
     """How a staged value of ``ft`` reads (None: as it is)."""
     k = ft.kind
     if k == "datetime":
-        if col is not None:  # one column holds naive or aware datetimes, as the encoder says
-            aware = {v.tzinfo is not None for v in col if v is not None and v is not ABSENT}
-            if len(aware) > 1:
-                raise SchemaError(f"{where} mixes naive and timezone-aware datetimes; a column "
-                                  "holds one or the other")  # fmt: skip
+        if col is not None:
+            _one_datetime_kind(col, where)
         return lambda v: v if v.tzinfo is None else v.astimezone(_dt.UTC)
     if k in ("list", "set"):
         assert ft.item is not None
@@ -252,6 +259,14 @@ def _plain_conv(ft: FieldType, types: dict[str, _PlainType], where: str,
         target = ft.target
         return lambda v: types[target]._cls(types[target], v)
     return None
+
+
+def _one_datetime_kind(col: list[Any], where: str) -> None:
+    """One column holds naive or aware datetimes, as the encoder says."""
+    aware = {v.tzinfo is not None for v in col if v is not None and v is not ABSENT}
+    if len(aware) > 1:
+        raise SchemaError(f"{where} mixes naive and timezone-aware datetimes; a column holds "
+                          "one or the other")  # fmt: skip
 
 
 def _nullable(conv: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
