@@ -213,6 +213,14 @@ def _when(ts: Any) -> str:
         return "—"
 
 
+def _when_exact(ts: Any) -> str:
+    """``_when`` to the second (the audit log)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(ts)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "—"
+
+
 def _dtlocal(ts: Any) -> str:
     """An epoch time as a ``datetime-local`` input value, in UTC."""
     if ts is None:
@@ -460,6 +468,7 @@ class Editor:
             lstrip_blocks=True,
         )
         env.filters["when"] = _when
+        env.filters["when_exact"] = _when_exact
         env.filters["dtlocal"] = _dtlocal
         env.globals["thumb"] = self.thumb
         env.globals["card_html"] = card_html  # the preview renders the site's story
