@@ -1614,6 +1614,30 @@ def test_log_layers_work_out_their_checksums_only_when_asked() -> None:
         assert s.checksums() == {"Article": claim, "Person": people[i]}
 
 
+def test_staging_without_dedupe_keeps_copies_and_the_same_digests() -> None:
+    """``WriteState(dedupe=False)`` (a reader's Log layer) stages a nested record per use
+    instead of once per distinct value; what the records read and digest to is the same."""
+    fields = (Field("x", FieldType("int")), Field("y", FieldType("float")))
+    inner = TypeDef("In", fields)
+    item = FieldType("list", item=FieldType("record", target="In"))
+    outer = TypeDef("Out", (Field("id", FieldType("int")), Field("items", item)), key=("id",))
+    schema = Schema([outer, inner])
+    recs = [{"id": i, "items": [{"x": 1, "y": 0.0}, {"x": 1, "y": -0.0}, {"x": i, "y": 2.5}]}
+            for i in range(3)]  # fmt: skip
+    once, copies = nearstate.WriteState(schema), nearstate.WriteState(schema, dedupe=False)
+    once.add_many("Out", recs)
+    copies.add_many("Out", recs)
+    copies.add("Out", {"id": 9, "items": [{"x": 1, "y": 0.0}]})
+    once.add("Out", {"id": 9, "items": [{"x": 1, "y": 0.0}]})
+    assert once.count("In") == 5 and copies.count("In") == 10
+    assert list(once.digests("Out")) == list(copies.digests("Out"))
+    a, b = (
+        nearstate.from_bytes(_snapshot_bytes(once)),
+        nearstate.from_bytes(_snapshot_bytes(copies)),
+    )
+    assert [r.to_dict() for r in a["Out"]] == [r.to_dict() for r in b["Out"]]
+
+
 def _snapshot_bytes(ws: Any) -> bytes:
     import tempfile
     from pathlib import Path

@@ -83,7 +83,7 @@ def lay_over(
     # fields need): a layer of the whole schema cost 20 ms a commit on a schema of ten
     # types with nested records, most of it encoding and opening empty columns
     schema = _needed(state.schema, [t for t in net if t in state])
-    ws = WriteState(schema)
+    ws = WriteState(schema, dedupe=encoded)  # a reader's few records: copies are cheaper
     removed: dict[str, list[Any]] = {}
     for type_name, changes in net.items():
         if type_name not in state:

@@ -34,10 +34,23 @@ _EXACT = {"str": str, "text": str, "int": int, "bool": bool, "float": float}
 
 
 class _Staged:
-    __slots__ = ("absent", "columns", "count", "digests", "keys", "nulls", "plan", "tdef")
+    __slots__ = (
+        "absent",
+        "columns",
+        "count",
+        "digests",
+        "key_idx",
+        "keys",
+        "names",
+        "nulls",
+        "plan",
+        "tdef",
+    )  # fmt: skip
 
     def __init__(self, tdef: TypeDef):
         self.tdef = tdef
+        self.names = tdef.field_names
+        self.key_idx = [self.names.index(k) for k in tdef.key] if tdef.key else []
         self.columns: list[list[Any]] = [[] for _ in tdef.fields]
         self.keys: dict[Any, int] = {}  # primary key (keyed) or canonical record (nested)
         self.count = 0
@@ -63,8 +76,12 @@ class RowError(SchemaError):
 class WriteState:
     """Records staged for one version. Not thread-safe; build once."""
 
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, *, dedupe: bool = True):
+        """``dedupe=False``: nested records are staged as they come, not de-duplicated
+        (for a few records read once, such as a commit's in a reader's Log layer, the
+        canonical forms cost more than the copies)."""
         self.schema = schema
+        self._dedupe = dedupe
         self._types = {t.name: _Staged(t) for t in schema}
 
     def __len__(self) -> int:
@@ -136,13 +153,14 @@ class WriteState:
                 key = tuple(values[tdef.field_names.index(k)] for k in tdef.key)
             if key in st.keys:
                 raise SchemaError(f"{label}: duplicate key {key!r}")
-        else:
+        elif self._dedupe:
             key = _canon(tdef, values)
             found = st.keys.get(key)
             if found is not None:
                 return found
         ordinal = st.count
-        st.keys[key] = ordinal
+        if tdef.key is not None or self._dedupe:
+            st.keys[key] = ordinal
         for (_, _, _, col), v in zip(st.plan, values, strict=True):
             col.append(v)
         st.count += 1
@@ -166,7 +184,7 @@ class WriteState:
     def _add_many(self, st: _Staged, records: Sequence[Any], where: str) -> list[int]:
         tdef = st.tdef
         n = len(records)
-        names = tuple(tdef.field_names)
+        names = st.names
         # plain dicts in a list (decoded JSON): every column in one compiled pass
         got = _core.gather(records, names, _ABSENT) if _core and type(records) is list else None
         if got is None or got[1] >= 0:
@@ -191,7 +209,7 @@ class WriteState:
                 self._bulk_convert(st, f, col, absent, types_, f"{where}: field {f.name!r}")
             )
         if tdef.key is not None:
-            idx = [tdef.field_names.index(k) for k in tdef.key]
+            idx = st.key_idx
             keys = (
                 cols[idx[0]] if len(idx) == 1 else list(zip(*(cols[i] for i in idx), strict=True))
             )
@@ -204,6 +222,12 @@ class WriteState:
                     first[k] = i
             base = st.count
             seen.update(zip(keys, range(base, base + n), strict=True))
+            for c, col in zip(st.columns, cols, strict=True):
+                c.extend(col)
+            st.count += n
+            out = list(range(base, base + n))
+        elif not self._dedupe:
+            base = st.count
             for c, col in zip(st.columns, cols, strict=True):
                 c.extend(col)
             st.count += n
