@@ -1638,6 +1638,59 @@ def test_staging_without_dedupe_keeps_copies_and_the_same_digests() -> None:
     assert [r.to_dict() for r in a["Out"]] == [r.to_dict() for r in b["Out"]]
 
 
+def test_a_log_stage_takes_logged_records_as_they_are_and_hands_over_the_rest() -> None:
+    """The Log layer's stager (overlay.LogStage) stages records as the Log gives them
+    (msgpack) into the same columns and digests as WriteState, without its checks; a
+    record it does not expect (a wrong type, an unknown field, a missing required one)
+    stages nothing and is left to WriteState, which names what is wrong."""
+    import datetime as dt
+
+    import msgspec
+
+    from nearstate.content.records import SCHEMA
+    from nearstate.overlay import LogStage
+
+    img = {"asset": "a1", "alt": "x", "width": 8, "height": 6, "focal_x": 0.5, "focal_y": 1,
+           "small": "s", "medium": "m", "large": "l"}  # fmt: skip
+    card = {"id": 5, "slug": "t-5", "name": "T", "year": None, "genres": ["Drama"], "poster": img}
+    at = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)
+    story = {"id": 1, "slug": "s", "title": "S", "dek": "d", "excerpt": "e",
+             "reading_minutes": 3, "body": [{"kind": "paragraph", "text": "p"},
+                                            {"kind": "image", "image": img},
+                                            {"kind": "title", "title": card}],
+             "hero": img, "card": None, "tags": ["a", "a", "b"], "genres": [],
+             "related": [card, card], "authors": [{"id": 2, "slug": "p", "name": "P"}],
+             "revision": 4, "updated_at": at, "search_text": "words"}  # fmt: skip
+    recs = msgspec.msgpack.decode(msgspec.msgpack.encode([story, {**story, "id": 2}]))
+    stage = LogStage(SCHEMA)
+    assert stage.add_many("Story", recs)
+    ws = nearstate.WriteState(SCHEMA, dedupe=False)
+    ws.add_many("Story", recs)
+
+    def resolved(st: Any, ft: Any, v: Any) -> Any:  # a staged value, nested rows resolved
+        if v is None or ft.kind not in ("record", "list", "set"):
+            return v
+        if ft.kind != "record":
+            return [resolved(st, ft.item, x) for x in v]
+        tdef = SCHEMA[ft.target]
+        cols = st._staged(ft.target).columns
+        return {f.name: resolved(st, f.type, c[v]) for f, c in zip(tdef.fields, cols, strict=True)}
+
+    story_t = nearstate.FieldType("record", target="Story")
+    for o in range(2):  # nested ordinals differ (row by row against column by column)
+        assert resolved(stage, story_t, o) == resolved(ws, story_t, o)
+    assert stage.count("Image") == ws.count("Image") == 10  # not de-duplicated
+    assert list(stage.digests("Story")) == list(ws.digests("Story"))
+    before = [list(c) for c in stage._staged("Image").columns]
+    for bad in ({**story, "id": 3, "revision": "four"}, {**story, "id": 3, "extra": 1},
+                {k: v for k, v in story.items() if k != "slug"},
+                {**story, "id": 3, "body": [{"kind": 7}]}):  # fmt: skip
+        assert not stage.add_many("Story", [bad])
+        assert stage.count("Story") == 2 and stage._staged("Image").columns == before
+        with pytest.raises(nearstate.SchemaError):
+            nearstate.WriteState(SCHEMA).add_many("Story", [bad])
+
+
 def _snapshot_bytes(ws: Any) -> bytes:
     import tempfile
     from pathlib import Path

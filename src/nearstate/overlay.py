@@ -83,8 +83,8 @@ def lay_over(
     # fields need): a layer of the whole schema cost 20 ms a commit on a schema of ten
     # types with nested records, most of it encoding and opening empty columns
     schema = _needed(state.schema, [t for t in net if t in state])
-    ws = WriteState(schema, dedupe=encoded)  # a reader's few records: copies are cheaper
     removed: dict[str, list[Any]] = {}
+    upserts: dict[str, list[dict[str, Any]]] = {}
     for type_name, changes in net.items():
         if type_name not in state:
             continue  # the caller reloads with the Log's types first; never silently here
@@ -94,17 +94,234 @@ def lay_over(
             removed[type_name] = gone
         ups = [rec for rec in changes.values() if rec is not None]
         if ups:
-            ws.add_many(type_name, ups)
-    if not removed and not len(ws):
+            upserts[type_name] = ups
+    if not removed and not upserts:
         return state, {}
     if not encoded:
-        return apply_delta(state, PlainLayer(ws, removed, state.version, name), trusted=True)
+        stage = LogStage(schema)
+        if not all(stage.add_many(t, ups) for t, ups in upserts.items()):
+            stage = _checked(schema, upserts)  # names what is wrong, or stages it as it is
+        return apply_delta(state, PlainLayer(stage, removed, state.version, name), trusted=True)
+    ws = _checked(schema, upserts, dedupe=True)
     pieces = encode_delta(
         kind="delta", dataset=state.dataset, schema=schema, from_version=state.version,
         version=state.version, upserts=ws, removed=removed, from_checksums={}, checksums={},
     )  # fmt: skip
     layer = DeltaLayer(parse_blob(b"".join(pieces), verify=False, source=name), name)
     return apply_delta(state, layer, trusted=True)
+
+
+def _checked(schema: Schema, upserts: dict[str, list[dict[str, Any]]], *,
+             dedupe: bool = False) -> WriteState:  # fmt: skip
+    """The records staged by :class:`WriteState`, with its checks (a SchemaError names the
+    record and field it refuses)."""
+    ws = WriteState(schema, dedupe=dedupe)
+    for type_name, ups in upserts.items():
+        ws.add_many(type_name, ups)
+    return ws
+
+
+class _Slow(Exception):
+    """A value the fast path does not take as it is (LogStage hands the batch over)."""
+
+
+class _Rows:
+    __slots__ = ("columns", "count")
+
+    def __init__(self, n_fields: int):
+        self.columns: list[list[Any]] = [[] for _ in range(n_fields)]
+        self.count = 0
+
+
+class LogStage:
+    """A commit's records staged for reading, the way a reader's Log layer needs them:
+    the same columns :class:`WriteState` stages (converted values; a nested record's
+    ordinal in its type, staged as it comes, not de-duplicated), made in one pass of
+    per-field converters without WriteState's per-column checks. The Writer checked
+    every record against the Log's schema before committing it, so a value of another
+    type than its field expects, a missing field without a default or an unknown field
+    is not expected here: :meth:`add_many` then says False and stages nothing of that
+    batch, and the caller stages the commit with WriteState, which names what is wrong.
+    Digests (for a checksum someone asks for) come from a WriteState made on first use
+    from the same records, in the same order."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self._rows: dict[str, _Rows] = {}
+        self._records: dict[str, list[dict[str, Any]]] = {}
+        self._ws: WriteState | None = None
+        self._plans = _plans(schema, ())
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._records.values())
+
+    def count(self, type_name: str) -> int:
+        rows = self._rows.get(type_name)
+        return 0 if rows is None else rows.count
+
+    def _staged(self, type_name: str) -> _Rows:
+        rows = self._rows.get(type_name)
+        if rows is None:
+            rows = self._rows[type_name] = _Rows(len(self.schema[type_name].fields))
+        return rows
+
+    def add_many(self, type_name: str, records: list[dict[str, Any]]) -> bool:
+        """Stage ``records`` of a keyed type; False (nothing staged) where one needs the
+        checked path."""
+        saved = {n: (r.count, [len(c) for c in r.columns]) for n, r in self._rows.items()}
+        try:
+            for rec in records:
+                self._add(type_name, rec)
+        except _Slow:
+            for n, r in list(self._rows.items()):  # undo the batch, nested rows included
+                if n not in saved:
+                    del self._rows[n]
+                    continue
+                r.count, lens = saved[n]
+                for c, k in zip(r.columns, lens, strict=True):
+                    del c[k:]
+            return False
+        self._records.setdefault(type_name, []).extend(records)
+        return True
+
+    def _add(self, type_name: str, rec: Any) -> int:
+        if type(rec) is not dict:
+            raise _Slow
+        plan = self._plans[type_name]
+        rows = self._staged(type_name)
+        present = 0
+        for (fname, conv, default, nullable), col in zip(plan, rows.columns, strict=True):
+            v = rec.get(fname, ABSENT)
+            if v is ABSENT:
+                if default is not _NO_DEFAULT:
+                    v = conv(self, default)
+                elif nullable:
+                    v = ABSENT  # null, remembered as left out
+                else:
+                    raise _Slow
+            else:
+                present += 1
+                if v is not None or not nullable:
+                    v = conv(self, v)
+            col.append(v)
+        if present != len(rec):
+            raise _Slow  # a field not in the type
+        o = rows.count
+        rows.count += 1
+        return o
+
+    def digests(self, type_name: str) -> Any:
+        if self._ws is None:
+            self._ws = _checked(self.schema, self._records)
+        return self._ws.digests(type_name)
+
+
+_NO_DEFAULT: Any = object()
+Conv = Callable[[LogStage, Any], Any]
+
+
+@per_schema
+def _plans(schema: Schema, _: frozenset[str]) -> dict[str, list[tuple[str, Conv, Any, bool]]]:
+    """Per type, per field: (name, converter, default or _NO_DEFAULT, nullable)."""
+    out = {}
+    for t in schema:
+        out[t.name] = [
+            (f.name, _conv(f.type), f.default if f.has_default else _NO_DEFAULT, f.type.nullable)
+            for f in t.fields
+        ]
+    return out
+
+
+def _exact(kind: type) -> Conv:
+    def conv(_st: LogStage, v: Any) -> Any:
+        if type(v) is not kind:
+            raise _Slow
+        return v
+
+    return conv
+
+
+def _conv(ft: FieldType) -> Conv:
+    """A converter of one value of ``ft`` as WriteState converts it (None where nullable;
+    anything else it would have to check: _Slow)."""
+    k = ft.kind
+    nullable = ft.nullable
+    if k in ("str", "text"):
+        inner = _exact(str)
+    elif k == "int":
+        inner = _exact(int)
+    elif k == "bool":
+        inner = _exact(bool)
+    elif k == "bytes":
+        inner = _exact(bytes)
+    elif k == "float":
+
+        def inner(_st: LogStage, v: Any) -> Any:
+            t = type(v)
+            if t is float:
+                return v
+            if t is not int:
+                raise _Slow
+            try:
+                return float(v)
+            except OverflowError:
+                raise _Slow from None
+
+    elif k == "datetime":
+
+        def inner(_st: LogStage, v: Any) -> Any:
+            if isinstance(v, _dt.datetime):
+                return v
+            if type(v) is str:
+                try:
+                    return _dt.datetime.fromisoformat(v)
+                except ValueError:
+                    raise _Slow from None
+            raise _Slow
+
+    elif k in ("list", "set"):
+        assert ft.item is not None
+        item = _conv(ft.item)
+        unique = k == "set"
+
+        def inner(st: LogStage, v: Any) -> Any:
+            if type(v) is not list:
+                raise _Slow
+            items = [item(st, x) for x in v]
+            return list(dict.fromkeys(items)) if unique else items
+
+    elif k == "dict":
+        assert ft.key is not None and ft.item is not None
+        kc, vc = _conv(ft.key), _conv(ft.item)
+
+        def inner(st: LogStage, v: Any) -> Any:
+            if type(v) is not dict:
+                raise _Slow
+            return {kc(st, a): vc(st, b) for a, b in v.items()}
+
+    elif k == "record":
+        assert ft.target is not None
+        target = ft.target
+
+        def inner(st: LogStage, v: Any) -> Any:
+            return st._add(target, v)
+
+    elif k == "ref":
+
+        def inner(_st: LogStage, v: Any) -> Any:
+            if type(v) not in (int, str):
+                raise _Slow  # a record or view given as the reference: WriteState's path
+            return v
+
+    else:  # pragma: no cover - the schema validates kinds
+        raise AssertionError(k)
+    if not nullable:
+        return inner
+
+    def maybe(st: LogStage, v: Any) -> Any:
+        return None if v is None else inner(st, v)
+
+    return maybe
 
 
 class PlainLayer:
@@ -119,7 +336,8 @@ class PlainLayer:
     kind = "delta"
     lazy_checksums = True  # apply_delta leaves the sums to LayeredState, worked out if asked
 
-    def __init__(self, ws: WriteState, removed: dict[str, list[Any]], version: int, name: str):
+    def __init__(self, ws: LogStage | WriteState, removed: dict[str, list[Any]], version: int,
+                 name: str):  # fmt: skip
         self.name = name
         self.version = self.from_version = version
         self.schema = ws.schema
@@ -143,7 +361,7 @@ class PlainLayer:
 
 
 class _PlainState(TypeMap):
-    def __init__(self, ws: WriteState, name: str):
+    def __init__(self, ws: LogStage | WriteState, name: str):
         self._types = _PlainTypes(ws, name)
         for tdef in ws.schema:
             if ws.count(tdef.name):
@@ -155,7 +373,7 @@ class _PlainTypes(dict):
     with none on first use (``[]``; ``get`` says None), since a commit of one record
     leaves most of a schema's nested types empty."""
 
-    def __init__(self, ws: WriteState, layer: str):
+    def __init__(self, ws: LogStage | WriteState, layer: str):
         super().__init__()
         self._ws = ws
         self._layer = layer
@@ -171,7 +389,7 @@ class _PlainTypes(dict):
 class _PlainType:
     """One type's staged records, read by ordinal (the reading API a layer's type needs)."""
 
-    def __init__(self, ws: WriteState, tdef: TypeDef, types: dict[str, _PlainType],
+    def __init__(self, ws: LogStage | WriteState, tdef: TypeDef, types: dict[str, _PlainType],
                  layer: str):  # fmt: skip
         staged = ws._staged(tdef.name)
         self.name = tdef.name
