@@ -37,7 +37,7 @@ import tempfile
 import textwrap
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,12 +257,13 @@ class Child:
     """``code`` run by a fresh Python (this interpreter) with ``args``. A thread reads the
     lines it prints as they come (so it never blocks on a full pipe, and no line is missed
     in a buffer); its stderr goes to a file, read back to explain a failure. Its stdin stays
-    open, so it can block reading it."""
+    open, so it can block reading it. ``prefix`` goes before the command (such as
+    ``ip netns exec NS``, which runs it in a network namespace under the same pid)."""
 
-    def __init__(self, code: str, *args: str):
+    def __init__(self, code: str, *args: str, prefix: Sequence[str] = ()):
         self._err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by close())
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code), *args],
+            [*prefix, sys.executable, "-c", textwrap.dedent(code), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._err,
