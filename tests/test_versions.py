@@ -1691,6 +1691,29 @@ def test_a_log_stage_takes_logged_records_as_they_are_and_hands_over_the_rest() 
             nearstate.WriteState(SCHEMA).add_many("Story", [bad])
 
 
+def test_a_reference_to_a_datetime_key_from_the_log_resolves(tmp_path: Any) -> None:
+    """The Log keeps a naive datetime as ISO text, a reference to a datetime-keyed type
+    included: a reader's layer and the Producer's fold read it as the datetime it was."""
+    import datetime as dt
+
+    day = TypeDef("Day", (Field("at", FieldType("datetime")), Field("note", FieldType("str"))),
+                  key=("at",))  # fmt: skip
+    ref = FieldType("ref", target="Day")
+    event = TypeDef("Event", (Field("id", FieldType("int")), Field("day", ref)), key=("id",))
+    schema = Schema([day, event])
+    ds = nearstate.open(f"file://{tmp_path / 'ds'}")
+    w = ds.writer(schema=schema)
+    at = dt.datetime(2026, 12, 7, 9, 0)
+    w.upsert("Day", {"at": at, "note": "Monday"})
+    tok = w.upsert("Event", {"id": 1, "day": at})
+    c = ds.consumer()
+    state = c.wait_for(tok)
+    assert state["Event"].get(1).day.note == "Monday"  # through the Log layer
+    ds.compact()
+    c.refresh()
+    assert c.state["Event"].get(1).day.note == "Monday"  # through the folded version
+
+
 def _snapshot_bytes(ws: Any) -> bytes:
     import tempfile
     from pathlib import Path

@@ -226,7 +226,12 @@ def _plans(schema: Schema, _: frozenset[str]) -> dict[str, list[tuple[str, Conv,
     out = {}
     for t in schema:
         out[t.name] = [
-            (f.name, _conv(f.type), f.default if f.has_default else _NO_DEFAULT, f.type.nullable)
+            (
+                f.name,
+                _conv(f.type, schema),
+                f.default if f.has_default else _NO_DEFAULT,
+                f.type.nullable,
+            )
             for f in t.fields
         ]
     return out
@@ -241,7 +246,7 @@ def _exact(kind: type) -> Conv:
     return conv
 
 
-def _conv(ft: FieldType) -> Conv:
+def _conv(ft: FieldType, schema: Schema) -> Conv:
     """A converter of one value of ``ft`` as WriteState converts it (None where nullable;
     anything else it would have to check: _Slow)."""
     k = ft.kind
@@ -281,7 +286,7 @@ def _conv(ft: FieldType) -> Conv:
 
     elif k in ("list", "set"):
         assert ft.item is not None
-        item = _conv(ft.item)
+        item = _conv(ft.item, schema)
         unique = k == "set"
 
         def inner(st: LogStage, v: Any) -> Any:
@@ -292,7 +297,7 @@ def _conv(ft: FieldType) -> Conv:
 
     elif k == "dict":
         assert ft.key is not None and ft.item is not None
-        kc, vc = _conv(ft.key), _conv(ft.item)
+        kc, vc = _conv(ft.key, schema), _conv(ft.item, schema)
 
         def inner(st: LogStage, v: Any) -> Any:
             if type(v) is not dict:
@@ -307,11 +312,18 @@ def _conv(ft: FieldType) -> Conv:
             return st._add(target, v)
 
     elif k == "ref":
+        assert ft.target is not None
+        target = schema[ft.target]
+        assert target.key is not None
+        kinds = [target.field(x).type.kind for x in target.key]
+        if kinds == ["datetime"]:  # the key arrives as ISO text
+            inner = _conv(FieldType("datetime"), schema)
+        else:
 
-        def inner(_st: LogStage, v: Any) -> Any:
-            if type(v) not in (int, str):
-                raise _Slow  # a record or view given as the reference: WriteState's path
-            return v
+            def inner(_st: LogStage, v: Any) -> Any:
+                if type(v) not in (int, str):
+                    raise _Slow  # a record, a view, a composite key: WriteState's path
+                return v
 
     else:  # pragma: no cover - the schema validates kinds
         raise AssertionError(k)

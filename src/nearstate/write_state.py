@@ -410,6 +410,10 @@ class WriteState:
                 return v[0] if len(v) == 1 else v
             if hasattr(v, "to_dict") and hasattr(v, "key"):  # a record view
                 return v.key
+            if len(target.key) == 1 and type(v) is str:
+                kt = target.field(target.key[0]).type
+                if kt.kind == "datetime":  # a datetime key as ISO text (JSON, the Log)
+                    return self._convert(kt, v, where)
             return v
         raise SchemaError(f"{where}: expected {ft.spec()}, got {_describe(v)}")
 
