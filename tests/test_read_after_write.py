@@ -654,6 +654,33 @@ def test_a_type_first_written_after_a_log_only_consumer_started(env: Env) -> Non
     assert "s1" in c.state["Story"]
 
 
+def test_a_long_log_tail_is_not_laid_again_every_few_commits(env: Env, monkeypatch) -> None:
+    """Merging the Log layers into one re-lays the whole tail: a consumer waits as many
+    commits as the tail holds keys before doing so, so each commit costs about a record,
+    not the tail, while no version comes to shorten it."""
+    import nearstate.consumer as consumer_mod
+
+    staged: list[int] = []
+    real = consumer_mod.lay_over
+
+    def counting(state: Any, net: Any, **kw: Any) -> Any:
+        staged.append(sum(len(m) for m in net.values()))
+        return real(state, net, **kw)
+
+    monkeypatch.setattr(consumer_mod, "lay_over", counting)
+    c = env.consumer(max_log_layers=4)
+    w = env.writer()
+    w.upsert("Story", story("s0"))
+    c.sync(LONG)
+    staged.clear()
+    n = 200
+    for i in range(1, n + 1):
+        c.wait_for(w.upsert("Story", story(f"s{i}")), LONG)
+    assert len(c.state["Story"]) == n + 1
+    # a record a commit, the merges included (it was about n * n / 8 with a fixed cap)
+    assert sum(staged) <= 4 * n, sum(staged)
+
+
 def test_hundreds_of_writes_are_all_shown(env: Env) -> None:
     """300 single commits (new records, edits, deletes) read in small batches by a started
     consumer that merges its Log layers often: after sync() it shows exactly the expected

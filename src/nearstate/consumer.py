@@ -81,7 +81,8 @@ class Consumer:
 
     ``log``: the dataset's Log; committed transactions past the version are shown too.
     ``log_batch``: entries read at a time; ``max_log_layers``: layers of Log entries laid
-    over the version before they are merged into one.
+    over the version before they are merged into one (or as many as the keys the Log
+    changed since the version, if more).
 
     ``types`` (Hollow's filter config): hold only these types, plus the nested types their
     ``record`` fields need. The other types are never opened, so memory follows the types
@@ -697,7 +698,10 @@ class Consumer:
             assert prev is not None
             net = self._tail.add(entries)
             changes = _changes(prev, net)
-            if self._layers >= self.max_log_layers:
+            if self._layers >= max(self.max_log_layers, len(self._tail)):
+                # merge the layers into one: re-laying the whole tail costs what the tail
+                # holds, so it waits for as many commits (amortised: a record a commit),
+                # and the copies older layers keep of changed records stay fewer than it
                 self._show()
             else:
                 new, _ = lay_over(prev, net, name=f"log {entries[0].position}-"
