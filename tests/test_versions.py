@@ -1664,6 +1664,7 @@ def test_a_log_stage_takes_logged_records_as_they_are_and_hands_over_the_rest() 
     recs = msgspec.msgpack.decode(msgspec.msgpack.encode([story, {**story, "id": 2}]))
     stage = LogStage(SCHEMA)
     assert stage.add_many("Story", recs)
+    assert stage.count("Block") == stage.count("Image") == 0  # nested: staged when read
     ws = nearstate.WriteState(SCHEMA, dedupe=False)
     ws.add_many("Story", recs)
 
@@ -1672,6 +1673,8 @@ def test_a_log_stage_takes_logged_records_as_they_are_and_hands_over_the_rest() 
             return v
         if ft.kind != "record":
             return [resolved(st, ft.item, x) for x in v]
+        if isinstance(v, dict):  # a LogStage keeps a nested record as it came until read
+            v = st.nested(ft.target, v, "test")
         tdef = SCHEMA[ft.target]
         cols = st._staged(ft.target).columns
         return {f.name: resolved(st, f.type, c[v]) for f, c in zip(tdef.fields, cols, strict=True)}
@@ -1679,16 +1682,30 @@ def test_a_log_stage_takes_logged_records_as_they_are_and_hands_over_the_rest() 
     story_t = nearstate.FieldType("record", target="Story")
     for o in range(2):  # nested ordinals differ (row by row against column by column)
         assert resolved(stage, story_t, o) == resolved(ws, story_t, o)
-    assert stage.count("Image") == ws.count("Image") == 10  # not de-duplicated
+    assert stage.count("Image") == ws.count("Image") == 10  # read now; not de-duplicated
     assert list(stage.digests("Story")) == list(ws.digests("Story"))
     before = [list(c) for c in stage._staged("Image").columns]
+    n_blocks = stage.count("Block")
     for bad in ({**story, "id": 3, "revision": "four"}, {**story, "id": 3, "extra": 1},
                 {k: v for k, v in story.items() if k != "slug"},
-                {**story, "id": 3, "body": [{"kind": 7}]}):  # fmt: skip
+                {**story, "id": 3, "hero": "an image"}):  # fmt: skip
         assert not stage.add_many("Story", [bad])
         assert stage.count("Story") == 2 and stage._staged("Image").columns == before
         with pytest.raises(nearstate.SchemaError):
             nearstate.WriteState(SCHEMA).add_many("Story", [bad])
+    # a nested record stays the dict it came as until it is read; one the type does not
+    # allow is refused then, naming the field
+    assert stage.count("Block") == n_blocks
+    odd = msgspec.msgpack.decode(msgspec.msgpack.encode({**story, "id": 4, "body": [{"kind": 7}]}))
+    assert stage.add_many("Story", [odd])
+    from nearstate.overlay import lay_over
+
+    base = nearstate.from_bytes(_snapshot_bytes(nearstate.WriteState(SCHEMA)))
+    shown, _ = lay_over(base, {"Story": {1: recs[0], 4: odd}}, name="log 9")
+    assert shown["Story"].get(1).body[1].image.alt == "x"
+    assert [b.kind for b in shown["Story"].get(1).body] == ["paragraph", "image", "title"]
+    with pytest.raises(nearstate.SchemaError, match=r"Story\.body.*nested Block"):
+        shown["Story"].get(4).body  # noqa: B018
 
 
 def test_a_reference_to_a_datetime_key_from_the_log_resolves(tmp_path: Any) -> None:

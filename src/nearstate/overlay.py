@@ -15,8 +15,10 @@ laid over the new version.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
@@ -121,6 +123,25 @@ def _checked(schema: Schema, upserts: dict[str, list[dict[str, Any]]], *,
     return ws
 
 
+def _as_logged(v: Any) -> Any:
+    """``v`` in the forms the Log gives values in (lists for sets and tuples, dicts for
+    dataclasses, bytes for byte buffers), everything else as it is."""
+    if isinstance(v, dict):
+        return {k: _as_logged(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_as_logged(x) for x in v]
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _as_logged(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    return v
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 class _Slow(Exception):
     """A value the fast path does not take as it is (LogStage hands the batch over)."""
 
@@ -143,7 +164,13 @@ class LogStage:
     is not expected here: :meth:`add_many` then says False and stages nothing of that
     batch, and the caller stages the commit with WriteState, which names what is wrong.
     Digests (for a checksum someone asks for) come from a WriteState made on first use
-    from the same records, in the same order."""
+    from the same records, in the same order.
+
+    A nested record (a story's blocks, a card's image) stays the dict it came as until a
+    reader asks for it (:meth:`nested`): most commits are read by few of the processes
+    that follow them, and a story's nested rows were half of what a commit cost each one.
+    A nested value the Writer would not have let through is refused when it is read,
+    with a SchemaError naming the field."""
 
     def __init__(self, schema: Schema):
         self.schema = schema
@@ -151,6 +178,46 @@ class LogStage:
         self._records: dict[str, list[dict[str, Any]]] = {}
         self._ws: WriteState | None = None
         self._plans = _plans(schema, ())
+        self._made: dict[int, int] = {}  # id of a nested dict staged on a read -> ordinal
+        self._lock = threading.Lock()  # readers on several threads stage nested rows
+
+    def nested(self, type_name: str, v: Any, where: str) -> int:
+        """The ordinal of the nested record ``v`` (a dict kept as it came) in
+        ``type_name``'s rows, staged on the first read (the dict is kept alive by its
+        column, so its id stays its own)."""
+        with self._lock:
+            o = self._made.get(id(v))
+            if o is None:
+                saved = self._mark()
+                try:
+                    o = self._add(type_name, v)
+                except _Slow:
+                    # given as Python values (sets, tuples, dataclasses), not as the Log
+                    # gives them: once more in the Log's forms, then refused
+                    self._undo(saved)
+                    try:
+                        o = self._add(type_name, _as_logged(v))
+                    except _Slow:
+                        self._undo(saved)
+                        raise SchemaError(
+                            f"{where}: a nested {type_name} record the type does not "
+                            f"allow: {_short(v)}"
+                        ) from None
+                self._made[id(v)] = o
+            return o
+
+    def _mark(self) -> dict[str, tuple[int, list[int]]]:
+        return {n: (r.count, [len(c) for c in r.columns]) for n, r in self._rows.items()}
+
+    def _undo(self, saved: dict[str, tuple[int, list[int]]]) -> None:
+        """Drop the rows staged since :meth:`_mark` (nested ones included)."""
+        for n, r in list(self._rows.items()):
+            if n not in saved:
+                del self._rows[n]
+                continue
+            r.count, lens = saved[n]
+            for c, k in zip(r.columns, lens, strict=True):
+                del c[k:]
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._records.values())
@@ -168,18 +235,12 @@ class LogStage:
     def add_many(self, type_name: str, records: list[dict[str, Any]]) -> bool:
         """Stage ``records`` of a keyed type; False (nothing staged) where one needs the
         checked path."""
-        saved = {n: (r.count, [len(c) for c in r.columns]) for n, r in self._rows.items()}
+        saved = self._mark()
         try:
             for rec in records:
                 self._add(type_name, rec)
         except _Slow:
-            for n, r in list(self._rows.items()):  # undo the batch, nested rows included
-                if n not in saved:
-                    del self._rows[n]
-                    continue
-                r.count, lens = saved[n]
-                for c, k in zip(r.columns, lens, strict=True):
-                    del c[k:]
+            self._undo(saved)  # the batch, nested rows included
             return False
         self._records.setdefault(type_name, []).extend(records)
         return True
@@ -305,11 +366,11 @@ def _conv(ft: FieldType, schema: Schema) -> Conv:
             return {kc(st, a): vc(st, b) for a, b in v.items()}
 
     elif k == "record":
-        assert ft.target is not None
-        target = ft.target
 
-        def inner(st: LogStage, v: Any) -> Any:
-            return st._add(target, v)
+        def inner(_st: LogStage, v: Any) -> Any:
+            if type(v) is not dict:
+                raise _Slow
+            return v  # staged when read (LogStage.nested)
 
     elif k == "ref":
         assert ft.target is not None
@@ -432,6 +493,15 @@ class _PlainType:
     def __len__(self) -> int:
         return self._n
 
+    def view_of(self, v: Any, where: str) -> Any:
+        """The view of a nested value: a staged ordinal, or a dict a LogStage keeps as it
+        came (staged now, once)."""
+        if type(v) is not int:
+            v = self._ws.nested(self.name, v, where)  # type: ignore[union-attr]
+            if v >= self._n:
+                self._n = v + 1
+        return self._cls(self, v)
+
     def digest(self, o: int) -> int:
         if self._digests is None:
             assert self.typedef.key is not None
@@ -487,7 +557,7 @@ def _plain_conv(ft: FieldType, types: dict[str, _PlainType], where: str,
     if k == "record":
         assert ft.target is not None
         target = ft.target
-        return lambda v: types[target]._cls(types[target], v)
+        return lambda v: types[target].view_of(v, where)
     return None
 
 
