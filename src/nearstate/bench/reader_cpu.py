@@ -1,0 +1,127 @@
+"""A reader's CPU per single-record commit on the content schema, measured directly.
+
+``python -m nearstate.bench.reader_cpu [--commits N] [--titles N] [--json]`` (or
+``scripts/bench-reader-cpu``): a dataset of the platform's own schema
+(:data:`nearstate.content.records.SCHEMA`: stories with nested blocks, images and title
+cards, titles, people) in a temporary directory, a version of ``titles`` titles and people
+and one published story, then ``commits`` single-record commits that write the story back
+with its revision changed. Each commit is made by a Writer in this process; the reader is
+a Consumer in this process too, with no threads of its own (``wait_for`` on the caller's
+thread), so ``time.thread_time()`` around ``wait_for`` is exactly the reader's work for
+that commit: reading the entry from the Log, laying it over the version, swapping the
+state in. What a consumer process spends besides (its Log thread's wake-ups, versions it
+moves to) is ``reader_cpu_ms_per_commit`` in ``nearstate bench raw``.
+
+Reports p50, mean and p90 in milliseconds, and the issue's target (0.1 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_MS = 0.1
+
+
+def _image(i: int) -> dict[str, Any]:
+    return {"asset": f"a{i}", "alt": f"Still {i}", "width": 1200, "height": 675,
+            "focal_x": 0.5, "focal_y": 0.4, "small": f"/media/a{i}/small.jpg",
+            "medium": f"/media/a{i}/medium.jpg", "large": f"/media/a{i}/large.jpg"}  # fmt: skip
+
+
+def _card(i: int) -> dict[str, Any]:
+    return {"id": i, "slug": f"title-{i}", "name": f"Title {i}", "year": 1990 + i % 30,
+            "genres": ["Drama"], "poster": _image(i)}  # fmt: skip
+
+
+def _person(i: int) -> dict[str, Any]:
+    return {"id": i, "slug": f"person-{i}", "name": f"Person {i}"}
+
+
+def _story(revision: int) -> dict[str, Any]:
+    """A published story as the ingestion pipeline writes one: eight paragraphs, an image
+    block, a title block, a hero and card image, four related titles, an author."""
+    at = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+    body = [{"kind": "paragraph", "text": f"Paragraph {k}: " + "words of a story " * 12}
+            for k in range(8)]  # fmt: skip
+    body += [{"kind": "image", "image": _image(3)}, {"kind": "title", "title": _card(5)}]
+    return {"id": 1, "slug": "behind-the-scenes", "title": f"Behind the scenes ({revision})",
+            "dek": "How it was made", "excerpt": "An excerpt", "reading_minutes": 4,
+            "body": body, "hero": _image(1), "card": _image(2), "tags": ["making-of"],
+            "genres": ["Drama"], "related": [_card(k) for k in range(4)],
+            "authors": [_person(1)], "revision": revision, "updated_at": at,
+            "published_at": at, "search_text": "words " * 200}  # fmt: skip
+
+
+def run(commits: int = 300, titles: int = 2000, workdir: Path | None = None) -> dict[str, Any]:
+    import nearstate
+    from nearstate.content.records import SCHEMA
+
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nearstate-reader-cpu-"))
+    try:
+        ds = nearstate.open(f"file://{root / 'ds'}")
+        w = ds.writer(schema=SCHEMA)
+        with w.transaction() as tx:
+            for i in range(titles):
+                tx.upsert("Title", {**_card(i), "runtime": 100, "genres": ["Drama", "Crime"],
+                                    "directors": [_person(i)], "writers": [_person(i + 1)],
+                                    "cast": [_person(i + k) for k in range(5)],
+                                    "language": "English", "country": "United States",
+                                    "awards": ""})  # fmt: skip
+                tx.upsert("Person", {**_person(i), "titles": [i]})
+        w.upsert("Story", _story(0))
+        ds.compact()
+        c = ds.consumer()
+        c.refresh()
+        cpu: list[float] = []
+        for rev in range(1, commits + 1):
+            token = w.upsert("Story", _story(rev))
+            t0 = time.thread_time()
+            c.wait_for(token)
+            cpu.append((time.thread_time() - t0) * 1000)
+        got = c.state["Story"].get(1)
+        if got is None or got.revision != commits:
+            raise RuntimeError("the reader did not show the last commit")
+        cpu.sort()
+        return {
+            "reader_cpu_ms": {
+                "p50": round(statistics.median(cpu), 4),
+                "mean": round(statistics.fmean(cpu), 4),
+                "p90": round(cpu[int(0.9 * len(cpu))], 4),
+            },
+            "target_ms": TARGET_MS,
+            "config": {"commits": commits, "titles": titles, "schema": "content"},
+        }
+    finally:
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def describe(res: dict[str, Any]) -> str:
+    r = res["reader_cpu_ms"]
+    ok = "meets" if r["p50"] <= TARGET_MS else "MISSES"
+    return (f"a reader's CPU per single-record commit on the content schema: p50 "
+            f"{r['p50']:.3f} ms, mean {r['mean']:.3f} ms, p90 {r['p90']:.3f} ms "
+            f"({ok} <= {TARGET_MS} ms)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m nearstate.bench.reader_cpu",
+                                 description=__doc__.splitlines()[0])  # fmt: skip
+    ap.add_argument("--commits", type=int, default=300)
+    ap.add_argument("--titles", type=int, default=2000)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args(argv)
+    res = run(args.commits, args.titles)
+    print(json.dumps(res, indent=2) if args.json else describe(res))
+
+
+if __name__ == "__main__":
+    main()
