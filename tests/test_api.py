@@ -81,9 +81,11 @@ EXPECTED_ALL = [
     "record",
 ]
 
-FORBIDDEN = ("nearstate.content", "nearstate.web")
+FORBIDDEN = ("nearstate.content", "nearstate.web", "nearstate.demo")
 PACKAGE_DIR = Path(nearstate.__file__).resolve().parent
-EXCLUDED_DIRS = ("content", "web")  # the packages that may import the store, not vice versa
+# the packages that may import the store, not vice versa (their own order is guarded by
+# tests/test_architecture.py)
+EXCLUDED_DIRS = ("content", "web", "demo", "bench")
 
 
 def test_all_is_sorted() -> None:

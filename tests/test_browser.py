@@ -178,7 +178,7 @@ def _set_up(data: Path) -> tuple[int, int]:
     from nearstate.content.ingest import Ingestor, IngestWorker
     from nearstate.content.media import MediaConfig
     from nearstate.content.records import SCHEMA
-    from nearstate.content.samples import create_samples
+    from nearstate.demo.samples import create_samples
 
     # the paths the CLI's defaults give under --data (no NEARSTATE_* in this environment)
     media = MediaConfig(root=data / "media", base_url="/media")

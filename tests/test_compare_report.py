@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from nearstate.web.bench_compare import ratios
-from nearstate.web.compare_report import markdown, summary, verdicts, write_report
+from nearstate.bench.compare import ratios
+from nearstate.bench.compare_report import markdown, summary, verdicts, write_report
 
 
 def _pair(ns: float, old: float) -> dict:

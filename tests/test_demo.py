@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from nearstate.content.db import open_store
-from nearstate.web.demo import LOGIN_FILE, USER, ensure_login, port_free
+from nearstate.demo.run import LOGIN_FILE, USER, ensure_login, port_free
 
 NEARSTATE = str(Path(sys.executable).with_name("nearstate"))
 FILMS = "300"
@@ -296,7 +296,7 @@ def test_the_login_is_made_once_and_kept(tmp_path: Path) -> None:
 
 
 def test_a_service_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> None:
-    from nearstate.web.demo import DemoError, Service, Services
+    from nearstate.web.processes import Service, ServiceError, Services
 
     port = free_ports(1)[0]
     crash = "import sys; print('cannot start: [bad] config'); sys.exit(3)"
@@ -320,11 +320,11 @@ def test_a_service_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> 
     services.start()
     pids = [s.pid for s in services.services]
     try:
-        with pytest.raises(DemoError) as e:
+        with pytest.raises(ServiceError) as e:
             services.wait_ready(30, None)
     finally:
         services.stop(grace=5)
-    msg = str(e.value.message)
+    msg = str(e.value)
     assert "the broken one stopped while starting (exit code 3)" in msg
     assert f"{tmp_path / 'logs' / 'broken.log'}" in msg and "cannot start: [bad] config" in msg
     assert not any(_alive(p) for p in pids if p is not None)

@@ -1,4 +1,4 @@
-"""The old CQRS read path (nearstate.web.oldpath), the baseline of ``nearstate bench compare``:
+"""The old CQRS read path (nearstate.bench.oldpath), the baseline of ``nearstate bench compare``:
 its near-cache, its fragments and what a change resends, the four processes end to end on
 the real NATS JetStream and PostgreSQL of this machine (same HTML as the site, an editor's
 change arriving, a killed data service resuming, nothing left behind), and the command.
@@ -26,6 +26,12 @@ import pytest
 import nearstate
 from natsserver import server_url
 from nearstate import Changes
+from nearstate.bench.compare import OldPath
+from nearstate.bench.oldpath import NearCache, Published, catalogue_scope, changed, story_scope
+from nearstate.bench.oldpath import log as oldlog
+from nearstate.bench.oldpath.fragments import _CATALOGUE_PREFIXES, _STORY_PREFIXES
+from nearstate.bench.oldpath.pagedata import body_of
+from nearstate.bench.site import PASSWORD, _ingest, _publish_fixtures
 from nearstate.content import outbox
 from nearstate.content.accounts import create_user
 from nearstate.content.cms import CMS
@@ -34,12 +40,6 @@ from nearstate.content.ingest import Ingestor, IngestWorker
 from nearstate.content.media import MediaConfig
 from nearstate.content.pages import Pages, story_model
 from nearstate.content.records import SCHEMA
-from nearstate.web.bench_compare import OldPath
-from nearstate.web.bench_site import PASSWORD, _ingest, _publish_fixtures
-from nearstate.web.oldpath import NearCache, Published, catalogue_scope, changed, story_scope
-from nearstate.web.oldpath import log as oldlog
-from nearstate.web.oldpath.fragments import _CATALOGUE_PREFIXES, _STORY_PREFIXES
-from nearstate.web.oldpath.pagedata import body_of
 from nearstate.web.site import SiteConfig, create_site_app
 from pgserver import pg_url
 
@@ -671,7 +671,7 @@ def test_a_killed_data_service_resumes_from_its_durable_consumer(running: Runnin
 
     nav_written = updated_at(running, "nav")  # not in these changes: never rewritten
     n, p, r = running.nats, running.pg, old.run
-    old._start("data", "data", "--nats", n, "--pg", p, "--run", r)  # as OldPath starts it
+    old.start("data", "data", "--nats", n, "--pg", p, "--run", r)  # as OldPath starts it
     assert old.procs["data"] is not dead
     for sid, title in (
         (a, "Changed while the data service was down"),
@@ -685,7 +685,7 @@ def test_a_killed_data_service_resumes_from_its_durable_consumer(running: Runnin
     until(lambda: durable_pending(running.nats, old.run) == (0, 0), 20, "every message acked")
     # it resumed where the killed one stopped acknowledging: no replay from the start
     assert updated_at(running, "nav") == nav_written
-    old._check_alive()
+    old.check_alive()
 
 
 @slow
@@ -789,8 +789,8 @@ def test_bench_compare_refuses_a_refresh_that_is_not_positive(tmp_path: Path) ->
 
 
 def test_bench_compare_refuses_a_refresh_that_is_not_positive_in_the_library() -> None:
+    from nearstate.bench.compare import bench_compare
     from nearstate.errors import NearstateError
-    from nearstate.web.bench_compare import bench_compare
 
     with pytest.raises(NearstateError, match="--refresh"):
         bench_compare(refresh=0)

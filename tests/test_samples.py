@@ -1,4 +1,4 @@
-"""The sample stories on real films (nearstate.content.samples), on SQLite and PostgreSQL:
+"""The sample stories on real films (nearstate.demo.samples), on SQLite and PostgreSQL:
 made through the CMS, ingested into render-ready records, published but for the drafts,
 with hero images, a home layout, and made only once."""
 
@@ -19,7 +19,7 @@ from nearstate.content.films import import_films
 from nearstate.content.ingest import Ingestor, IngestWorker
 from nearstate.content.media import SIZES, MediaConfig
 from nearstate.content.records import SCHEMA
-from nearstate.content.samples import (
+from nearstate.demo.samples import (
     DRAFTS,
     STAFF,
     STORIES,

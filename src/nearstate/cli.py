@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import msgspec
@@ -76,11 +76,21 @@ class PluginGroup(click.Group):
     them otherwise."""
 
     plugins = "nearstate.commands"
+    # the platform's own verbs, by "module:attribute", loaded only when asked for; they win
+    # over an entry point of the same name
+    builtin: ClassVar[dict[str, str]] = {
+        "cms": "nearstate.web.cli:cms",
+        "demo": "nearstate.demo.run:demo",
+        "site": "nearstate.web.cli:site",
+    }
 
     def _entry_points(self) -> dict[str, Any]:
-        from importlib.metadata import entry_points
+        from importlib.metadata import EntryPoint, entry_points
 
-        return {ep.name: ep for ep in entry_points(group=self.plugins)}
+        found: dict[str, Any] = {ep.name: ep for ep in entry_points(group=self.plugins)}
+        for name, value in self.builtin.items():
+            found[name] = EntryPoint(name, value, self.plugins)
+        return found
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
@@ -102,6 +112,11 @@ class PluginGroup(click.Group):
 
 class BenchGroup(PluginGroup):
     plugins = "nearstate.bench_commands"
+    builtin: ClassVar[dict[str, str]] = {
+        "cms": "nearstate.web.cli:bench_cms",
+        "compare": "nearstate.web.cli:bench_compare_cmd",
+        "site": "nearstate.web.cli:bench_site_cmd",
+    }
 
 
 @click.group(cls=PluginGroup)

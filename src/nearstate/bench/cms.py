@@ -17,13 +17,9 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import random
 import shutil
 import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,26 +41,10 @@ from ..content.ingest import Ingestor, IngestWorker, wait_idle, worker_processes
 from ..content.media import MediaConfig, store_upload
 from ..content.outbox import Event
 from ..content.records import SCHEMA
+from ..web.processes import Service, Services, free_port
+from .stats import percentiles
 
 Progress = Callable[[str, int, int], None]
-
-
-def percentiles(xs: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and max of ``xs`` (milliseconds, rounded to 0.01)."""
-    if not xs:
-        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
-    s = sorted(xs)
-
-    def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))], 2)
-
-    return {
-        "p50": round(statistics.median(s), 2),
-        "p90": q(0.90),
-        "p99": q(0.99),
-        "max": round(s[-1], 2),
-        "n": len(s),
-    }
 
 
 @contextlib.contextmanager
@@ -299,38 +279,18 @@ def bench_import(
 # -- many editors over HTTP ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(data: Path, cms: str, port: int) -> subprocess.Popen[bytes]:
-    # SIGUSR1 dumps the app's threads (to see where a stuck worker waits)
+def _editor_app(data: Path, cms: str, port: int) -> Services:
+    """The editor app as a process of its own; SIGUSR1 dumps its threads into its log (to
+    see where a stuck worker waits)."""
     code = (
         "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1);"
         " from nearstate.cli import main; sys.exit(main())"
     )
-    cmd = [
-        sys.executable,
-        "-c",
-        code,
-        "cms",
-        "serve",
-        "--data",
-        str(data),
-        "--cms",
-        cms,
-        "--port",
-        str(port),
-        "--quiet",
-    ]
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "NEARSTATE_SECRET": "a secret for the editors benchmark only"},
-    )
+    argv = [sys.executable, "-c", code, "cms", "serve", "--data", str(data), "--cms", cms,
+            "--port", str(port), "--quiet"]  # fmt: skip
+    app = Service("the editor app", "cms", argv, f"http://127.0.0.1:{port}/login")
+    secret = {"NEARSTATE_SECRET": "a secret for the editors benchmark only"}
+    return Services([app], data / "logs", env=secret)
 
 
 def bench_editors(
@@ -346,7 +306,6 @@ def bench_editors(
     retry. Afterwards every acknowledged line must be in its story's newest revision,
     each story must have exactly one revision per acknowledged save, and the dataset's
     drafts must show the newest revisions."""
-    import httpx
 
     with scratch(cms) as (tmp, url):
         store = open_store(url)
@@ -359,36 +318,24 @@ def bench_editors(
             create_user(store, f"editor{i}", password)
             if progress:
                 progress("creating editors", i + 1, editors)
-        port = _free_port()
-        server = _serve(tmp, url, port)
+        port = free_port()
+        server = _editor_app(tmp, url, port)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/login", timeout=2).status_code == 200:
-                        break
-                if server.poll() is not None or time.monotonic() > deadline:
-                    err = server.stderr.read().decode() if server.stderr else ""
-                    raise RuntimeError(f"the editor app did not start: {err[-2000:]}")
-                time.sleep(0.2)
+            server.start()
+            server.wait_ready(60)
             _wait_idle(store, 120, progress, "ingesting fixtures")
             stats = asyncio.run(_editors(base, ids, editors, seconds, password, progress))
             try:
                 _wait_idle(store, 120)
             except TimeoutError as e:
-                server.send_signal(signal.SIGUSR1)
+                app = server.services[0]
+                app.send(signal.SIGUSR1)
                 time.sleep(1)
-                server.terminate()
-                tail = server.stderr.read().decode()[-3000:] if server.stderr else ""
-                raise TimeoutError(f"{e}; the editor app said: {tail}") from None
+                raise TimeoutError(f"{e}; the editor app said: {app.tail(60)}") from None
             check = _check_lost(store, ids, stats.pop("acked"), tmp / "dataset")
         finally:
-            server.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.wait(15)
-            if server.poll() is None:
-                server.kill()
+            server.stop(grace=15.0)
             store.close()
         return {
             "backend": "postgresql" if url.startswith("postgres") else "sqlite",

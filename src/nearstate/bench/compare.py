@@ -4,7 +4,7 @@ One CMS and one ingestion pipeline feed both read paths from the same content:
 
 - **nearstate**: the producer and two site processes, each holding the whole state in
   memory (the demo's shape; page cache off, so every page is built on request);
-- **the old path** (:mod:`nearstate.web.oldpath`): the ingestion's render-ready fragments
+- **the old path** (:mod:`nearstate.bench.oldpath`): the ingestion's render-ready fragments
   published to a NATS JetStream stream, a data service writing them to a PostgreSQL table,
   a page data service with a per-key timed near-cache, and a page construction service
   fetching each page's fragments over HTTP.
@@ -36,18 +36,20 @@ from typing import Any
 import nearstate
 
 from ..errors import NearstateError
-from .bench_cms import _free_port, percentiles, scratch
-from .bench_site import (
-    _content,
-    _in_process,
-    _login,
-    _phase,
-    _publish_to_live,
-    _save_to_preview,
-    _System,
-    _wrk,
-)
+from ..web.processes import Service, Services, free_port
+from .cms import scratch
 from .oldpath import log as oldlog
+from .site import (
+    System,
+    in_process,
+    login,
+    make_content,
+    phase,
+    publish_to_live,
+    save_to_preview,
+    wrk,
+)
+from .stats import percentiles
 
 Progress = Callable[[str, int, int], None]
 NATS_URL = "nats://127.0.0.1:4222"
@@ -56,37 +58,39 @@ TARGETS = {"page_speedup": 20.0, "preview_ratio": 0.01, "memory_ratio": 0.25}
 
 
 class OldPath:
-    """The old read path's four processes for one run (see :mod:`nearstate.web.oldpath`)."""
+    """The old read path's four processes for one run (see :mod:`nearstate.bench.oldpath`)."""
 
     def __init__(self, data: Path, nats_url: str, pg_url: str, refresh: float):
         self.data, self.nats_url, self.pg_url, self.refresh = data, nats_url, pg_url, refresh
         self.run = uuid.uuid4().hex[:10].upper()
         self.table = oldlog.names(self.run)["table"]
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs = data / "logs"
-        self.logs.mkdir(exist_ok=True)
-        self.data_port, self.pages_port = _free_port(), _free_port()
+        self.services = Services([], data / "logs")
+        self.data_port, self.pages_port = free_port(), free_port()
         self.data_url = f"http://127.0.0.1:{self.data_port}"
         self.pages_url = f"http://127.0.0.1:{self.pages_port}"
         self.ready = data / "oldpath-ready.json"
 
-    def _start(self, name: str, *args: str) -> None:
-        log = open(self.logs / f"old-{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        cmd = [sys.executable, "-m", "nearstate.web.oldpath", *args]
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The processes by role (``data``, ``pagedata``, ``pages``, ``ingest``)."""
+        return {k.removeprefix("old-"): p for k, p in self.services.procs().items()}
+
+    def start(self, name: str, *args: str) -> None:
+        """Start the role ``name`` (again, if it exited) with ``args``."""
+        cmd = [sys.executable, "-m", "nearstate.bench.oldpath", *args]
+        self.services.run(Service(f"the old path's {name} process", f"old-{name}", cmd, None))
 
     def __enter__(self) -> OldPath:
         n, p, r = self.nats_url, self.pg_url, self.run
         try:
             oldlog.create(n, p, r)
-            self._start("data", "data", "--nats", n, "--pg", p, "--run", r)
-            self._start("pagedata", "pagedata", "--pg", p, "--run", r, "--port",
-                        str(self.data_port), "--refresh", f"{self.refresh:g}")  # fmt: skip
-            self._start("pages", "pages", "--data-url", self.data_url, "--port",
-                        str(self.pages_port))  # fmt: skip
-            self._start("ingest", "ingest", "--dataset", str(self.data / "dataset"), "--nats",
-                        n, "--run", r, "--ready", str(self.ready))  # fmt: skip
+            self.start("data", "data", "--nats", n, "--pg", p, "--run", r)
+            self.start("pagedata", "pagedata", "--pg", p, "--run", r, "--port",
+                       str(self.data_port), "--refresh", f"{self.refresh:g}")  # fmt: skip
+            self.start("pages", "pages", "--data-url", self.data_url, "--port",
+                       str(self.pages_port))  # fmt: skip
+            self.start("ingest", "ingest", "--dataset", str(self.data / "dataset"), "--nats",
+                       n, "--run", r, "--ready", str(self.ready))  # fmt: skip
         except BaseException:
             self.__exit__()  # what was made is removed: no stream, table or process left
             raise
@@ -102,7 +106,7 @@ class OldPath:
         total = None
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             while time.monotonic() < deadline:
-                self._check_alive()
+                self.check_alive()
                 if total is None and self.ready.exists():
                     total = json.loads(self.ready.read_text())["fragments"]
                 n = conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
@@ -114,29 +118,19 @@ class OldPath:
             else:
                 raise NearstateError(f"the old path did not load its fragments in {timeout:g} s")
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.pages_url}/healthz", timeout=2).status_code == 200:
                     return int(total)
             time.sleep(0.2)
         raise NearstateError("the old path's page construction service did not come up")
 
-    def _check_alive(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                tail = (self.logs / f"old-{name}.log").read_text(errors="replace")[-2000:]
-                raise NearstateError(f"the old path's {name} process exited: {tail}")
+    def check_alive(self) -> None:
+        """ServiceError naming a process that has exited, with the end of its log."""
+        self.services.check_alive()
 
     def __exit__(self, *exc: object) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self.services.stop(grace=15.0)
         oldlog.drop(self.nats_url, self.pg_url, self.run)
 
 
@@ -205,7 +199,7 @@ def _memory(dataset: Path, pg_url: str, table: str, work: Path) -> dict[str, Any
     the old store's fragments: as zstd Parquet, as Python objects, and in PostgreSQL."""
     import psycopg
 
-    from ..bench.store import _traced
+    from .store import _traced
 
     ds = nearstate.open(dataset)
 
@@ -318,7 +312,7 @@ def _old_freshness(cms_url: str, old: OldPath, stories: list[tuple[int, str]], t
     watchers = ThreadPoolExecutor(len(stories), thread_name_prefix="in-store")
 
     def worker(sid: int, slug: str) -> None:
-        cl = _login(cms_url)
+        cl = login(cms_url)
         pages = httpx.Client(base_url=old.pages_url, timeout=5)
         pg = psycopg.connect(old.pg_url, autocommit=True)
         try:
@@ -403,36 +397,36 @@ def bench_compare(
     if refresh <= 0:
         raise NearstateError(f"--refresh must be positive seconds, not {refresh}")
     with scratch(None) as (tmp, url):
-        store, published = _content(tmp, url, films, progress)
+        store, published = make_content(tmp, url, films, progress)
         slugs = {r["id"]: r["slug"] for r in store.read("SELECT id, slug FROM stories")}
         slug = slugs[published[0]]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
         with (  # the old path first: without NATS or PostgreSQL the run stops at once
             OldPath(tmp, nats_url, pg_url, refresh) as old,
-            _System(tmp, url, site_args=("--page-cache", "0")) as system,
+            System(tmp, url, site_args=("--page-cache", "0")) as system,
         ):
             fragments = old.wait_loaded(progress)
             sites = [f"http://127.0.0.1:{p}" for p in system.site_ports]
             same = {p: _same_html(sites[0], old.pages_url, p) for p in ("/", f"/stories/{slug}")}
-            with _phase(progress, "page construction"):
-                ns_pages = _in_process(tmp / "dataset", slug, iterations)
+            with phase(progress, "page construction"):
+                ns_pages = in_process(tmp / "dataset", slug, iterations)
                 old_pages = _baseline_pages(old.data_url, slug, iterations)
-            with _phase(progress, "memory"):
+            with phase(progress, "memory"):
                 memory = _memory(tmp / "dataset", pg_url, old.table, tmp)
             http: dict[str, Any] = {}
-            with _phase(progress, "requests per second (wrk)"):
+            with phase(progress, "requests per second (wrk)"):
                 for name, base in (("nearstate", sites[0]), ("baseline", old.pages_url)):
                     http[name] = {
-                        page: _wrk(base + path, seconds, connections)
+                        page: wrk(base + path, seconds, connections)
                         for page, path in (("home", "/"), ("story", f"/stories/{slug}"),
                                            ("home_json", "/api/home"),
                                            ("story_json", f"/api/stories/{slug}"))
                     }  # fmt: skip
             cms_url = f"http://127.0.0.1:{system.cms_port}"
-            editor = _login(cms_url)
+            editor = login(cms_url)
             try:
-                ns_preview = _save_to_preview(editor, published[1], trials, progress)
-                ns_live = _publish_to_live(editor, published[2], sites, trials, progress)
+                ns_preview = save_to_preview(editor, published[1], trials, progress)
+                ns_live = publish_to_live(editor, published[2], sites, trials, progress)
             finally:
                 editor.close()
             others = [(s, slugs[s]) for s in published[3:11]] or [(published[0], slug)]

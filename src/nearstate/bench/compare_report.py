@@ -13,7 +13,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from .bench_compare import TARGETS, ratios
+from .compare import TARGETS, ratios
 
 NS, OLD = "#1f77b4", "#d62728"
 LABELS = {
@@ -85,7 +85,7 @@ def summary(r: dict[str, Any]) -> list[str]:
 
 
 def _plt() -> Any:
-    from ..bench.plot import _pyplot
+    from .plot import _pyplot
 
     return _pyplot()
 

@@ -22,9 +22,7 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,9 +38,11 @@ from ..content.films import import_films
 from ..content.ingest import Ingestor, IngestWorker
 from ..content.media import MediaConfig
 from ..content.records import SCHEMA
-from ..content.samples import create_samples
+from ..demo.samples import create_samples
 from ..errors import NearstateError
-from .bench_cms import _free_port, percentiles, scratch
+from ..web.processes import Service, Services, free_port, nearstate_command
+from .cms import scratch
+from .stats import percentiles
 
 Progress = Callable[[str, int, int], None]
 SECRET = "a secret for the site benchmark only"
@@ -67,12 +67,12 @@ def _timed(fn: Callable[[], Any], n: int) -> dict[str, float]:
     return percentiles(xs)
 
 
-def _in_process(dataset: Path, slug: str, n: int) -> dict[str, Any]:
+def in_process(dataset: Path, slug: str, n: int) -> dict[str, Any]:
     """Home and story construction from the state in this process (page cache off)."""
     from starlette.requests import Request
 
     from ..content import personalize
-    from .site import Site, SiteConfig
+    from ..web.site import Site, SiteConfig
 
     ds = nearstate.open(dataset)
     c = ds.consumer().start()
@@ -112,69 +112,43 @@ def _in_process(dataset: Path, slug: str, n: int) -> dict[str, Any]:
         c.stop()
 
 
-class _System:
+class System:
     """The editor app, the producer and two sites, as processes (the demo's shape)."""
 
     def __init__(self, data: Path, cms: str, sites: int = 2, *, editor: bool = True,
                  site_args: tuple[str, ...] = ()):  # fmt: skip
-        self.data, self.cms = data, cms
-        self.editor, self.site_args = editor, site_args
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.cms_port = _free_port()
-        self.site_ports = [_free_port() for _ in range(sites)]
-        self.logs = data / "logs"
-        self.logs.mkdir(exist_ok=True)
-
-    def _start(self, name: str, *args: str) -> None:
-        env = {**os.environ, "NEARSTATE_SECRET": SECRET}
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        cmd = [sys.executable, "-c", "import sys; from nearstate.cli import main; sys.exit(main())",
-               *args]  # fmt: skip
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-
-    def __enter__(self) -> _System:
-        d, cms = str(self.data), self.cms
-        if self.editor:
-            self._start("cms", "cms", "serve", "--data", d, "--cms", cms, "--port",
-                        str(self.cms_port), "--quiet")  # fmt: skip
-            self._start("producer", "compact", str(self.data / "dataset"), "--follow")
+        self.cms_port = free_port()
+        self.site_ports = [free_port() for _ in range(sites)]
+        cmd, d = nearstate_command(), str(data)
+        plan = []
+        if editor:
+            plan += [
+                Service("cms", "cms", [*cmd, "cms", "serve", "--data", d, "--cms", cms, "--port",
+                        str(self.cms_port), "--quiet"],
+                        f"http://127.0.0.1:{self.cms_port}/login"),
+                Service("producer", "producer", [*cmd, "compact", str(data / "dataset"),
+                        "--follow"], None),
+            ]  # fmt: skip
         for i, port in enumerate(self.site_ports):
-            self._start(f"site{i + 1}", "site", "serve", "--data", d, "--cms", cms, "--port",
-                        str(port), "--quiet", *self.site_args)  # fmt: skip
-        if self.editor:
-            self._wait(f"http://127.0.0.1:{self.cms_port}/login", "cms")
-        for i, port in enumerate(self.site_ports):
-            self._wait(f"http://127.0.0.1:{port}/healthz", f"site{i + 1}")
+            plan.append(Service(f"site{i + 1}", f"site{i + 1}", [*cmd, "site", "serve", "--data",
+                                d, "--cms", cms, "--port", str(port), "--quiet", *site_args],
+                                f"http://127.0.0.1:{port}/healthz"))  # fmt: skip
+        self.services = Services(plan, data / "logs", env={"NEARSTATE_SECRET": SECRET})
+
+    def __enter__(self) -> System:
+        try:
+            self.services.start()
+            self.services.wait_ready(90.0)
+        except BaseException:
+            self.services.stop(grace=15.0)
+            raise
         return self
 
-    def _wait(self, url: str, name: str, timeout: float = 90.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            if self.procs[name].poll() is not None:
-                break
-            time.sleep(0.2)
-        tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
-        raise NearstateError(f"{name} did not come up at {url}: {tail}")
-
     def __exit__(self, *exc: object) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self.services.stop(grace=15.0)
 
 
-def _wrk(url: str, seconds: float, connections: int) -> dict[str, Any]:
+def wrk(url: str, seconds: float, connections: int) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise NearstateError("the HTTP benchmark needs wrk: run ./scripts/system-deps "
@@ -190,7 +164,7 @@ def _wrk(url: str, seconds: float, connections: int) -> dict[str, Any]:
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}  # fmt: skip
 
 
-def _login(base: str) -> Any:
+def login(base: str) -> Any:
     import httpx
 
     cl = httpx.Client(base_url=base, timeout=30)
@@ -200,7 +174,7 @@ def _login(base: str) -> Any:
     return cl
 
 
-def _save_to_preview(cl: Any, sid: int, trials: int, progress: Progress | None) -> dict:
+def save_to_preview(cl: Any, sid: int, trials: int, progress: Progress | None) -> dict:
     """Save, then ask the editor's preview for that revision: it must show the save."""
     shown, times, wrong = 0, [], []
     for i in range(trials):
@@ -226,7 +200,7 @@ def _save_to_preview(cl: Any, sid: int, trials: int, progress: Progress | None) 
             "samples_ms": sorted(round(t, 2) for t in times)}  # fmt: skip
 
 
-def _publish_to_live(cl: Any, sid: int, sites: list[str], trials: int,
+def publish_to_live(cl: Any, sid: int, sites: list[str], trials: int,
                      progress: Progress | None) -> dict:  # fmt: skip
     """Retitle and publish; time from the publish request until every site shows it."""
     import httpx
@@ -286,7 +260,7 @@ def _ingest(store: WriteStore, data: Path) -> None:
 
 
 @contextlib.contextmanager
-def _phase(progress: Progress | None, name: str) -> Iterator[None]:
+def phase(progress: Progress | None, name: str) -> Iterator[None]:
     if progress:
         progress(name, 0, 1)
     yield
@@ -294,12 +268,12 @@ def _phase(progress: Progress | None, name: str) -> Iterator[None]:
         progress(name, 1, 1)
 
 
-def _content(tmp: Path, url: str, films: int | None, progress: Progress | None
+def make_content(tmp: Path, url: str, films: int | None, progress: Progress | None
              ) -> tuple[WriteStore, list[int]]:  # fmt: skip
     """The demo's content in a scratch write store at ``url``, with the ``bench`` editor,
     ingested into ``tmp``/dataset; returns the open store and the published stories."""
     store = open_store(url)
-    with _phase(progress, "films and stories"):
+    with phase(progress, "films and stories"):
         published = _publish_fixtures(store, MediaConfig(root=tmp / "media"), films)
         create_user(store, "bench", PASSWORD)
         _ingest(store, tmp)
@@ -317,31 +291,31 @@ def bench_site(
 ) -> dict[str, Any]:
     """The read path's figures (see the module docstring); ``films`` None: all 17,472."""
     with scratch(None) as (tmp, url):
-        store, published = _content(tmp, url, films, progress)
+        store, published = make_content(tmp, url, films, progress)
         sid = published[0]
         slug = store.read_one("SELECT slug FROM stories WHERE id = ?", (sid,))["slug"]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
-        with _phase(progress, "in process"):
-            inproc = _in_process(tmp / "dataset", slug, iterations)
-        with _System(tmp, url) as system:
+        with phase(progress, "in process"):
+            inproc = in_process(tmp / "dataset", slug, iterations)
+        with System(tmp, url) as system:
             sites = [f"http://127.0.0.1:{p}" for p in system.site_ports]
             story_url = f"{sites[0]}/stories/{slug}"
             http: dict[str, Any] = {}
-            with _phase(progress, "story page over HTTP"):
-                http["story_cached"] = _wrk(story_url, seconds, connections)
-                http["story_json"] = _wrk(f"{sites[0]}/api/stories/{slug}", seconds, connections)
-                http["home_anonymous"] = _wrk(f"{sites[0]}/", seconds, connections)
-            editor = _login(f"http://127.0.0.1:{system.cms_port}")
+            with phase(progress, "story page over HTTP"):
+                http["story_cached"] = wrk(story_url, seconds, connections)
+                http["story_json"] = wrk(f"{sites[0]}/api/stories/{slug}", seconds, connections)
+                http["home_anonymous"] = wrk(f"{sites[0]}/", seconds, connections)
+            editor = login(f"http://127.0.0.1:{system.cms_port}")
             try:
-                preview = _save_to_preview(editor, published[1], trials, progress)
-                live = _publish_to_live(editor, published[2], sites, trials, progress)
+                preview = save_to_preview(editor, published[1], trials, progress)
+                live = publish_to_live(editor, published[2], sites, trials, progress)
             finally:
                 editor.close()
         # the same story page rendered on every request (no page cache)
-        with _System(tmp, url, sites=1, editor=False, site_args=("--page-cache", "0")) as system:
+        with System(tmp, url, sites=1, editor=False, site_args=("--page-cache", "0")) as system:
             site = f"http://127.0.0.1:{system.site_ports[0]}"
-            with _phase(progress, "story page, no cache"):
-                http["story_uncached"] = _wrk(f"{site}/stories/{slug}", seconds, connections)
+            with phase(progress, "story page, no cache"):
+                http["story_uncached"] = wrk(f"{site}/stories/{slug}", seconds, connections)
         store.close()
     return {
         "films": titles,

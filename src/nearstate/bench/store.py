@@ -119,6 +119,8 @@ from nearstate.errors import DatasetError, InputError
 from nearstate.jsonl import import_jsonl
 from nearstate.read_state import Record
 
+from .stats import percentile
+
 BATCH = 100
 SEED = 20240611
 LOAD_REPEATS = 7
@@ -296,8 +298,8 @@ def _run(
     p50: dict[str, dict[str, float]] = {"lookup": {}, "five_fields": {}, "find": {}}
     p99: dict[str, dict[str, float]] = {"lookup": {}, "five_fields": {}, "find": {}}
     for (figure, system), v in per_item.items():
-        p50[figure][system] = _percentile(v, 0.50)
-        p99[figure][system] = _percentile(v, 0.99)
+        p50[figure][system] = percentile(v, 0.50)
+        p99[figure][system] = percentile(v, 0.99)
     memory = {
         "nearstate": ns_bytes,
         "dict": dict_bytes,
@@ -681,12 +683,6 @@ def _time_interleaved(
         if gc_was_enabled:
             gc.enable()
     return out
-
-
-def _percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    s = sorted(values)
-    return s[max(0, math.ceil(q * len(s)) - 1)]
 
 
 # -- text report ------------------------------------------------------------------------------

@@ -32,16 +32,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..bench.datasets import _FILMS_SQL, _film, films_path
 from ..errors import DatasetError, InputError
 from . import outbox
 from .db import Tx, WriteStore
+from .filmdb import FILMS_SQL, film_of, films_path
 from .media import ensure_placeholders, placeholder_id
 from .rules import slugify
 
-# _FILMS_SQL's columns (which _film parses by position), then the awards text.
-_IMPORT_SQL = _FILMS_SQL.replace("\nFROM omdb", ", o.Awards\nFROM omdb", 1)
-assert _IMPORT_SQL != _FILMS_SQL, "_FILMS_SQL changed shape: update films._IMPORT_SQL"
+# FILMS_SQL's columns (which film_of parses by position), then the awards text.
+_IMPORT_SQL = FILMS_SQL.replace("\nFROM omdb", ", o.Awards\nFROM omdb", 1)
+assert _IMPORT_SQL != FILMS_SQL, "FILMS_SQL changed shape: update films._IMPORT_SQL"
 _AWARDS = 21
 _ROLES = ("director", "writer", "cast")
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
@@ -102,7 +102,7 @@ _SELECT_GENRES = "SELECT title_id, genre FROM title_genres WHERE title_id IN ({i
 
 
 def _read_films(limit: int | None) -> list[tuple[Any, str]]:
-    """The source films in id order (at most ``limit``), each as ``(_Film, awards)``."""
+    """The source films in id order (at most ``limit``), each as ``(Film, awards)``."""
     db = films_path()
     sql = _IMPORT_SQL if limit is None else f"{_IMPORT_SQL.rstrip()} LIMIT {int(limit)}"
     try:
@@ -113,7 +113,7 @@ def _read_films(limit: int | None) -> list[tuple[Any, str]]:
             con.close()
     except sqlite3.Error as e:
         raise DatasetError(f"cannot read the film database {db}: {e}") from e
-    return [(_film(r), r[_AWARDS] or "") for r in rows]
+    return [(film_of(r), r[_AWARDS] or "") for r in rows]
 
 
 def _insert(

@@ -8,7 +8,7 @@ is quick and an interrupted one carries on where it stopped):
    printed on every run;
 2. the real films are imported and ingested (all 17,472, or the first ``--films N``;
    skipped when the write store already has them);
-3. the sample stories and the home layout are made (:mod:`nearstate.content.samples`),
+3. the sample stories and the home layout are made (:mod:`nearstate.demo.samples`),
    unless ``--no-samples``;
 4. every pending outbox event is ingested, and the dataset is compacted once, so the
    services start from a version that holds everything.
@@ -49,26 +49,23 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
 from ..errors import NearstateError
-from .cli import _bar, err, out
-from .settings import Settings
+from ..web.cli import _bar, err, out
+from ..web.processes import Service, Services, exit_words, indent, nearstate_command
+from ..web.settings import Settings
 
 USER = "editor"
 LOGIN_FILE = "demo-login"
 SAMPLES_USER = "demo"
-STOP_GRACE = 10.0
 # what a data directory made by nearstate holds: --fresh deletes nothing else
 _OURS = {"cms.db", "cms.db-wal", "cms.db-shm", "dataset", "media", "secret", LOGIN_FILE, "logs"}
 
@@ -198,7 +195,7 @@ def ensure_login(store: Any, data: Path) -> Login:
 
 
 def _source_films() -> int:
-    from ..bench.datasets import films_path
+    from ..content.filmdb import films_path
 
     path = films_path()
     try:
@@ -242,7 +239,7 @@ def set_up(
     from ..content.films import import_films
     from ..content.ingest import Ingestor, IngestWorker, wait_idle, worker_processes
     from ..content.records import SCHEMA
-    from ..content.samples import create_samples
+    from .samples import create_samples
 
     t0 = time.perf_counter()
     store = open_store(s.cms, migrate=False)
@@ -333,214 +330,11 @@ def _drain(worker: Any, store: Any, bar: Callable[[str, int, int], None] | None,
 # -- services -------------------------------------------------------------------------------
 
 
-def _command() -> list[str]:
-    """How to run ``nearstate`` in a child process with this interpreter."""
-    script = Path(sys.executable).with_name("nearstate")
-    if script.is_file():
-        return [str(script)]
-    # 'python -m nearstate.cli' would miss the write verbs (compact): they register on the
-    # nearstate.cli module, not on __main__
-    return [sys.executable, "-c", "import sys; from nearstate.cli import main;"
-            " sys.exit(main(prog_name='nearstate'))"]  # fmt: skip
-
-
-def _death_signal(sig: int) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to send ``sig`` to the child when this process dies
-    (everything it calls is looked up before the fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    getppid, exit_ = os.getppid, os._exit
-
-    def set_it() -> None:
-        prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if getppid() != parent:  # the parent died before prctl: nobody is left to stop us
-            exit_(1)
-
-    return set_it
-
-
-@dataclass
-class Service:
-    """One child process of the demo."""
-
-    name: str  # in messages: "the CMS editor app", "the site on port 8080"
-    key: str  # its log's name
-    argv: list[str]
-    health: str | None  # the URL that answers 200 when it is ready
-    stop_signal: int = signal.SIGTERM
-    log: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    _log_file: IO[bytes] | None = None
-
-    def start(self, logs: Path, env: dict[str, str]) -> None:
-        self.log = logs / f"{self.key}.log"
-        if self.log.exists():
-            self.log.replace(self.log.with_suffix(".log.1"))  # the previous run's, kept
-        self._log_file = open(self.log, "wb")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_death_signal(self.stop_signal),
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def send(self, sig: int) -> None:
-        """Send ``sig`` to the child's whole process group."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
-
-    def close(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def tail(self, lines: int = 15) -> str:
-        if self.log is None:
-            return ""
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
-
-    def ready(self) -> bool:
-        """Whether the health URL answers 200 now."""
-        if self.health is None:
-            return True
-        try:
-            with urllib.request.urlopen(self.health, timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-
-def _exit_words(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _failure(svc: Service, what: str) -> DemoError:
-    tail = svc.tail()
-    msg = f"{svc.name} {what}. Its log is {svc.log}"
-    return DemoError(msg + (":\n" + _indent(tail) if tail else " (empty)."))
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
-
-
-class Services:
-    """The demo's child processes: started together, stopped together."""
-
-    def __init__(self, services: list[Service], logs: Path):
-        self.services = services
-        self.logs = logs
-        self._hurry = False
-
-    def start(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for svc in self.services:
-            svc.start(self.logs, env)
-
-    def wait_ready(self, timeout: float, tick: Callable[[str, int, int], None] | None) -> None:
-        """Until every service answers; DemoError naming the first that exits or is not
-        ready within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        pending = list(self.services)
-        total = len(pending)
-        while pending:
-            for svc in self.services:
-                if not svc.running():
-                    assert svc.proc is not None
-                    raise _failure(
-                        svc, f"stopped while starting ({_exit_words(svc.proc.returncode)})"
-                    )
-            pending = [svc for svc in pending if not svc.ready()]
-            if tick:
-                tick("starting services", total - len(pending), total)
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                svc = pending[0]
-                raise _failure(svc, f"did not answer {svc.health} within {timeout:g} s")
-            time.sleep(0.1)
-
-    def watch(self) -> tuple[Service, int]:
-        """Block until a service exits; return it and its exit code."""
-        while True:
-            for svc in self.services:
-                assert svc.proc is not None
-                code = svc.proc.poll()
-                if code is not None:
-                    return svc, code
-            time.sleep(0.2)
-
-    def stop(self, grace: float = STOP_GRACE) -> list[Service]:
-        """Stop every service: its stop signal, then SIGKILL after ``grace`` seconds (or
-        at once on a second Ctrl-C); returns those that had to be killed."""
-        started = [svc for svc in self.services if svc.proc is not None]
-        for svc in started:
-            if svc.running():
-                svc.send(svc.stop_signal)
-
-        def hurry(signum: int, frame: Any) -> None:
-            self._hurry = True
-
-        previous: dict[int, Any] = {}
-        with contextlib.suppress(ValueError):  # not the main thread: no handlers
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                previous[sig] = signal.signal(sig, hurry)
-        try:
-            deadline = time.monotonic() + grace
-            while any(svc.running() for svc in started):
-                if self._hurry or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            killed = [svc for svc in started if svc.running()]
-            for svc in started:  # the group too: nothing a service started outlives it
-                svc.send(signal.SIGKILL)
-            for svc in started:
-                assert svc.proc is not None
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    svc.proc.wait(5)
-                svc.close()
-            return killed
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 def plan_services(
     s: Settings, host: str, cms_port: int, site_ports: Sequence[int]
 ) -> list[Service]:
     """The services to run: the CMS editor app, the producer and one site per port."""
-    cmd = _command()
+    cmd = nearstate_command()
     at = _browser_host(host)
     cms_url = f"http://{at}:{cms_port}"
     site_urls = [f"http://{at}:{p}" for p in site_ports]
@@ -719,14 +513,14 @@ def demo(
             _banner(done, plan, s, cms_port, site_ports, host, time.perf_counter() - t)
             svc, exit_code = services.watch()
             err.print(
-                f"[bold red]{svc.name} stopped unexpectedly ({_exit_words(exit_code)}).[/]"
+                f"[bold red]{svc.name} stopped unexpectedly ({exit_words(exit_code)}).[/]"
                 f" Stopping the others. Its log is {svc.log}:",
                 highlight=False,
                 soft_wrap=True,
             )
             tail = svc.tail()
             if tail:
-                err.print(_indent(tail), highlight=False, markup=False, soft_wrap=True)
+                err.print(indent(tail), highlight=False, markup=False, soft_wrap=True)
             code = 1
         except (KeyboardInterrupt, _Stop) as e:
             why = "Ctrl-C" if isinstance(e, KeyboardInterrupt) else str(e)
@@ -753,5 +547,5 @@ def _and(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-__all__ = ["DemoError", "Service", "Services", "demo", "ensure_login", "plan_services",
+__all__ = ["DemoError", "demo", "ensure_login", "plan_services",
            "port_free", "set_up"]  # fmt: skip

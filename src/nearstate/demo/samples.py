@@ -44,11 +44,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..content.cms import CMS, NotFound
+from ..content.db import WriteStore
+from ..content.media import MediaConfig, store_upload
+from ..content.rules import slugify
 from ..errors import InputError
-from .cms import CMS, NotFound
-from .db import WriteStore
-from .media import MediaConfig, store_upload
-from .rules import slugify
 
 STAFF = ("Maren Okafor", "Tobias Lindqvist", "Priya Castellanos", "Jonah Whitfield")
 """The made-up staff writers (no such names are in the film catalogue)."""

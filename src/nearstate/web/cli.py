@@ -538,7 +538,7 @@ def bench_cms_save(
     cms_url: str | None, saves: int, stories: int, interval_ms: float, as_json: bool
 ) -> None:
     """Save → render-ready records committed (target p99 ≤ 50 ms, embedded backend)."""
-    from .bench_cms import bench_save
+    from ..bench.cms import bench_save
 
     with _bar(not as_json) as bar:
         r = bench_save(
@@ -571,7 +571,7 @@ def bench_cms_save(
 @click.option("--json", "as_json", is_flag=True)
 def bench_cms_import(cms_url: str | None, limit: int | None, workers: int, as_json: bool) -> None:
     """Import of all films, write store and ingestion (target ≤ 20 s)."""
-    from .bench_cms import bench_import
+    from ..bench.cms import bench_import
 
     with _bar(not as_json) as bar:
         r = bench_import(cms=cms_url, limit=limit, workers=workers, progress=bar)
@@ -603,7 +603,7 @@ def bench_cms_editors(
     cms_url: str | None, editors: int, seconds: float, stories: int, as_json: bool
 ) -> None:
     """Many editors saving over HTTP (target: no lost update, no 5xx)."""
-    from .bench_cms import bench_editors
+    from ..bench.cms import bench_editors
 
     with _bar(not as_json) as bar:
         r = bench_editors(
@@ -641,7 +641,7 @@ def bench_site_cmd(
 ) -> None:
     """The read path: home page construction, story page req/s, save → preview and
     publish → both sites (needs wrk: ./scripts/system-deps)."""
-    from .bench_site import bench_site, summary
+    from ..bench.site import bench_site, summary
 
     try:
         with _bar(not as_json) as bar:
@@ -701,8 +701,8 @@ def bench_compare_cmd(
     import shlex
     import sys
 
-    from .bench_compare import bench_compare
-    from .compare_report import summary, write_report
+    from ..bench.compare import bench_compare
+    from ..bench.compare_report import summary, write_report
 
     if min(iterations, trials, old_trials, connections) < 1 or seconds <= 0 or refresh <= 0:
         _fail(NearstateError("--iterations, --trials, --old-trials, --connections, --seconds"

@@ -11,7 +11,7 @@ Tudum's read path before its in-memory store, built with real parts on this mach
                                           │
                       page construction: one multi-get per page, same templates (HTTP)
 
-Each box below the CMS runs as its own process (``python -m nearstate.web.oldpath ROLE``):
+Each box below the CMS runs as its own process (``python -m nearstate.bench.oldpath ROLE``):
 
 - ``ingest``: :func:`.log.run_ingestion` — the old ingestion's last step, publishing the
   render-ready fragments (:mod:`.fragments`) each change touches;

@@ -1,4 +1,4 @@
-"""``python -m nearstate.web.oldpath ROLE …``: one process of the old read path (started
+"""``python -m nearstate.bench.oldpath ROLE …``: one process of the old read path (started
 by ``nearstate bench compare``; see the package docstring)."""
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class PageConstruction:
     def __init__(self, data_url: str, *, connections: int = 64):
         import httpx
 
-        from ..site import Site, SiteConfig
+        from ...web.site import Site, SiteConfig
 
         self.client = httpx.AsyncClient(
             base_url=data_url,
