@@ -423,6 +423,23 @@ def test_writes_to_other_types_survive_an_import(tmp_path: Path) -> None:
 # --- consistency ----------------------------------------------------------------------------
 
 
+def test_a_consumer_just_made_answers_its_first_read(env: Env) -> None:
+    """``ds.consumer().state[...]`` works at once: the first read loads the announced
+    version and the Log past it (as refresh() would); with nothing announced or written
+    it says so."""
+    empty = env.consumer()
+    with pytest.raises(DatasetError, match="nothing to show yet"):
+        empty.state  # noqa: B018
+    seed(env, 2)
+    env.compact()
+    w = env.writer()
+    w.upsert("Story", story("s9", "after the version"))
+    c = env.consumer()
+    assert c.state["Story"].get("s9").title == "after the version"
+    assert "s1" in c.state["Story"] and c.version == 1
+    assert empty.state["Story"].get("s9") is not None  # it loads on a later read too
+
+
 def test_eventual_reads_never_block(env: Env) -> None:
     """While a commit holds the Log (its prepare is still running), a started consumer's
     state and read('eventual') return at once with what was shown before; the commit is

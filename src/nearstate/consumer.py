@@ -161,10 +161,23 @@ class Consumer:
 
     @property
     def state(self) -> State:
-        """The current version. Hold on to it to read one consistent version."""
+        """The current version. Hold on to it to read one consistent version.
+
+        A consumer that holds nothing yet loads the announced version, and the Log's
+        entries past it, on this first read (as :meth:`refresh` would): a consumer just
+        made answers at once. Raises DatasetError if there is nothing to show (no version
+        announced, nothing written), and what the backend raised if it cannot be read."""
         s = self._state
         if s is None:
-            raise DatasetError("the consumer holds no version yet (nothing announced?)")
+            self._refresh_version()
+            if self.log is not None:
+                self._pull()
+            s = self._state
+            if s is None:
+                raise DatasetError(
+                    "the consumer has nothing to show yet: no version is announced and "
+                    "nothing was written to the Log"
+                )
         return s
 
     @property
