@@ -152,10 +152,10 @@ def test_the_progress_bar_runs_no_thread() -> None:
     CLI's progress bar draws on each report instead of from rich's refresh thread."""
     import threading
 
-    from nearstate.cli import _progress
+    from nearstate.cli.common import progress
 
     before = threading.active_count()
-    with _progress(True) as report:
+    with progress(True) as report:
         assert report is not None
         report("read", 1, 2)
         assert threading.active_count() == before

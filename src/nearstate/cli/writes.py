@@ -1,10 +1,8 @@
-"""The ``nearstate`` verbs of the write path: ``put``, ``delete``, ``get`` (with a
-consistency), ``watch``, ``compact`` and ``bench raw``. Registered on the main group by
-:mod:`nearstate.cli`."""
+"""The write path's verbs: ``put``, ``delete``, ``get`` (with a consistency), ``watch`` and
+``compact``."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -13,12 +11,12 @@ from typing import Any
 import click
 import msgspec
 
-from .cli import _fail, _parse_key, _to_json, bench, err, main, out
-from .compaction import compact as compact_log
-from .consumer import CONSISTENCIES
-from .dataset import Dataset, open_dataset
-from .errors import DatasetError, InputError, NearstateError
-from .writer import decode_entry
+from ..compaction import compact as compact_log
+from ..consumer import CONSISTENCIES
+from ..dataset import Dataset, open_dataset
+from ..errors import InputError, NearstateError
+from ..writer import decode_entry
+from .common import err, existing, fail, out, parse_key, to_json
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 # a dataset: a directory, file:///path or nats://host:4222/name
@@ -42,7 +40,7 @@ def _records(text: str) -> list[dict[str, Any]]:
     return recs
 
 
-@main.command()
+@click.command()
 @click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.argument("type_name")
 @click.argument("record")
@@ -60,14 +58,14 @@ def put(dataset: str, type_name: str, record: str, expect_absent: bool,
             for r in recs:
                 tx.upsert(type_name, r, expect_absent=expect_absent, expect_token=expect_token)
     except NearstateError as e:
-        _fail(e)
+        fail(e)
     assert tx.token is not None
     err.print(f"Committed {len(recs)} {type_name} record{'s' if len(recs) != 1 else ''} "
               f"at token {int(tx.token)}.", highlight=False)  # fmt: skip
     click.echo(int(tx.token))
 
 
-@main.command()
+@click.command()
 @click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.argument("type_name")
 @click.argument("key")
@@ -76,18 +74,18 @@ def put(dataset: str, type_name: str, record: str, expect_absent: bool,
 def delete(dataset: str, type_name: str, key: str, expect_token: int | None) -> None:
     """Delete the TYPE_NAME record with KEY and print the token of the deletion."""
     try:
-        ds = _existing(dataset)
+        ds = existing(dataset, holding="anything")
         c = ds.consumer()
         c.refresh()
         ts = c.state[type_name]
-        token = ds.writer().delete(type_name, _parse_key(ts, key), expect_token=expect_token)
+        token = ds.writer().delete(type_name, parse_key(ts, key), expect_token=expect_token)
     except NearstateError as e:
-        _fail(e)
+        fail(e)
     err.print(f"Deleted {type_name} {key} at token {int(token)}.", highlight=False)
     click.echo(int(token))
 
 
-@main.command()
+@click.command()
 @click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.argument("type_name")
 @click.argument("key")
@@ -102,22 +100,22 @@ def get(dataset: str, type_name: str, key: str, consistency: str, token: int | N
         timeout: float) -> None:  # fmt: skip
     """Print the TYPE_NAME record with primary key KEY as JSON."""
     try:
-        ds = _existing(dataset)
+        ds = existing(dataset, holding="anything")
         c = ds.consumer()
         if consistency == "eventual":
             c.refresh()
         state = c.read(consistency, token=token, timeout=timeout)  # type: ignore[arg-type]
         ts = state[type_name]
-        rec = ts.get(_parse_key(ts, key))
+        rec = ts.get(parse_key(ts, key))
     except NearstateError as e:
-        _fail(e)
+        fail(e)
     if rec is None:
-        _fail(KeyError(f"no {type_name} with key {key!r} (version {c.version}, log up to "
+        fail(KeyError(f"no {type_name} with key {key!r} (version {c.version}, log up to "
                        f"token {c.position})"))  # fmt: skip
-    click.echo(_to_json(rec))
+    click.echo(to_json(rec))
 
 
-@main.command()
+@click.command()
 @click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.option("--from", "start", type=int, default=None,
               help="Show commits after this token (default: only new ones).")  # fmt: skip
@@ -128,7 +126,7 @@ def watch(dataset: str, start: int | None, as_json: bool, count: int | None) -> 
     try:
         log = open_dataset(dataset).log
     except NearstateError as e:
-        _fail(e)
+        fail(e)
     try:
         pos = log.head() if start is None else start
         if not as_json:
@@ -150,7 +148,7 @@ def watch(dataset: str, start: int | None, as_json: bool, count: int | None) -> 
     except KeyboardInterrupt:
         return
     except NearstateError as e:
-        _fail(e)
+        fail(e)
 
 
 def _show_entry(e: Any, as_json: bool) -> None:
@@ -173,7 +171,7 @@ def _show_entry(e: Any, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-@main.command()
+@click.command()
 @click.argument("dataset", type=_DATASET, metavar="DATASET")
 @click.option("--follow", is_flag=True, help="Keep folding new commits until Ctrl-C.")
 @click.option("--interval", type=float, default=1.0, show_default=True,
@@ -183,9 +181,9 @@ def compact(dataset: str, follow: bool, interval: float) -> None:
     With --follow it keeps going through failures (a server outage, a lost lock), saying
     each one and trying again, until Ctrl-C."""
     try:
-        ds = _existing(dataset)
+        ds = existing(dataset, holding="anything")
     except NearstateError as e:
-        _fail(e)
+        fail(e)
     while True:
         try:
             _compact_with(ds, follow, interval)
@@ -194,7 +192,7 @@ def compact(dataset: str, follow: bool, interval: float) -> None:
             return
         except NearstateError as e:
             if not follow:
-                _fail(e)
+                fail(e)
             err.print(f"Compaction failed: {e}. Trying again in {max(interval, 1.0):g} s.",
                       highlight=False)  # fmt: skip
             try:
@@ -227,57 +225,4 @@ def _compact_with(ds: Dataset, follow: bool, interval: float) -> None:
             time.sleep(interval)
 
 
-def _existing(dataset: str) -> Dataset:
-    """The dataset named by a directory or URL, which must hold something."""
-    url = dataset if "://" in dataset else Path(dataset)
-    if isinstance(url, Path) and not url.is_dir():
-        raise DatasetError(f"{dataset} holds no dataset (nothing published or written)")
-    ds = open_dataset(url)
-    if not ds.exists():
-        raise DatasetError(f"{dataset} holds no dataset (nothing published or written)")
-    return ds
-
-
-@bench.command("raw")
-@click.option("--probes", type=int, default=1000, show_default=True,
-              help="Writes timed from commit to visible in the other process.")  # fmt: skip
-@click.option("--commits", type=int, default=10_000, show_default=True,
-              help="Single-record commits for the commit rate.")  # fmt: skip
-@click.option("--batch", type=int, default=1000, show_default=True,
-              help="Mutations per transaction for the batched rate.")  # fmt: skip
-@click.option("--batches", type=int, default=100, show_default=True)
-@click.option("--peers/--no-peers", default=True, show_default=True,
-              help="Run the same measures on SQLite and Redis alongside.")  # fmt: skip
-@click.option("--compact-every", type=float, default=0.5, show_default=True,
-              help="Seconds between producer compactions during the visibility probes "
-                   "(0: none).")  # fmt: skip
-@click.option("--workdir", type=_DIR, default=None, help="Where the dataset goes (a temp dir).")
-@click.option("--backend", type=click.Choice(["local", "nats"]), default="local",
-              show_default=True, help="Where the dataset is kept.")  # fmt: skip
-@click.option("--nats-url", default=None,
-              help="NATS server for --backend nats (default: $NEARSTATE_NATS_URL, else "
-                   "nats://127.0.0.1:4222).")  # fmt: skip
-@click.option("--consumers", type=int, default=4, show_default=True,
-              help="Consumer processes timed.")  # fmt: skip
-@click.option("--snapshot-mb", type=int, default=200, show_default=True,
-              help="Size of the snapshot published and fetched on nats (0: skip).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_raw(probes: int, commits: int, batch: int, batches: int, peers: bool,
-              compact_every: float, workdir: Path | None, backend: str, nats_url: str | None,
-              consumers: int | None, snapshot_mb: int, as_json: bool) -> None:  # fmt: skip
-    """Write -> visible in other processes, strong-read overhead, commit rates."""
-    from .bench.raw import run_raw
-
-    try:
-        res = run_raw(probes=probes, commits=commits, batch=batch, batches=batches,
-                      peers=peers, workdir=workdir, progress=None if as_json else err,
-                      compact_every=compact_every, backend=backend, nats_url=nats_url,
-                      consumers=consumers, snapshot_mb=snapshot_mb)  # fmt: skip
-    except NearstateError as e:
-        _fail(e)
-    if as_json:
-        click.echo(json.dumps(res, indent=2))
-        return
-    from .bench.raw import describe
-
-    out.print(describe(res), highlight=False)
+VERBS = [put, delete, get, watch, compact]
