@@ -710,15 +710,15 @@ class Consumer:
             prev = self._state
             assert prev is not None
             net = self._tail.add(entries)
-            changes = _changes(prev, net)
             if self._layers >= max(self.max_log_layers, len(self._tail)):
                 # merge the layers into one: re-laying the whole tail costs what the tail
                 # holds, so it waits for as many commits (amortised: a record a commit),
                 # and the copies older layers keep of changed records stay fewer than it
+                changes = _changes(prev, net)
                 self._show()
             else:
-                new, _ = lay_over(prev, net, name=f"log {entries[0].position}-"
-                                                  f"{entries[-1].position}")  # fmt: skip
+                new, changes = lay_over(prev, net, name=f"log {entries[0].position}-"
+                                                        f"{entries[-1].position}")  # fmt: skip
                 if new is not prev:
                     self._layers += 1
                 self._state = new
