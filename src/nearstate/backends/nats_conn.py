@@ -105,7 +105,10 @@ class NatsConnection:
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.2,
-                ping_interval=5,
+                # a server cut off by the network drops no connection: the client learns
+                # it from unanswered pings, here within 4-6 s (the cluster elects another
+                # stream leader in 4-9 s), then connects to another server of the URL
+                ping_interval=2,
                 max_outstanding_pings=2,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
@@ -195,7 +198,9 @@ def is_unavailable(e: BaseException) -> bool:
     import nats.js.errors
 
     if isinstance(e, nats.js.errors.APIError) and getattr(e, "err_code", None):
-        return False  # JetStream answered: a refusal (a full stream, say), not an outage
+        # JetStream answered: a refusal (a full stream, say), not an outage; except where
+        # it says the cluster cannot serve the request now (no quorum, no leader yet)
+        return e.err_code in _CLUSTER_UNAVAILABLE
 
     return isinstance(
         e,
@@ -214,6 +219,10 @@ def is_unavailable(e: BaseException) -> bool:
         | nats.js.errors.NoStreamResponseError
         | nats.js.errors.ServiceUnavailableError,
     )
+
+
+# JSClusterNotAvailErr (temporarily unavailable), JSClusterNotLeaderErr, JSStreamOfflineErr
+_CLUSTER_UNAVAILABLE = frozenset({10008, 10009, 10118})
 
 
 def _reachable(url: str, timeout: float) -> str | None:

@@ -14,6 +14,27 @@ token is returned only once JetStream has acknowledged the message (stored, and 
 R=3 stream replicated to a quorum). ``Nats-Msg-Id`` makes a resend of the same commit a
 duplicate rather than a second entry.
 
+The head is asked of the stream's leader, and on a replicated stream an answer that may
+be stale is refused (``LogUnavailable``) instead of believed. A server cut off from the
+others goes on answering for the stream from its own copy for a while: as the old
+leader (nats-server steps a leader down only after 10-20 s without a quorum, while the
+others elect a new one after 4-9 s and take writes) or, once it has no leader, as a
+follower. So:
+
+* :meth:`NatsLog.head` (what ``sync()`` waits for) sends a *barrier*: a message on the
+  Log's subject whose ``Nats-Expected-Last-Sequence`` no stream ever reaches. The leader
+  replicates it like any message, the check fails when it is applied, and the refusal
+  carries the stream's last sequence at that point of the replicated order: every
+  commit acknowledged before the barrier was sent is at or below it. A leader without a
+  quorum cannot get it replicated, so the barrier times out. Nothing is stored (had a
+  server stored it, it is an entry with no mutations, and its own position is the head).
+  That holds up to nats-server 2.11 (checked with 2.9.10); 2.12 and later check the
+  header at the leader before replicating, and there the head rests on the lease below.
+* Every stream info the handle relies on (the head a consumer's staleness is confirmed
+  with, the bounds a read checks) must come from a leader that has heard from a quorum
+  of the stream's replicas within ``LEASE`` seconds, fewer than the 4 s a follower waits
+  before it stands for election; an answer from a server with no leader is refused.
+
 Trimming keeps what conditions need: before entries are purged, every key they changed
 (and the latest schema) is written to the dataset's KV bucket as ``k.<hash>`` (never
 moving a key backwards), and a handle that has not seen an entry asks the KV bucket.
@@ -28,6 +49,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -51,6 +73,10 @@ from .nats_conn import (
 )
 
 SCHEMA_KEY = "log.schema"
+LEASE = 3.0  # seconds within which a stream leader must have heard from a quorum (see above)
+_NEVER = str(2**63 - 1)  # an expected last sequence no stream reaches: the barrier's
+# a barrier stored anyway is an entry with no mutations: [keys, schema, entry body]
+_NO_OP = msgspec.msgpack.encode([[], None, msgspec.msgpack.encode([0, [], False])])
 KEEP_MAX = 200_000  # entries a handle buffers for a reader that stopped reading
 _zc = threading.local()
 
@@ -116,6 +142,7 @@ class NatsLog:
         self._kv_schema: tuple[str | None] | None = None
         self._kept: deque[tuple[int, bytes]] | None = None  # bodies kept for a reader
         self._kept_from = 0  # every entry after this is in _kept
+        self._copies = 1  # the stream's replicas (known once following)
         self._indexed = 0  # entries up to here are in the KV bucket (or were never needed)
         self.error: str | None = None  # the last problem the follower met
 
@@ -153,6 +180,7 @@ class NatsLog:
                 self._kv = await ensure_kv(js, n, self.replicas)
                 info = await js.stream_info(n.log_stream)
                 first, last = info.state.first_seq, info.state.last_seq
+                self._copies = int(info.config.num_replicas or 1)
                 with self._mu:  # a clean view (also when following again after close)
                     self._keys.clear()
                     self._kv_keys.clear()
@@ -243,9 +271,60 @@ class NatsLog:
                 self._mu.wait(min(left, 0.5))
 
     def _bounds(self) -> tuple[int, int]:
-        """(first kept position, head), asked of the server."""
+        """(first kept position, head), asked of the stream's leader; LogUnavailable if the
+        server that answered may not know the head (see the module docstring)."""
         info = self._run(self.conn.js.stream_info(self.names.log_stream))
+        self._check_leader(info)
         return info.state.first_seq, info.state.last_seq
+
+    def _check_leader(self, info: Any) -> None:
+        """Refuse a stream info that may be stale: from a server of a replicated stream
+        with no leader (a follower answers for a leaderless group with its own copy), or
+        from a leader that has not heard from a quorum of the replicas within LEASE."""
+        c = info.cluster
+        replicas = (c.replicas or []) if c is not None else []
+        if not replicas:
+            return  # one copy: the server that answers holds the stream
+        if not c.leader:
+            raise LogUnavailable(
+                f"{self._where()} is unavailable: the stream has no leader (a server "
+                "without one answered from its own copy, which may be stale)"
+            )
+        heard = 1 + sum(1 for p in replicas
+                        if not p.offline and (p.active or 0) < LEASE * 1e9)  # fmt: skip
+        need = (len(replicas) + 1) // 2 + 1
+        if heard < need:
+            raise LogUnavailable(
+                f"{self._where()} is unavailable: its leader {c.leader} has heard from "
+                f"{heard - 1} of its {len(replicas)} replicas within {LEASE:g} s and may be "
+                "cut off from a majority that elected another leader"
+            )
+
+    def _leader_head(self) -> int:
+        """The head of a replicated stream, as of a barrier replicated after every commit
+        acknowledged before this call (see the module docstring)."""
+        from nats.js.errors import APIError
+
+        async def barrier() -> int:
+            try:
+                ack = await self.conn.js.publish(
+                    self.names.log_subject, _NO_OP,
+                    headers={"Nats-Expected-Last-Sequence": _NEVER},
+                )  # fmt: skip
+            except APIError as e:
+                if getattr(e, "err_code", None) != 10071:  # wrong last sequence: N
+                    raise
+                m = re.search(r"(\d+)\s*$", e.description or "")
+                if m is None:
+                    raise
+                return int(m.group(1))
+            return int(ack.seq)  # stored after all: replicated, a head of its own
+
+        head = self._run(barrier())
+        # nats-server 2.12 and later refuse the barrier before replicating it: then the
+        # answer is the leader's own, which a leader still holding a quorum knows
+        self._bounds()
+        return head
 
     def _sync(self) -> None:
         """Bring this handle's view up to the head."""
@@ -360,7 +439,12 @@ class NatsLog:
                 return int(ack.seq)
 
     def head(self) -> int:
+        """The last committed position. On a replicated stream, confirmed by a barrier
+        through the stream's leader and a quorum (about one commit's round trip):
+        LogUnavailable where no quorum can be reached, rather than a stale head."""
         self._follow()
+        if self._copies > 1:
+            return self._leader_head()
         return self._bounds()[1]
 
     def read(self, after: int, limit: int = 1000, *, fresh: bool = True) -> list[tuple[int, bytes]]:
@@ -458,7 +542,7 @@ class NatsLog:
             self._mu.wait_for(lambda: self._pos > after, timeout)
             if self._pos > after:
                 return self._pos
-        return self.head()
+        return self._bounds()[1]  # the leader's, while it holds a quorum (no barrier)
 
     def trim(self, upto: int) -> int:
         self._sync()
