@@ -88,6 +88,7 @@ def run_raw(
     nats_url: str | None = None,
     consumers: int | None = None,
     snapshot_mb: int = 200,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nearstate-bench-raw-"))
     d = root / "ds"
@@ -98,6 +99,8 @@ def run_raw(
     if backend == "nats":
         base = nats_url or os.environ.get("NEARSTATE_NATS_URL") or "nats://127.0.0.1:4222"
         target = f"{base.rstrip('/')}/bench-raw-{os.getpid()}"
+        if replicas > 1:  # the streams this run creates, on a cluster
+            target += f"?replicas={replicas}"
         ds = open_dataset(target)
         _drop_nats(ds)  # a leftover of an earlier run under this pid
         ds = open_dataset(target)
@@ -172,6 +175,7 @@ def run_raw(
                 "dataset": target,
                 "cpus": os.cpu_count(),
                 "compact_every_s": compact_every,
+                "replicas": replicas,
             },
         }
         if backend == "local":
