@@ -19,11 +19,12 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..content import accounts, audit, sessions, throttle
-from ..content.cms import NotFound
-from ..errors import InputError
-from . import auth
-from .editor import PAGE, Ctx, _field, _int, _path_id, endpoint
+from ...content import accounts, audit, sessions, throttle
+from ...content.cms import NotFound
+from ...errors import InputError
+from .. import auth
+from .forms import PAGE, form_field, parse_int, path_id
+from .requests import Ctx, endpoint
 
 MAX_PASSWORD_FIELD = 1000
 
@@ -34,7 +35,7 @@ def _me(ctx: Ctx) -> auth.User:
 
 
 def _user_or_404(ctx: Ctx, user_id: str) -> dict[str, Any]:
-    uid = _path_id(user_id, "user")
+    uid = path_id(user_id, "user")
     row = accounts.get_user(ctx.ed.store, uid)
     if row is None:
         raise NotFound(f"there is no user {uid}")
@@ -73,9 +74,9 @@ def account_page(ctx: Ctx) -> Response:
 @endpoint()
 def account_password(ctx: Ctx) -> Response:
     me = _me(ctx)
-    current = _field(ctx.form, "current")[:MAX_PASSWORD_FIELD]
-    new = _field(ctx.form, "new")[:MAX_PASSWORD_FIELD]
-    if new != _field(ctx.form, "confirm")[:MAX_PASSWORD_FIELD]:
+    current = form_field(ctx.form, "current")[:MAX_PASSWORD_FIELD]
+    new = form_field(ctx.form, "new")[:MAX_PASSWORD_FIELD]
+    if new != form_field(ctx.form, "confirm")[:MAX_PASSWORD_FIELD]:
         return _render_account(ctx, 422, error="Not changed: the two new passwords differ.")
     try:
         accounts.check_password(new)
@@ -121,7 +122,7 @@ def account_logout_everywhere(ctx: Ctx) -> Response:
 @endpoint()
 def account_session_end(ctx: Ctx, session_id: str) -> Response:
     me = _me(ctx)
-    sid = _path_id(session_id, "session")
+    sid = path_id(session_id, "session")
     with ctx.ed.store.transaction() as tx:
         ended = sessions.end_one(tx, me.id, sid)
         if ended:
@@ -158,8 +159,8 @@ def users_page(ctx: Ctx) -> Response:
 
 @endpoint(admin=True)
 def users_create(ctx: Ctx) -> Response:
-    values = {k: _field(ctx.form, k) for k in ("username", "display_name", "role")}
-    password = _field(ctx.form, "password")
+    values = {k: form_field(ctx.form, k) for k in ("username", "display_name", "role")}
+    password = form_field(ctx.form, "password")
     try:
         accounts.create_user(
             ctx.ed.store,
@@ -203,7 +204,7 @@ def user_page(ctx: Ctx, user_id: str) -> Response:
 @endpoint(admin=True)
 def user_role(ctx: Ctx, user_id: str) -> Response:
     row = _user_or_404(ctx, user_id)
-    role = _field(ctx.form, "role")
+    role = form_field(ctx.form, "role")
     try:
         changed = accounts.set_role(ctx.ed.store, int(row["id"]), role, actor=ctx.actor)
     except InputError as e:
@@ -220,8 +221,8 @@ def user_password(ctx: Ctx, user_id: str) -> Response:
     row = _user_or_404(ctx, user_id)
     if int(row["id"]) == _me(ctx).id:
         return _render_user(ctx, row, 422, error="Change your own password on your account page.")
-    new = _field(ctx.form, "new")[:MAX_PASSWORD_FIELD]
-    if new != _field(ctx.form, "confirm")[:MAX_PASSWORD_FIELD]:
+    new = form_field(ctx.form, "new")[:MAX_PASSWORD_FIELD]
+    if new != form_field(ctx.form, "confirm")[:MAX_PASSWORD_FIELD]:
         return _render_user(ctx, row, 422, error="Not reset: the two passwords differ.")
     try:
         n = accounts.reset_password(ctx.ed.store, int(row["id"]), new, actor=ctx.actor)
@@ -262,7 +263,7 @@ def user_remove(ctx: Ctx, user_id: str) -> Response:
     row = _user_or_404(ctx, user_id)
     if int(row["id"]) == _me(ctx).id:
         return _render_user(ctx, row, 422, error="You cannot remove yourself.")
-    if _field(ctx.form, "confirm") != str(row["username"]):
+    if form_field(ctx.form, "confirm") != str(row["username"]):
         return _render_user(ctx, row, 422, error=f"Not removed: type {row['username']} to confirm.")
     try:
         name = accounts.remove_user(ctx.ed.store, int(row["id"]), actor=ctx.actor)
@@ -281,7 +282,7 @@ def audit_page(ctx: Ctx) -> Response:
     action = ctx.query("action").strip()
     if action and action not in audit.ACTIONS:
         action = ""
-    page = _int(ctx.query("page"), "page", lo=1, hi=100_000, default=1)
+    page = parse_int(ctx.query("page"), "page", lo=1, hi=100_000, default=1)
     rows = audit.entries(
         ctx.ed.store,
         limit=PAGE + 1,

@@ -1,0 +1,160 @@
+"""The editor app's state: its configuration (:class:`EditorConfig`) and what one app
+holds while it runs (:class:`Editor`: the CMS, templates, the preview's consumer and the
+in-process ingestion worker).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from starlette.requests import Request
+from starlette.templating import Jinja2Templates
+
+from ...content import throttle
+from ...content.cms import CMS
+from ...content.db import WriteStore
+from ...content.media import (
+    MAX_UPLOAD_BYTES,
+    MediaConfig,
+    asset_url,
+)
+from ...errors import InputError
+from .. import auth
+from ..site import card_html
+from .forms import EMBEDS, dtlocal, when, when_exact
+
+HERE = Path(__file__).parent.parent
+
+
+@dataclass(frozen=True)
+class EditorConfig:
+    """What the editor app works on.
+
+    ``dataset``: a nearstate dataset for the preview (and the in-process worker with
+    ``run_worker``); without one the preview says it is not available. ``secret_key``
+    derives the CSRF tokens from the session cookies' tokens. ``session_max_age``: how
+    long a login lasts, in seconds (12 hours), however active. ``login_limits``: failed
+    logins allowed per account and per client address before logins are refused with 429
+    (5 and 20 in 15 minutes; see ``content.throttle``). ``max_body_bytes``: the largest
+    request body accepted; ``max_upload_bytes``: the same for image uploads
+    (``POST /assets``)."""
+
+    store: WriteStore
+    media: MediaConfig
+    secret_key: str
+    dataset: Any | None = None
+    run_worker: bool = True
+    https_only: bool = False
+    session_max_age: int = 12 * 3600
+    preview_timeout: float = 5.0
+    max_body_bytes: int = 2 * 1024 * 1024
+    site_url: str | None = None
+    max_upload_bytes: int = MAX_UPLOAD_BYTES + 1024 * 1024
+    login_limits: throttle.Limits = field(default_factory=throttle.Limits)
+
+
+class Editor:
+    """What the routes share: the config, the CMS, the templates, the preview's consumer
+    and (with ``run_worker``) the ingestion worker."""
+
+    def __init__(self, config: EditorConfig):
+        self.config = config
+        self.store = config.store
+        self.cms = CMS(config.store)
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters["when"] = when
+        env.filters["when_exact"] = when_exact
+        env.filters["dtlocal"] = dtlocal
+        env.globals["thumb"] = self.thumb
+        env.globals["card_html"] = card_html  # the preview renders the site's story
+        env.globals["embed_ok"] = lambda url: isinstance(url, str) and url.startswith(EMBEDS)
+        site = config.site_url or ""
+        env.globals["site_url"] = site if urlsplit(site).scheme in ("http", "https") else ""
+        self.templates = Jinja2Templates(env=env)
+        self.consumer: Any | None = None
+        self.worker: Any | None = None
+        self._lock = threading.Lock()
+        # events processed by the in-process worker: a preview waiting for a save wakes
+        # at once instead of polling the write store
+        self._ingested = threading.Condition()
+        self._events = 0
+        self._users = 0
+        self.cookie = auth.CookieOptions(
+            secure=config.https_only, max_age=int(config.session_max_age)
+        )
+        base = urlsplit(config.media.base_url)
+        self.img_src = "'self' data:"
+        if base.scheme in ("http", "https") and base.netloc:
+            self.img_src += f" {base.scheme}://{base.netloc}"
+
+    def web_session(self, request: Request) -> auth.WebSession:
+        """The request's login (blocks on the write store), kept on ``request.state``."""
+        web = auth.load_session(self.store, self.config.secret_key, self.cookie, request.cookies)
+        request.state.web = web
+        return web
+
+    def thumb(self, asset: Mapping[str, Any], size: str = "small") -> str:
+        try:
+            return asset_url(self.config.media, asset, size)
+        except (InputError, KeyError):
+            return ""
+
+    def start(self) -> None:
+        """Start the worker and the consumer (once, however many lifespans run: a second
+        test client on the same app shares them)."""
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                self._start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._stop()
+
+    def _start(self) -> None:
+        ds = self.config.dataset
+        if ds is None:
+            return
+        if self.config.run_worker:
+            from ...content.ingest import Ingestor, IngestWorker
+            from ...content.records import SCHEMA
+
+            writer = ds.writer(schema=SCHEMA)
+            ingestor = Ingestor(self.store, writer, self.config.media)
+            self.worker = IngestWorker(ingestor, on_event=self._event_done).start()
+        self.consumer = ds.consumer()
+        self.consumer.start(wait=False)
+
+    def _event_done(self, *_: Any) -> None:
+        with self._ingested:
+            self._events += 1
+            self._ingested.notify_all()
+
+    def wait_ingested(self, seen: int, timeout: float) -> int:
+        """Block until the in-process worker has processed an event since ``seen`` (a
+        value this returned before, or 0) or ``timeout`` passes; returns the new count.
+        A worker in another process is not seen: the timeout is then a poll interval."""
+        with self._ingested:
+            self._ingested.wait_for(lambda: self._events != seen, timeout)
+            return self._events
+
+    def _stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        if self.consumer is not None:
+            self.consumer.stop()
+            self.consumer = None

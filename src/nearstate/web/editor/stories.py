@@ -1,0 +1,321 @@
+"""Writing stories: the list, the edit page and its save / publish / schedule /
+unpublish actions, revisions and restoring one, and the ingestion status of a save.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.responses import Response
+
+from ...content.cms import STATUSES, EditConflict, InvalidContent, NotFound
+from ...content.rules import BLOCK_KINDS, Problem, check_story
+from .forms import (
+    ACTIONS,
+    MAX_REVISION,
+    PAGE,
+    BadRequest,
+    dtlocal,
+    form_field,
+    parse_int,
+    parse_story_form,
+    path_id,
+    show,
+    story_form,
+    utc,
+    when,
+    where_problems,
+)
+from .requests import Ctx, endpoint
+from .state import Editor
+
+
+@endpoint()
+def story_list(ctx: Ctx) -> Response:
+    q = ctx.query("q")[:200]
+    status = ctx.query("status")
+    if status and status not in STATUSES:
+        raise BadRequest(f"Unknown status {show(status)}: use one of {', '.join(STATUSES)}.")
+    page = parse_int(ctx.query("page"), "page", lo=1, hi=100_000, default=1)
+    rows = ctx.cms.list_stories(q, status=status or None, limit=PAGE + 1, offset=(page - 1) * PAGE)
+    more = len(rows) > PAGE
+    _mark_failed(ctx.ed, rows)
+
+    def link(p: int) -> str:
+        args = {k: v for k, v in (("q", q), ("status", status), ("page", str(p))) if v}
+        return "/?" + urlencode(args)
+
+    return ctx.render(
+        "stories.html",
+        stories=rows[:PAGE],
+        q=q,
+        status=status,
+        statuses=STATUSES,
+        page=page,
+        prev_link=link(page - 1) if page > 1 else None,
+        next_link=link(page + 1) if more else None,
+    )
+
+
+def _render_story(
+    ctx: Ctx,
+    status: int,
+    *,
+    sid: int | None,
+    values: Mapping[str, Any],
+    base: int | None,
+    problems: Iterable[Problem] = (),
+    conflict: EditConflict | None = None,
+    message: str | None = None,
+    saved: int | None = None,
+    sched: Mapping[str, str] | None = None,
+) -> Response:
+    row = ctx.cms.story(sid) if sid is not None else None
+    problems = list(problems)
+    block_problems, other = where_problems(problems, "body")
+    rev_status = None
+    if row is not None:
+        want = saved or row["revision"]
+        try:
+            rev_status = ingest_status(ctx.ed, row["id"], want)
+        except NotFound:
+            rev_status = ingest_status(ctx.ed, row["id"])
+    if sched is None:
+        sched = {
+            "publish_at": dtlocal(row["publish_at"]) if row else "",
+            "unpublish_at": dtlocal(row["unpublish_at"]) if row else "",
+        }
+    return ctx.render(
+        "story_edit.html",
+        status,
+        sid=sid,
+        row=row,
+        form=values,
+        base=base,
+        problems=problems,
+        other_problems=other,
+        block_problems=block_problems,
+        conflict=conflict,
+        message=message,
+        saved=saved,
+        rev_status=rev_status,
+        sched=sched,
+        block_kinds=BLOCK_KINDS,
+        poll=status == 200,
+    )
+
+
+@endpoint()
+def story_new(ctx: Ctx) -> Response:
+    return _render_story(ctx, 200, sid=None, values=story_form({}), base=None)
+
+
+@endpoint()
+def story_page(ctx: Ctx, story_id: str) -> Response:
+    sid = path_id(story_id, "story")
+    row = ctx.cms.story(sid)
+    saved = None
+    if ctx.query("saved"):
+        saved = parse_int(ctx.query("saved"), "saved", lo=1, hi=MAX_REVISION)
+        ctx.cms.ingest_status(sid, saved)  # NotFound for a revision it does not have
+    return _render_story(
+        ctx, 200, sid=sid, values=story_form(row["data"]), base=row["revision"], saved=saved
+    )
+
+
+@endpoint()
+def story_create(ctx: Ctx) -> Response:
+    return _story_post(ctx, None)
+
+
+@endpoint()
+def story_save(ctx: Ctx, story_id: str) -> Response:
+    return _story_post(ctx, path_id(story_id, "story"))
+
+
+def _story_post(ctx: Ctx, sid: int | None) -> Response:
+    form = ctx.form
+    assert form is not None
+    action = form_field(form, "action") or "save"
+    if action not in ACTIONS:
+        raise BadRequest(f"Unknown action {show(action)}: use one of {', '.join(ACTIONS)}.")
+    values, data, problems = parse_story_form(form)
+    row = None
+    base = None
+    if sid is not None:
+        row = ctx.cms.story(sid)
+        base = parse_int(
+            form_field(form, "base_revision"), "the form's base revision", lo=1, hi=MAX_REVISION
+        )
+    sched = {
+        "publish_at": form_field(form, "publish_at"),
+        "unpublish_at": form_field(form, "unpublish_at"),
+    }
+    publish_at = unpublish_at = None
+    if action == "schedule":
+        publish_at, p1 = utc(sched["publish_at"], "publish_at")
+        unpublish_at, p2 = utc(sched["unpublish_at"], "unpublish_at")
+        problems += p1 + p2
+    again = functools.partial(_render_story, ctx, sid=sid, values=values, sched=sched)
+    if problems:
+        return again(422, base=base, problems=problems, message="Not saved: fix these first.")
+    user = ctx.username
+    saved_rev: int | None = None
+    try:
+        if sid is None:
+            s = ctx.cms.create_story(data, user=user)
+            sid, rev = int(s.id), s.revision
+            saved_rev = rev
+            ctx.audit("story.create", f"story {sid}", f"revision {rev}")
+            again = functools.partial(_render_story, ctx, sid=sid, values=values, sched=sched)
+        else:
+            assert row is not None and base is not None
+            unchanged = check_story(data)[0] == row["data"] and base == row["revision"]
+            if action != "save" and unchanged:
+                rev = base
+            else:
+                s = ctx.cms.save_story(sid, data, base_revision=base, user=user)
+                rev = saved_rev = s.revision
+                ctx.audit("story.save", f"story {sid}", f"revision {rev}")
+    except InvalidContent as e:
+        return again(422, base=base, problems=e.problems, message="Not saved: fix these first.")
+    except EditConflict as e:
+        return again(409, base=base, conflict=e)
+    done = ""
+    try:
+        if action == "publish":
+            ctx.cms.publish(sid, user=user, base_revision=rev)
+            done = f"Published revision {rev}."
+            ctx.audit("story.publish", f"story {sid}", f"revision {rev}")
+        elif action == "schedule":
+            ctx.cms.schedule(
+                sid,
+                user=user,
+                publish_at=publish_at,
+                unpublish_at=unpublish_at,
+                base_revision=rev,
+            )
+            parts = []
+            if publish_at is not None:
+                parts.append(f"to be published at {when(publish_at)}")
+            if unpublish_at is not None:
+                parts.append(f"to be unpublished at {when(unpublish_at)}")
+            done = "Scheduled " + " and ".join(parts) + "."
+            ctx.audit("story.schedule", f"story {sid}", f"revision {rev}, " + ", ".join(parts))
+        elif action == "unpublish":
+            ctx.cms.unpublish(sid, user=user)
+            done = "Unpublished: it is off the live site."
+            ctx.audit("story.unpublish", f"story {sid}")
+    except InvalidContent as e:
+        what = {"publish": "published", "schedule": "scheduled"}.get(action, "changed")
+        msg = f"Not {what}: fix these first."
+        if saved_rev:
+            msg = f"Saved as revision {saved_rev}, but not {what}: fix these first."
+        return again(422, base=rev, problems=e.problems, message=msg, saved=saved_rev)
+    except EditConflict as e:
+        return again(409, base=rev, conflict=e, saved=saved_rev)
+    if action == "preview":
+        return ctx.redirect(f"/stories/{sid}/preview?revision={rev}")
+    if done:
+        ctx.flash(done)
+    return ctx.redirect(f"/stories/{sid}" + (f"?saved={saved_rev}" if saved_rev else ""))
+
+
+def ingest_status(ed: Editor, sid: int, rev: int | None = None) -> dict[str, Any]:
+    """``cms.ingest_status``, except that a revision whose event went to the dead-letter
+    list (so it would stay "pending" for ever) is ``failed``, with the event's error."""
+    st = ed.cms.ingest_status(sid, rev)
+    if st["status"] == "pending":
+        dead = ed.store.read_one(
+            "SELECT id, last_error FROM outbox WHERE kind = 'story' AND subject = ?"
+            " AND revision = ? AND status = 'dead' ORDER BY id DESC LIMIT 1",
+            (str(sid), st["revision"]),
+        )
+        if dead is not None:
+            error = dead["last_error"] or "the ingestion pipeline gave up"
+            st = {
+                **st,
+                "status": "failed",
+                "errors": [{"where": f"event {dead['id']}", "message": error}],
+            }
+    return st
+
+
+def _dead_revisions(ed: Editor, story_ids: Iterable[int]) -> set[tuple[int, int]]:
+    """``(story, revision)`` pairs whose ingestion event is in the dead-letter list."""
+    ids = sorted({str(i) for i in story_ids})
+    if not ids:
+        return set()
+    rows = ed.store.read(
+        "SELECT subject, revision FROM outbox WHERE kind = 'story' AND status = 'dead'"
+        f" AND revision IS NOT NULL AND subject IN ({', '.join('?' * len(ids))})",
+        ids,
+    )
+    return {(int(r["subject"]), int(r["revision"])) for r in rows}
+
+
+def _mark_failed(ed: Editor, rows: list[dict[str, Any]], sid: int | None = None) -> None:
+    """Show rows still "pending" whose event is dead as "failed" (rows of stories, or the
+    revisions of story ``sid``)."""
+    pending = [r for r in rows if r.get("ingest_status") == "pending"]
+    if not pending:
+        return
+    dead = _dead_revisions(ed, [sid] if sid is not None else [r["id"] for r in pending])
+    for r in pending:
+        if (sid if sid is not None else r["id"], r["revision"]) in dead:
+            r["ingest_status"] = "failed"
+
+
+def story_status(ctx: Ctx, story_id: str) -> Response:
+    sid = path_id(story_id, "story")
+    rev = None
+    if ctx.query("revision"):
+        rev = parse_int(ctx.query("revision"), "revision", lo=1, hi=MAX_REVISION)
+    return ctx.json(ingest_status(ctx.ed, sid, rev))
+
+
+story_status_json = endpoint(api=True)(story_status)
+
+
+@endpoint()
+def story_revisions(ctx: Ctx, story_id: str) -> Response:
+    sid = path_id(story_id, "story")
+    row = ctx.cms.story(sid)
+    revisions = ctx.cms.revisions(sid)
+    _mark_failed(ctx.ed, revisions, sid)
+    return ctx.render("revisions.html", row=row, revisions=revisions)
+
+
+def _render_revision(
+    ctx: Ctx, status: int, sid: int, rev: int, *, conflict: EditConflict | None = None
+) -> Response:
+    row = ctx.cms.story(sid)
+    r = ctx.cms.revision(sid, rev)
+    return ctx.render("revision.html", status, row=row, rev=r, data=r["data"], conflict=conflict)
+
+
+@endpoint()
+def story_revision(ctx: Ctx, story_id: str, rev: str) -> Response:
+    sid = path_id(story_id, "story")
+    n = path_id(rev, "revision")
+    return _render_revision(ctx, 200, sid, n)
+
+
+@endpoint()
+def story_restore(ctx: Ctx, story_id: str, rev: str) -> Response:
+    sid = path_id(story_id, "story")
+    n = path_id(rev, "revision")
+    base = parse_int(
+        form_field(ctx.form, "base_revision"), "the form's base revision", lo=1, hi=MAX_REVISION
+    )
+    ctx.cms.revision(sid, n)  # 404 before anything else
+    try:
+        saved = ctx.cms.restore(sid, n, base_revision=base, user=ctx.username)
+    except EditConflict as e:
+        return _render_revision(ctx, 409, sid, n, conflict=e)
+    ctx.audit("story.restore", f"story {sid}", f"revision {n} as revision {saved.revision}")
+    ctx.flash(f"Revision {n} restored as revision {saved.revision}.")
+    return ctx.redirect(f"/stories/{sid}?saved={saved.revision}")
