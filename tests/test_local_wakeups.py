@@ -325,3 +325,34 @@ def test_close_unlinks_the_socket_and_a_later_wait_binds_again(tmp_path: Path) -
     assert child.communicate(timeout=LONG)[0].strip() == "2"
     t.join(LONG)
     assert done[0][0] == 2 and done[0][1] < SLOW
+
+
+def test_wake_stats_tell_waits_woken_from_commits_found_late(tmp_path: Path) -> None:
+    """``LocalLog.wake_stats()``: a wait ended by a commit's wake-up counts as ``woken``; a
+    commit whose wake-up never came (an appender with ``notify=False``, in another
+    process) is found on a recheck and counts as ``late``."""
+    root = tmp_path / "ds"
+    first = LocalLog(root)
+    _put(first, b"a")  # the Log exists
+    reader = LocalLog(root, poll_interval=SLOW, recheck_interval=0.05)
+    assert reader.wake_stats() == {"woken": 0, "late": 0}
+
+    def put_elsewhere(body: str, notify: bool) -> None:
+        code = ("import sys; from nearstate.backends.local_log import LocalLog; "
+                "from nearstate.ports import Append; "
+                "log = LocalLog(sys.argv[1], notify=sys.argv[3] == '1'); b = sys.argv[2]; "
+                "log.append(lambda v: Append(b.encode(), [('T', b, True)]))")  # fmt: skip
+        time.sleep(0.2)  # the reader is waiting by then
+        subprocess.run([sys.executable, "-c", code, str(root), body, "1" if notify else "0"],
+                       check=True, timeout=LONG)  # fmt: skip
+
+    for body, notify, want in (("b", True, {"woken": 1, "late": 0}),
+                               ("c", False, {"woken": 1, "late": 1})):  # fmt: skip
+        after = reader.head()
+        t = threading.Thread(target=put_elsewhere, args=(body, notify))
+        t.start()
+        assert reader.wait(after, LONG) == after + 1
+        t.join(LONG)
+        assert reader.wake_stats() == want, body
+    reader.close()
+    first.close()

@@ -110,6 +110,10 @@ class _Waker:
         self.cond = threading.Condition()
         self.seq = 0
         self.pos = 0  # the highest Log position a wake-up carried (0: none yet)
+        # waits that ended on a wake-up, and those that found a commit only on a recheck
+        # (a wake-up that never came: the figure that says the datagrams failed someone)
+        self.woken_count = 0
+        self.late_count = 0
         self.leader = False  # a thread is blocked on the socket
         self.users = 0  # LocalLog handles that waited through this and are not closed
         self.closed = False
@@ -532,7 +536,19 @@ class LocalLog:
             # a Log made anew at the same path restarts its positions.
             p = w.woken(seen)
             if p > after:
+                w.woken_count += 1
                 return p
+            if w.sock is not None and w.woken(seen) == 0 and self.head() > after:
+                w.late_count += 1  # found on a recheck: its wake-up never came
+
+    def wake_stats(self) -> dict[str, int]:
+        """This process's waits on the dataset: ``woken`` (ended by a commit's wake-up) and
+        ``late`` (a commit found only when the wait re-read the head: its wake-up was lost
+        or never sent). Zeros before the first wait, or where waits poll."""
+        w = self._waker
+        if w is None:
+            return {"woken": 0, "late": 0}
+        return {"woken": w.woken_count, "late": w.late_count}
 
     def trim(self, upto: int) -> int:
         conn = self._conn()
