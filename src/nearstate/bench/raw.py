@@ -40,23 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..dataset import Dataset, LocalDataset, open_dataset
+from .stats import percentiles
 
 SEED_RECORDS = 10_000
-
-
-def _pct(xs: list[float]) -> dict[str, float]:
-    a = np.asarray(xs, dtype=float)
-    if not len(a):
-        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "max": round(float(a.max()), 3),
-        "n": len(a),
-    }
 
 
 def _story(i: int) -> dict[str, Any]:
@@ -157,13 +144,13 @@ def run_raw(
 
         res: dict[str, Any] = {
             "backend": backend,
-            "visible_ms": _pct(visible),
-            "strong_overhead_ms": _pct(strong),
+            "visible_ms": percentiles(visible, digits=3),
+            "strong_overhead_ms": percentiles(strong, digits=3),
             "commits_per_s": round(commit_rate),
             "batched_mutations_per_s": round(batched_rate),
-            "eventual_lookup_us": _pct(eventual),
-            "probe_commit_ms": _pct(commit_ms),
-            "visible_ms_per_consumer": [_pct(ms) for ms in per_consumer],
+            "eventual_lookup_us": percentiles(eventual, digits=3),
+            "probe_commit_ms": percentiles(commit_ms, digits=3),
+            "visible_ms_per_consumer": [percentiles(ms, digits=3) for ms in per_consumer],
             "reader_cpu_ms_per_commit": [round(x, 4) for x in cpu_ms],
             "config": {
                 "probes": probes,
@@ -436,7 +423,7 @@ def _redis_peer(probes: int, commits: int, batch: int, batches: int) -> dict[str
     for key in r.scan_iter("nearstate-bench:*", count=1000):
         r.delete(key)
     return {
-        "visible_ms": _pct(visible),
+        "visible_ms": percentiles(visible, digits=3),
         "commits_per_s": round(single),
         "batched_mutations_per_s": round(batched),
         "durability": f"appendonly={aof}, appendfsync={fsync}",

@@ -17,20 +17,21 @@ def percentile(values: list[float], q: float) -> float:
     return s[max(0, math.ceil(q * len(s)) - 1)]
 
 
-def percentiles(xs: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and max of ``xs`` (milliseconds, rounded to 0.01)."""
+def percentiles(xs: list[float], digits: int = 2) -> dict[str, float]:
+    """p50 (the median), p90, p99 and max of ``xs``, rounded to ``digits``, and ``n``; all
+    zero when ``xs`` is empty."""
     if not xs:
         return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
     s = sorted(xs)
 
     def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))], 2)
+        return round(s[min(len(s) - 1, int(p * len(s)))], digits)
 
     return {
-        "p50": round(statistics.median(s), 2),
+        "p50": round(statistics.median(s), digits),
         "p90": q(0.90),
         "p99": q(0.99),
-        "max": round(s[-1], 2),
+        "max": round(s[-1], digits),
         "n": len(s),
     }
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import InputError, NearstateError
 from .common import err, fail, out, progress
-from .platform import cms_option, data_option, dataset_option, serve, settings
+from .platform import app_options, cms_option, data_option, dataset_option, serve, settings
 
 CLI_ACTOR = "(command line)"  # the actor the audit log names for changes made here
 
@@ -316,12 +316,7 @@ def cms_retry(event_ids: tuple[int, ...], data: str, cms_url: str | None) -> Non
 
 
 @cms.command("serve")
-@data_option
-@cms_option
-@dataset_option
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--media-url", default=None, help="CDN base URL of asset variants.")
+@app_options(port=8000)
 @click.option("--no-worker", is_flag=True, help="Do not run an ingestion worker in process.")
 @click.option("--site-url", default=None, help="The public site's URL, linked from the editor.")
 @click.option("--quiet", is_flag=True, help="No access log.")

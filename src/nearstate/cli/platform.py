@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from ..web.settings import Settings
 from .common import out
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 data_option = click.option(
     "--data",
@@ -29,6 +32,25 @@ dataset_option = click.option(
     help="Dataset (a directory or nats://host:4222/name); "
     "default DATA/dataset or $NEARSTATE_DATASET.",
 )
+
+
+def app_options(port: int) -> Callable[[F], F]:
+    """The options of a verb that serves an app: ``--data``, ``--cms``, ``--dataset``,
+    ``--host``, ``--port`` (``port`` by default) and ``--media-url``."""
+
+    def wrap(fn: F) -> F:
+        for option in reversed([
+            data_option,
+            cms_option,
+            dataset_option,
+            click.option("--host", default="127.0.0.1", show_default=True),
+            click.option("--port", type=int, default=port, show_default=True),
+            click.option("--media-url", default=None, help="CDN base URL of asset variants."),
+        ]):  # fmt: skip
+            fn = option(fn)
+        return fn
+
+    return wrap
 
 
 def settings(

@@ -6,7 +6,7 @@ import click
 
 from ..errors import NearstateError
 from .common import err, fail
-from .platform import cms_option, data_option, dataset_option, serve, settings
+from .platform import app_options, serve, settings
 
 
 @click.group()
@@ -15,12 +15,7 @@ def site() -> None:
 
 
 @site.command("serve")
-@data_option
-@cms_option
-@dataset_option
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8080, show_default=True)
-@click.option("--media-url", default=None, help="CDN base URL of asset variants.")
+@app_options(port=8080)
 @click.option("--editor-url", default=None, help="The editor app's URL, linked from the footer.")
 @click.option("--no-media", is_flag=True, help="Do not serve /media (a CDN does).")
 @click.option(
