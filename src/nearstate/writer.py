@@ -196,6 +196,7 @@ class Writer:
         self.versions = versions
         self.max_record_bytes = max_record_bytes
         self._parsed: dict[tuple[str | None, int], tuple[Any, Schema | None]] = {}
+        self._seen_json: str | None = None  # the Log's schema as this writer's last commit saw it
         self._json: dict[int, tuple[Schema, str]] = {}
         self._refful: dict[int, tuple[Schema, bool]] = {}
 
@@ -249,7 +250,9 @@ class Writer:
             raise InputError("an empty transaction has nothing to commit")
         # check the records against the schema as it is now, outside the Log's lock;
         # inside, the work is redone only if another writer changed the schema meanwhile
-        pre_json = self.log.schema(fresh=False)  # a guess: prepare checks it at the head
+        # a guess, checked by prepare at the head: the schema the last commit saw (no read)
+        pre_json = self._seen_json if self._seen_json is not None else self.log.schema(
+            fresh=False)  # fmt: skip
         pre = self._normalise(ops, self._schema_from(pre_json))
 
         def prepare(view: LogView) -> Append:
@@ -260,6 +263,7 @@ class Writer:
             self._check_conditions(view, ops, keys, schema, muts)
             new_json = self._json_of(schema)
             changed = new_json != sj
+            self._seen_json = new_json
             return Append(
                 encode_entry(muts, changed),
                 [(t, key_id(k), rec is not None) for (t, k, rec) in muts],

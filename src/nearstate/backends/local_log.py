@@ -229,6 +229,9 @@ class _Waker:
         s.close()
 
 
+RACY_NS = 50_000_000  # a wake directory's listing younger than this is listed again
+
+
 class _Notifier:
     """This process's sender of wake-ups for one wake directory: one connected, non-blocking
     datagram socket per waiting process (so a process that never reads its socket fills
@@ -239,12 +242,22 @@ class _Notifier:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.socks: dict[str, socket.socket] = {}
+        self.names: list[str] = []
+        self.stamp: int | None = None
 
     def notify(self, pos: int) -> None:
         try:
-            names = [n for n in os.listdir(self.dir) if n.endswith(WAKE_SUFFIX)]
+            # the directory's listing changes only when its mtime does (a socket bound or
+            # unlinked): one stat a commit instead of listing it. A listing made within
+            # RACY_NS of that mtime is not trusted (a file system's clock may be coarse: a
+            # bind in the same tick would leave the mtime as it was), as git does.
+            stamp = os.stat(self.dir).st_mtime_ns
+            if stamp != self.stamp:
+                self.names = [n for n in os.listdir(self.dir) if n.endswith(WAKE_SUFFIX)]
+                self.stamp = stamp if time.time_ns() - stamp > RACY_NS else None
+            names = self.names
         except OSError:  # nobody has waited yet, or the directory cannot hold sockets
-            names = []
+            names, self.stamp = [], None
         msg = pos.to_bytes(8, "little")
         with self.lock:
             socks = self.socks
