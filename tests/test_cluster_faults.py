@@ -57,10 +57,11 @@ STEADY = 1.0  # seconds of normal running before a fault
 HEALS_RELIABLY = (2, 10)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[cl.Cluster]:
-    """Three servers and the client hosts, shared by the tests of this module (each test
-    has a dataset of its own, and leaves every server running and every link up)."""
+@pytest.fixture
+def healthy() -> Iterator[cl.Cluster]:
+    """Three servers and the client hosts, new for each test (a partition healed on an
+    older nats-server may leave a cluster that never recovers; starting one takes about
+    a second and a half), closed afterwards."""
     why = cl.unavailable()
     if why:
         if os.environ.get("CI"):
@@ -71,18 +72,6 @@ def cluster() -> Iterator[cl.Cluster]:
         yield c
     finally:
         c.close()
-
-
-@pytest.fixture
-def healthy(cluster: cl.Cluster) -> Iterator[cl.Cluster]:
-    """The cluster, whole: every server up, every link up, JetStream answering."""
-    cluster.heal()
-    for s in cl.SERVERS:
-        if cluster.procs[s].poll() is not None:
-            cluster.start(s)
-    cluster.wait_ready()
-    yield cluster
-    cluster.heal()
 
 
 # --- the processes ----------------------------------------------------------------------------
