@@ -199,7 +199,7 @@ def _memory(dataset: Path, pg_url: str, table: str, work: Path) -> dict[str, Any
     the old store's fragments: as zstd Parquet, as Python objects, and in PostgreSQL."""
     import psycopg
 
-    from .store import _traced
+    from .store import traced
 
     ds = nearstate.open(dataset)
 
@@ -211,14 +211,14 @@ def _memory(dataset: Path, pg_url: str, table: str, work: Path) -> dict[str, Any
                 break
         return st
 
-    state, overhead = _traced(load)
+    state, overhead = traced(load)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         rows = conn.execute(f"SELECT key, value FROM {table} ORDER BY key").fetchall()
         pg_bytes = conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()[0]
     raw = [(k, bytes(v)) for k, v in rows]
     del rows
     json_bytes = sum(len(v) for _, v in raw)
-    objects, py_bytes = _traced(lambda: [(k, json.loads(v)) for k, v in raw])
+    objects, py_bytes = traced(lambda: [(k, json.loads(v)) for k, v in raw])
     parquet, fallbacks = _parquet(objects, work)
     kinds: dict[str, int] = {}
     for k, _ in objects:

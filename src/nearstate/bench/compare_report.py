@@ -85,9 +85,9 @@ def summary(r: dict[str, Any]) -> list[str]:
 
 
 def _plt() -> Any:
-    from .plot import _pyplot
+    from .plot import pyplot
 
-    return _pyplot()
+    return pyplot()
 
 
 def _save(plt: Any, fig: Any, out: Path) -> Path:

@@ -210,7 +210,7 @@ class _Prose:
         return "".join(self.pieces[self.starts[i] : self.ends[e]]).rstrip()
 
 
-def _stories(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
+def story_batches(n: int, seed: int, batch: int) -> Iterator[list[_Story]]:
     """Yield the ``n`` stories for ``seed`` in batches of ``batch``; fully deterministic."""
     rng = np.random.default_rng(seed)
     phrases, shows, people, tags = _pools(rng)
@@ -330,7 +330,7 @@ def write_tudum(out: str | Path, n: int, *, seed: int = 0, progress: Progress | 
         raise ValueError(f"n must be >= 0, got {n}")
 
     def fill(f: BinaryIO) -> int:
-        return _write_batches(f, _stories(n, seed, 10_000), progress)
+        return _write_batches(f, story_batches(n, seed, 10_000), progress)
 
     return _atomic_write(out, fill)
 
@@ -544,7 +544,7 @@ def _cuts(lengths: np.ndarray) -> np.ndarray:
     return cut
 
 
-def _catalog(
+def catalog_batches(
     n: int, seed: int, batch: int = _CATALOG_BATCH, rows: int = 10_000
 ) -> Iterator[list[_Product]]:
     """Yield the ``n`` products for ``seed``, ``rows`` at a time; fully deterministic.
@@ -694,6 +694,6 @@ def write_catalog(
         raise ValueError(f"n must be >= 0, got {n}")
 
     def fill(f: BinaryIO) -> int:
-        return _write_batches(f, _catalog(n, seed, _CATALOG_BATCH), progress)
+        return _write_batches(f, catalog_batches(n, seed, _CATALOG_BATCH), progress)
 
     return _atomic_write(out, fill)

@@ -18,7 +18,7 @@ _COLOURS = {
 }
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 
@@ -39,7 +39,7 @@ _STORE_RATIOS = (  # (ratio key, label, target) drawn as nearstate / dict, p50
 def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
     """Draw memory and lookup p50 per system, and nearstate ÷ dict p50 for lookup, five
     fields and find against their targets, for each ``bench store --json`` result file."""
-    plt = _pyplot()
+    plt = pyplot()
     runs = [(Path(p).stem, json.loads(Path(p).read_text())) for p in results]
     fig, (mem_ax, lat_ax, ratio_ax) = plt.subplots(1, 3, figsize=(16, 4.2))
     width = 0.8 / len(_SYSTEMS)
@@ -80,7 +80,7 @@ def plot_store(results: Sequence[str | Path], out: str | Path) -> Path:
 def plot_versions(result: str | Path, out: str | Path) -> Path:
     """Draw delta apply time against a full snapshot load, per state size, from a
     ``bench versions --json`` result file."""
-    plt = _pyplot()
+    plt = pyplot()
     r = json.loads(Path(result).read_text())
     sizes = list(r["delta_apply_ms"])
     labels = [f"{int(n):,}" for n in sizes]
@@ -114,7 +114,7 @@ def _save(plt: Any, fig: Any, out: str | Path) -> Path:
 def plot_raw(results: Sequence[str | Path], out: str | Path) -> Path:
     """Draw write -> visible (p50, p99 per run, nearstate and Redis) and commit rates
     (nearstate, SQLite, Redis) from ``bench raw --json`` result files."""
-    plt = _pyplot()
+    plt = pyplot()
     runs = [json.loads(Path(p).read_text()) for p in results]
     fig, (vis_ax, rate_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     w = 0.38
@@ -157,7 +157,7 @@ def plot_raw_nats(results: Sequence[str | Path], out: str | Path) -> Path:
     """Draw ``bench raw --backend nats --json`` results: write -> visible on each of the
     consumer processes and on all of them (the slowest), per run; and the big snapshot's
     publish and fetch times through NATS beside a local directory."""
-    plt = _pyplot()
+    plt = pyplot()
     runs = [json.loads(Path(p).read_text()) for p in results]
     fig, (vis_ax, snap_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     n = max(len(r.get("visible_ms_per_consumer", [])) for r in runs)

@@ -270,13 +270,13 @@ def _run(
         say(f"building the find indexes on {find_field!r}")
         find_always = all(find_field in r for r in records)
         values = [r[find_field] if find_always else r.get(find_field) for r in records]
-        groups, groups_bytes = _traced(partial(_group, records, values))
+        groups, groups_bytes = traced(partial(_group, records, values))
         matches_mean = sum(len(g) ** 2 for g in groups.values()) / len(records)
         per_batch = math.ceil(BATCH / matches_mean)
         drawn = rng.choices(values, k=len(batches) * per_batch)
         del values
         find_batches = [drawn[i : i + per_batch] for i in range(0, len(drawn), per_batch)]
-        ns_index_bytes = _traced(lambda: len(ts.find(**{find_field: drawn[0]})))[1]
+        ns_index_bytes = traced(lambda: len(ts.find(**{find_field: drawn[0]})))[1]
         _check_find(ts, find_field, groups, drawn[:per_batch])
         systems[("find", "nearstate")] = (_nearstate_find(ts, find_field, field), find_batches)
         systems[("find", "dict")] = (_dict_find(groups, field, always=always), find_batches)
@@ -397,10 +397,10 @@ def _build_dict(path: Path, key: str) -> tuple[dict[Any, Any], int]:
                     d[rec[key]] = rec
         return d
 
-    return _traced(build)
+    return traced(build)
 
 
-def _traced(fn: Callable[[], Any]) -> tuple[Any, int]:
+def traced(fn: Callable[[], Any]) -> tuple[Any, int]:
     """``fn()``'s result and the bytes of Python memory it left allocated (tracemalloc)."""
     gc.collect()
     was_tracing = tracemalloc.is_tracing()
@@ -428,7 +428,7 @@ def _load_traced(ds: LocalDataset, type_name: str, field: str, some_key: Any) ->
         getattr(rec, field)
         return state
 
-    state, overhead = _traced(load)
+    state, overhead = traced(load)
     return overhead, state
 
 

@@ -52,7 +52,7 @@ import msgspec
 import numpy as np
 
 from nearstate.backends.memory import MemoryAnnouncer, MemoryBlobStore
-from nearstate.bench.datasets import _catalog, _stories
+from nearstate.bench.datasets import catalog_batches, story_batches
 from nearstate.blob import encode_blob
 from nearstate.consumer import Consumer
 from nearstate.dataset import LocalDataset
@@ -238,7 +238,11 @@ def _base(work: Path, n: int, say: Callable[[str], None], data: str = "tudum") -
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        batches = _stories(n, SEED, 50_000) if data == "tudum" else _catalog(n, SEED, rows=50_000)
+        batches = (
+            story_batches(n, SEED, 50_000)
+            if data == "tudum"
+            else catalog_batches(n, SEED, rows=50_000)
+        )
         first = msgspec.to_builtins(next(batches))
         schema = infer_schema(first[:20_000], type_name=type_name, key=key)
 
