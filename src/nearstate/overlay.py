@@ -19,7 +19,7 @@ import dataclasses
 import datetime as _dt
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -382,8 +382,10 @@ def _conv(ft: FieldType, schema: Schema) -> Conv:
         else:
 
             def inner(_st: LogStage, v: Any) -> Any:
-                if type(v) not in (int, str):
-                    raise _Slow  # a record, a view, a composite key: WriteState's path
+                # a key as it is (WriteState keeps any value that is not a record)
+                if isinstance(v, Mapping) or hasattr(v, "to_dict") or (
+                        dataclasses.is_dataclass(v) and not isinstance(v, type)):  # fmt: skip
+                    raise _Slow  # a record or a view given as the reference
                 return v
 
     else:  # pragma: no cover - the schema validates kinds
