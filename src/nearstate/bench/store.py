@@ -3,6 +3,10 @@ user would otherwise pick — a dict of dicts, an in-memory SQLite table, a zstd
 file — measuring memory, key-lookup latency, reading several fields, finding records by a
 secondary field, and load time.
 
+One module over ~600 lines on purpose: the definitions below are the contract of every
+figure in ``docs/benchmarks.md``, and each measure sits next to the definition it
+implements; split, a reader would check one against the other across files.
+
 Definitions (every number comes from the same file, in the same process):
 
 * **records** — the number of records in the file (non-blank lines).

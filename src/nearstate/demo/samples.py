@@ -5,6 +5,10 @@ layout, so a fresh platform has something to show (``nearstate demo`` makes them
 first: :func:`nearstate.content.films.import_films`) and writes a story about each through
 the CMS, like an editor would.
 
+Over ~600 lines because most of it is the prose the sample stories are written from (the
+sentence builders of ``_Facts`` and one writer per kind of story); picking the films and
+saving through the CMS is the smaller part.
+
 Contracts:
 
 - Deterministic: the same catalogue gives the same films, stories (but for the "N years on"
