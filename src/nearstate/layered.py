@@ -28,6 +28,7 @@ from .delta import DeltaLayer, shape
 from .encoding import Column
 from .errors import DeltaError, SchemaError
 from .index import HashIndex, check_orderable, in_sorted
+from .lazymap import LazyMap
 from .ordered import LayeredOrderedIndex, Query, match, predicate
 from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
 from .schema import FieldType, Schema, per_schema
@@ -87,60 +88,6 @@ class _Overlay:
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.removed)
-
-
-class LazyColumns(dict):
-    """A type's columns by field name, each made on first use by ``make(name)``: a commit
-    makes a layer's type and a layered type per changed type, and a page reads a few of
-    their fields. Reading a made column is a plain dict lookup; iterating, ``items()`` or
-    ``get`` see every field (making the rest)."""
-
-    __slots__ = ("_full", "_make", "_names", "_set")
-
-    def __init__(self, names: tuple[str, ...], make: Any):
-        super().__init__()
-        self._names = names
-        self._set = frozenset(names)
-        self._make = make
-        self._full = False
-
-    def __missing__(self, name: str) -> Column:
-        if name not in self._set:
-            raise KeyError(name)
-        col = self[name] = self._make(name)
-        return col
-
-    def _fill(self) -> None:
-        """Make every column, in field order (what ``to_dict`` iterates, in C too)."""
-        if not self._full:
-            made = {n: dict.get(self, n) or self._make(n) for n in self._names}
-            dict.clear(self)
-            dict.update(self, made)
-            self._full = True
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        return self[name] if name in self._set else default
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._set
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def keys(self):  # type: ignore[override]
-        self._fill()
-        return super().keys()
-
-    def values(self):  # type: ignore[override]
-        self._fill()
-        return super().values()
-
-    def items(self):  # type: ignore[override]
-        self._fill()
-        return super().items()
 
 
 def _ref_fields(ft: FieldType) -> bool:
@@ -495,7 +442,7 @@ class LayeredTypeState:
                 lget = _rebind_keys(ft, lget, state)
             return Column(fname, ft, _composite(entries, bget, lget), 0)
 
-        columns = LazyColumns(tuple(ftypes), column)
+        columns = LazyMap(ftypes, column)
         self._columns = columns
         cls = _shared_view_class(self.name, tuple(columns))
         self._cls = cls

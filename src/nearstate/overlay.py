@@ -27,7 +27,8 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta
 from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
-from .layered import Changes, LayeredState, LazyColumns, _shared_view_class, apply_delta
+from .layered import Changes, LayeredState, _shared_view_class, apply_delta
+from .lazymap import LazyMap
 from .read_state import ReadState, TypeMap
 from .schema import FieldType, Schema, TypeDef, per_schema
 from .write_state import WriteState
@@ -482,7 +483,7 @@ class _PlainType:
         for fname, (ft, col) in fields.items():
             if ft.kind == "datetime":  # refused now, as the encoder refuses it, not on a read
                 _one_datetime_kind(col, f"{layer}: {tdef.name}.{fname}")
-        self._columns = LazyColumns(tuple(fields), column)
+        self._columns = LazyMap(fields, column)
         self._cls = self.view = _shared_view_class(tdef.name, tuple(fields))
         self._ws = ws
         self._digests: Any = None  # made on first use: only a checksum or a diff asks

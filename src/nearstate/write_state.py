@@ -28,6 +28,7 @@ from .encoding import Absent as _Absent
 from .encoding import Sections, canonical_float, encode_column
 from .errors import SchemaError
 from .index import build_pk_tables, key_bytes
+from .lazymap import LazyMap
 from .schema import Field, FieldType, Schema, TypeDef, refs_to_keys
 
 _EXACT = {"str": str, "text": str, "int": int, "bool": bool, "float": float}
@@ -64,43 +65,6 @@ class _Staged:
         self.digests: np.ndarray | None = None
 
 
-class _StagedTypes(dict):
-    """The staged types by name, each made on first use: a Writer stages one record of one
-    type per commit, and a schema's other types cost it nothing. Iterating (``values``,
-    ``items``) makes the rest, in the schema's order."""
-
-    def __init__(self, schema: Schema):
-        super().__init__()
-        self._schema = schema
-        self._full = False
-
-    def __missing__(self, name: str) -> _Staged:
-        tdef = self._schema.types.get(name)
-        if tdef is None:
-            raise KeyError(name)
-        st = self[name] = _Staged(tdef)
-        return st
-
-    def _fill(self) -> None:
-        if not self._full:
-            made = {t.name: dict.get(self, t.name) or _Staged(t) for t in self._schema}
-            dict.clear(self)
-            dict.update(self, made)
-            self._full = True
-
-    def values(self):  # type: ignore[override]
-        self._fill()
-        return super().values()
-
-    def items(self):  # type: ignore[override]
-        self._fill()
-        return super().items()
-
-    def __iter__(self):
-        self._fill()
-        return super().__iter__()
-
-
 class RowError(SchemaError):
     """A SchemaError raised by :meth:`WriteState.add_many`; ``index`` is the bad record's
     position in the batch."""
@@ -119,7 +83,9 @@ class WriteState:
         canonical forms cost more than the copies)."""
         self.schema = schema
         self._dedupe = dedupe
-        self._types = _StagedTypes(schema)
+        # a type's staging is made on first use: a Writer stages one record of one type
+        # per commit, and a schema's other types cost it nothing
+        self._types = LazyMap((t.name for t in schema), lambda name: _Staged(schema[name]))
 
     def __len__(self) -> int:
         return sum(s.count for s in self._types.values() if s.tdef.key is not None)
