@@ -251,6 +251,18 @@ def test_a_second_type_is_inferred_next_to_the_first(ds: LocalDataset) -> None:
     assert visible(ds, "Person") == {7: {"id": 7, "name": "Ann"}}
 
 
+def test_a_writer_sees_a_type_another_writer_added_since_its_last_commit(ds: LocalDataset) -> None:
+    """A writer checks its records against the schema its last commit saw, and again at the
+    Log's head: a type another writer inferred meanwhile is the one its record must fit."""
+    a, b = ds.writer(), ds.writer()
+    a.upsert("Story", {"id": "s1", "title": "Hello"})
+    b.upsert("Note", {"id": 1, "text": "by b"})  # Note: id int, text str
+    with pytest.raises(SchemaError, match="Note"):
+        a.upsert("Note", {"id": 2, "text": 3})  # fits no Note b's way, though a never saw one
+    a.upsert("Note", {"id": 2, "text": "by a"})
+    assert visible(ds, "Note") == {1: {"id": 1, "text": "by b"}, 2: {"id": 2, "text": "by a"}}
+
+
 # --- declared schemas --------------------------------------------------------------------------
 
 
