@@ -26,7 +26,7 @@ from ...content.media import (
 )
 from ...errors import InputError
 from .. import auth
-from ..site import card_html
+from ..site.html import card_html
 from .forms import EMBEDS, dtlocal, when, when_exact
 
 HERE = Path(__file__).parent.parent

@@ -1,0 +1,371 @@
+"""The site's state in one process: its configuration, the page cache, and :class:`Site`
+(the consumer of the dataset, the page models, search, personalisation's signer, the
+metrics) that every request reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import math
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+import xxhash
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...content.pages import Pages
+from ...content.search import SearchIndex
+from ...layered import Changes
+from .html import card_html
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent.parent
+PUBLIC = "public, max-age=10, stale-while-revalidate=60"
+PRIVATE = "private, no-cache"
+PROFILE_MAX_AGE = 180 * 24 * 3600
+MAX_QUERY = 200
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+REFRESH_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """What a site process serves.
+
+    ``dataset``: the nearstate dataset (``nearstate.open(...)``). ``secret_key`` signs
+    the visitors' profile cookies. ``store`` and ``media``: when given, the site also
+    serves ``/media/...`` (the CDN's origin in a small deployment). ``consumer``: a
+    started consumer to read instead of making one (tests, embedding). ``max_staleness``:
+    seconds without the Log's confirmation before ``/healthz`` says the copy is stale."""
+
+    dataset: Any
+    secret_key: str
+    store: Any | None = None
+    media: Any | None = None
+    consumer: Any | None = None
+    search: bool = True
+    max_staleness: float = 30.0
+    editor_url: str | None = None
+    https_only: bool = False
+    page_cache: int = 2048
+
+
+class Entry:
+    """A page's body, its ETag, and what a visit to it teaches a visitor's profile."""
+
+    __slots__ = ("body", "etag", "genres", "story")
+
+    def __init__(self, body: bytes, *, genres: tuple[str, ...] = (), story: int | None = None):
+        self.body = body
+        self.etag = f'"{xxhash.xxh64_hexdigest(body)}"'
+        self.genres = genres
+        self.story = story
+
+
+class PageCache:
+    """Bodies of the pages that do not depend on the visitor, for the state held now.
+
+    A state is immutable, so a body built from it is right for as long as that state is
+    the one shown; the first request that sees a newer state empties the cache. Nothing is
+    ever served from an older state than the request's, so the cache changes no page, only
+    how often the same one is rendered. At most ``size`` bodies (then it starts over)."""
+
+    def __init__(self, size: int = 2048):
+        self.size = size
+        self._state: Any = None
+        self._entries: dict[Any, Entry] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, state: Any, key: Any) -> Entry | None:
+        if self._state is not state:
+            self.misses += 1
+            return None
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def put(self, state: Any, key: Any, entry: Entry) -> None:
+        if self.size <= 0:
+            return
+        if self._state is not state or len(self._entries) >= self.size:
+            self._entries = {}  # a new dict: a reader of the old one finishes undisturbed
+            self._state = state
+        self._entries[key] = entry
+
+
+def json_body(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class NotReady(Exception):
+    """No state is held yet (the site is starting)."""
+
+
+class Site:
+    """What the routes share: the consumer, the page builder, the search index, the
+    templates and the metrics."""
+
+    def __init__(self, config: SiteConfig):
+        self.config = config
+        self.pages = Pages()
+        self.cache = PageCache(config.page_cache)
+        self.search: SearchIndex | None = SearchIndex() if config.search else None
+        self.search_ready = threading.Event()
+        self.consumer: Any | None = config.consumer
+        self._own_consumer = config.consumer is None
+        self._users = 0
+        self._lock = threading.Lock()
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        env.globals["editor_url"] = _http_url(config.editor_url)
+        env.globals["card_html"] = card_html
+        for name in env.list_templates(filter_func=lambda n: n.startswith("site/")):
+            env.get_template(name)  # compiled now: no request reads a template file
+        self.env = env
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "nearstate_site_request_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.refresh_seconds = Histogram(
+            "nearstate_refresh_seconds",
+            "Time a refresh of the state took (a new version or Log entries laid over it).",
+            buckets=REFRESH_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(self))
+        media = config.media
+        base = urlsplit(media.base_url) if media is not None else None
+        img = "'self' data:"
+        if base is not None and base.scheme in ("http", "https") and base.netloc:
+            img += f" {base.scheme}://{base.netloc}"
+        self.csp = (
+            f"default-src 'self'; img-src {img}; style-src 'self'; "
+            "style-src-attr 'unsafe-inline'; script-src 'none'; "
+            "frame-src https://www.youtube-nocookie.com https://player.vimeo.com; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+
+    # lifecycle
+
+    def start(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users > 1:
+                return
+        if self.consumer is None:
+            self.consumer = self.config.dataset.consumer()
+        self.consumer.add_listener(self._refreshed)
+        if self._own_consumer:
+            self.consumer.start(wait=False, freeze_gc=False)
+        if self.search is not None:
+            threading.Thread(target=self._follow_search, name="site-search", daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+        c = self.consumer
+        if c is not None:
+            with contextlib.suppress(ValueError):
+                c.remove_listener(self._refreshed)
+            if self._own_consumer:
+                c.stop()
+                self.consumer = None
+
+    def _follow_search(self) -> None:
+        """Build the search index once a state is held, then apply each refresh's changes
+        — on this thread, never the consumer's: a listener only queues them, so indexing
+        never delays the Log being shown."""
+        c = self.consumer
+        assert c is not None and self.search is not None
+        while not c.wait_for_version(None, 1.0):
+            if self.consumer is None:
+                return
+        pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        c.add_listener(lambda ev: pending.put(ev.changes))
+        try:
+            self.search.update(c.state, None)
+        except Exception:
+            log.exception("building the search index failed")
+            return
+        self.search_ready.set()
+        gc.collect()
+        gc.freeze()  # the state and the index are long-lived: full collections skip them
+        while self.consumer is not None:
+            try:
+                batch = [pending.get(timeout=1.0)]
+            except queue.Empty:
+                continue
+            while not pending.empty():
+                batch.append(pending.get_nowait())
+            changes = _merged(batch)
+            try:
+                self.search.update(c.state, changes)
+            except Exception:
+                log.exception("updating the search index failed")
+                continue
+            if changes is None:
+                # rebuilt in full (a version was loaded whole, as the first one often is
+                # after the index was built over the Log alone): freeze the new index too,
+                # or every full collection scans its ~250k objects (~200 ms measured, on
+                # every request thread: the publish -> live tail of bench site)
+                gc.collect()
+                gc.freeze()
+
+    def _refreshed(self, ev: Any) -> None:
+        self.refresh_seconds.observe(ev.duration_ms / 1000)
+
+    def state(self) -> Any:
+        c = self.consumer
+        s = None if c is None else c._state
+        if s is None:
+            raise NotReady
+        return s
+
+    # responses
+
+    def render(self, template: str, request: Request, status: int = 200, **ctx: Any) -> bytes:
+        ctx.setdefault("q", "")
+        ctx["path"] = request.url.path
+        return self.env.get_template(template).render(**ctx).encode()
+
+    def respond(
+        self,
+        request: Request,
+        body: bytes,
+        *,
+        media_type: str,
+        status: int = 200,
+        cache: str = PUBLIC,
+        vary_cookie: bool = False,
+    ) -> Response:
+        headers = {"Cache-Control": cache}
+        if vary_cookie:
+            headers["Vary"] = "Cookie"
+        if status == 200:
+            etag = f'"{xxhash.xxh64_hexdigest(body)}"'
+            headers["ETag"] = etag
+            inm = request.headers.get("if-none-match")
+            if inm and etag in (t.strip() for t in inm.split(",")):
+                return Response(status_code=304, headers=headers)
+        return Response(body, status_code=status, media_type=media_type, headers=headers)
+
+    def page(
+        self, request: Request, name: str, build: Callable[[Site, Any, Request], Entry | None]
+    ) -> Entry | None:
+        """The page ``request`` asks for, built from the state held now, or the body built
+        from that same state before (see :class:`PageCache`)."""
+        state = self.state()
+        key = (name, request.url.path, request.url.query)
+        entry = self.cache.get(state, key)
+        if entry is None:
+            entry = build(self, state, request)
+            if entry is not None:
+                self.cache.put(state, key, entry)
+        return entry
+
+    def send(self, request: Request, entry: Entry, *, media_type: str, cache: str = PUBLIC,
+             vary_cookie: bool = False) -> Response:  # fmt: skip
+        headers = {"Cache-Control": cache, "ETag": entry.etag}
+        if vary_cookie:
+            headers["Vary"] = "Cookie"
+        inm = request.headers.get("if-none-match")
+        if inm and entry.etag in (t.strip() for t in inm.split(",")):
+            return Response(status_code=304, headers=headers)
+        return Response(entry.body, media_type=media_type, headers=headers)
+
+    def json(self, request: Request, data: Any, status: int = 200, cache: str = PUBLIC) -> Response:
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        return self.respond(request, body, media_type="application/json", status=status,
+                            cache=cache)  # fmt: skip
+
+
+def _merged(batch: list[Any]) -> dict[str, Any] | None:
+    """Refreshes' changes as one (None, a whole new state, if any of them was)."""
+    if any(ch is None for ch in batch):
+        return None
+    out: dict[str, Changes] = {}
+    for ch in batch:
+        for t, c in ch.items():
+            m = out.setdefault(t, Changes())
+            m.added.extend(c.added)
+            m.modified.extend(c.modified)
+            m.removed.extend(c.removed)
+    return out
+
+
+def _http_url(url: str | None) -> str:
+    return url if url and urlsplit(url).scheme in ("http", "https") else ""
+
+
+class _StateCollector:
+    """Reads the consumer at scrape time: version, position, lag, staleness, bytes."""
+
+    def __init__(self, site: Site):
+        self.site = site
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # prometheus_client's collector protocol
+        c = self.site.consumer
+        held = c is not None and c._state is not None
+
+        def gauge(name: str, doc: str, value: float | None):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], math.nan if value is None else float(value))
+            return g
+
+        yield gauge("nearstate_state_held", "1 once a state is held.", 1 if held else 0)
+        if c is None:
+            return
+        yield gauge("nearstate_state_version", "The dataset version held.", c.version)
+        yield gauge("nearstate_log_position", "The Log position shown.", c.position)
+        yield gauge("nearstate_version_lag", "Announced version minus the version held.", c.lag)
+        lag: float | None
+        try:
+            lag = c.log_lag()
+        except Exception:
+            lag = None
+        yield gauge("nearstate_log_lag", "Committed transactions not yet shown.", lag)
+        yield gauge(
+            "nearstate_staleness_seconds",
+            "Seconds since the Log last confirmed this copy shows every write.",
+            c.staleness(),
+        )
+        sizes = GaugeMetricFamily(
+            "nearstate_state_bytes", "Bytes of the state held, per type.", labels=["type"]
+        )
+        for t, n in sorted(c.bytes_per_type().items()):
+            sizes.add_metric([t], float(n))
+        yield sizes
+        s = self.site.search
+        if s is not None:
+            yield gauge("nearstate_search_documents", "Documents in the search index.", len(s))
