@@ -1,5 +1,9 @@
 """``nearstate demo``: the whole platform on one machine, on embedded defaults, until Ctrl-C.
 
+This module sets the demo up and plans its services; the verb (ports, progress, the
+banner, signals, stopping) is :mod:`nearstate.cli.demo`, and the services are started and
+stopped by :mod:`nearstate.web.processes`.
+
 Set-up (in this process, with progress shown; every step is idempotent, so a second run
 is quick and an interrupted one carries on where it stopped):
 
