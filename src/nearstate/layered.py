@@ -30,6 +30,7 @@ from .errors import DeltaError, SchemaError
 from .index import HashIndex, check_orderable, in_sorted
 from .lazymap import LazyMap
 from .ordered import LayeredOrderedIndex, Query, match, predicate
+from .pages import KEY_PAGES, PAGE_SHIFT, PagedMap, PagedSet, by_hash, by_ordinal
 from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
 from .schema import FieldType, Schema, per_schema
 
@@ -66,22 +67,25 @@ def gather(into: dict[str, Changes]):
 
 
 class _Overlay:
-    """What the deltas changed in one type, relative to the snapshot (copy to modify)."""
+    """What the deltas changed in one type, relative to the snapshot (copy to modify: the
+    copy shares every page with this one and copies a page when it first writes to it, so
+    a commit costs what it changes, not what changed since the snapshot)."""
 
     __slots__ = ("added", "entries", "live", "next_ord", "removed")
 
     def __init__(self, n_base: int):
-        self.entries: dict[int, tuple[int, int]] = {}  # ordinal -> (layer index, layer ordinal)
-        self.added: dict[Any, int] = {}  # keys not in the snapshot -> ordinal
-        self.removed: set[int] = set()  # snapshot ordinals removed
+        # ordinal -> (layer index, layer ordinal)
+        self.entries: PagedMap = PagedMap(by_ordinal)
+        self.added: PagedMap = PagedMap(by_hash)  # keys not in the snapshot -> ordinal
+        self.removed: PagedSet = PagedSet()  # snapshot ordinals removed
         self.next_ord = n_base
         self.live = n_base
 
     def copy(self) -> _Overlay:
         o = _Overlay.__new__(_Overlay)
-        o.entries = dict(self.entries)
-        o.added = dict(self.added)
-        o.removed = set(self.removed)
+        o.entries = self.entries.copy()
+        o.added = self.added.copy()
+        o.removed = self.removed.copy()
         o.next_ord = self.next_ord
         o.live = self.live
         return o
@@ -460,15 +464,27 @@ class LayeredTypeState:
             return layers[e[0]].state._types[name].digest(e[1])
 
         self.digest = digest
-        added, removed, lookup = ov.added, ov.removed, base._lookup
+        lookup = base._lookup
         assert lookup is not None
+        # the overlay's pages read directly: a key lookup is one dict lookup more than in
+        # a snapshot (see nearstate.pages)
+        apages, epages, rpages = ov.added.pages, entries.pages, ov.removed.pages
 
-        def ordinal_of(k: Any) -> int:
-            o = added.get(k)
-            if o is not None:
-                return o if o in entries else -1
+        def paged_ordinal_of(k: Any) -> int:
+            d = apages.get(hash(k) & KEY_PAGES)
+            if d is not None:
+                o = d.get(k)
+                if o is not None:
+                    e = epages.get(o >> PAGE_SHIFT)
+                    return o if e is not None and o in e else -1
             o = lookup(k)
-            return -1 if o < 0 or o in removed else o
+            if o < 0:
+                return -1
+            r = rpages.get(o >> PAGE_SHIFT)
+            return -1 if r is not None and o in r else o
+
+        # records replaced only (no key added or removed): the snapshot's own probe
+        ordinal_of = paged_ordinal_of if ov.added or ov.removed else lookup
 
         self.ordinal_of = ordinal_of
 
@@ -492,11 +508,16 @@ class LayeredTypeState:
         return self._ov.live
 
     def _live(self) -> Iterator[int]:
-        removed = self._ov.removed
+        rpages = self._ov.removed.pages
         n_base = len(self._base)
-        for o in range(n_base):
-            if o not in removed:
-                yield o
+        page = 1 << PAGE_SHIFT
+        for start in range(0, n_base, page):
+            end = min(start + page, n_base)
+            r = rpages.get(start >> PAGE_SHIFT)
+            if not r:
+                yield from range(start, end)
+            else:
+                yield from (o for o in range(start, end) if o not in r)
         entries = self._ov.entries
         for o in range(n_base, self._ov.next_ord):
             if o in entries:
@@ -682,11 +703,14 @@ class _CombinedIndex:
         return np.array(keep, dtype=np.int64)
 
 
-def _composite(entries: dict[int, tuple[int, int]], bget, lget):
-    eget = entries.get
+def _composite(entries: PagedMap, bget, lget):
+    epages = entries.pages  # read directly: a field read is one dict lookup more
 
     def get(o: int):
-        e = eget(o)
+        d = epages.get(o >> PAGE_SHIFT)
+        if d is None:
+            return bget(o)
+        e = d.get(o)
         if e is None:
             return bget(o)
         return lget(e)
