@@ -606,6 +606,41 @@ class LogContract:
             log.append(look)
         assert tuple(seen["a"]) == (4, True)
 
+    def test_last_reads_a_keys_last_change_without_holding_the_log(
+        self, log: Log, second_log: Log
+    ) -> None:
+        """log.last(type, key id) answers as view.last does, as of the head (appends made
+        through another handle included), and while another thread holds the Log in a
+        prepare it answers at once with what was committed before."""
+        assert log.last("Story", '"a"') is None
+        log.append(_entry(b"1", [("Story", '"a"', True), ("Story", '"b"', True)]))
+        second_log.append(_entry(b"2", [("Story", '"a"', False)]))
+        for handle in (log, second_log):
+            a, b = handle.last("Story", '"a"'), handle.last("Story", '"b"')
+            assert a is not None and tuple(a) == (2, False)
+            assert b is not None and tuple(b) == (1, True)
+            assert handle.last("Person", '"a"') is None
+        inside, release = threading.Event(), threading.Event()
+
+        def slow(view: LogView) -> Append:
+            inside.set()
+            assert release.wait(10)
+            return Append(b"3", [("Story", '"b"', False)])
+
+        t = threading.Thread(target=second_log.append, args=(slow,), daemon=True)
+        t.start()
+        try:
+            assert inside.wait(10)
+            t0 = time.monotonic()
+            b = log.last("Story", '"b"')
+            assert time.monotonic() - t0 < 2.0  # not queued behind the commit
+            assert b is not None and tuple(b) == (1, True)
+        finally:
+            release.set()
+            t.join(10)
+        b = log.last("Story", '"b"')
+        assert b is not None and tuple(b) == (3, False)
+
     def test_schema_is_kept_only_when_given(self, log: Log, second_log: Log) -> None:
         """An append with a schema makes it the Log's schema (JSON text equal to it, seen by
         view.schema() too and by another handle); an append without one leaves it as it

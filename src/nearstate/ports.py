@@ -148,6 +148,12 @@ class Log(Protocol):
         """The position of the last committed entry (0 when there is none)."""
         ...
 
+    def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
+        """The key's last change as of the head, as :meth:`LogView.last` gives it, read
+        without holding the Log for a write (a token is asked for far more often than a
+        transaction is committed, and must not queue behind commits)."""
+        ...
+
     def read(self, after: int, limit: int = 1000, *, fresh: bool = True) -> list[tuple[int, bytes]]:
         """Up to ``limit`` entries after position ``after``, oldest first: every entry
         committed before the call (up to ``limit``). Raises

@@ -18,7 +18,6 @@ against the dataset as it stands before the transaction; a failed one raises
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import time
@@ -223,19 +222,12 @@ class Writer:
 
     def token_of(self, type_name: str, key: Any) -> Token | None:
         """The token of the key's last change through the Log (Token(0): the key exists but
-        was never changed through the Log; None: the key does not exist)."""
-        out: list[tuple[int, bool]] = []
-
-        def look(view: LogView) -> Append:
-            schema = self._schema_from(view.schema())
-            tdef = _typedef(schema, type_name)
-            k = _normal_key(schema, tdef, key)
-            out.append(self._current(view, type_name, k))
-            raise _Done
-
-        with contextlib.suppress(_Done):
-            self.log.append(look)
-        pos, exists = out[-1]  # prepare may run again after catching up: the last answer
+        was never changed through the Log; None: the key does not exist). A read: it never
+        holds the Log for a write (``Log.last``)."""
+        schema = self._schema_from(self.log.schema())
+        tdef = _typedef(schema, type_name)
+        k = _normal_key(schema, tdef, key)
+        pos, exists = self._current(self.log, type_name, k)
         return Token(pos) if exists else None
 
     @property
@@ -358,8 +350,9 @@ class Writer:
             j = self._json[id(schema)] = (schema, json.dumps(schema.to_json(), sort_keys=True))
         return j[1]
 
-    def _current(self, view: LogView, type_name: str, key: Any) -> tuple[int, bool]:
-        """(token of the key's last change, whether it exists) before this transaction."""
+    def _current(self, view: LogView | Log, type_name: str, key: Any) -> tuple[int, bool]:
+        """(token of the key's last change, whether it exists) before this transaction (or
+        now, asked of the Log itself)."""
         state = self.versions() if self.versions is not None else None
         vpos = version_position(state)
         row = view.last(type_name, key_id(key))
@@ -413,10 +406,6 @@ class Writer:
 def _check_record(type_name: str, record: Any) -> None:
     if not isinstance(record, Mapping):
         raise InputError(f"{type_name}: a record must be a mapping, not {type(record).__name__}")
-
-
-class _Done(Exception):
-    """Ends a read-only look at the Log without writing."""
 
 
 def _typedef(schema: Schema | None, name: str) -> TypeDef:

@@ -503,6 +503,15 @@ class LocalLog:
         _notify(self._key, self._wake_dir, pos)
         return pos
 
+    def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
+        conn = self._conn()
+        if conn is None:
+            return None
+        try:
+            return _View(conn).last(type_name, key_id)  # a read: WAL readers never wait
+        except sqlite3.Error as e:
+            raise LogUnavailable(f"cannot read the log {self.path}: {e}") from e
+
     def head(self) -> int:
         conn = self._conn()
         if conn is None:

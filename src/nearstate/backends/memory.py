@@ -130,6 +130,10 @@ class MemoryLog:
     def head(self) -> int:
         return self._head
 
+    def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
+        # no lock: an append holds it through prepare, and one dict read is atomic
+        return self._keys.get((type_name, key_id))
+
     def read(self, after: int, limit: int = 1000, *, fresh: bool = True) -> list[tuple[int, bytes]]:
         with self._cond:
             if after < self._floor:

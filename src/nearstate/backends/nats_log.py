@@ -438,6 +438,13 @@ class NatsLog:
                         self._apply(ack.seq, keys, schema, bytes(app.body))
                 return int(ack.seq)
 
+    def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
+        """As of the head the stream's leader reports now: this handle catches up to it
+        first (as :meth:`append` does before answering its view), without the write lock."""
+        self._follow()
+        self._catch_up(time.monotonic() + self.catch_up_timeout)
+        return self._last(type_name, key_id)
+
     def head(self) -> int:
         """The last committed position. On a replicated stream, confirmed by a barrier
         through the stream's leader and a quorum (about one commit's round trip):
