@@ -30,7 +30,7 @@ from .errors import DeltaError, SchemaError
 from .index import HashIndex, check_orderable, in_sorted
 from .lazymap import LazyMap
 from .ordered import LayeredOrderedIndex, Query, match, predicate
-from .pages import KEY_PAGES, PAGE_SHIFT, PagedMap, PagedSet, by_hash, by_ordinal
+from .pages import PAGE_SHIFT, PagedMap, PagedSet, by_hash, by_ordinal
 from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
 from .schema import FieldType, Schema, per_schema
 
@@ -444,7 +444,7 @@ class LayeredTypeState:
             if _ref_fields(ft):
                 bget = _rebind_base(ft, bget, state)
                 lget = _rebind_keys(ft, lget, state)
-            return Column(fname, ft, _composite(entries, bget, lget), 0)
+            return Column(fname, ft, _composite(entries, self._flat_entries(), bget, lget), 0)
 
         columns = LazyMap(ftypes, column)
         self._columns = columns
@@ -466,22 +466,18 @@ class LayeredTypeState:
         self.digest = digest
         lookup = base._lookup
         assert lookup is not None
-        # the overlay's pages read directly: a key lookup is one dict lookup more than in
-        # a snapshot (see nearstate.pages)
-        apages, epages, rpages = ov.added.pages, entries.pages, ov.removed.pages
+        rpages, aget = ov.removed.pages, ov.added.get
 
         def paged_ordinal_of(k: Any) -> int:
-            d = apages.get(hash(k) & KEY_PAGES)
-            if d is not None:
-                o = d.get(k)
-                if o is not None:
-                    e = epages.get(o >> PAGE_SHIFT)
-                    return o if e is not None and o in e else -1
+            # a key the snapshot has is never in ``added`` (it keeps its snapshot ordinal,
+            # even removed and written again): the snapshot's probe first, then the keys
+            # the overlay added
             o = lookup(k)
-            if o < 0:
-                return -1
-            r = rpages.get(o >> PAGE_SHIFT)
-            return -1 if r is not None and o in r else o
+            if o >= 0:
+                r = rpages.get(o >> PAGE_SHIFT)
+                return -1 if r is not None and o in r else o
+            o = aget(k)
+            return -1 if o is None else o
 
         # records replaced only (no key added or removed): the snapshot's own probe
         ordinal_of = paged_ordinal_of if ov.added or ov.removed else lookup
@@ -493,6 +489,15 @@ class LayeredTypeState:
             return default if o < 0 else cls(self, o)
 
         self.get = get
+
+    def _flat_entries(self) -> dict[int, tuple[int, int]] | None:
+        """The overlay's entries as one dict, where there are few (made on the first read
+        of a field, once per version): a field read is then one dict lookup, as in a
+        snapshot's layered type before the overlay was paged. None for many."""
+        flat = self.__dict__.get("_flat")
+        if flat is None and len(self._ov.entries) <= FLAT_ENTRIES:
+            flat = self.__dict__["_flat"] = dict(self._ov.entries.items())
+        return flat
 
     @property
     def nbytes(self) -> int:
@@ -703,7 +708,20 @@ class _CombinedIndex:
         return np.array(keep, dtype=np.int64)
 
 
-def _composite(entries: PagedMap, bget, lget):
+FLAT_ENTRIES = 1024  # an overlay this small is also read as one dict (_flat_entries)
+
+
+def _composite(entries: PagedMap, flat: dict[int, tuple[int, int]] | None, bget, lget):
+    if flat is not None:
+        eget = flat.get
+
+        def get_flat(o: int):
+            e = eget(o)
+            if e is None:
+                return bget(o)
+            return lget(e)
+
+        return get_flat
     epages = entries.pages  # read directly: a field read is one dict lookup more
 
     def get(o: int):
