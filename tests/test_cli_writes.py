@@ -182,6 +182,8 @@ def test_bench_raw_reports_every_figure(tmp_path: Path) -> None:
     cpu = res["reader_cpu_ms_per_commit"]  # measured in each consumer process
     assert len(cpu) == 2 and all(0 < x < 1000 for x in cpu)
     assert "a reader's CPU per single-record commit" in describe(res)
+    wakes = res["consumer_wakeups"]  # each consumer's Log: waits woken and commits found late
+    assert len(wakes) == 2 and all(w["woken"] + w["late"] >= 1 for w in wakes)
     assert res["commits_per_s"] > 0
     assert res["batched_mutations_per_s"] > 0
 

@@ -7,6 +7,9 @@
   CLOCK_MONOTONIC, which every process on a Linux host shares.
 * ``reader_cpu_ms_per_commit`` — per consumer process, its CPU time (every thread:
   following the Log and the versions, listeners) while the probes ran, per probe.
+* ``consumer_wakeups`` — per consumer process on the local backend, its Log's
+  ``wake_stats()``: waits ended by a commit's wake-up (``woken``) and commits found only
+  on a recheck (``late``: a wake-up that never came).
 * ``strong_overhead_ms`` — what a strong read (``consumer.sync()``) costs when the
   consumer is already caught up: one question to the Log about its head.
 * ``commits_per_s`` — single-record transactions, one after another, each durable
@@ -110,7 +113,9 @@ def run_raw(
                        f"process{'es' if consumers != 1 else ''} ...")  # fmt: skip
         commit_ms: list[float] = []
         cpu_ms: list[float] = []
-        per_consumer = _visible(target, w, probes, compact_every, commit_ms, consumers, cpu_ms)
+        wakeups: list[dict[str, int]] = []
+        per_consumer = _visible(target, w, probes, compact_every, commit_ms, consumers, cpu_ms,
+                                wakeups)  # fmt: skip
         # a probe is visible on all consumers when the slowest one shows it
         visible = [max(ms) for ms in zip(*per_consumer, strict=True)]
 
@@ -152,6 +157,9 @@ def run_raw(
             "probe_commit_ms": percentiles(commit_ms, digits=3),
             "visible_ms_per_consumer": [percentiles(ms, digits=3) for ms in per_consumer],
             "reader_cpu_ms_per_commit": [round(x, 4) for x in cpu_ms],
+            # per consumer (local backend): waits ended by a commit's wake-up, and commits
+            # found only on a recheck (their wake-up lost): LocalLog.wake_stats()
+            "consumer_wakeups": wakeups,
             "config": {
                 "probes": probes,
                 "commits": commits,
@@ -254,13 +262,15 @@ def _fetch_main(dataset: str, name: str) -> None:
 
 def _visible(
     target: str, w: Any, probes: int, compact_every: float, commit_ms: list[float],
-    consumers: int, cpu_ms: list[float],
+    consumers: int, cpu_ms: list[float], wakeups: list[dict[str, int]] | None = None,
 ) -> list[list[float]]:  # fmt: skip
     """Probe writes, timed until each of ``consumers`` consumer processes shows them, while
     (with ``compact_every``) a producer process folds the Log into versions meanwhile.
     Returns, per consumer, each probe's milliseconds; appends to ``cpu_ms`` each consumer
     process's CPU time (all its threads: following the Log and the versions, listeners)
-    per probe committed."""
+    per probe committed, and to ``wakeups`` its Log's wake-up counts (local backend)."""
+    if wakeups is None:
+        wakeups = []
     compactor = None
     if compact_every > 0:
         compactor = subprocess.Popen(
@@ -294,6 +304,8 @@ def _visible(
             reply = json.loads(child.stdout.readline())
             got = reply["visible_ms"]
             cpu_ms.append(reply["cpu_ms_per_commit"])
+            if reply.get("wakeups") is not None:
+                wakeups.append(reply["wakeups"])
             child.wait(timeout=60)
             if len(got) != probes:
                 raise RuntimeError(f"a consumer showed {len(got)} of {probes} probes")
@@ -340,9 +352,12 @@ def _consumer_main(dataset: str, probes: int) -> None:
     sys.stdin.readline()
     done.wait(30)
     cpu = time.process_time() - cpu0
+    stats = getattr(c.log, "wake_stats", None)  # the local Log: wake-ups heard and missed
+    wakeups = stats() if stats is not None else None
     c.stop()
     print(json.dumps({"visible_ms": [seen[k] for k in sorted(seen)],
-                      "cpu_ms_per_commit": cpu * 1000 / max(1, probes)}), flush=True)  # fmt: skip
+                      "cpu_ms_per_commit": cpu * 1000 / max(1, probes),
+                      "wakeups": wakeups}), flush=True)  # fmt: skip
 
 
 # -- peers ----------------------------------------------------------------------------------
@@ -476,6 +491,10 @@ def describe(res: dict[str, Any]) -> str:
                    f"{v['p99']:.2f} ms ({ok(v['p50'] <= 1 and v['p99'] <= 5)} p50 <= 1 ms, "
                    "p99 <= 5 ms)")  # fmt: skip
     lines = [visible]
+    for i, wk in enumerate(res.get("consumer_wakeups") or ()):
+        if wk["late"]:
+            lines.append(f"consumer {i + 1} found {wk['late']:,} commits only on a recheck "
+                         f"(woken for {wk['woken']:,}): their wake-ups never came")  # fmt: skip
     cpu = res.get("reader_cpu_ms_per_commit")
     if cpu:
         lines.append(f"a reader's CPU per single-record commit: {max(cpu):.3f} ms at most "
