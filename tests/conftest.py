@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from history import Child
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _blob_cache_of_the_run() -> Iterator[None]:
+    """NATS datasets keep fetched blobs in a host cache (nearstate.backends.blob_cache):
+    the tests' go to a directory of this run, removed at its end, not the user's."""
+    if "NEARSTATE_CACHE_DIR" in os.environ:
+        yield
+        return
+    d = tempfile.mkdtemp(prefix="nearstate-test-cache-")
+    os.environ["NEARSTATE_CACHE_DIR"] = d
+    yield
+    os.environ.pop("NEARSTATE_CACHE_DIR", None)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

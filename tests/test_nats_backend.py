@@ -727,6 +727,9 @@ def test_damaged_objects_are_reported(dataset: Dataset) -> None:
     """A meta message whose digest does not match, a chunk too many, a chunk replaced, and
     chunks gone: each is a DatasetError saying what is wrong, never wrong bytes."""
     blobs = dataset.open().blobs
+    # what comes from the store, each get: a host's cache serves the bytes it checked once
+    # (test_the_host_cache_fetches_once_and_refetches_what_is_damaged)
+    blobs.cache = None
     conn = blobs.conn
     bucket = blobs.names.bucket
 
@@ -1052,3 +1055,45 @@ def test_compact_follow_keeps_going_through_an_outage(throwaway: Throwaway) -> N
         proc.terminate()
         _, errs = proc.communicate(timeout=10)
     assert "Compaction failed" in errs and "Trying again" in errs
+
+
+# --- the host's blob cache ----------------------------------------------------------------------
+
+
+def test_the_host_cache_fetches_once_and_refetches_what_is_damaged(
+    dataset: Dataset, tmp_path: Any
+) -> None:
+    """A blob fetched by one process is mapped by the others of the host without a fetch
+    (another process included); a cached file whose bytes were damaged is fetched again;
+    blobs the store deleted, and a killed fetch's temporary file, are tidied away."""
+    cache_dir = tmp_path / "cache"
+    opt = f"?cache={cache_dir}"
+    first = dataset.open(opt).blobs
+    assert first.cache is not None and first.cache.root == cache_dir
+    data = os.urandom(3 * CHUNK + 17)
+    first.put("snap/1", [data])
+    got = first.get("snap/1")
+    assert bytes(got) == data and first.cache.fetches == 1
+    assert not isinstance(got, (bytes, bytearray))  # a map of the cached file
+    second = dataset.open(opt).blobs  # another handle, as another worker of the host
+    assert bytes(second.get("snap/1")) == data and second.cache.fetches == 0
+    code = ("import hashlib, sys, nearstate; b = nearstate.open(sys.argv[1]).blobs; "
+            "print(hashlib.sha256(b.get('snap/1')).hexdigest(), b.cache.fetches)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, dataset.url + opt],
+                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    assert out.stdout.split() == [hashlib.sha256(data).hexdigest(), "0"]  # mapped, not fetched
+    # a byte of the cached file damaged: a process that had not checked it fetches again
+    (cached,) = [p for p in cache_dir.glob("snap%2F1@*") if p.suffix != ".lock"]
+    raw = bytearray(cached.read_bytes())
+    raw[5] ^= 0xFF
+    cached.write_bytes(bytes(raw))
+    third = dataset.open(opt).blobs
+    assert bytes(third.get("snap/1")) == data and third.cache.fetches == 1
+    # a deleted blob's file goes with the next fetch; so does a dead process's tmp file
+    (cache_dir / ".snap%2F1@gone.999999999.tmp").write_bytes(b"half")
+    first.put("snap/2", [b"two"])
+    first.delete("snap/1")
+    assert bytes(first.get("snap/2")) == b"two"
+    names = sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock"))
+    assert names == [n for n in names if n.startswith("snap%2F2@")] and len(names) == 1
+    assert dataset.open("?cache=off").blobs.cache is None

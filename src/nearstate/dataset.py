@@ -19,6 +19,7 @@ docs/operations.md); the same code runs on either.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -277,7 +278,13 @@ class NatsDataset(Dataset):
     """A dataset kept in NATS JetStream (see :mod:`nearstate.backends.nats_conn`): many
     writers, one producer and any number of consumers on any hosts share it."""
 
-    def __init__(self, servers: str, name: str, *, replicas: int = 1, lease: float = 10.0):
+    def __init__(self, servers: str, name: str, *, replicas: int = 1, lease: float = 10.0,
+                 cache: str | Path | None = "default"):  # fmt: skip
+        """``cache``: the host's directory for fetched blobs, which every process maps
+        (``"default"``: under ``$NEARSTATE_CACHE_DIR`` or ``~/.cache/nearstate``, one
+        folder per server list and dataset; None: each process reads blobs into its own
+        memory). See :mod:`nearstate.backends.blob_cache`."""
+        from .backends.blob_cache import BlobCache, default_root
         from .backends.nats_conn import check_dataset_name, connection
         from .backends.nats_log import NatsLog
         from .backends.nats_store import NatsAnnouncer, NatsBlobStore
@@ -286,7 +293,13 @@ class NatsDataset(Dataset):
         self._name = check_dataset_name(name)
         self.replicas = replicas
         conn = connection(servers)
-        self.blobs = NatsBlobStore(conn, name, replicas=replicas)
+        blob_cache = None
+        if cache == "default":
+            key = hashlib.sha256(f"{servers}/{name}".encode()).hexdigest()[:16]
+            blob_cache = BlobCache(default_root() / f"{name}-{key}")
+        elif cache is not None:
+            blob_cache = BlobCache(Path(cache))
+        self.blobs = NatsBlobStore(conn, name, replicas=replicas, cache=blob_cache)
         self.announcer = NatsAnnouncer(conn, name, replicas=replicas, lease=lease)
         self.log = NatsLog(conn, name, replicas=replicas)
         self._seen = -1
@@ -304,9 +317,11 @@ class NatsDataset(Dataset):
             lease = float(q.pop("lease", ["10"])[-1])
         except ValueError as e:
             raise InputError(f"{url}: {e}") from None
+        cache_opt = q.pop("cache", ["default"])[-1]
+        cache: str | None = None if cache_opt in ("off", "none", "") else cache_opt
         if q:
             raise InputError(f"{url}: unknown option(s) {', '.join(sorted(q))} "
-                             "(known: replicas, lease)")  # fmt: skip
+                             "(known: replicas, lease, cache)")  # fmt: skip
         if not 1 <= replicas <= 5:
             raise InputError(f"{url}: replicas must be 1 to 5, not {replicas}")
         if not (0 < lease < float("inf")):
@@ -315,7 +330,7 @@ class NatsDataset(Dataset):
         scheme = u.scheme
         servers = ",".join(f"{scheme}://{auth + '@' if auth else ''}{h}"
                            for h in (hosts or "127.0.0.1:4222").split(","))  # fmt: skip
-        return cls(servers, name, replicas=replicas, lease=lease)
+        return cls(servers, name, replicas=replicas, lease=lease, cache=cache)
 
     def __repr__(self) -> str:
         return f"NatsDataset({self.url!r})"

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import BlobNotFound, DatasetError, LockedError
 from ..ports import Buffer, check_name
+from .blob_cache import BlobCache
 from .nats_conn import (
     Names,
     NatsConnection,
@@ -54,12 +55,17 @@ class NatsBlobStore:
     """Blobs of one dataset in the Object Store bucket ``nearstate_NAME``."""
 
     def __init__(
-        self, conn: NatsConnection, dataset: str, *, replicas: int = 1, get_timeout: float = 10.0
-    ):
+        self, conn: NatsConnection, dataset: str, *, replicas: int = 1, get_timeout: float = 10.0,
+        cache: BlobCache | None = None,
+    ):  # fmt: skip
+        """``cache``: where fetched blobs are kept once per host and mapped by every
+        process (:mod:`nearstate.backends.blob_cache`); None reads each into this
+        process's memory."""
         self.conn = conn
         self.names = Names(dataset)
         self.replicas = replicas
         self.get_timeout = get_timeout  # seconds without a chunk before a get gives up
+        self.cache = cache
         self._ready = False
 
     def __repr__(self) -> str:
@@ -210,7 +216,30 @@ class NatsBlobStore:
         size = int(info.size or 0)
         if size == 0:
             return b""
+        if self.cache is not None:
+            cache = self.cache
+            before = cache.fetches
+
+            def into(f: Any) -> Any:
+                return self._fetch(name, info, size, lambda off, data: f.write(data))
+
+            want = (info.digest or "").split("=", 1)[-1]
+            got = cache.open(name, info.nuid, size, want, into, self._where())
+            if cache.fetches != before:  # a blob came: forget those the store no longer has
+                with contextlib.suppress(Exception):
+                    cache.tidy(self.list())
+            return got
         out = bytearray(size)
+
+        def put(off: int, data: bytes) -> None:
+            out[off : off + len(data)] = data
+
+        self._check_digest(name, info, self._fetch(name, info, size, put))
+        return out
+
+    def _fetch(self, name: str, info: Any, size: int, sink: Any) -> Any:
+        """Stream the blob's chunks to ``sink(offset, data)``, in order; return the hashlib
+        SHA-256 of what came (checking it is the caller's)."""
         state: dict[str, Any] = {"off": 0, "hash": hashlib.sha256(), "last": time.monotonic()}
         done = threading.Event()
         js = self.conn.js
@@ -223,7 +252,7 @@ class NatsBlobStore:
                     state["error"] = "more bytes than its size"
                     done.set()
                     return
-                out[off : off + len(data)] = data
+                sink(off, data)
                 state["hash"].update(data)
                 state["off"] = off + len(data)
                 state["last"] = time.monotonic()
@@ -268,8 +297,7 @@ class NatsBlobStore:
                 f"blob {name!r} in {self._where()} is damaged: "
                 f"{state.get('error') or 'fewer bytes than its size'}"
             )
-        self._check_digest(name, info, state["hash"])
-        return out
+        return state["hash"]
 
     def _check_digest(self, name: str, info: Any, digest: Any) -> None:
         want = (info.digest or "").split("=", 1)[-1]
