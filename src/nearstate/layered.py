@@ -491,9 +491,9 @@ class LayeredTypeState:
         self.get = get
 
     def _flat_entries(self) -> dict[int, tuple[int, int]] | None:
-        """The overlay's entries as one dict, where there are few (made on the first read
-        of a field, once per version): a field read is then one dict lookup, as in a
-        snapshot's layered type before the overlay was paged. None for many."""
+        """The overlay's entries as one dict, where there are very few (made once per
+        version, with its first column): a field read is then one dict lookup, as before
+        the overlay was paged. None for more."""
         flat = self.__dict__.get("_flat")
         if flat is None and len(self._ov.entries) <= FLAT_ENTRIES:
             flat = self.__dict__["_flat"] = dict(self._ov.entries.items())
@@ -708,7 +708,9 @@ class _CombinedIndex:
         return np.array(keep, dtype=np.int64)
 
 
-FLAT_ENTRIES = 1024  # an overlay this small is also read as one dict (_flat_entries)
+# an overlay this small is also read as one dict (_flat_entries): making it is made per
+# version, so it must cost next to nothing (at 1,024 it was most of a commit's cost)
+FLAT_ENTRIES = 32
 
 
 def _composite(entries: PagedMap, flat: dict[int, tuple[int, int]] | None, bget, lget):
