@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .stats import percentiles
+
 TARGET_MS = 0.1
 
 
@@ -86,8 +88,8 @@ def _over_big_overlay(changed: int, commits: int) -> dict[str, float]:
         t0 = time.thread_time()
         state, _ = lay_over(state, {"P": {j: {"id": j, "v": j}}}, name=f"commit {j}")
         cpu.append((time.thread_time() - t0) * 1000)
-    cpu.sort()
-    return {"p50": round(statistics.median(cpu), 4), "p90": round(cpu[int(0.9 * len(cpu))], 4)}
+    got = percentiles(cpu, 4)
+    return {"p50": got["p50"], "p90": got["p90"]}
 
 
 def run(commits: int = 300, titles: int = 2000, workdir: Path | None = None,
@@ -120,12 +122,12 @@ def run(commits: int = 300, titles: int = 2000, workdir: Path | None = None,
         got = c.state["Story"].get(1)
         if got is None or got.revision != commits:
             raise RuntimeError("the reader did not show the last commit")
-        cpu.sort()
+        got = percentiles(cpu, 4)
         return {
             "reader_cpu_ms": {
-                "p50": round(statistics.median(cpu), 4),
+                "p50": got["p50"],
                 "mean": round(statistics.fmean(cpu), 4),
-                "p90": round(cpu[int(0.9 * len(cpu))], 4),
+                "p90": got["p90"],
             },
             "target_ms": TARGET_MS,
             "overlay_ms": _over_big_overlay(overlay, commits),
