@@ -311,8 +311,13 @@ def _old_freshness(cms_url: str, old: OldPath, stories: list[tuple[int, str]], t
     what = "save → preview" if kind == "preview" else "publish → live"
     watchers = ThreadPoolExecutor(len(stories), thread_name_prefix="in-store")
 
+    # one login per worker, one after another before they start: the editor throttles
+    # logins of one account racing each other (each holds a place among its failures
+    # until its password is checked), as it would a guesser's
+    clients = {sid: login(cms_url) for sid, _ in stories}
+
     def worker(sid: int, slug: str) -> None:
-        cl = login(cms_url)
+        cl = clients[sid]
         pages = httpx.Client(base_url=old.pages_url, timeout=5)
         pg = psycopg.connect(old.pg_url, autocommit=True)
         try:
