@@ -49,25 +49,6 @@ SUBPACKAGES = {
 
 # (importing module, imported module, private name) -> why it is allowed for now
 KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
-    ("nearstate.merge", "nearstate.encoding", "_null_rank"): (
-        "the column merge sorts nulls as the encoder does; the encoder's helper is the rule "
-        "(store core, another session's files)"
-    ),
-    ("nearstate.merge", "nearstate.encoding", "_fits_float32"): (
-        "the merge picks a float column's width as the encoder does (store core)"
-    ),
-    ("nearstate.merge", "nearstate.encoding", "_size"): (
-        "the merge measures a column as the encoder does to pick the smaller (store core)"
-    ),
-    ("nearstate.layered", "nearstate.read_state", "_index_value"): (
-        "a layered state probes its indexes with the read state's key normalisation (store core)"
-    ),
-    ("nearstate.overlay", "nearstate.layered", "_shared_view_class"): (
-        "the overlay's record views share the layered state's view classes (store core)"
-    ),
-    ("nearstate.delta", "nearstate.digest", "_nested_dict"): (
-        "delta and digest agree on a nested record's canonical form (store core)"
-    ),
     ("nearstate.content.ingest", "nearstate.content.cms", "_known"): (
         "the ingestor reads the CMS's list of known record kinds; goes away when the CMS "
         "owns ingestion status (issue 19, item 4)"

@@ -814,7 +814,7 @@ def test_staged_digests_equal_each_records_own_digest() -> None:
     """WriteState.digests rewrites whole columns (floats checked at once, each nested record
     once): the result must equal digesting every record on its own, for the values whose
     canonical form differs from the value (-0.0, NaN, infinities) and for left-out fields."""
-    from nearstate.digest import _nested_dict, digest_values
+    from nearstate.digest import digest_values, nested_dict
     from nearstate.write_state import WriteState
 
     specials = [0.5, -0.0, 0.0, float("nan"), float("inf"), float("-inf"), 1e300, 3]
@@ -832,14 +832,14 @@ def test_staged_digests_equal_each_records_own_digest() -> None:
     ws.add_many("P", recs)
     got = ws.digests("P")
     tdef = schema["P"]
-    want = [digest_values(tdef, r, schema, _nested_dict) for r in recs]
+    want = [digest_values(tdef, r, schema, nested_dict) for r in recs]
     assert [int(d) for d in got] == want
     # and a float column holding only plain values takes the fast path with the same result
     plain = [{"id": i, "f": i / 4, "pt": {"x": 1.0, "tag": "a"}} for i in range(10)]
     ws = WriteState(schema)
     ws.add_many("P", plain)
     assert [int(d) for d in ws.digests("P")] == [
-        digest_values(tdef, r, schema, _nested_dict) for r in plain
+        digest_values(tdef, r, schema, nested_dict) for r in plain
     ]
 
 

@@ -152,7 +152,7 @@ class DeltaLayer:
             for o in range(len(ts)):
                 rec = ts[o]
                 d = _digest.digest_values(
-                    self.schema[tname], rec.to_dict(), self.schema, _digest._nested_dict
+                    self.schema[tname], rec.to_dict(), self.schema, _digest.nested_dict
                 )
                 if stored is None or int(stored[o]) != d:
                     raise DeltaError(

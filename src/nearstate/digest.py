@@ -181,10 +181,10 @@ def _canon_column(
 def digest_record(rec: Any, schema: Schema) -> int:
     """The digest of a decoded record view (recomputed from its values)."""
     tdef = schema[rec._ts.name]
-    return digest_values(tdef, rec.to_dict(), schema, _nested_dict)
+    return digest_values(tdef, rec.to_dict(), schema, nested_dict)
 
 
-def _nested_dict(_target: str, v: Any) -> Mapping[str, Any]:
+def nested_dict(_target: str, v: Any) -> Mapping[str, Any]:
     return v
 
 

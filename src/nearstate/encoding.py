@@ -160,7 +160,7 @@ def encode_column(
         if n_null * SPARSE_MIN_NULLS >= len(values):
             # many nulls: measure storing only the values that are there (a rank per 64
             # records maps an ordinal to its value) against placeholders in every null
-            rank = _null_rank(nulls)
+            rank = null_rank(nulls)
             if ft.kind == "text":  # a null's placeholder costs a zstd frame: always sparse
                 sparse_meta = _encode_values(ft, present, out, name, train, learned)
                 out[name + ".nrank"] = rank
@@ -170,7 +170,7 @@ def encode_column(
             dense_meta = _encode_values(ft, _placeholders(ft, values), dense, name, train,
                                         learned)  # fmt: skip
             sparse_meta = _encode_values(ft, present, sparse, name, train, learned)
-            if _size(sparse) + rank.nbytes < _size(dense):
+            if sections_size(sparse) + rank.nbytes < sections_size(dense):
                 out.update(sparse)
                 out[name + ".nrank"] = rank
                 return {**meta, **sparse_meta, "sparse": True}
@@ -191,7 +191,7 @@ def _placeholders(ft: FieldType, values: list[Any]) -> list[Any]:
     return [z if v is None else v for v in values]
 
 
-def _null_rank(nulls: np.ndarray) -> np.ndarray:
+def null_rank(nulls: np.ndarray) -> np.ndarray:
     """Nulls before each block of 64 records (the sparse layout's rank directory)."""
     padded = np.zeros(-(-len(nulls) // 64) * 64, dtype=np.int64)
     padded[: len(nulls)] = nulls
@@ -200,7 +200,8 @@ def _null_rank(nulls: np.ndarray) -> np.ndarray:
     return before.astype(narrow_uint(int(per.sum()) if len(per) else 0))
 
 
-def _size(sections: Sections) -> int:
+def sections_size(sections: Sections) -> int:
+    """The bytes of encoded sections (arrays and bytes)."""
     return sum(v.nbytes if isinstance(v, np.ndarray) else len(v) for v in sections.values())
 
 
@@ -221,13 +222,13 @@ def _encode_values(
         meta.update(_encode_datetime(values, out, name))
     elif kind == "float":
         a = np.array(values, dtype=np.float64)
-        width = 4 if _fits_float32(a) else 8
+        width = 4 if fits_float32(a) else 8
         scaled = _decimal_scale(a)
         if scaled is not None:
             ints, scale = scaled
             tried: Sections = {}
             int_meta = _encode_int(ints, tried, name)
-            if _size(tried) < width * len(a):
+            if sections_size(tried) < width * len(a):
                 out.update(tried)
                 return {**int_meta, "scale": scale}
         out[name] = a.astype("<f4" if width == 4 else "<f8")
@@ -261,7 +262,7 @@ def _encode_values(
     return meta
 
 
-def _fits_float32(a: np.ndarray) -> bool:
+def fits_float32(a: np.ndarray) -> bool:
     with np.errstate(over="ignore"):
         back = a.astype(np.float32).astype(np.float64)
     return bool(np.array_equal(back.view(np.int64), a.view(np.int64)))

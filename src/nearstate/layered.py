@@ -31,7 +31,7 @@ from .index import HashIndex, check_orderable, in_sorted
 from .lazymap import LazyMap
 from .ordered import LayeredOrderedIndex, Query, match, predicate
 from .pages import PAGE_SHIFT, PagedMap, PagedSet, by_hash, by_ordinal
-from .read_state import ReadState, Record, TypeMap, TypeState, _index_value
+from .read_state import ReadState, Record, TypeMap, TypeState, index_value
 from .schema import FieldType, Schema, per_schema
 
 State = ReadState  # for type hints: a ReadState or a LayeredState (same reading API)
@@ -448,7 +448,7 @@ class LayeredTypeState:
 
         columns = LazyMap(ftypes, column)
         self._columns = columns
-        cls = _shared_view_class(self.name, tuple(columns))
+        cls = shared_view_class(self.name, tuple(columns))
         self._cls = cls
         self.view = cls
         key = self.typedef.key
@@ -574,7 +574,7 @@ class LayeredTypeState:
             return self._find_queries(where)
         fields = tuple(where)
         base_idx = self._base.index(*fields)
-        vals = [_index_value(v) for v in where.values()]
+        vals = [index_value(v) for v in where.values()]
         value = tuple(vals) if len(vals) > 1 else vals[0]
         entries, removed = self._ov.entries, self._ov.removed
         out = [
@@ -622,10 +622,10 @@ class LayeredTypeState:
     def _find_queries(self, where: dict[str, Any]) -> list[Record]:
         """``find`` with queries: the snapshot's answer without the records the overlay
         removed or replaced, plus the overlay's records that meet every condition."""
-        base = match(self._base, where, _index_value)
+        base = match(self._base, where, index_value)
         base = base[~in_sorted(base, self._hidden())]
         preds = [
-            predicate(self.column(f), v, _index_value, f"{self.name}.{f}") for f, v in where.items()
+            predicate(self.column(f), v, index_value, f"{self.name}.{f}") for f, v in where.items()
         ]
         extra = [o for o in sorted(self._ov.entries) if all(p(o) for p in preds)]
         ords = np.sort(np.concatenate([base, np.array(extra, dtype=np.int64)]))
@@ -665,8 +665,8 @@ def _index_entries(ts: LayeredTypeState, fields: tuple[str, ...], ordinals: list
 
     def hashable(ft: FieldType, v: Any) -> list[Any]:
         if ft.kind in ("list", "set"):
-            return list(dict.fromkeys(_index_value(x) for x in (v or ())))
-        return [_index_value(v)]
+            return list(dict.fromkeys(index_value(x) for x in (v or ())))
+        return [index_value(v)]
 
     out: list[tuple[int, Any]] = []
     for o in ordinals:
@@ -682,7 +682,7 @@ def _index_entries(ts: LayeredTypeState, fields: tuple[str, ...], ordinals: list
 
 
 @functools.lru_cache(maxsize=256)
-def _shared_view_class(type_name: str, fields: tuple[str, ...]) -> type[Record]:
+def shared_view_class(type_name: str, fields: tuple[str, ...]) -> type[Record]:
     """One view class per type and field list, shared by every layered version: its
     properties read ``self._ts._columns`` (a version makes no class of its own, so the
     versions it replaces are freed without the cycle collector)."""

@@ -44,8 +44,9 @@ from .encoding import (
     TEXT_LEVEL,
     UTF8,
     Sections,
-    _null_rank,
     narrow_uint,
+    null_rank,
+    sections_size,
 )
 from .errors import FormatError, SchemaError
 from .index import build_pk_tables, key_bytes
@@ -675,7 +676,7 @@ def write_node(ft: FieldType, node: Node, out: Sections, name: str) -> dict[str,
     n_null = int(nulls.sum())
     present = np.flatnonzero(~nulls)
     if n_null * SPARSE_MIN_NULLS >= n:
-        rank = _null_rank(nulls)
+        rank = null_rank(nulls)
         sparse_vals = _take_vals(node.vals, present)
         if ft.kind == "text":
             sm = _write_vals(ft, sparse_vals, out, name)
@@ -685,7 +686,7 @@ def write_node(ft: FieldType, node: Node, out: Sections, name: str) -> dict[str,
         sparse: Sections = {}
         dm = _write_vals(ft, _zeroed(ft, node, nulls), dense, name)
         sm = _write_vals(ft, sparse_vals, sparse, name)
-        if _size(sparse) + rank.nbytes < _size(dense):
+        if sections_size(sparse) + rank.nbytes < sections_size(dense):
             out.update(sparse)
             out[name + ".nrank"] = rank
             return {**meta, **sm, "sparse": True}
@@ -706,10 +707,6 @@ def _zeroed(ft: FieldType, node: Node, nulls: np.ndarray) -> Any:
     idx[nulls] = node.n
     z = zero_node(ft, node)
     return _take_vals(_concat_vals(ft, [v, z.vals]), idx)
-
-
-def _size(sections: Sections) -> int:
-    return sum(v.nbytes if isinstance(v, np.ndarray) else len(v) for v in sections.values())
 
 
 def _write_ints(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
@@ -759,9 +756,9 @@ def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, An
 def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
     """Floats as :func:`nearstate.encoding._encode_values` lays them out: decimal scaling
     where every value fits and that is smaller, else float32 where exact, else float64."""
-    from .encoding import _fits_float32, _size, decimal_scale
+    from .encoding import decimal_scale, fits_float32
 
-    width = 4 if _fits_float32(a) else 8
+    width = 4 if fits_float32(a) else 8
     scale = decimal_scale(a, STEP)
     if scale is not None:
         s = np.empty(len(a), dtype=np.int64)
@@ -769,7 +766,7 @@ def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
             s[i : i + STEP] = np.round(a[i : i + STEP] * scale)
         tried: Sections = {}
         meta = _write_ints(s, tried, name)
-        if _size(tried) < width * len(a):
+        if sections_size(tried) < width * len(a):
             out.update(tried)
             meta["scale"] = scale
             return meta

@@ -27,7 +27,7 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta
 from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
-from .layered import Changes, LayeredState, _shared_view_class, apply_delta
+from .layered import Changes, LayeredState, apply_delta, shared_view_class
 from .lazymap import LazyMap
 from .read_state import ReadState, TypeMap
 from .schema import FieldType, Schema, TypeDef, per_schema
@@ -484,7 +484,7 @@ class _PlainType:
             if ft.kind == "datetime":  # refused now, as the encoder refuses it, not on a read
                 _one_datetime_kind(col, f"{layer}: {tdef.name}.{fname}")
         self._columns = LazyMap(fields, column)
-        self._cls = self.view = _shared_view_class(tdef.name, tuple(fields))
+        self._cls = self.view = shared_view_class(tdef.name, tuple(fields))
         self._ws = ws
         self._digests: Any = None  # made on first use: only a checksum or a diff asks
         if tdef.key is not None:

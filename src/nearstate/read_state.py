@@ -280,9 +280,9 @@ class TypeState:
         intersect. Records come in ordinal order (``ordered(field)`` gives a field's order).
         """
         if any(isinstance(v, Query) for v in where.values()):
-            return self._records(match(self, where, _index_value))
+            return self._records(match(self, where, index_value))
         idx = self.index(*where)
-        vals = [_index_value(v) for v in where.values()]
+        vals = [index_value(v) for v in where.values()]
         value = tuple(vals) if len(vals) > 1 else vals[0]
         if _core is not None:
             return self._maker.many(idx.ordinals(value))
@@ -301,8 +301,8 @@ class TypeState:
 
         def hashable(ft: FieldType, v: Any) -> list[Any]:
             if ft.kind in ("list", "set"):
-                return list(dict.fromkeys(_index_value(x) for x in (v or ())))
-            return [_index_value(v)]
+                return list(dict.fromkeys(index_value(x) for x in (v or ())))
+            return [index_value(v)]
 
         def values():
             for o in range(self._count):
@@ -346,7 +346,7 @@ class TypeState:
 _NAN_KEY = ("nan",)  # NaN != NaN, yet find(x=nan) should find the NaNs
 
 
-def _index_value(v: Any) -> Any:
+def index_value(v: Any) -> Any:
     if isinstance(v, Record):
         return v.key if v._ts.typedef.key is not None else v.ordinal
     if type(v) is float and v != v:
