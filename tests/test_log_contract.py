@@ -1,4 +1,4 @@
-"""The Log backends held to ``LogContract`` (tests/contracts.py): the in-memory MemoryLog and
+"""The Log backends held to ``LogContract`` (nearstate.testing): the in-memory MemoryLog and
 the SQLite LocalLog; plus what only LocalLog promises: handles on one directory (and other
 processes) share the Log, and the file appears only with the first append."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from contracts import LONG, PROMPT, SHORT, LogContract
 from nearstate.backends.local_log import FILE, LocalLog
 from nearstate.backends.memory import MemoryLog
 from nearstate.ports import Append, Log, LogView
+from nearstate.testing import LONG, PROMPT, SHORT, LogContract
 
 
 class TestMemoryLog(LogContract):

@@ -1,4 +1,4 @@
-"""What the NATS JetStream backend does beyond the generic contracts (tests/contracts.py):
+"""What the NATS JetStream backend does beyond the generic contracts (nearstate.testing):
 
 * URLs: ``nats://host:port/name?replicas=&lease=``, refused options and names, several
   servers, ``NEARSTATE_DATASET``, a server that is not there;

@@ -1,5 +1,5 @@
 """The NATS JetStream backend held to the same contract suites as the local backends
-(tests/contracts.py), unchanged. Each test gets a dataset of its own on the test server
+(nearstate.testing), unchanged. Each test gets a dataset of its own on the test server
 (tests/natsserver.py); the second handle of a contract has a connection of its own, as a
 writer or producer in another process would."""
 
@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from contracts import AnnouncerContract, BlobStoreContract, LogContract
 from natsserver import drop, server_url, unique
 from nearstate.backends.nats_conn import NatsConnection, connection
 from nearstate.backends.nats_log import NatsLog
 from nearstate.backends.nats_store import NatsAnnouncer, NatsBlobStore
 from nearstate.ports import AnnouncementWatcher, Announcer, BlobStore, Log
+from nearstate.testing import AnnouncerContract, BlobStoreContract, LogContract
 
 pytest.importorskip("nats", reason="the 'nats' extra is not installed")
 

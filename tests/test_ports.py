@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from contracts import LONG, AnnouncerContract, BlobStoreContract
 from nearstate.backends.local import LOCK, LocalAnnouncer, LocalBlobStore
 from nearstate.backends.memory import MemoryAnnouncer, MemoryBlobStore
 from nearstate.errors import LockedError
 from nearstate.ports import AnnouncementWatcher, Announcer, BlobStore
+from nearstate.testing import LONG, AnnouncerContract, BlobStoreContract
 
 # --- the contracts, per backend -------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""Contract test suites for the ports in :mod:`nearstate.ports`, written once for every
-backend. A backend's tests subclass a contract and supply its fixtures; pytest collects
-the subclass (``Test…``), never these classes themselves.
+"""Contract test suites for the ports in :mod:`nearstate.ports`, shipped with the package
+so that a backend of your own runs the same tests as nearstate's: subclass a contract in
+a test module and supply its fixtures; pytest collects the subclass (``Test…``), never
+these classes themselves. Needs pytest (a test dependency: ``pip install pytest``).
 
 ``BlobStoreContract`` needs ``blobs`` (a fresh, empty BlobStore).
 ``AnnouncerContract`` needs ``announcer`` (a fresh Announcer of one dataset), ``watcher``
@@ -9,6 +10,19 @@ dataset, as a second producer would hold; it may be ``announcer`` itself when th
 only has one handle per dataset).
 ``LogContract`` needs ``log`` (a fresh, empty Log) and ``second_log`` (another handle on
 that Log, as another writer would hold; it may be ``log`` itself).
+
+For example, for a Log of your own::
+
+    import pytest
+    from nearstate.testing import LogContract
+
+    class TestMyLog(LogContract):
+        @pytest.fixture
+        def log(self, tmp_path):
+            return MyLog(tmp_path)
+
+Over 600 lines: one class per port, each a backend author's whole checklist; split,
+they would scatter what is read together.
 """
 
 from __future__ import annotations
