@@ -58,6 +58,7 @@ EXPECTED_ALL = [
     "Schema",
     "SchemaError",
     "SchemaInferrer",
+    "State",
     "Token",
     "Transaction",
     "TypeDef",

@@ -38,7 +38,7 @@ from .errors import (
 from .index import HashIndex
 from .infer import SchemaInferrer, infer_schema
 from .jsonl import ImportResult, export_jsonl, export_records, import_jsonl
-from .layered import Changes, LayeredState
+from .layered import Changes, LayeredState, State
 from .ordered import OrderedIndex, Query, above, below, between, one_of, prefix
 from .ports import AnnouncementWatcher, Announcer, BlobStore, Log
 from .producer import CountChange, CycleResult, Incremental, Producer, RequiredFields
@@ -97,6 +97,7 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SchemaInferrer",
+    "State",
     "Token",
     "Transaction",
     "TypeDef",

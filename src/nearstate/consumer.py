@@ -34,7 +34,7 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import DatasetError, InputError, LogTrimmed, NearstateError, ReadTimeout
-from .layered import Changes, LayeredState, gather
+from .layered import Changes, LayeredState, State, gather
 from .overlay import LogTail, Net, empty_state, lay_over, with_types
 from .ports import AnnouncementWatcher, BlobStore, Log
 from .read_state import ReadState, select_types, type_names
@@ -52,7 +52,6 @@ from .writer import decode_entry, version_position
 
 log = logging.getLogger("nearstate.consumer")
 
-State = ReadState | LayeredState
 Consistency = Literal["eventual", "read-your-writes", "strong"]
 CONSISTENCIES = ("eventual", "read-your-writes", "strong")
 

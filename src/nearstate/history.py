@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DatasetError, NearstateError
-from .layered import Changes, LayeredState, gather
+from .layered import Changes, State, gather
 from .ports import BlobStore
-from .read_state import ReadState, Record
+from .read_state import Record
 from .versions import Catalog, load_version, read_record, walk
-
-State = ReadState | LayeredState
 
 
 @dataclass

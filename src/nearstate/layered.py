@@ -34,8 +34,6 @@ from .pages import PAGE_SHIFT, PagedMap, PagedSet, by_hash, by_ordinal
 from .read_state import ReadState, Record, TypeMap, TypeState, index_value
 from .schema import FieldType, Schema, per_schema
 
-State = ReadState  # for type hints: a ReadState or a LayeredState (same reading API)
-
 
 @dataclass(frozen=True)
 class Changes:
@@ -775,3 +773,9 @@ def _rebind_base(ft: FieldType, get, state: LayeredState):
 def _rebind_keys(ft: FieldType, get, state: LayeredState):
     """Delta references are stored as keys; resolve them in this version."""
     return _rebind(ft, get, lambda target, key: state._types[target].get(key))
+
+
+#: One version as a reader holds it: a snapshot (:class:`ReadState`) or a snapshot with
+#: deltas and Log entries laid over it (:class:`LayeredState`); both read the same way.
+#: The one name for it in signatures, the apps' included (``nearstate.State``).
+State = ReadState | LayeredState

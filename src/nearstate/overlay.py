@@ -27,14 +27,13 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta
 from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
-from .layered import Changes, LayeredState, apply_delta, shared_view_class
+from .layered import Changes, State, apply_delta, shared_view_class
 from .lazymap import LazyMap
 from .read_state import ReadState, TypeMap
 from .schema import FieldType, Schema, TypeDef, per_schema
 from .write_state import WriteState
 from .writer import Entry
 
-State = ReadState | LayeredState
 Net = dict[str, dict[Any, dict[str, Any] | None]]  # type -> key -> record (None: deleted)
 
 

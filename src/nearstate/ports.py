@@ -2,7 +2,8 @@
 current version is announced, and the Log of committed writes. Each is a small Protocol;
 backends implement them
 (:mod:`nearstate.backends.memory`, :mod:`nearstate.backends.local`, later NATS), and one
-contract test suite (:mod:`nearstate.testing`, shipped with the package) holds every backend to the same behaviour.
+contract test suite (:mod:`nearstate.testing`, shipped with the package) holds every
+backend to the same behaviour.
 
 Blob names are relative paths such as ``snapshots/00000000000000000007.blob``; a backend
 may map them to files, keys or objects as it likes.

@@ -32,7 +32,7 @@ from . import digest as _digest
 from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta, shape
 from .errors import CycleError, LockedError, SchemaError
-from .layered import Changes, LayeredState, apply_delta
+from .layered import Changes, State, apply_delta
 from .merge import Spill, merged_snapshot
 from .ports import Announcer, BlobStore
 from .read_state import ReadState
@@ -51,8 +51,6 @@ from .write_state import WriteState
 from .writer import LOG_POSITION
 
 log = logging.getLogger("nearstate.producer")
-
-State = ReadState | LayeredState
 
 
 @dataclass(frozen=True)

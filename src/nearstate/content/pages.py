@@ -30,10 +30,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..layered import State
 from .personalize import Candidate, Profile, RowInfo, for_you, row_order
 from .rules import slugify
-
-State = Any  # nearstate.ReadState | LayeredState (the store's types; kept loose here)
 
 STORY_CARDS = 12  # stories on a tag page, a title's page, "more stories"
 TITLE_CARDS = 24  # titles per genre page

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DatasetError, InputError
+from ..layered import State
 
 MAX_WORD = 40  #: characters kept of a word
 MAX_QUERY_WORDS = 8  #: query words used
@@ -245,13 +246,13 @@ class SearchIndex:
         self._following: tuple[Any, Callable[[Any], None]] | None = None
 
     @classmethod
-    def build(cls, state: Any) -> SearchIndex:
+    def build(cls, state: State) -> SearchIndex:
         """An index of every Story, Title and Person in ``state``."""
         index = cls()
         index.update(state, None)
         return index
 
-    def update(self, state: Any, changes: Mapping[str, Any] | None) -> None:
+    def update(self, state: State, changes: Mapping[str, Any] | None) -> None:
         """Bring the index up to ``state``: with ``changes`` None rebuild from it, else
         re-read each key added, modified or removed in the three types (present: index
         it, absent: drop it). Idempotent; may run concurrently with searches."""
@@ -285,7 +286,7 @@ class SearchIndex:
             self.updates += 1
             self.last_update_ms = (time.perf_counter() - t0) * 1000
 
-    def _types_in(self, state: Any, only: Mapping[str, Any] | None = None):
+    def _types_in(self, state: State, only: Mapping[str, Any] | None = None):
         """(type index, TypeState or None) of the types to read: all present, or those
         ``only`` names with changes."""
         for i, name in enumerate(self.TYPES):

@@ -40,8 +40,8 @@ import msgspec
 import xxhash
 
 from ...content.pages import TITLE_CARDS, Pages, story_model
+from ...layered import State
 
-State = Any
 STORY_TYPES = frozenset({"Story", "DraftStory", "Layout"})
 CATALOGUE_TYPES = frozenset({"Title", "Person"})
 _STORY_PREFIXES = ("home", "story:", "more:", "draft:", "tag:", "title-stories:",

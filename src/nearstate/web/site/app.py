@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from ...content import personalize
 from ...content.pages import genres_of
 from ...errors import InputError
+from ...layered import State
 from .state import (
     HERE,
     MAX_QUERY,
@@ -126,13 +127,13 @@ def _page_number(request: Request) -> int:
 
 
 def _kind_route(kind: str, what: str, template: str, learn: bool):
-    def build(site: Site, state: Any, request: Request) -> dict | None:
+    def build(site: Site, state: State, request: Request) -> dict | None:
         slug = request.path_params["slug"]
         if kind == "genre":
             return site.pages.genre(state, slug, page=_page_number(request))
         return getattr(site.pages, kind)(state, slug)
 
-    def html_entry(site: Site, state: Any, request: Request) -> Entry | None:
+    def html_entry(site: Site, state: State, request: Request) -> Entry | None:
         page = build(site, state, request)
         if page is None:
             return None
@@ -140,7 +141,7 @@ def _kind_route(kind: str, what: str, template: str, learn: bool):
         story = page["id"] if kind == "story" else None
         return Entry(body, genres=tuple(genres_of(page)), story=story)
 
-    def api_entry(site: Site, state: Any, request: Request) -> Entry | None:
+    def api_entry(site: Site, state: State, request: Request) -> Entry | None:
         page = build(site, state, request)
         return None if page is None else Entry(json_body(page))
 
@@ -169,7 +170,7 @@ def _kind_route(kind: str, what: str, template: str, learn: bool):
 async def home(site: Site, request: Request) -> Response:
     prof = _profile(site, request)
 
-    def build(site: Site, state: Any, request: Request) -> Entry:
+    def build(site: Site, state: State, request: Request) -> Entry:
         page = site.pages.home(state, prof)
         nav = site.pages.genres(state)[:12]
         return Entry(site.render("site/home.html", request, page=page, nav=nav))

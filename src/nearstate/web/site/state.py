@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from ...content.pages import Pages
 from ...content.search import SearchIndex
-from ...layered import Changes
+from ...layered import Changes, State
 from .html import card_html
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class PageCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, state: Any, key: Any) -> Entry | None:
+    def get(self, state: State, key: Any) -> Entry | None:
         if self._state is not state:
             self.misses += 1
             return None
@@ -101,7 +101,7 @@ class PageCache:
             self.hits += 1
         return entry
 
-    def put(self, state: Any, key: Any, entry: Entry) -> None:
+    def put(self, state: State, key: Any, entry: Entry) -> None:
         if self.size <= 0:
             return
         if self._state is not state or len(self._entries) >= self.size:
