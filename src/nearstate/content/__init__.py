@@ -1,3 +1,28 @@
-"""The platform's write side: the editorial CMS, its write store, the outbox and the
-ingestion pipeline that turns editorial content into render-ready records in a nearstate
-dataset. The store (``nearstate``) never imports this package."""
+"""The platform: the editorial domain on top of the store.
+
+The write side: the CMS (``cms``: stories, revisions, layouts, the rules in ``rules``), its
+write store on SQLite or PostgreSQL (``db``, ``migrations``), media (``media``), the
+outbox (``outbox``) and the ingestion pipeline (``ingest``) that turns editorial content
+into the render-ready records of ``records`` in a nearstate dataset; editors' accounts,
+sessions, the login throttle and the audit log (``accounts``, ``sessions``, ``throttle``,
+``audit``); the film catalogue (``films``, ``filmdb``).
+
+The read side: page models built from a :class:`~nearstate.State` with no I/O
+(``pages``), search (``search``) and personalisation (``personalize``).
+
+The store (``nearstate``) never imports this package; ``web``, ``demo``, ``bench`` and
+the CLI build on it (``docs/architecture.md``).
+
+Errors, all from :class:`~nearstate.NearstateError` (``tests/test_content_errors.py``
+checks this tree against the classes)::
+
+    NearstateError
+    ├── InputError
+    │   ├── cms.InvalidContent      the rules refused the content; .problems say where, why
+    │   ├── cms.NotFound            no story, revision or layout with that id
+    │   └── media.AssetNotFound     no asset with that id (or no such size)
+    ├── cms.EditConflict            someone saved since the revision the change was based on
+    ├── db.StoreError               the write store failed; .transient when a retry may work
+    │   └── db.IntegrityError       a constraint refused it (a duplicate slug or username)
+    └── ingest.PermanentFailure     an outbox event that can never succeed
+"""
