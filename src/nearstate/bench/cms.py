@@ -37,10 +37,9 @@ from ..content.accounts import create_user
 from ..content.cms import CMS
 from ..content.db import WriteStore, open_store
 from ..content.films import import_films
-from ..content.ingest import Ingestor, IngestWorker, wait_idle, worker_processes
+from ..content.ingest import IngestWorker, ingestor_for, wait_idle, worker_processes
 from ..content.media import MediaConfig, store_upload
 from ..content.outbox import Event
-from ..content.records import SCHEMA
 from ..web.processes import Service, Services, free_port
 from .stats import percentiles
 
@@ -171,9 +170,7 @@ def bench_save(
         fx = _fixtures(store, media, films)
         ds = nearstate.open(tmp / "dataset")
         done = _Done()
-        worker = IngestWorker(
-            Ingestor(store, ds.writer(schema=SCHEMA), media), on_event=done
-        ).start()
+        worker = IngestWorker(ingestor_for(store, ds, media), on_event=done).start()
         try:
             _wait_idle(store, 120, progress, "ingesting fixtures")
             c = CMS(store)

@@ -35,9 +35,8 @@ from ..content.accounts import create_user
 from ..content.cms import CMS
 from ..content.db import WriteStore, open_store
 from ..content.films import import_films
-from ..content.ingest import Ingestor, IngestWorker
+from ..content.ingest import IngestWorker, ingestor_for
 from ..content.media import MediaConfig
-from ..content.records import SCHEMA
 from ..demo.samples import create_samples
 from ..errors import NearstateError
 from ..web.processes import Service, Services, free_port, nearstate_command
@@ -255,7 +254,7 @@ def publish_to_live(cl: Any, sid: int, sites: list[str], trials: int,
 
 def _ingest(store: WriteStore, data: Path) -> None:
     ds = nearstate.open(data / "dataset")
-    IngestWorker(Ingestor(store, ds.writer(schema=SCHEMA), MediaConfig(data / "media"))).drain()
+    IngestWorker(ingestor_for(store, ds, MediaConfig(data / "media"))).drain()
     ds.compact()
 
 

@@ -141,8 +141,7 @@ def cms_import_films(
     from ..content import outbox
     from ..content.db import open_store
     from ..content.films import import_films
-    from ..content.ingest import Ingestor, IngestWorker, wait_idle, worker_processes
-    from ..content.records import SCHEMA
+    from ..content.ingest import IngestWorker, ingestor_for, wait_idle, worker_processes
 
     try:
         s = settings(data, cms_url, dataset)
@@ -175,9 +174,7 @@ def cms_import_films(
             if parallel:
                 wait_idle(store, progress=(lambda d, t: bar("ingesting", d, t)) if bar else None)
             else:
-                worker = IngestWorker(
-                    Ingestor(store, nearstate.open(s.dataset).writer(schema=SCHEMA), s.media)
-                )
+                worker = IngestWorker(ingestor_for(store, s.dataset, s.media))
                 total, n = outbox.pending_count(store), 0
                 while worker.run_once():
                     n += 1
@@ -215,11 +212,9 @@ def cms_ingest(
     data: str, cms_url: str | None, dataset: str | None, once: bool, poll: float
 ) -> None:
     """Run an ingestion worker: outbox events → render-ready records (Ctrl-C stops it)."""
-    import nearstate
 
     from ..content.db import open_store
-    from ..content.ingest import Ingestor, IngestWorker
-    from ..content.records import SCHEMA
+    from ..content.ingest import IngestWorker, ingestor_for
 
     def show(ev: Any, outcome: Any, error: BaseException | None) -> None:
         what = f"{ev.kind} {ev.subject}" + (f" r{ev.revision}" if ev.revision else "")
@@ -239,11 +234,7 @@ def cms_ingest(
     try:
         s = settings(data, cms_url, dataset)
         store = open_store(s.cms)
-        worker = IngestWorker(
-            Ingestor(store, nearstate.open(s.dataset).writer(schema=SCHEMA), s.media),
-            poll=poll,
-            on_event=show,
-        )
+        worker = IngestWorker(ingestor_for(store, s.dataset, s.media), poll=poll, on_event=show)
         if once:
             n = worker.drain()
             out.print(f"Processed {n} event(s).", highlight=False)

@@ -702,17 +702,24 @@ class IngestWorker:
 # -- workers in processes of their own ---------------------------------------------------------
 
 
-def _worker_process(cms: str, dataset: str, media_root: str, media_url: str, poll: float,
-                    stop: Any) -> None:  # fmt: skip
-    import nearstate
-
-    from .db import open_store
+def ingestor_for(store: WriteStore, dataset: Any, media: MediaConfig) -> Ingestor:
+    """The one wiring of an ingestor: the CMS's write store, a Writer of ``dataset`` (a
+    Dataset, or a URL or directory to open) with the schema of the platform's records
+    (:data:`nearstate.content.records.SCHEMA`), and the media configuration."""
+    from ..dataset import open_dataset
     from .records import SCHEMA
 
+    ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+    return Ingestor(store, ds.writer(schema=SCHEMA), media)
+
+
+def _worker_process(cms: str, dataset: str, media_root: str, media_url: str, poll: float,
+                    stop: Any) -> None:  # fmt: skip
+    from .db import open_store
+
     store = open_store(cms, migrate=False)
-    writer = nearstate.open(dataset).writer(schema=SCHEMA)
-    worker = IngestWorker(Ingestor(store, writer, MediaConfig(Path(media_root), media_url)),
-                          poll=poll)  # fmt: skip
+    media = MediaConfig(Path(media_root), media_url)
+    worker = IngestWorker(ingestor_for(store, dataset, media), poll=poll)
     while not stop.is_set():
         if not worker.run_once():
             stop.wait(poll)

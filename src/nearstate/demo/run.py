@@ -194,8 +194,7 @@ def set_up(
     from ..content.cms import CMS
     from ..content.db import open_store
     from ..content.films import import_films
-    from ..content.ingest import Ingestor, IngestWorker, wait_idle, worker_processes
-    from ..content.records import SCHEMA
+    from ..content.ingest import IngestWorker, ingestor_for, wait_idle, worker_processes
     from .samples import create_samples
 
     t0 = time.perf_counter()
@@ -227,7 +226,7 @@ def set_up(
             done.imported = True
             say(f"Imported and ingested {got.titles:,} films in {time.perf_counter() - t:.1f} s.")
 
-        worker = IngestWorker(Ingestor(store, ds.writer(schema=SCHEMA), s.media))
+        worker = IngestWorker(ingestor_for(store, ds, s.media))
         _drain(worker, store, bar, "ingesting")
         if samples:
             t = time.perf_counter()

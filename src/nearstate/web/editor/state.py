@@ -129,11 +129,9 @@ class Editor:
         if ds is None:
             return
         if self.config.run_worker:
-            from ...content.ingest import Ingestor, IngestWorker
-            from ...content.records import SCHEMA
+            from ...content.ingest import IngestWorker, ingestor_for
 
-            writer = ds.writer(schema=SCHEMA)
-            ingestor = Ingestor(self.store, writer, self.config.media)
+            ingestor = ingestor_for(self.store, ds, self.config.media)
             self.worker = IngestWorker(ingestor, on_event=self._event_done).start()
         self.consumer = ds.consumer()
         self.consumer.start(wait=False)
