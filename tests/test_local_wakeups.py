@@ -356,3 +356,38 @@ def test_wake_stats_tell_waits_woken_from_commits_found_late(tmp_path: Path) -> 
         assert reader.wake_stats() == want, body
     reader.close()
     first.close()
+
+
+def test_an_announcement_wakes_a_watcher_in_another_process(tmp_path: Path) -> None:
+    """LocalAnnouncer.wait is woken by a datagram when another process announces, not by
+    its poll or recheck (both set to SLOW seconds here); the watchers' sockets are not
+    listed as blobs."""
+    from nearstate.backends.local import LocalAnnouncer, LocalBlobStore
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    LocalAnnouncer(root).announce({"version": 1})
+    code = textwrap.dedent("""
+        import sys, time
+        from nearstate.backends.local import LocalAnnouncer
+        a = LocalAnnouncer(sys.argv[1], poll_interval=float(sys.argv[2]),
+                           recheck_interval=float(sys.argv[2]))
+        a.wait(None, 0.01)  # binds its socket
+        print("ready", flush=True)
+        got = a.wait(1, 30)
+        print(got["version"], time.monotonic_ns(), flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, str(root), str(SLOW)],
+                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        time.sleep(0.2)  # the watcher is blocked by then
+        sent = time.monotonic_ns()
+        LocalAnnouncer(root).announce({"version": 2})
+        version, woke = p.stdout.readline().split()
+        assert version == "2"
+        assert (int(woke) - sent) / 1e9 < SLOW / 5  # a wake-up, not a recheck
+        assert not [n for n in LocalBlobStore(root).list() if n.endswith(WAKE_SUFFIX)]
+    finally:
+        p.kill()
+        p.wait()

@@ -25,8 +25,10 @@ from typing import Any
 from ..blob import atomic_write
 from ..errors import BlobNotFound, DatasetError, LockedError
 from ..ports import RESERVED, Buffer, check_name
+from .local_log import release, waiter, wake, wake_dir
 
 ANNOUNCED = "announced.json"
+ANNOUNCE_WAKE = "announce.wake"  # the wake-up sockets of announcement watchers
 LOCK = "producer.lock"
 
 
@@ -68,8 +70,10 @@ class LocalBlobStore:
         if not self.root.is_dir():
             return []
         out = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
             rel = Path(dirpath).relative_to(self.root)
+            if rel == Path("."):  # waiters' wake-up sockets (log.wake, announce.wake): no blobs
+                dirs[:] = [d for d in dirs if not d.endswith(".wake")]
             for f in files:
                 if f.startswith(".") or (rel == Path(".") and f in RESERVED):
                     continue
@@ -97,9 +101,20 @@ class LocalAnnouncer:
     holder dies, so a killed producer never leaves the dataset locked.
     """
 
-    def __init__(self, root: str | Path, *, poll_interval: float = 0.02):
+    def __init__(self, root: str | Path, *, poll_interval: float = 0.02,
+                 recheck_interval: float = 0.5, notify: bool = True):  # fmt: skip
+        """A watcher is woken by a datagram when a process announces (the Log's wake-ups,
+        :mod:`nearstate.backends.local_log`, in ``DIR/announce.wake``), and looks at the
+        announcement again every ``recheck_interval`` seconds in case one was lost;
+        where no socket can be bound (or ``notify=False``) it looks every
+        ``poll_interval`` seconds instead."""
         self.root = Path(root)
         self.poll_interval = poll_interval
+        self.recheck_interval = recheck_interval
+        self.notify = notify
+        self._key = os.path.join(os.path.realpath(self.root), ANNOUNCED) + "#announce"
+        self._wake_dir = wake_dir(self.root, ANNOUNCE_WAKE) if notify else None
+        self._waiter: Any = None
 
     def __repr__(self) -> str:
         return f"LocalAnnouncer({str(self.root)!r})"
@@ -108,6 +123,7 @@ class LocalAnnouncer:
         if "version" not in announcement:
             raise ValueError("an announcement needs a version")
         atomic_write(self.root / ANNOUNCED, [json.dumps(announcement).encode()])
+        wake(self._key, self._wake_dir, int(announcement["version"]))
 
     def lock(self, holder: str) -> _FileLease:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -145,7 +161,11 @@ class LocalAnnouncer:
         deadline = time.monotonic() + timeout
         stamp = None
         cur = None
+        w = self._waiter
+        if w is None or w.closed or w.pid != os.getpid():
+            w = self._waiter = waiter(self._key, self._wake_dir)
         while True:
+            seen = w.prepare()  # before looking: an announce after it changes seen
             s = self._stamp()
             if s is not None and s != stamp:
                 stamp = s
@@ -155,4 +175,11 @@ class LocalAnnouncer:
             left = deadline - time.monotonic()
             if left <= 0:
                 return cur
-            time.sleep(min(self.poll_interval, left))
+            w.block(seen, left, self.recheck_interval, self.poll_interval)
+
+    def close(self) -> None:
+        """Let go of this process's wake-up socket for announcements (if no other handle
+        uses it)."""
+        w, self._waiter = self._waiter, None
+        if w is not None and w.pid == os.getpid():
+            release(w)

@@ -75,11 +75,11 @@ _CAN_WAKE = hasattr(socket, "AF_UNIX") and hasattr(select, "poll")
 log = logging.getLogger(__name__)
 
 
-def wake_dir(root: str | Path) -> Path:
-    """Where waiters on the dataset in ``root`` put their sockets: ``root/log.wake``, or,
-    when that path is too long for a socket address, a directory under /tmp named by a
-    hash of its real path (every process derives the same one)."""
-    d = os.path.join(os.path.realpath(root), WAKE_DIR)
+def wake_dir(root: str | Path, name: str = WAKE_DIR) -> Path:
+    """Where waiters on the dataset in ``root`` put their sockets: ``root/log.wake`` (or
+    ``root/NAME``), or, when that path is too long for a socket address, a directory
+    under /tmp named by a hash of its real path (every process derives the same one)."""
+    d = os.path.join(os.path.realpath(root), name)
     if len(os.fsencode(d)) + 1 + _NAME_MAX <= _SUN_PATH_MAX:
         return Path(d)
     return Path(_SHORT_ROOT) / hashlib.sha256(os.fsencode(d)).hexdigest()[:24]
@@ -350,6 +350,25 @@ def _notify(key: str, directory: Path | None, pos: int) -> None:
             if n is None or n.pid != os.getpid():
                 n = _notifiers[directory] = _Notifier(directory)
     n.notify(pos)
+
+
+def waiter(key: str, directory: Path | None) -> _Waker:
+    """This process's wake-ups for ``key`` (sockets in ``directory``; None: polling), for
+    a waiter other than the Log's (the announcement watch); :func:`release` it when done.
+    Wait as :meth:`LocalLog.wait` does: ``seen = w.prepare()``, look, then
+    ``w.block(seen, left, recheck, poll)``."""
+    return _waker(key, directory)
+
+
+def release(w: _Waker) -> None:
+    """Let go of a :func:`waiter` (the last user unlinks its socket)."""
+    _release(w)
+
+
+def wake(key: str, directory: Path | None, pos: int) -> None:
+    """Wake every waiter on ``key``: this process's at once, the others' by a datagram
+    carrying ``pos`` to each socket in ``directory``."""
+    _notify(key, directory, pos)
 
 
 def _after_fork_in_child() -> None:
