@@ -564,12 +564,15 @@ class LocalLog:
         deadline = time.monotonic() + timeout
         if timeout <= 0:
             return self.head()
+        rechecked, rechecked_seen = False, -1  # the last sleep ended with no wake-up
         while True:
             w = self._waiter()
             seen = w.prepare()  # before the head is read: a later commit changes seen
             h = self.head()
             left = deadline - time.monotonic()
             if h > after or left <= 0:
+                if h > after and rechecked and seen == rechecked_seen:
+                    w.late_count += 1  # found on a recheck: its wake-up never came
                 return h
             w.block(seen, left, self.recheck_interval, self.poll_interval)
             # a wake-up names its commit's position: no need to read the head for it (one
@@ -579,8 +582,8 @@ class LocalLog:
             if p > after:
                 w.woken_count += 1
                 return p
-            if w.sock is not None and w.woken(seen) == 0 and self.head() > after:
-                w.late_count += 1  # found on a recheck: its wake-up never came
+            rechecked = w.sock is not None and p == 0
+            rechecked_seen = seen
 
     def wake_stats(self) -> dict[str, int]:
         """This process's waits on the dataset: ``woken`` (ended by a commit's wake-up) and
