@@ -395,7 +395,10 @@ def apply_delta(
 def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list[int]]) -> None:
     """Hand the overlay indexes the last version built to the new one, updated for the
     ordinals this layer changed: a find() after a delta costs what the change costs, not
-    a rebuild over the whole overlay."""
+    a rebuild over the whole overlay. An index on a reference into a type this layer
+    changed is not handed on: a record it did not touch reads another value when its
+    target appears or goes (a key where there was a dangling None), so it is rebuilt."""
+    changed = {n for n, h in touched.items() if h}
     for name, nts in new._types.items():
         ots = old._types.get(name)
         if not isinstance(nts, LayeredTypeState) or not isinstance(ots, LayeredTypeState):
@@ -403,7 +406,10 @@ def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list
         if not ots._ov_indexes or ots._base is not nts._base:
             continue
         hit = touched.get(name)
+        ftypes = {f.name: f.type for f in nts.typedef.fields}
         for fields, idx in list(ots._ov_indexes.items()):
+            if any(_ref_targets(ftypes[f]) & changed for f in fields):
+                continue  # its records' references may read otherwise now: rebuilt on use
             if not hit:
                 nts._ov_indexes[fields] = idx  # the overlay did not change here
                 continue
