@@ -221,17 +221,8 @@ def _encode_values(
     elif kind == "datetime":
         meta.update(_encode_datetime(values, out, name))
     elif kind == "float":
-        a = np.array(values, dtype=np.float64)
-        width = 4 if fits_float32(a) else 8
-        scaled = _decimal_scale(a)
-        if scaled is not None:
-            ints, scale = scaled
-            tried: Sections = {}
-            int_meta = _encode_int(ints, tried, name)
-            if sections_size(tried) < width * len(a):
-                out.update(tried)
-                return {**int_meta, "scale": scale}
-        out[name] = a.astype("<f4" if width == 4 else "<f8")
+        meta.update(put_floats(np.array(values, dtype=np.float64), out, name,
+                               lambda s, o, n: _encode_int(s.tolist(), o, n)))  # fmt: skip
     elif kind == "bool":
         out[name] = np.array(values, dtype=np.uint8)
     elif kind == "str":
@@ -304,12 +295,27 @@ def _scales(c: np.ndarray, scale: int) -> bool:
     return bool(np.array_equal((np.round(c * scale) / scale).view(np.int64), c.view(np.int64)))
 
 
-def _decimal_scale(a: np.ndarray) -> tuple[list[int], int] | None:
-    """``(ints, scale)`` with ``ints[i] / scale`` bit-identical to ``a[i]``, or None."""
-    scale = decimal_scale(a)
-    if scale is None:
-        return None
-    return np.round(a * scale).astype(np.int64).tolist(), scale
+def put_floats(a: np.ndarray, out: Sections, name: str,
+               put_ints: Callable[[np.ndarray, Sections, str], dict[str, Any]],
+               step: int = SCALE_STEP) -> dict[str, Any]:  # fmt: skip
+    """Store floats under ``name``; return the meta. Decimal scaling where every value
+    fits (:func:`decimal_scale`) and the integers, stored by ``put_ints(ints, sections,
+    name)``, come out smaller than the floats; else float32 where every value survives the
+    round trip; else float64. The encoder and the merge both lay floats out here (each
+    with its own way of storing integers), so their bytes are the same."""
+    width = 4 if fits_float32(a) else 8
+    scale = decimal_scale(a, step)
+    if scale is not None:
+        s = np.empty(len(a), dtype=np.int64)
+        for i in range(0, len(a), step):
+            s[i : i + step] = np.round(a[i : i + step] * scale)
+        tried: Sections = {}
+        meta = put_ints(s, tried, name)
+        if sections_size(tried) < width * len(a):
+            out.update(tried)
+            return {**meta, "scale": scale}
+    out[name] = a.astype("<f4" if width == 4 else "<f8")
+    return {}
 
 
 def _encode_int(values: list[int], out: Sections, name: str) -> dict[str, Any]:

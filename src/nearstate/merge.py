@@ -46,6 +46,7 @@ from .encoding import (
     Sections,
     narrow_uint,
     null_rank,
+    put_floats,
     sections_size,
 )
 from .errors import FormatError, SchemaError
@@ -754,24 +755,8 @@ def _write_vals(ft: FieldType, v: Any, out: Sections, name: str) -> dict[str, An
 
 
 def _write_floats(a: np.ndarray, out: Sections, name: str) -> dict[str, Any]:
-    """Floats as :func:`nearstate.encoding._encode_values` lays them out: decimal scaling
-    where every value fits and that is smaller, else float32 where exact, else float64."""
-    from .encoding import decimal_scale, fits_float32
-
-    width = 4 if fits_float32(a) else 8
-    scale = decimal_scale(a, STEP)
-    if scale is not None:
-        s = np.empty(len(a), dtype=np.int64)
-        for i in range(0, len(a), STEP):
-            s[i : i + STEP] = np.round(a[i : i + STEP] * scale)
-        tried: Sections = {}
-        meta = _write_ints(s, tried, name)
-        if sections_size(tried) < width * len(a):
-            out.update(tried)
-            meta["scale"] = scale
-            return meta
-    out[name] = a.astype("<f4" if width == 4 else "<f8")
-    return {}
+    """Floats as the encoder lays them out, integers stored STEP at a time."""
+    return put_floats(a, out, name, _write_ints, STEP)
 
 
 def _write_pool(p: Pool, out: Sections, name: str) -> dict[str, Any]:

@@ -518,7 +518,7 @@ class _PlainType:
 
 def _plain_get(ft: FieldType, col: list[Any], types: dict[str, _PlainType],
                where: str) -> Callable[[int], Any]:  # fmt: skip
-    conv = _plain_conv(ft, types, where, col)
+    conv = _plain_conv(ft, types, where)
     if conv is None:
 
         def get(o: int) -> Any:
@@ -533,13 +533,12 @@ def _plain_get(ft: FieldType, col: list[Any], types: dict[str, _PlainType],
     return get
 
 
-def _plain_conv(ft: FieldType, types: dict[str, _PlainType], where: str,
-                col: list[Any] | None = None) -> Callable[[Any], Any] | None:  # fmt: skip
-    """How a staged value of ``ft`` reads (None: as it is)."""
+def _plain_conv(ft: FieldType, types: dict[str, _PlainType],
+                where: str) -> Callable[[Any], Any] | None:  # fmt: skip
+    """How a staged value of ``ft`` reads (None: as it is; a column mixing naive and aware
+    datetimes was refused when the layer was made)."""
     k = ft.kind
     if k == "datetime":
-        if col is not None:
-            _one_datetime_kind(col, where)
         return lambda v: v if v.tzinfo is None else v.astimezone(_dt.UTC)
     if k in ("list", "set"):
         assert ft.item is not None
