@@ -1731,6 +1731,28 @@ def test_a_reference_to_a_datetime_key_from_the_log_resolves(tmp_path: Any) -> N
     assert c.state["Event"].get(1).day.note == "Monday"  # through the folded version
 
 
+def test_find_on_a_reference_sees_its_target_arrive_in_a_later_layer() -> None:
+    """An index over a reference is not handed to the next version when that version
+    changes the referenced type: a record the layer did not touch reads its reference as a
+    key once the target exists (None while it dangled), and find() must say so."""
+    from nearstate.overlay import lay_over
+    from versioned import Article, Person
+
+    schema = nearstate.Schema.from_dataclasses(Article, Person)
+    ws = nearstate.WriteState(schema)
+    ws.add("Person", Person(1, "Ann"))
+    ws.add("Article", Article("a", "first", 1, []))
+    base = nearstate.from_bytes(_snapshot_bytes(ws))
+    art = {"id": "b", "title": "second", "author": 9, "editors": []}
+    for encoded in (False, True):
+        s1, _ = lay_over(base, {"Article": {"b": art}}, name="l1", encoded=encoded)
+        assert [r.id for r in s1["Article"].find(author=1)] == ["a"]  # builds the index
+        assert s1["Article"].find(author=9) == []  # Person 9 is not there yet
+        s2, _ = lay_over(s1, {"Person": {9: {"id": 9, "name": "Nine"}}}, name="l2",
+                         encoded=encoded)  # fmt: skip
+        assert [r.id for r in s2["Article"].find(author=9)] == ["b"], encoded
+
+
 def _snapshot_bytes(ws: Any) -> bytes:
     import tempfile
     from pathlib import Path
