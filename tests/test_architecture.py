@@ -35,12 +35,14 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("nearstate.demo", 3),
     ("nearstate.web", 2),
     ("nearstate.content", 1),
+    ("nearstate.frameworks", 1),
 )
 LAYER_NAMES = {0: "the store", 1: "the platform", 2: "web", 3: "demo", 4: "bench", 5: "cli"}
 # every subpackage, with the layer it belongs to: a new one must be placed here on purpose
 SUBPACKAGES = {
     "backends": 0,
     "content": 1,
+    "frameworks": 1,
     "web": 2,
     "demo": 3,
     "bench": 4,
