@@ -52,7 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import LogTrimmed, LogUnavailable
+from ..errors import LogError, LogTrimmed, LogUnavailable
 from ..ports import Append, LogView
 
 FILE = "log.sqlite"
@@ -614,6 +614,28 @@ class LocalLog:
         except sqlite3.Error as e:
             raise LogUnavailable(f"cannot trim the log {self.path}: {e}") from e
         return n
+
+    def start_after(self, position: int) -> None:
+        """Make an empty Log's next position ``position + 1``, as if the entries up to it
+        had been trimmed (a restore or clone of a version that includes them). LogError if
+        the Log holds or ever held an entry."""
+        conn = self._conn(create=True)
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.head() or self._floor(conn):
+                    raise LogError(f"{self.path} is not empty: a restore needs a new Log")
+                conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('log', ?)",
+                             (int(position),))  # fmt: skip
+                conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('floor', ?)",
+                             (str(int(position)),))  # fmt: skip
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise LogUnavailable(f"cannot write the log {self.path}: {e}") from e
 
     def schema(self, *, fresh: bool = True) -> str | None:
         conn = self._conn()

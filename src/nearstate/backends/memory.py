@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import BlobNotFound, LockedError, LogTrimmed
+from ..errors import BlobNotFound, LockedError, LogError, LogTrimmed
 from ..ports import Append, Buffer, LogView, check_name
 
 
@@ -155,6 +155,14 @@ class MemoryLog:
             del self._entries[:i]
             self._floor = max(self._floor, upto)
             return i
+
+    def start_after(self, position: int) -> None:
+        """Make an empty Log's next position ``position + 1`` (see
+        :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
+        with self._cond:
+            if self._head or self._floor:
+                raise LogError("memory log is not empty: a restore needs a new Log")
+            self._head = self._floor = int(position)
 
     def schema(self, *, fresh: bool = True) -> str | None:
         return self._schema

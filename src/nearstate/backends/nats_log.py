@@ -584,6 +584,47 @@ class NatsLog:
             self._indexed = max(self._indexed, upto)
         return purged
 
+    def start_after(self, position: int) -> None:
+        """Make an empty Log's next position ``position + 1``, as if the entries up to it
+        had been trimmed (a restore or clone of a version that includes them). LogError if
+        the Log holds or ever held an entry. nats-server 2.9 cannot set a stream's first
+        sequence, and purging an empty stream forward leaves its expected-last-sequence
+        check behind (the next commit is refused until a restart), so ``position``
+        entries with no mutations are stored and then trimmed: the cost grows with
+        ``position``."""
+        self._sync()
+        first, last = self._bounds()
+        if last or first > 1:
+            raise LogError(f"{self._where()} is not empty: a restore needs a new Log")
+        want = int(position)
+        js, subject = self.conn.js, self.names.log_subject
+
+        async def fill() -> int:
+            # unacknowledged publishes (one round trip for all), then acknowledged ones
+            # for any the server dropped; the stream's last sequence says how many landed
+            nc, stream = self.conn.nc, self.names.log_stream
+            for _ in range(want):
+                await nc.publish(subject, _NO_OP)
+            await nc.flush()
+            seen, still = -1, 0
+            while True:
+                last = (await js.stream_info(stream)).state.last_seq
+                if last >= want:
+                    return last
+                seen, still = last, (still + 1 if last == seen else 0)
+                if still < 5:  # the server may still be storing what it was sent
+                    await asyncio.sleep(0.05)
+                    continue
+                for _ in range(want - last):
+                    await js.publish(subject, _NO_OP)
+
+        if want <= 0 or self._run(fill(), timeout=60 + want / 1000) != want:
+            if want > 0:
+                raise LogError(f"{self._where()}: another writer appended while the Log was "
+                               "being prepared for a restore")  # fmt: skip
+            return
+        self.trim(want)
+
     async def _index(
         self, keys: dict[tuple[str, str], tuple[int, bool]], schema: tuple[int, str] | None
     ) -> None:
