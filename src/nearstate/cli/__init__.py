@@ -37,6 +37,7 @@ from .plugins import PluginGroup
 PLATFORM = {
     "cms": "nearstate.cli.cms:cms",
     "demo": "nearstate.cli.demo:demo",
+    "explore": "nearstate.cli.explore:explore",
     "site": "nearstate.cli.site:site",
 }
 
