@@ -90,7 +90,7 @@ class Hit:
     score: float
 
 
-class _Doc:
+class Doc:
     """One document: its rank, slug, label words, and words (interned) with the best
     weight each has in it."""
 
@@ -122,34 +122,34 @@ class _Doc:
         return best
 
     def shorts(self) -> set[tuple[str, float]]:
-        """(short prefix, weight) of each word longer than the prefix (see _Core.short)."""
+        """(short prefix, weight) of each word longer than the prefix (see Core.short)."""
         pairs = zip(self.words, self.weights, strict=True)
         return {(w[:n], wt) for w, wt in pairs for n in _SHORT if len(w) > n}
 
 
-def _story(r: Any) -> _Doc:
+def _story(r: Any) -> Doc:
     title = r.title
     tw = words(title)
     fields = [(1.0, words(r.search_text)), (1.5, words(r.dek)),
               (2.0, words(" ".join(r.tags))), (3.0, tw)]  # fmt: skip
-    return _Doc(0, r.key, title, r.slug, tw, fields)
+    return Doc(0, r.key, title, r.slug, tw, fields)
 
 
-def _title(r: Any) -> _Doc:
+def _title(r: Any) -> Doc:
     name, year = r.name, r.year
     nw = words(name)
     people = " ".join([p.name for p in r.directors] + [p.name for p in r.cast])
     fields = [(1.0, words(" ".join(r.genres) + " " + people)), (3.0, nw)]
-    return _Doc(1, r.key, f"{name} ({year})" if year else name, r.slug, nw, fields)
+    return Doc(1, r.key, f"{name} ({year})" if year else name, r.slug, nw, fields)
 
 
-def _person(r: Any) -> _Doc:
+def _person(r: Any) -> Doc:
     name = r.name
     nw = words(name)
-    return _Doc(2, r.key, name, r.slug, nw, [(3.0, nw)])
+    return Doc(2, r.key, name, r.slug, nw, [(3.0, nw)])
 
 
-_MAKERS = (_story, _title, _person)
+MAKERS = (_story, _title, _person)
 
 
 def _take(table: dict[str, set[Rank]], word: str, rank: Rank) -> None:
@@ -159,7 +159,7 @@ def _take(table: dict[str, set[Rank]], word: str, rank: Rank) -> None:
         del table[word]
 
 
-class _Core:
+class Core:
     """The index proper. ``tables``: weight -> word -> documents (so a query word's
     matches group by score with set operations); ``short``: weight -> prefix of 1-2
     characters -> documents with a longer word starting so; ``vocab``: every word,
@@ -167,8 +167,8 @@ class _Core:
 
     __slots__ = ("docs", "labels", "short", "tables", "vocab")
 
-    def __init__(self, docs: Iterable[_Doc] = ()) -> None:
-        self.docs: dict[tuple[int, Any], _Doc] = {}  # (type index, key) -> document
+    def __init__(self, docs: Iterable[Doc] = ()) -> None:
+        self.docs: dict[tuple[int, Any], Doc] = {}  # (type index, key) -> document
         self.tables: dict[float, dict[str, set[Rank]]] = {}
         self.short: dict[float, dict[str, set[Rank]]] = {}
         self.labels: dict[str, list[Rank]] = {}
@@ -183,7 +183,7 @@ class _Core:
                         by_prefix.setdefault(w[:n], []).append(ranks)
             self.short[wt] = {p: set().union(*sets) for p, sets in by_prefix.items()}
 
-    def _add(self, doc: _Doc, bulk: bool = False) -> list[str]:
+    def _add(self, doc: Doc, bulk: bool = False) -> list[str]:
         """Index ``doc`` (absent); returns the words new to the index (``bulk``: the
         caller makes vocabulary and short prefixes)."""
         rank, tables, new = doc.rank, self.tables, []
@@ -204,7 +204,7 @@ class _Core:
             self.short.setdefault(wt, {}).setdefault(p, set()).add(rank)
         return new
 
-    def put(self, doc: _Doc) -> None:
+    def put(self, doc: Doc) -> None:
         """Index ``doc``, replacing the document of the same type and key if any."""
         self.drop(doc.rank[0], doc.rank[3])
         for w in self._add(doc):
@@ -227,16 +227,19 @@ class _Core:
             _take(self.short[wt], p, rank)
 
 
+TYPES = ("Story", "Title", "Person")  #: the types searched, in result order
+
+
 class SearchIndex:
     """Search over the site's live records; see the module docstring for the contracts.
 
     ``version`` and ``position`` are the state version and Log position last indexed
     (None until known); :meth:`stats` reports sizes and timings for /metrics."""
 
-    TYPES = ("Story", "Title", "Person")
+    TYPES = TYPES
 
     def __init__(self) -> None:
-        self._core = _Core()
+        self._core = Core()
         self._lock = threading.Lock()  # held by searches and while changes are applied
         self._writing = threading.RLock()  # one update at a time (reading the state too)
         self.version: int | None = None
@@ -264,16 +267,16 @@ class SearchIndex:
             t0 = time.perf_counter()
             state = get_state()
             if changes is None:
-                core = _Core(_MAKERS[i](r) for i, ts in self._types_in(state) for r in ts)
+                core = Core(MAKERS[i](r) for i, ts in self._types_in(state) for r in ts)
                 with self._lock:
                     self._core = core
             else:
-                todo: list[tuple[int, Any, _Doc | None]] = []
+                todo: list[tuple[int, Any, Doc | None]] = []
                 for i, ts in self._types_in(state, changes):
                     ch = changes[self.TYPES[i]]
                     for key in dict.fromkeys([*ch.added, *ch.modified, *ch.removed]):
                         rec = None if ts is None else ts.get(key)
-                        todo.append((i, key, None if rec is None else _MAKERS[i](rec)))
+                        todo.append((i, key, None if rec is None else MAKERS[i](rec)))
                 with self._lock:
                     for i, key, doc in todo:
                         if doc is None:
@@ -341,45 +344,63 @@ class SearchIndex:
         """The best ``limit`` documents matching every word of ``query``, best first,
         restricted to ``types`` (None: all). Raises InputError for an unknown type."""
         allowed = self._allowed(types)
-        qwords = words(query[:MAX_QUERY_CHARS])[:MAX_QUERY_WORDS] if isinstance(query, str) else []
+        qwords = query_words(query)
         if not qwords or not allowed or limit <= 0:
             return []
         with self._lock:
-            core = self._core
-            groups = _match(core, list(dict.fromkeys(qwords)))
-            for rank in core.labels.get(" ".join(qwords), ()):
-                for score, ranks in list(groups.items()):
-                    if rank in ranks:
-                        ranks.discard(rank)
-                        groups.setdefault(score + LABEL_BOOST, set()).add(rank)
-                        break
-            out: list[Hit] = []
-            for score in sorted(groups, reverse=True):
-                g: Collection[Rank] = groups[score]
-                if len(allowed) < len(self.TYPES):
-                    g = [r for r in g if r[0] in allowed]
-                need = limit - len(out)
-                best = heapq.nsmallest(need, g) if len(g) > need else sorted(g)
-                out.extend(Hit(self.TYPES[t], key, label, core.docs[t, key].slug, score)
-                           for t, _, label, key in best)  # fmt: skip
-                if len(out) >= limit:
-                    break
-            return out
+            found = ranked(self._core, qwords, allowed, limit)
+        return [Hit(self.TYPES[rank[0]], rank[3], rank[2], slug, score)
+                for score, rank, slug in found]  # fmt: skip
 
     def _allowed(self, types: Collection[str] | None) -> set[int]:
-        if types is None:
-            return set(range(len(self.TYPES)))
-        if isinstance(types, str):
-            types = (types,)
-        out = set()
-        for t in types:
-            if t not in self.TYPES:
-                raise InputError(f"unknown type {t!r}: use {', '.join(self.TYPES)}", field="types")
-            out.add(self.TYPES.index(t))
-        return out
+        return allowed_types(types)
 
 
-def _levels(core: _Core, q: str) -> list[tuple[float, set[Rank]]]:
+def query_words(query: Any) -> list[str]:
+    """The words of ``query`` a search uses (the first 8 of its first 1,000 characters)."""
+    return words(query[:MAX_QUERY_CHARS])[:MAX_QUERY_WORDS] if isinstance(query, str) else []
+
+
+def allowed_types(types: Collection[str] | None) -> set[int]:
+    """The type indexes ``types`` names (None: all); InputError for an unknown name."""
+    if types is None:
+        return set(range(len(TYPES)))
+    if isinstance(types, str):
+        types = (types,)
+    out = set()
+    for t in types:
+        if t not in TYPES:
+            raise InputError(f"unknown type {t!r}: use {', '.join(TYPES)}", field="types")
+        out.add(TYPES.index(t))
+    return out
+
+
+def ranked(core: Core, qwords: list[str], allowed: set[int],
+           limit: int) -> list[tuple[float, Rank, str]]:  # fmt: skip
+    """(score, rank, slug) of the best ``limit`` documents of ``core`` matching every
+    word of ``qwords`` (as :func:`query_words` gives them), of the types ``allowed``,
+    best first. Not thread-safe (the caller holds the index's lock)."""
+    groups = _match(core, list(dict.fromkeys(qwords)))
+    for rank in core.labels.get(" ".join(qwords), ()):
+        for score, ranks in list(groups.items()):
+            if rank in ranks:
+                ranks.discard(rank)
+                groups.setdefault(score + LABEL_BOOST, set()).add(rank)
+                break
+    out: list[tuple[float, Rank, str]] = []
+    for score in sorted(groups, reverse=True):
+        g: Collection[Rank] = groups[score]
+        if len(allowed) < len(TYPES):
+            g = [r for r in g if r[0] in allowed]
+        need = limit - len(out)
+        best = heapq.nsmallest(need, g) if len(g) > need else sorted(g)
+        out.extend((score, r, core.docs[r[0], r[3]].slug) for r in best)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _levels(core: Core, q: str) -> list[tuple[float, set[Rank]]]:
     """The documents matching query word ``q`` by score, best first, each once (under
     the best weight it matched with). Set operations only (C speed)."""
     vocab = core.vocab
@@ -405,7 +426,7 @@ def _levels(core: _Core, q: str) -> list[tuple[float, set[Rank]]]:
     return out
 
 
-def _match(core: _Core, terms: list[str]) -> Groups:
+def _match(core: Core, terms: list[str]) -> Groups:
     """The documents matching every term, grouped by summed score. Terms are taken
     rarest first (by a cheap estimate). While candidates are many, each term's levels are
     intersected with them (set operations); once few, the remaining terms are looked up
@@ -434,7 +455,7 @@ def _match(core: _Core, terms: list[str]) -> Groups:
     return groups
 
 
-def _look_in_docs(core: _Core, groups: Groups, terms: list[str]) -> Groups:
+def _look_in_docs(core: Core, groups: Groups, terms: list[str]) -> Groups:
     """``groups`` narrowed to the documents whose own words match every term."""
     out: Groups = {}
     for base, ranks in groups.items():
