@@ -32,6 +32,7 @@ from typing import Any
 
 from ..layered import State
 from .personalize import Candidate, Profile, RowInfo, for_you, row_order
+from .richtext import LEVELS, MARKDOWN, to_html
 from .rules import slugify
 
 STORY_CARDS = 12  # stories on a tag page, a title's page, "more stories"
@@ -131,6 +132,11 @@ def _block(b: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": kind}
     if kind in ("paragraph", "heading", "quote", "image"):
         out["text"] = b.text
+    if kind == "paragraph" and b.level == LEVELS[MARKDOWN]:
+        # rich text: the source as typed, and its HTML through the allowlist (cached per
+        # distinct paragraph, so a page view pays a dict look-up)
+        out["format"] = MARKDOWN
+        out["html"] = to_html(b.text)
     if kind == "heading":
         out["level"] = b.level if b.level in (2, 3, 4) else 2
     elif kind == "quote":

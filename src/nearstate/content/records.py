@@ -50,7 +50,9 @@ class PersonCard:
 
 @dataclass
 class Block:
-    """One body block. ``kind`` is paragraph, heading, image, quote, title or video."""
+    """One body block. ``kind`` is paragraph, heading, image, quote, title or video.
+    ``level`` is a heading's level, and a paragraph's text format: 0 plain text, 1 the
+    rich-text Markdown subset (:mod:`nearstate.content.richtext`)."""
 
     kind: str
     text: str = ""

@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from .richtext import FORMATS, MARKDOWN, block_words
+
 BLOCK_KINDS = ("paragraph", "heading", "image", "quote", "title", "video")
 MAX_TITLE = 200
 MAX_DEK = 400
@@ -92,9 +94,10 @@ def normalise_slug(slug: str | None, title: str) -> str:
 
 
 def plain_text(blocks: Iterable[Mapping[str, Any]]) -> str:
-    """The words of a body: paragraphs, headings and quotes, in order."""
+    """The words of a body: paragraphs (a rich one without its marks), headings and
+    quotes, in order."""
     return "\n".join(
-        str(b.get("text") or "")
+        block_words(b)
         for b in blocks
         if b.get("kind") in ("paragraph", "heading", "quote") and b.get("text")
     )
@@ -105,7 +108,7 @@ def excerpt(dek: str, blocks: Iterable[Mapping[str, Any]], limit: int = EXCERPT_
     text = dek.strip()
     if not text:
         text = next(
-            (str(b["text"]).strip() for b in blocks if b.get("kind") == "paragraph"
+            (block_words(b).strip() for b in blocks if b.get("kind") == "paragraph"
              and str(b.get("text") or "").strip()),
             "",
         )  # fmt: skip
@@ -295,6 +298,16 @@ def _check_body(body: Any, problems: list[Problem]) -> list[dict[str, Any]]:
             if not text:
                 problems.append(Problem(f"{where}.text", f"a {kind} needs text"))
             blk["text"] = text
+        if kind == "paragraph" and b.get("format") not in (None, "", "plain"):
+            if b.get("format") == MARKDOWN:
+                blk["format"] = MARKDOWN  # a plain paragraph is stored without the key
+            else:
+                problems.append(
+                    Problem(
+                        f"{where}.format",
+                        f"{b.get('format')!r} is not a text format (one of {', '.join(FORMATS)})",
+                    )
+                )
         if kind == "heading":
             level = b.get("level") or 2
             try:
