@@ -27,6 +27,9 @@ from .api import (
     api_story,
 )
 from .assets import asset_page, asset_save, asset_upload, assets_page, lookup_people, lookup_titles
+from .choosers import choose_json
+from .explore import PATH as EXPLORE
+from .explore import explorer_app
 from .layouts import layout_create, layout_new, layout_page, layout_save, layouts_page
 from .login import login_page, login_post, logout_post
 from .middleware import LimitBody, SecurityHeaders, http_error, too_large
@@ -62,6 +65,7 @@ def _routes(config: EditorConfig) -> list[BaseRoute]:
         Route("/stories/{story_id}/revisions/{rev}", story_revision, methods=get),
         Route("/stories/{story_id}/revisions/{rev}/restore", story_restore, methods=post),
         Route("/stories/{story_id}/preview", story_preview, methods=get),
+        Route("/choose/{kind}.json", choose_json, methods=get),
         Route("/lookup/titles", lookup_titles, methods=get),
         Route("/lookup/people", lookup_people, methods=get),
         Route("/assets", assets_page, methods=get),
@@ -86,6 +90,7 @@ def _routes(config: EditorConfig) -> list[BaseRoute]:
         Route("/api/stories/{story_id}/status", api_status, methods=get),
         *media_routes(config.store, config.media),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+        *([Mount(EXPLORE, app=explorer_app(config.dataset))] if config.dataset else []),
     ]
 
 

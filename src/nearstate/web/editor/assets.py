@@ -4,7 +4,6 @@ to reference from a story.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +17,14 @@ from ...content.media import (
     update_asset,
 )
 from ...errors import InputError
+from .choosers import image_item
 from .forms import MAX_ID, PAGE, clean, form_field, parse_int
 from .requests import Ctx, endpoint
+
+
+def _wants_json(ctx: Ctx) -> bool:
+    accept = ctx.request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
 
 
 def _lookup(ctx: Ctx, kind: str) -> Response:
@@ -31,10 +36,7 @@ def _lookup(ctx: Ctx, kind: str) -> Response:
         rows = ctx.cms.find_titles(q)
     else:
         rows = ctx.cms.find_people(q)
-    accept = ctx.request.headers.get("accept", "")
-    if ctx.query("format") == "json" or (
-        "application/json" in accept and "text/html" not in accept
-    ):
+    if ctx.query("format") == "json" or _wants_json(ctx):
         return ctx.json({kind: rows})
     return ctx.render("lookup.html", kind=kind, q=q, rows=rows)
 
@@ -84,7 +86,14 @@ def asset_upload(ctx: Ctx) -> Response:
     form = ctx.form
     assert form is not None
     alt, fx, fy = form_field(form, "alt"), form_field(form, "focal_x"), form_field(form, "focal_y")
-    again = functools.partial(_render_assets, ctx, 422, alt=alt, fx=fx, fy=fy)
+    # a chooser uploads with Accept: application/json and gets the new image as its item
+    as_json = _wants_json(ctx)
+
+    def again(error: str) -> Response:
+        if as_json:
+            return ctx.json({"error": error}, 422)
+        return _render_assets(ctx, 422, error=error, alt=alt, fx=fx, fy=fy)
+
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
         return again(error="Choose an image file to upload.")
@@ -102,6 +111,8 @@ def asset_upload(ctx: Ctx) -> Response:
     except InputError as e:
         return again(error=f"Not uploaded: {e}")
     ctx.audit("asset.upload", f"asset {row['id']}", str(row["filename"]))
+    if as_json:
+        return ctx.json(image_item(ctx.ed, row), 201)
     ctx.flash(f"Uploaded {row['filename']} as {row['id']}.")
     return ctx.redirect(f"/assets/{row['id']}")
 

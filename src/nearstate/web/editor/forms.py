@@ -231,16 +231,38 @@ def _block_data(b: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def form_list(form: Mapping[str, Any] | None, name: str) -> str:
+    """A field a form may send several times (a chooser's ticked items, each one id, or
+    one comma-separated text), as one comma-separated text."""
+    if form is None:
+        return ""
+    getlist = getattr(form, "getlist", None)
+    items = getlist(name) if getlist is not None else [form.get(name)]
+    return ", ".join(t for v in items if isinstance(v, str) and (t := clean(v).strip()))
+
+
+def parse_move(op: str) -> tuple[int, int] | None:
+    """A block's move button (``up:3``, ``down:3``: the block's number in the form) as
+    (number, -1 or +1); None when ``op`` is not one."""
+    m = re.fullmatch(r"(up|down):(\d{1,5})", op)
+    return (int(m.group(2)), -1 if m.group(1) == "up" else 1) if m else None
+
+
 def parse_story_form(
     form: Mapping[str, Any],
+    move: tuple[int, int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
     """The edit form as (the values to show again, the story for the CMS, problems of the
     form itself). Blocks marked "remove" are dropped, empty new blocks ignored, and the
-    rest ordered by their position number (ties keep the form's order)."""
+    rest ordered by their position number (ties keep the form's order); ``move`` (see
+    :func:`parse_move`) then swaps that block with its neighbour. ``related`` and
+    ``authors`` may be sent once per id. ``values["block_from"]`` gives each block's
+    number in the form."""
     values: dict[str, Any] = {
-        k: form_field(form, k)
-        for k in ("title", "slug", "dek", "hero", "tags", "related", "authors")
+        k: form_field(form, k) for k in ("title", "slug", "dek", "hero", "tags")
     }
+    values["related"] = form_list(form, "related")
+    values["authors"] = form_list(form, "authors")
     problems: list[Problem] = []
     indices = sorted({int(m.group(1)) for k in form if (m := _BLOCK_KEY.match(k))})
     if len(indices) > MAX_BLOCKS + 2:
@@ -248,7 +270,7 @@ def parse_story_form(
             Problem("body", f"has {len(indices)} blocks; at most {MAX_BLOCKS} are allowed")
         )
         indices = indices[: MAX_BLOCKS + 2]
-    entries: list[tuple[float, int, dict[str, str]]] = []
+    entries: list[tuple[float, int, int, dict[str, str]]] = []
     for n, i in enumerate(indices):
         b = {f: form_field(form, f"block-{i}-{f}") for f in BLOCK_FIELDS}
         if form_field(form, f"block-{i}-remove"):
@@ -259,10 +281,14 @@ def parse_story_form(
         pos = _position(
             form_field(form, f"block-{i}-pos"), n + 1, f"block {n + 1} position", problems
         )
-        entries.append((pos, n, b))
+        entries.append((pos, n, i, b))
     entries.sort(key=lambda e: (e[0], e[1]))
-    blocks = [b for _, _, b in entries]
+    at = next((k for k, e in enumerate(entries) if move and e[2] == move[0]), None)
+    if move and at is not None and 0 <= at + move[1] < len(entries):
+        entries[at], entries[at + move[1]] = entries[at + move[1]], entries[at]
+    blocks = [e[3] for e in entries]
     values["blocks"] = blocks
+    values["block_from"] = [e[2] for e in entries]
     hero = values["hero"].strip()
     data: dict[str, Any] = {
         "title": values["title"],

@@ -5,6 +5,7 @@ sources for the preview's embeds), the body size limit, and plain error pages.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from .requests import BodyTooLarge, error_response, wants_json
 from .state import Editor
 
 FRAME_SOURCES = "https://www.youtube-nocookie.com https://player.vimeo.com"
+_STORY_FORM = re.compile(r"^/stories/(new|\d+)$")
 
 
 class SecurityHeaders:
@@ -36,10 +38,18 @@ class SecurityHeaders:
         nonce = secrets.token_urlsafe(16)
         scope.setdefault("state", {})["csp_nonce"] = nonce
         path = str(scope.get("path", ""))
-        frames = FRAME_SOURCES if path.endswith("/preview") else "'none'"
+        preview = path.endswith("/preview")
+        # a story's form shows its preview in a frame: only this site's preview page may
+        # be framed, and only by this site
+        frames = "'none'"
+        if preview:
+            frames = FRAME_SOURCES
+        elif _STORY_FORM.match(path):
+            frames = "'self'"
+        ancestors = "'self'" if preview else "'none'"
         csp = (
             f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self'; "
-            f"img-src {self.img_src}; frame-src {frames}; frame-ancestors 'none'; "
+            f"img-src {self.img_src}; frame-src {frames}; frame-ancestors {ancestors}; "
             "form-action 'self'; base-uri 'none'; object-src 'none'"
         )
         dynamic = not path.startswith(("/static/", "/media/"))
@@ -49,7 +59,7 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["Referrer-Policy"] = "same-origin"
-                headers["X-Frame-Options"] = "DENY"
+                headers["X-Frame-Options"] = "SAMEORIGIN" if preview else "DENY"
                 headers["Content-Security-Policy"] = csp
                 if dynamic and "cache-control" not in headers:
                     headers["Cache-Control"] = "no-store"

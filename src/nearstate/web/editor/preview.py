@@ -27,7 +27,9 @@ def story_preview(ctx: Ctx, story_id: str) -> Response:
     )
     if rev > row["revision"]:
         raise NotFound(f"story {sid} has no revision {rev}")
-    page = functools.partial(ctx.render, "preview.html", row=row, revision=rev)
+    # pane=1: the page alone, for the frame beside the story's form
+    template = "preview_pane.html" if ctx.query("pane") == "1" else "preview.html"
+    page = functools.partial(ctx.render, template, row=row, revision=rev)
     consumer = ctx.ed.consumer
     if consumer is None:
         return page(

@@ -84,6 +84,7 @@ class Editor:
         self.templates = Jinja2Templates(env=env)
         self.consumer: Any | None = None
         self.worker: Any | None = None
+        self._search: Any | None = None  # the choosers' index, made on first use
         self._lock = threading.Lock()
         # events processed by the in-process worker: a preview waiting for a save wakes
         # at once instead of polling the write store
@@ -149,7 +150,20 @@ class Editor:
             self._ingested.wait_for(lambda: self._events != seen, timeout)
             return self._events
 
+    def search_index(self) -> Any | None:
+        """The site's search index over the consumer's state, following it (made on the
+        first call, for the choosers); None without a dataset."""
+        with self._lock:
+            if self._search is None and self.consumer is not None:
+                from ...content.search import SearchIndex
+
+                self._search = SearchIndex().follow(self.consumer)
+            return self._search
+
     def _stop(self) -> None:
+        if self._search is not None:
+            self._search.unfollow()
+            self._search = None
         if self.worker is not None:
             self.worker.stop()
             self.worker = None

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from ...content.cms import STATUSES, EditConflict, InvalidContent, NotFound
 from ...content.rules import BLOCK_KINDS, Problem, check_story
+from .choosers import describe_story, pick_list
 from .forms import (
     ACTIONS,
     MAX_REVISION,
@@ -21,6 +22,7 @@ from .forms import (
     dtlocal,
     form_field,
     parse_int,
+    parse_move,
     parse_story_form,
     path_id,
     show,
@@ -70,8 +72,10 @@ def _render_story(
     problems: Iterable[Problem] = (),
     conflict: EditConflict | None = None,
     message: str | None = None,
+    notice: str | None = None,
     saved: int | None = None,
     sched: Mapping[str, str] | None = None,
+    picks: Mapping[str, Any] | None = None,
 ) -> Response:
     row = ctx.cms.story(sid) if sid is not None else None
     problems = list(problems)
@@ -100,11 +104,15 @@ def _render_story(
         block_problems=block_problems,
         conflict=conflict,
         message=message,
+        notice=notice,
         saved=saved,
         rev_status=rev_status,
         sched=sched,
         block_kinds=BLOCK_KINDS,
         poll=status == 200,
+        chosen=describe_story(ctx.ed, values),
+        picks=picks,
+        preview_rev=(saved or row["revision"]) if row is not None else None,
     )
 
 
@@ -139,6 +147,9 @@ def story_save(ctx: Ctx, story_id: str) -> Response:
 def _story_post(ctx: Ctx, sid: int | None) -> Response:
     form = ctx.form
     assert form is not None
+    op = form_field(form, "op")
+    if op:
+        return _redraw(ctx, sid, form, op)
     action = form_field(form, "action") or "save"
     if action not in ACTIONS:
         raise BadRequest(f"Unknown action {show(action)}: use one of {', '.join(ACTIONS)}.")
@@ -222,6 +233,49 @@ def _story_post(ctx: Ctx, sid: int | None) -> Response:
     if done:
         ctx.flash(done)
     return ctx.redirect(f"/stories/{sid}" + (f"?saved={saved_rev}" if saved_rev else ""))
+
+
+def _redraw(ctx: Ctx, sid: int | None, form: Any, op: str) -> Response:
+    """The form's buttons that change the form without saving it (they work without
+    JavaScript): a block's "move up" / "move down" (``op`` ``up:N`` / ``down:N``) and a
+    chooser's "Find" (``find:FIELD``), which shows a pick list of what matched."""
+    move = parse_move(op)
+    find = op[5:] if op.startswith("find:") else None
+    if move is None and find is None:
+        raise BadRequest(f"Unknown button {show(op)}.")
+    values, _, problems = parse_story_form(form, move)
+    base = None
+    if sid is not None:
+        ctx.cms.story(sid)  # 404 first
+        base = parse_int(
+            form_field(form, "base_revision"), "the form's base revision", lo=1, hi=MAX_REVISION
+        )
+    picks = None
+    if find is not None:
+        parts = find.split("-")
+        if len(parts) == 3 and parts[0] == "block" and parts[1].isdigit():
+            # the block's number in the form it was typed in, to its number now
+            src = values["block_from"]
+            at = src.index(int(parts[1])) if int(parts[1]) in src else -1
+            if at < 0:
+                raise BadRequest("That block is empty or removed: fill it in first.")
+            picks = pick_list(ctx.ed, form, find)
+            picks["field"] = f"block-{at}-{parts[2]}"
+        else:
+            picks = pick_list(ctx.ed, form, find)
+        n = len(picks["items"])
+        message = (
+            f"{n} found for {show(picks['q'])}: pick one below, then save."
+            if n
+            else f"Nothing found for {show(picks['q'])}."
+        )
+    else:
+        message = "Moved. Not saved yet: save to keep the new order."
+    sched = {k: form_field(form, k) for k in ("publish_at", "unpublish_at")}
+    return _render_story(
+        ctx, 200, sid=sid, values=values, base=base, problems=problems, sched=sched,
+        notice=message, picks=picks,
+    )  # fmt: skip
 
 
 def ingest_status(ed: Editor, sid: int, rev: int | None = None) -> dict[str, Any]:
