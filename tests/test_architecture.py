@@ -51,10 +51,6 @@ SUBPACKAGES = {
 
 # (importing module, imported module, private name) -> why it is allowed for now
 KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
-    ("nearstate.content.ingest", "nearstate.content.cms", "_known"): (
-        "the ingestor reads the CMS's list of known record kinds; goes away when the CMS "
-        "owns ingestion status (issue 19, item 4)"
-    ),
     ("nearstate.bench.oldpath.log", "nearstate.backends.nats_conn", "_reachable"): (
         "the old-path baseline checks that a NATS server answers the way the NATS backends "
         "do (backends/nats_conn.py is another session's file)"

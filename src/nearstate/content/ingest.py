@@ -21,16 +21,13 @@ the dead-letter list (see :mod:`nearstate.content.outbox`).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import logging
 import os
 import random
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +35,12 @@ from typing import Any
 from ..errors import ConflictError, InputError, LogError, NearstateError
 from ..writer import Token, Writer
 from . import outbox
-from .cms import CMS, SCHEDULED, _known
+from .cms import CMS, known
 from .db import StoreError, Tx, WriteStore, wait_notify
-from .media import SIZES, MediaConfig, asset_url
+from .media import MediaConfig
 from .outbox import Event
-from .richtext import LEVELS, block_format
-from .rules import Problem, check_references, excerpt, plain_text, reading_minutes, video_embed
+from .resolve import layout_rows, person_records, story_record, title_records, when
+from .rules import Problem, check_references
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +59,6 @@ def _crash_point(step: str) -> None:
         os._exit(75)
 
 
-def _when(ts: float | None) -> dt.datetime | None:
-    return None if ts is None else dt.datetime.fromtimestamp(float(ts), dt.UTC)
-
-
-def _in(ids: Iterable[Any]) -> str:
-    return ",".join("?" * len(list(ids)))
-
-
 @dataclass
 class Outcome:
     """What processing one event did."""
@@ -82,7 +71,9 @@ class Outcome:
 
 class Ingestor:
     """Turns one event into render-ready records. ``writer`` commits to the dataset;
-    ``media`` builds asset URLs."""
+    ``media`` builds asset URLs. What it reads of the content and the status it records
+    go through the CMS (:mod:`nearstate.content.cms.ingestion`); the records are built by
+    :mod:`nearstate.content.resolve`."""
 
     def __init__(self, store: WriteStore, writer: Writer, media: MediaConfig):
         self.store = store
@@ -130,25 +121,22 @@ class Ingestor:
             # the story's other pending events, read before the story: their changes are
             # in what is read next, so this event covers them too (a backlog of saves of
             # one story is ingested once, not once per save)
-            covered = [
-                r["id"]
-                for r in tx.all(
-                    "SELECT id FROM outbox WHERE kind = 'story' AND subject = ?"
-                    " AND status = 'pending' AND id <> ?",
-                    (ev.subject, ev.id),
-                )
-            ]
-            s = tx.one("SELECT * FROM stories WHERE id = ?", (sid,))
+            covered = outbox.pending_of(tx, "story", ev.subject, but=ev.id)
+            s = self.cms.story_row(tx, sid)
             if s is None:
                 draft = live = None
                 rev = None
                 live_wanted = False
             else:
                 rev = int(s["revision"])
-                cur = self._rev(tx, sid, rev)
-                known = _known(tx, sid)
-                out.problems = check_references(cur, known)
-                draft = None if out.problems else self._resolve(tx, sid, rev, cur, s)
+                cur, saved_at = self.cms.revision_content(tx, sid, rev)
+                found = known(tx, sid)
+                out.problems = check_references(cur, found)
+                draft = (
+                    None
+                    if out.problems
+                    else story_record(tx, self.media, sid, rev, cur, saved_at, s)
+                )
                 live_wanted = s["status"] == "published" and s["published_revision"] is not None
                 live = None
                 if live_wanted:
@@ -156,16 +144,16 @@ class Ingestor:
                     if prev == rev:
                         live = draft
                     else:
-                        pub = self._rev(tx, sid, prev)
-                        if not check_references(pub, known):
-                            live = self._resolve(tx, sid, prev, pub, s)
+                        pub, pub_at = self.cms.revision_content(tx, sid, prev)
+                        if not check_references(pub, found):
+                            live = story_record(tx, self.media, sid, prev, pub, pub_at, s)
         wtx = self.writer.transaction()
         if draft is not None:
             draft_rec = dict(
                 draft,
                 status=s["status"],
-                publish_at=_when(s["publish_at"]),
-                unpublish_at=_when(s["unpublish_at"]),
+                publish_at=when(s["publish_at"]),
+                unpublish_at=when(s["unpublish_at"]),
             )
             wtx.upsert("DraftStory", draft_rec, **_unchanged(t_draft))
         elif s is None and t_draft is not None:
@@ -180,154 +168,10 @@ class Ingestor:
         _crash_point("after-store-commit")
         with self.store.transaction() as tx:
             if rev is not None:
-                # why a scheduled publish of this revision was cancelled stays with it
-                old = tx.value(
-                    "SELECT ingest_errors FROM story_revisions WHERE story_id = ? AND revision = ?",
-                    (sid, rev),
-                )
-                kept = [e for e in json.loads(old or "[]") if e.get("where") == SCHEDULED]
-                found = [p.to_dict() for p in out.problems] + kept
-                status = "invalid" if found else "ok"
-                errors = json.dumps(found)
-                tx.execute(
-                    "UPDATE story_revisions SET ingest_status = ?, ingest_errors = ?,"
-                    " token = ?, ingested_at = ? WHERE story_id = ? AND revision = ?",
-                    (status, errors, _int(out.token), time.time(), sid, rev),
-                )
-                tx.execute(
-                    "UPDATE story_revisions SET ingest_status = 'superseded', token = ?,"
-                    " ingested_at = ? WHERE story_id = ? AND revision < ?"
-                    " AND ingest_status = 'pending'",
-                    (_int(out.token), time.time(), sid, rev),
-                )
+                self.cms.record_story_ingested(tx, sid, rev, out.problems, _int(out.token))
             outbox.complete(tx, ev)
             outbox.complete_covered(tx, covered, ev)
         return out
-
-    def _rev(self, tx: Tx, sid: int, rev: int) -> dict[str, Any]:
-        row = tx.one(
-            "SELECT data FROM story_revisions WHERE story_id = ? AND revision = ?", (sid, rev)
-        )
-        if row is None:
-            raise StoreError(f"story {sid} has no revision {rev}")
-        return json.loads(row["data"])
-
-    def _resolve(
-        self, tx: Tx, sid: int, rev: int, story: Mapping[str, Any], srow: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """A story revision in render-ready form."""
-        asset_ids = {b["asset"] for b in story["body"] if b["kind"] == "image"}
-        if story.get("hero"):
-            asset_ids.add(story["hero"])
-        title_ids = set(story["related"]) | {
-            b["title"] for b in story["body"] if b["kind"] == "title"
-        }
-        cards = self._title_cards(tx, title_ids)
-        images = self._images(tx, asset_ids)
-        people = self._people_cards(tx, story["authors"])
-        body: list[dict[str, Any]] = []
-        for b in story["body"]:
-            k = b["kind"]
-            if k == "image":
-                body.append({"kind": k, "text": b.get("text", ""), "image": images[b["asset"]]})
-            elif k == "title":
-                body.append({"kind": k, "title": cards[b["title"]]})
-            elif k == "video":
-                body.append({"kind": k, "video": video_embed(b["url"]) or ""})
-            elif k == "heading":
-                body.append({"kind": k, "text": b["text"], "level": b["level"]})
-            elif k == "quote":
-                body.append({"kind": k, "text": b["text"], "cite": b.get("cite", "")})
-            else:  # a paragraph: its level says its text format (richtext.LEVELS)
-                body.append({"kind": k, "text": b["text"], "level": LEVELS[block_format(b)]})
-        related = [cards[t] for t in story["related"]]
-        hero = images.get(story["hero"]) if story.get("hero") else None
-        # the card image: the hero, else the first image of the body, else a related poster
-        card = hero or next((b["image"] for b in body if b["kind"] == "image"), None)
-        if card is None:
-            card = next((c["poster"] for c in related if c["poster"] is not None), None)
-        genres = Counter(
-            g
-            for c in [*related, *(b["title"] for b in body if b["kind"] == "title")]
-            for g in c["genres"]
-        )
-        words = [
-            story["title"],
-            story["dek"],
-            plain_text(story["body"]),
-            " ".join(story["tags"]),
-            " ".join(c["name"] for c in related),
-            " ".join(p["name"] for p in people),
-        ]
-        created = tx.value(
-            "SELECT created_at FROM story_revisions WHERE story_id = ? AND revision = ?",
-            (sid, rev),
-        )
-        return {
-            "id": sid,
-            "slug": story["slug"],
-            "title": story["title"],
-            "dek": story["dek"],
-            "excerpt": excerpt(story["dek"], story["body"]),
-            "reading_minutes": reading_minutes(story["body"]),
-            "body": body,
-            "hero": hero,
-            "card": card,
-            "tags": list(story["tags"]),
-            "genres": [g for g, _ in genres.most_common()],
-            "related": related,
-            "authors": people,
-            "revision": rev,
-            "updated_at": _when(created),
-            "published_at": _when(srow["published_at"]),
-            "search_text": "\n".join(w for w in words if w),
-        }
-
-    def _images(self, tx: Tx, ids: set[str]) -> dict[str, dict[str, Any]]:
-        if not ids:
-            return {}
-        rows = tx.all(f"SELECT * FROM assets WHERE id IN ({_in(ids)})", tuple(ids))
-        return {r["id"]: self._image(r) for r in rows}
-
-    def _image(self, a: Mapping[str, Any]) -> dict[str, Any]:
-        urls = {size: asset_url(self.media, a, size) for size in SIZES}
-        return {
-            "asset": a["id"],
-            "alt": a["alt"],
-            "width": int(a["width"]),
-            "height": int(a["height"]),
-            "focal_x": float(a["focal_x"]),
-            "focal_y": float(a["focal_y"]),
-            **urls,
-        }
-
-    def _title_cards(self, tx: Tx, ids: set[int]) -> dict[int, dict[str, Any]]:
-        if not ids:
-            return {}
-        rows = tx.all(
-            "SELECT id, slug, name, year, genres, poster_asset FROM titles"
-            f" WHERE id IN ({_in(ids)})",
-            tuple(ids),
-        )
-        posters = self._images(tx, {r["poster_asset"] for r in rows if r["poster_asset"]})
-        return {
-            r["id"]: {
-                "id": r["id"],
-                "slug": r["slug"],
-                "name": r["name"],
-                "year": r["year"],
-                "genres": json.loads(r["genres"]),
-                "poster": posters.get(r["poster_asset"]),
-            }
-            for r in rows
-        }
-
-    def _people_cards(self, tx: Tx, ids: Sequence[int]) -> list[dict[str, Any]]:
-        if not ids:
-            return []
-        rows = tx.all(f"SELECT id, slug, name FROM people WHERE id IN ({_in(ids)})", tuple(ids))
-        by = {r["id"]: {"id": r["id"], "slug": r["slug"], "name": r["name"]} for r in rows}
-        return [by[i] for i in ids if i in by]
 
     # -- titles and people -----------------------------------------------------------------
 
@@ -340,79 +184,23 @@ class Ingestor:
         return ids
 
     def _titles(self, ev: Event) -> Outcome:
-        ids = self._ids(ev)
-        out = Outcome()
-        for start in range(0, len(ids), WRITE_BATCH):
-            chunk = ids[start : start + WRITE_BATCH]
-            with self.store.transaction(write=False) as tx:
-                records, gone = self.title_records(tx, chunk)
-            out.token = self._write_all("Title", records, gone) or out.token
-            out.records += len(records) + len(gone)
-        with self.store.transaction() as tx:
-            outbox.complete(tx, ev)
-        return out
-
-    def title_records(self, tx: Tx, ids: Sequence[int]) -> tuple[list[dict[str, Any]], list[int]]:
-        """Render-ready Title records for ``ids``, and the ids that no longer exist."""
-        rows = tx.all(f"SELECT * FROM titles WHERE id IN ({_in(ids)})", tuple(ids))
-        credits = tx.all(
-            "SELECT tp.title_id, tp.role, tp.position, p.id, p.slug, p.name FROM title_people tp"
-            f" JOIN people p ON p.id = tp.person_id WHERE tp.title_id IN ({_in(ids)})"
-            " ORDER BY tp.title_id, tp.role, tp.position",
-            tuple(ids),
-        )
-        by: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        for c in credits:
-            card = {"id": c["id"], "slug": c["slug"], "name": c["name"]}
-            by.setdefault(c["title_id"], {}).setdefault(c["role"], []).append(card)
-        posters = self._images(tx, {r["poster_asset"] for r in rows if r["poster_asset"]})
-        records = []
-        for r in rows:
-            cr = by.get(r["id"], {})
-            records.append(
-                {
-                    "id": r["id"],
-                    "slug": r["slug"],
-                    "name": r["name"],
-                    "year": r["year"],
-                    "runtime": r["runtime"],
-                    "genres": json.loads(r["genres"]),
-                    "directors": cr.get("director", []),
-                    "writers": cr.get("writer", []),
-                    "cast": cr.get("cast", []),
-                    "language": r["language"],
-                    "country": r["country"],
-                    "awards": r["awards"],
-                    "poster": posters.get(r["poster_asset"]),
-                }
-            )
-        found = {r["id"] for r in rows}
-        return records, [i for i in ids if i not in found]
+        return self._bulk(ev, "Title", lambda tx, ids: title_records(tx, self.media, ids))
 
     def _people(self, ev: Event) -> Outcome:
+        return self._bulk(ev, "Person", person_records)
+
+    def _bulk(
+        self, ev: Event, type_name: str,
+        build: Callable[[Tx, list[int]], tuple[list[dict[str, Any]], list[int]]],
+    ) -> Outcome:  # fmt: skip
+        """The records of the event's ids, built and written ``WRITE_BATCH`` at a time."""
         ids = self._ids(ev)
         out = Outcome()
         for start in range(0, len(ids), WRITE_BATCH):
             chunk = ids[start : start + WRITE_BATCH]
             with self.store.transaction(write=False) as tx:
-                rows = tx.all(
-                    f"SELECT id, slug, name FROM people WHERE id IN ({_in(chunk)})", tuple(chunk)
-                )
-                credits = tx.all(
-                    "SELECT DISTINCT tp.person_id, t.id, t.year FROM title_people tp JOIN titles t"
-                    f" ON t.id = tp.title_id WHERE tp.person_id IN ({_in(chunk)})"
-                    " ORDER BY tp.person_id, t.year DESC, t.id",
-                    tuple(chunk),
-                )
-            titles: dict[int, list[int]] = {}
-            for c in credits:
-                lst = titles.setdefault(c["person_id"], [])
-                if c["id"] not in lst:
-                    lst.append(c["id"])
-            records = [dict(r, titles=titles.get(r["id"], [])) for r in rows]
-            found = {r["id"] for r in rows}
-            gone = [i for i in chunk if i not in found]
-            out.token = self._write_all("Person", records, gone) or out.token
+                records, gone = build(tx, chunk)
+            out.token = self._write_all(type_name, records, gone) or out.token
             out.records += len(records) + len(gone)
         with self.store.transaction() as tx:
             outbox.complete(tx, ev)
@@ -436,8 +224,7 @@ class Ingestor:
 
     def _layouts(self, ev: Event) -> Outcome:
         out = Outcome()
-        ids = [r["id"] for r in self.store.read("SELECT id FROM layouts ORDER BY id")]
-        for lid in ids:
+        for lid in self.cms.layout_ids():
             got = self._one_layout(lid)
             out.token = got.token or out.token
             out.records += got.records
@@ -455,8 +242,10 @@ class Ingestor:
         out = Outcome()
         t = self.writer.token_of("Layout", lid)  # before reading: see _story
         with self.store.transaction(write=False) as tx:
-            row = tx.one("SELECT * FROM layouts WHERE id = ?", (lid,))
-            rows = [] if row is None else self._rows(tx, json.loads(row["data"])["rows"], out)
+            row = self.cms.layout_row(tx, lid)
+            rows = (
+                [] if row is None else layout_rows(tx, self.cms, row["data"]["rows"], out.problems)
+            )
         wtx = self.writer.transaction()
         if row is None:
             if t is not None:
@@ -469,76 +258,10 @@ class Ingestor:
             out.records = 1
         if row is not None:
             with self.store.transaction() as tx:
-                tx.execute(
-                    "UPDATE layouts SET ingest_status = ?, ingest_errors = ?, token = ?"
-                    " WHERE id = ? AND revision = ?",
-                    (
-                        "ok",
-                        json.dumps([p.to_dict() for p in out.problems]),
-                        _int(out.token),
-                        lid,
-                        row["revision"],
-                    ),
+                self.cms.record_layout_ingested(
+                    tx, lid, int(row["revision"]), out.problems, _int(out.token)
                 )
         return out
-
-    def _rows(self, tx: Tx, rows: list[dict[str, Any]], out: Outcome) -> list[dict[str, Any]]:
-        """Layout rows with their items chosen: listed ids that are live, or a rule's."""
-        result = []
-        for i, r in enumerate(rows):
-            kind = r["kind"]
-            if kind == "stories":
-                live = {
-                    x["id"]
-                    for x in tx.all(
-                        "SELECT id FROM stories WHERE status = 'published'"
-                        f" AND id IN ({_in(r['ids'])})",
-                        tuple(r["ids"]),
-                    )
-                }
-                ids = [x for x in r["ids"] if x in live]
-                items, rule = "stories", ""
-            elif kind == "titles":
-                have = {
-                    x["id"]
-                    for x in tx.all(
-                        f"SELECT id FROM titles WHERE id IN ({_in(r['ids'])})", tuple(r["ids"])
-                    )
-                }
-                ids = [x for x in r["ids"] if x in have]
-                items, rule = "titles", ""
-            elif kind == "tag":
-                ids = [
-                    x["id"]
-                    for x in tx.all(
-                        "SELECT s.id FROM story_tags t JOIN stories s ON s.id = t.story_id"
-                        " WHERE t.tag = ? AND s.status = 'published'"
-                        " ORDER BY s.published_at DESC, s.id DESC LIMIT ?",
-                        (r["tag"], r["limit"]),
-                    )
-                ]
-                items, rule = "stories", f"newest stories tagged {r['tag']}"
-            else:
-                ids = [
-                    x["id"]
-                    for x in tx.all(
-                        "SELECT t.id FROM title_genres g JOIN titles t ON t.id = g.title_id"
-                        " WHERE g.genre = ? ORDER BY COALESCE(t.year, 0) DESC, t.id LIMIT ?",
-                        (r["genre"], r["limit"]),
-                    )
-                ]
-                items, rule = "titles", f"titles of genre {r['genre']}, newest first"
-            missing = len(r.get("ids") or []) - len(ids) if kind in ("stories", "titles") else 0
-            if missing:
-                out.problems.append(
-                    Problem(
-                        f"rows[{i + 1}]",
-                        f"{missing} of its {kind} are not live or do not exist;"
-                        " the row leaves them out",
-                    )
-                )
-            result.append({"heading": r["heading"], "items": items, "ids": ids, "rule": rule})
-        return result
 
 
 def _unchanged(token: Token | None) -> dict[str, Any]:
@@ -623,14 +346,9 @@ class IngestWorker:
     def _mark_failed(self, ev: Event, why: str) -> None:
         """A story event that failed for good: its revision says so (with the error), so
         the editor shows 'failed' rather than 'pending' forever."""
-        problem = {"where": "ingestion", "message": f"failed after {ev.attempts} attempts: {why}"}
-        with self.store.transaction() as tx:
-            tx.execute(
-                "UPDATE story_revisions SET ingest_status = 'failed', ingest_errors = ?"
-                " WHERE story_id = ? AND revision = (SELECT revision FROM stories WHERE id = ?)"
-                " AND ingest_status = 'pending'",
-                (json.dumps([problem]), int(ev.subject), int(ev.subject)),
-            )
+        self.ingestor.cms.record_story_failed(
+            int(ev.subject), f"failed after {ev.attempts} attempts: {why}"
+        )
 
     def run_schedules(self) -> None:
         now = time.time()

@@ -198,3 +198,42 @@ def retry(store: WriteStore, event_id: int) -> bool:
 def pending_count(store: WriteStore) -> int:
     row = store.read_one("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
     return int(row["n"]) if row else 0
+
+
+def pending_of(tx: Tx, kind: str, subject: str, *, but: int) -> list[int]:
+    """Inside ``tx``: the ids of the pending events of ``kind`` about ``subject`` other than
+    event ``but`` (the ones processing ``but`` can cover, see :func:`complete_covered`)."""
+    rows = tx.all(
+        "SELECT id FROM outbox WHERE kind = ? AND subject = ? AND status = 'pending' AND id <> ?",
+        (kind, subject, but),
+    )
+    return [int(r["id"]) for r in rows]
+
+
+def dead_event(store: WriteStore, kind: str, subject: str, revision: int) -> dict[str, Any] | None:
+    """The newest dead event of ``kind`` about ``subject`` at ``revision`` (its ``id`` and
+    ``last_error``), or None."""
+    return store.read_one(
+        "SELECT id, last_error FROM outbox WHERE kind = ? AND subject = ? AND revision = ?"
+        " AND status = 'dead' ORDER BY id DESC LIMIT 1",
+        (kind, subject, revision),
+    )
+
+
+def dead_revisions(store: WriteStore, kind: str, subjects: list[str]) -> set[tuple[str, int]]:
+    """``(subject, revision)`` pairs of ``kind`` among ``subjects`` whose event is dead."""
+    ids = sorted(set(subjects))
+    if not ids:
+        return set()
+    rows = store.read(
+        "SELECT subject, revision FROM outbox WHERE kind = ? AND status = 'dead'"
+        f" AND revision IS NOT NULL AND subject IN ({', '.join('?' * len(ids))})",
+        (kind, *ids),
+    )
+    return {(r["subject"], int(r["revision"])) for r in rows}
+
+
+def counts(store: WriteStore) -> dict[str, int]:
+    """How many events are in each status (pending, done, dead)."""
+    rows = store.read("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+    return {"pending": 0, "done": 0, "dead": 0, **{r["status"]: int(r["n"]) for r in rows}}
