@@ -306,8 +306,9 @@ def opened(path: str | Path, *, report: Report | None = None) -> Iterator[tuple[
             with tarfile.open(path) as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, EOFError, OSError, zlib_error()) as e:
-            raise BackupError(f"{path} is not a readable backup (a damaged or truncated tar: "
-                              f"{e})") from None  # fmt: skip
+            first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
+            raise BackupError(f"{path} is not a readable backup: a damaged or truncated tar "
+                              f"({first})") from None  # fmt: skip
         yield tmp, _verify(tmp, report, shown=path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

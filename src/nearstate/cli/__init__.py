@@ -8,6 +8,7 @@ module                         verbs
                                ``lookup``, ``diff``, ``history``, ``versions``,
                                ``cleanup``
 :mod:`nearstate.cli.writes`    ``put``, ``delete``, ``get``, ``watch``, ``compact``
+:mod:`nearstate.cli.backup`    ``backup``, ``restore``, ``clone``
 :mod:`nearstate.cli.bench`     ``bench data|store|versions|raw|plot|cms|site|compare``
 :mod:`nearstate.cli.cms`       ``cms init|add-user|set-password|import-films|ingest|
                                status|retry|serve``
@@ -30,7 +31,7 @@ from __future__ import annotations
 import click
 
 from .. import _native
-from . import store, writes
+from . import backup, store, writes
 from .bench import bench
 from .plugins import PluginGroup
 
@@ -50,7 +51,7 @@ def main() -> None:
     """nearstate: a whole dataset, compact, in the memory of every process that reads it."""
 
 
-for _verb in (*store.VERBS, *writes.VERBS, bench):
+for _verb in (*store.VERBS, *writes.VERBS, *backup.VERBS, bench):
     main.add_command(_verb)
 
 __all__ = ["main"]
