@@ -180,6 +180,9 @@ def _banner(done: SetUp, services: list[Service], s: Settings, cms_port: int,
               help="The CMS editor app's port.")  # fmt: skip
 @click.option("--site-port", "site_ports", type=int, multiple=True, default=(8080, 8081),
               show_default=True, help="A public site's port (repeat for more sites).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes per site, sharing its port (one copy of the state "
+              "per host).")  # fmt: skip
 @click.option("--films", type=int, default=None,
               help="Import only the first N films (quicker; default all 17,472).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Delete DATA first (asks unless --yes).")
@@ -192,6 +195,7 @@ def demo(
     host: str,
     cms_port: int,
     site_ports: tuple[int, ...],
+    workers: int,
     films: int | None,
     fresh: bool,
     yes: bool,
@@ -214,7 +218,7 @@ def demo(
             with progress(True) as bar:
                 done = set_up(s, films=films, samples=not no_samples, bar=bar,
                               say=_say)  # fmt: skip
-            plan = plan_services(s, host, cms_port, site_ports)
+            plan = plan_services(s, host, cms_port, site_ports, workers)
             services = Services(plan, s.data / "logs")
             t = time.perf_counter()
             services.start()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
 
 from ..errors import NearstateError
-from .common import err, fail
+from .common import err, fail, out
 from .platform import app_options, serve, settings
 
 
@@ -25,6 +30,27 @@ def site() -> None:
     show_default=True,
     help="Rendered pages kept per state (0: render every request).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port (a worker that dies is replaced).",
+)
+@click.option(
+    "--search-cache",
+    default=None,
+    help="Directory where the search index is built once per host and mapped by every "
+    "worker, or 'off' (each builds its own); default with --workers > 1: "
+    "$NEARSTATE_CACHE_DIR/search or ~/.cache/nearstate/search.",
+)
+@click.option(
+    "--ready-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds a new worker waits for its copy of the state before it takes requests.",
+)
 @click.option("--quiet", is_flag=True, help="No access log.")
 def site_serve(
     data: str,
@@ -36,13 +62,19 @@ def site_serve(
     editor_url: str | None,
     no_media: bool,
     page_cache: int,
+    workers: int,
+    search_cache: str | None,
+    ready_timeout: float,
     quiet: bool,
 ) -> None:
     """Serve the public site from this process's own copy of the dataset.
 
     Run several on different ports (or hosts): each holds the whole state in memory and
     follows new versions and the Log. With the write store at hand (the default data
-    directory) it also serves /media, standing in for a CDN's origin."""
+    directory) it also serves /media, standing in for a CDN's origin.
+
+    With --workers N, N processes share the port; the snapshot is mapped, and the search
+    index built once per host and mapped, so the host holds one copy of each."""
     import nearstate
 
     from ..content.db import StoreError, open_store
@@ -50,13 +82,18 @@ def site_serve(
 
     try:
         s = settings(data, cms_url, dataset, media_url)
+    except NearstateError as e:
+        fail(e)
+    cache = _search_cache(search_cache, workers)
+
+    def make_app() -> Any:
         store = None
         if not no_media:
             try:
                 store = open_store(s.cms, migrate=False)
             except StoreError as e:
                 err.print(f"Not serving /media: {e}", highlight=False)
-        app = create_site_app(
+        return create_site_app(
             SiteConfig(
                 dataset=nearstate.open(s.dataset),
                 secret_key=s.secret,
@@ -64,8 +101,47 @@ def site_serve(
                 media=s.media,
                 editor_url=editor_url,
                 page_cache=page_cache,
+                search_cache=cache,
             )
         )
+
+    what = f"Site (dataset {s.dataset})"
+    if workers == 1:
+        try:
+            app = make_app()
+        except NearstateError as e:
+            fail(e)
+        serve(app, host, port, quiet, what)
+        return
+    serve_workers(make_app, host, port, workers, quiet, what, ready_timeout)
+
+
+def _search_cache(option: str | None, workers: int) -> Path | None:
+    if option == "off" or (option is None and workers == 1):
+        return None
+    if option:
+        return Path(option)
+    from ..backends.blob_cache import default_root
+
+    return default_root().parent / "search"
+
+
+def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: int, quiet: bool,
+                  what: str, ready_timeout: float) -> None:  # fmt: skip
+    """Serve ``make_app()`` from a pool of ``workers`` processes sharing ``port``."""
+    from ..web.pool import bind, serve_pool
+
+    def ready(app: Any) -> None:
+        if not app.state.site.wait_ready(ready_timeout):
+            err.print(f"A worker (pid {os.getpid()}) takes requests before its state is "
+                      f"loaded ({ready_timeout:g} s passed).", highlight=False)  # fmt: skip
+
+    try:
+        sock = bind(host, port)
+        if not quiet:
+            out.print(f"{what} on http://{host}:{port} with {workers} workers; Ctrl-C stops "
+                      "it.", highlight=False)  # fmt: skip
+        serve_pool(make_app, sock, workers, ready=ready, log_level="warning" if quiet else "info",
+                   access_log=not quiet, say=lambda m: err.print(m, highlight=False))  # fmt: skip
     except NearstateError as e:
         fail(e)
-    serve(app, host, port, quiet, f"Site (dataset {s.dataset})")

@@ -287,9 +287,10 @@ def _drain(worker: Any, store: Any, bar: Callable[[str, int, int], None] | None,
 
 
 def plan_services(
-    s: Settings, host: str, cms_port: int, site_ports: Sequence[int]
+    s: Settings, host: str, cms_port: int, site_ports: Sequence[int], workers: int = 1
 ) -> list[Service]:
-    """The services to run: the CMS editor app, the producer and one site per port."""
+    """The services to run: the CMS editor app, the producer and one site per port (each
+    a pool of ``workers`` processes sharing the port when more than 1)."""
     cmd = nearstate_command()
     at = browser_host(host)
     cms_url = f"http://{at}:{cms_port}"
@@ -314,7 +315,8 @@ def plan_services(
             Service(
                 f"the site on port {port}",
                 f"site-{port}",
-                [*site, "--editor-url", cms_url],
+                [*site, "--editor-url", cms_url,
+                 *(["--workers", str(workers)] if workers > 1 else [])],  # fmt: skip
                 f"{url}/healthz",
             )
         )

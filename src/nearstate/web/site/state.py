@@ -12,6 +12,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from starlette.responses import Response
 
 from ...content.pages import Pages
 from ...content.search import SearchIndex
+from ...content.search_map import HostSearchIndex
 from ...layered import Changes, State
 from .html import card_html
 
@@ -49,7 +51,11 @@ class SiteConfig:
     the visitors' profile cookies. ``store`` and ``media``: when given, the site also
     serves ``/media/...`` (the CDN's origin in a small deployment). ``consumer``: a
     started consumer to read instead of making one (tests, embedding). ``max_staleness``:
-    seconds without the Log's confirmation before ``/healthz`` says the copy is stale."""
+    seconds without the Log's confirmation before ``/healthz`` says the copy is stale.
+    ``search_cache``: the host's cache directory; when given, the search index of the
+    snapshot is built once per host there and mapped by every process
+    (:class:`~nearstate.content.search_map.HostSearchIndex`), else each process builds its
+    own in memory."""
 
     dataset: Any
     secret_key: str
@@ -61,6 +67,7 @@ class SiteConfig:
     editor_url: str | None = None
     https_only: bool = False
     page_cache: int = 2048
+    search_cache: Path | None = None
 
 
 class Entry:
@@ -126,7 +133,10 @@ class Site:
         self.config = config
         self.pages = Pages()
         self.cache = PageCache(config.page_cache)
-        self.search: SearchIndex | None = SearchIndex() if config.search else None
+        self.search: SearchIndex | HostSearchIndex | None = None
+        if config.search:
+            cache = config.search_cache
+            self.search = SearchIndex() if cache is None else HostSearchIndex(cache)
         self.search_ready = threading.Event()
         self.consumer: Any | None = config.consumer
         self._own_consumer = config.consumer is None
@@ -185,6 +195,20 @@ class Site:
             self.consumer.start(wait=False, freeze_gc=False)
         if self.search is not None:
             threading.Thread(target=self._follow_search, name="site-search", daemon=True).start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Start (see :meth:`start`) and wait until a state is held and, with search, the
+        index is built: what a worker joining a pool waits for before it takes requests.
+        False if not within ``timeout`` seconds."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        c = self.consumer
+        assert c is not None
+        if not c.wait_for_version(None, max(0.0, deadline - time.monotonic())):
+            return False
+        if self.search is not None:
+            return self.search_ready.wait(max(0.0, deadline - time.monotonic()))
+        return True
 
     def stop(self) -> None:
         with self._lock:

@@ -1,0 +1,152 @@
+"""``nearstate site serve --workers N``: a pool sharing one port, the search index built once
+per host; a worker killed while a client keeps requesting is replaced, and no request fails
+but those the killed worker had accepted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_search import person, story
+
+import nearstate
+from nearstate.content.records import SCHEMA
+from nearstate.web.processes import free_port, nearstate_command
+
+
+def children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+def until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    data = tmp_path / "data"
+    ds = nearstate.open(data / "dataset")
+    w = ds.writer(schema=SCHEMA)
+    for i in range(1, 60):
+        w.upsert("Story", story(i, f"Story {i} about the godfather"))
+        w.upsert("Person", person(i, f"Person {i}"))
+    ds.compact()
+    w.upsert("Story", story(500, "Moonlight, only in the Log"))  # in each worker's overlay
+    port, cache = free_port(), tmp_path / "cache"
+    proc = subprocess.Popen(
+        [*nearstate_command(), "site", "serve", "--data", str(data), "--no-media", "--port",
+         str(port), "--workers", "2", "--search-cache", str(cache), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield proc, f"http://127.0.0.1:{port}", cache
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def test_a_killed_worker_is_replaced_and_the_others_keep_serving(pool) -> None:
+    proc, base, cache = pool
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(proc.stdout.read().decode())
+        try:
+            return get(base + "/healthz")[0] == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    until(answers, 60, "the pool answers")
+    workers = until(lambda: len(children(proc.pid)) == 2 and children(proc.pid), 10, "2 workers")
+    # the search index: one file for the host, built once, overlay records found too
+    assert len(list(cache.glob("*.arrays"))) == 1
+    for _ in range(6):  # whichever worker answers
+        status, body = get(base + "/api/search?q=moonlight")
+        assert status == 200 and [h["id"] for h in json.loads(body)["hits"]] == [500]
+
+    status, body = get(base + "/api/search?q=godfather")
+    expected = json.loads(body)["hits"]
+    assert status == 200 and len(expected) >= 10
+    results: list[int | str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                status, body = get(base + "/api/search?q=godfather")
+                ok = status == 200 and json.loads(body)["hits"] == expected
+                results.append(status if ok else f"{status} {body[:80]!r}")
+            except (OSError, urllib.error.URLError) as e:
+                results.append(f"error {e}")
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        until(lambda: len(results) > 20, 20, "requests before the kill")
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        new = until(lambda: (children(proc.pid) - workers) or None, 30, "a new worker")
+        assert victim not in children(proc.pid)
+        before = len(results)
+        until(lambda: len(results) > before + 50, 30, "requests after the kill")
+        time.sleep(1.0)  # requests while the new worker joins
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    failed = [r for r in results if r != 200]
+    # at most the requests in flight at the killed worker: one per client thread
+    assert len(failed) <= len(threads), failed
+    assert len(results) > 100
+    assert proc.poll() is None and len(children(proc.pid)) == 2
+    # the new worker answers too: kill the old one and ask again
+    (old,) = workers - {victim}
+    os.kill(old, signal.SIGTERM)
+    until(lambda: old not in children(proc.pid) and len(children(proc.pid)) == 2, 30,
+          "the old worker replaced")  # fmt: skip
+    assert new & children(proc.pid)
+    status, body = get(base + "/api/search?q=moonlight")
+    assert status == 200 and [h["id"] for h in json.loads(body)["hits"]] == [500]
+    # stopping the pool stops every worker
+    pids = children(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(30) == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    log = proc.stdout.read().decode()
+    assert f"(pid {victim}) stopped (killed by SIGKILL); started pid" in log, log
