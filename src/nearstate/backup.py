@@ -198,7 +198,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _seal(manifest: dict[str, Any]) -> dict[str, Any]:
+def seal(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its ``checksum``: the SHA-256 of the rest of it."""
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     text = json.dumps(body, sort_keys=True).encode()
     return {**body, "checksum": hashlib.sha256(text).hexdigest()}
@@ -232,7 +233,7 @@ def backup(ds: Dataset, out: str | Path, *, report: Report | None = None) -> Bac
         else:
             raise BackupError(f"{_where(ds)} kept changing under the backup ({ATTEMPTS} "
                               f"tries; last: {why}); nothing was written to {out}")  # fmt: skip
-        (work / MANIFEST).write_text(json.dumps(_seal(manifest), indent=1, sort_keys=True))
+        (work / MANIFEST).write_text(json.dumps(seal(manifest), indent=1, sort_keys=True))
         size = sum(f["size"] for f in manifest["files"].values())
         if as_tar:
             tmp_tar = work.with_name(work.name + ".tar")
@@ -333,7 +334,7 @@ def _verify(d: Path, report: Report | None, shown: Path | None = None) -> dict[s
     if m.get("format_version") != FORMAT_VERSION:
         raise BackupError(f"{where}: backup format {m.get('format_version')!r}; this "
                           f"nearstate reads format {FORMAT_VERSION}")  # fmt: skip
-    if _seal(m)["checksum"] != m.get("checksum"):
+    if seal(m)["checksum"] != m.get("checksum"):
         raise BackupError(f"{where}: {MANIFEST} does not match its checksum (altered or damaged)")
     files = m["files"]
     for i, (rel, want) in enumerate(sorted(files.items())):
