@@ -299,4 +299,4 @@ def test_the_commands_say_what_happened(made: Path, tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "error:" in r.output and "not a readable backup" in " ".join(r.output.split())
     r = CliRunner().invoke(main, ["backup", str(tmp_path / "nothing"), str(tmp_path / "b3")])
-    assert r.exit_code == 1 and "holds no dataset" in r.output
+    assert r.exit_code == 1 and "holds no dataset" in " ".join(r.output.split())
