@@ -112,4 +112,3 @@ def create_explorer_app(config: ExplorerConfig) -> ASGIApp:
     guarded = ReadOnly(app)
     guarded.state = app.state  # type: ignore[attr-defined]
     return guarded
-

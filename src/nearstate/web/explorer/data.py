@@ -160,7 +160,9 @@ class Explorer:
         try:
             return record_history(self.dataset.blobs, type_name, key)
         except NearstateError as e:
-            raise PageError(404, f"The history of {type_name} {key!r} cannot be read: {e}") from None
+            raise PageError(
+                404, f"The history of {type_name} {key!r} cannot be read: {e}"
+            ) from None
 
     # -- the Log and its readers ------------------------------------------------------------
 

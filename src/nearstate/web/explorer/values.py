@@ -131,7 +131,7 @@ class Renderer:
             except (KeyError, IndexError):
                 x = None
             rows.append(
-                Markup('<tr><th>{}</th><td>{}</td></tr>').format(
+                Markup("<tr><th>{}</th><td>{}</td></tr>").format(
                     f.name, self.value(x, f.type, depth + 1)
                 )
             )
@@ -208,7 +208,7 @@ def scalar(v: Any, width: int = LONG_TEXT) -> Markup:
         return Markup('<span class="str">{}</span>').format(text)
     return Markup(
         '<details class="long"><summary>{}… <span class="muted">({:,} characters)</span>'
-        "</summary><div class=\"str\">{}</div></details>"
+        '</summary><div class="str">{}</div></details>'
     ).format(text[:width], len(text), text)
 
 

@@ -270,7 +270,9 @@ def _query(state: Any, ts: Any, q: dict[str, str]) -> tuple[Any, str]:
     words = f"{show_key(lo) if lo is not None else '…'} ≤ {name} ≤ " + (
         show_key(hi) if hi is not None else "…"
     )  # fmt: skip
-    return index.ordinals(between(lo, hi), reverse=desc), words + (", largest first" if desc else "")
+    return index.ordinals(between(lo, hi), reverse=desc), words + (
+        ", largest first" if desc else ""
+    )
 
 
 def _key_from(p: Page, state: Any, ts: Any) -> Any:
