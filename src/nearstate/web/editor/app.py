@@ -35,6 +35,7 @@ from .login import login_page, login_post, logout_post
 from .middleware import LimitBody, SecurityHeaders, http_error, too_large
 from .preview import story_preview
 from .requests import BodyTooLarge
+from .revisions import story_compare
 from .state import HERE, Editor, EditorConfig
 from .stories import (
     story_create,
@@ -62,6 +63,7 @@ def _routes(config: EditorConfig) -> list[BaseRoute]:
         Route("/stories/{story_id}", story_save, methods=post),
         Route("/stories/{story_id}/status.json", story_status_json, methods=get),
         Route("/stories/{story_id}/revisions", story_revisions, methods=get),
+        Route("/stories/{story_id}/revisions/compare", story_compare, methods=get),
         Route("/stories/{story_id}/revisions/{rev}", story_revision, methods=get),
         Route("/stories/{story_id}/revisions/{rev}/restore", story_restore, methods=post),
         Route("/stories/{story_id}/preview", story_preview, methods=get),

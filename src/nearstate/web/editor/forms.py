@@ -20,7 +20,7 @@ MAX_REVISION = 2**31 - 1
 PAGE = 50
 ACTIONS = ("save", "publish", "schedule", "unpublish", "preview")
 ROW_KINDS = ("stories", "titles", "tag", "genre")
-BLOCK_FIELDS = ("kind", "text", "level", "cite", "asset", "title", "url")
+BLOCK_FIELDS = ("kind", "text", "level", "cite", "asset", "title", "url", "format")
 ROW_FIELDS = ("heading", "kind", "value", "limit")
 EMBEDS = ("https://www.youtube-nocookie.com/embed/", "https://player.vimeo.com/video/")
 MAX_FORM_FIELDS = 6000  # 300 blocks of 9 fields, and room to spare
@@ -193,6 +193,7 @@ def story_form(data: Mapping[str, Any]) -> dict[str, Any]:
                 "asset": str(b.get("asset") or ""),
                 "title": "" if b.get("title") is None else str(b.get("title")),
                 "url": str(b.get("url") or ""),
+                "format": str(b.get("format") or "plain"),  # a paragraph's text format
             }
         )
     return {
@@ -218,6 +219,8 @@ def _block_data(b: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": kind}
     if kind in ("paragraph", "heading", "quote", "image"):
         out["text"] = b["text"]
+    if kind == "paragraph" and b.get("format"):
+        out["format"] = b["format"]  # rich or plain; the CMS refuses any other
     if kind == "heading":
         out["level"] = b["level"] or 2
     elif kind == "quote":

@@ -26,7 +26,7 @@ from ...content.media import (
 )
 from ...errors import InputError
 from .. import auth
-from ..site.html import card_html
+from ..site.html import card_html, rich_html
 from .forms import EMBEDS, dtlocal, when, when_exact
 
 HERE = Path(__file__).parent.parent
@@ -76,6 +76,7 @@ class Editor:
         env.filters["when"] = when
         env.filters["when_exact"] = when_exact
         env.filters["dtlocal"] = dtlocal
+        env.filters["rich"] = rich_html  # a rich paragraph's source as sanitised HTML
         env.globals["thumb"] = self.thumb
         env.globals["card_html"] = card_html  # the preview renders the site's story
         env.globals["embed_ok"] = lambda url: isinstance(url, str) and url.startswith(EMBEDS)

@@ -7,6 +7,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from ...content.richtext import to_html
+
 
 def _img(img: Mapping[str, Any] | None, size: str) -> str:
     if not img:
@@ -36,3 +38,9 @@ def card_html(c: Mapping[str, Any]) -> Markup:
         f'{_img(c["image"], "small")}</div><div class="meta"><strong>{escape(c["name"])}'
         f"</strong>{year}</div></a>"
     )
+
+
+def rich_html(source: str) -> Markup:
+    """A rich paragraph's source as HTML (``content.richtext``: escaped, then held to its
+    allowlist of tags, attributes and link schemes), for a template filter."""
+    return Markup(to_html(source))
