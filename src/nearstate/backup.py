@@ -214,11 +214,7 @@ def backup(ds: Dataset, out: str | Path, *, report: Report | None = None) -> Bac
     it fails."""
     t0 = time.monotonic()
     out = Path(out)
-    as_tar = out.name.endswith(_TAR)
-    _check_new_path(out, "backup")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    _open_up(work)
+    work = begin(out)
     try:
         why = ""
         for _attempt in range(ATTEMPTS):
@@ -233,28 +229,48 @@ def backup(ds: Dataset, out: str | Path, *, report: Report | None = None) -> Bac
         else:
             raise BackupError(f"{_where(ds)} kept changing under the backup ({ATTEMPTS} "
                               f"tries; last: {why}); nothing was written to {out}")  # fmt: skip
-        (work / MANIFEST).write_text(json.dumps(seal(manifest), indent=1, sort_keys=True))
-        size = sum(f["size"] for f in manifest["files"].values())
-        if as_tar:
-            tmp_tar = work.with_name(work.name + ".tar")
-            mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
-            try:
-                with tarfile.open(tmp_tar, mode) as tar:
-                    for p in sorted(work.rglob("*")):
-                        tar.add(p, arcname=p.relative_to(work).as_posix(), recursive=False)
-                os.replace(tmp_tar, out)
-            finally:
-                tmp_tar.unlink(missing_ok=True)
-            size = out.stat().st_size
-            shutil.rmtree(work)
-        else:
-            _rename_into(work, out)
+        size = complete(work, out, manifest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     m = manifest
     return BackupResult(out, m["version"], m["log_position"], m["head"], m["entries"],
                         len(m["blobs"]), size, time.monotonic() - t0)  # fmt: skip
+
+
+def begin(out: Path) -> Path:
+    """A temporary directory beside ``out`` to gather a backup in; BackupError if ``out``
+    exists (an empty directory is fine)."""
+    check_new_path(out, "backup")
+    return temp_beside(out, "partial")
+
+
+def complete(work: Path, out: Path, manifest: dict[str, Any]) -> int:
+    """Seal ``manifest`` (whose ``files`` name what ``work`` holds) into ``work``, and make
+    it ``out``: renamed, or packed into a tar when ``out`` ends in .tar, .tar.gz or .tgz
+    (then ``work`` is removed). Returns the backup's size in bytes."""
+    (work / MANIFEST).write_text(json.dumps(seal(manifest), indent=1, sort_keys=True))
+    if not out.name.endswith(_TAR):
+        rename_into(work, out)
+        return sum(f["size"] for f in manifest["files"].values())
+    tmp_tar = work.with_name(work.name + ".tar")
+    mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
+    try:
+        with tarfile.open(tmp_tar, mode) as tar:
+            for p in sorted(work.rglob("*")):
+                tar.add(p, arcname=p.relative_to(work).as_posix(), recursive=False)
+        with open(tmp_tar, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_tar, out)
+    finally:
+        tmp_tar.unlink(missing_ok=True)
+    shutil.rmtree(work)
+    return out.stat().st_size
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """What a manifest says of a file: its size and SHA-256."""
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def _copy(ds: Dataset, work: Path, report: Report | None) -> dict[str, Any]:
@@ -291,15 +307,16 @@ def _copy(ds: Dataset, work: Path, report: Report | None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def opened(path: str | Path, *, report: Report | None = None) -> Iterator[tuple[Path, dict]]:
+def opened(path: str | Path, *, report: Report | None = None, kind: str = FORMAT
+           ) -> Iterator[tuple[Path, dict]]:  # fmt: skip
     """The backup at ``path`` as ``(directory, manifest)``, every file checked against the
-    manifest; a tar is unpacked into a temporary directory for the duration. BackupError
-    naming what is wrong otherwise."""
+    manifest (whose ``format`` must be ``kind``); a tar is unpacked into a temporary
+    directory for the duration. BackupError naming what is wrong otherwise."""
     path = Path(path)
     if not path.exists():
         raise BackupError(f"no backup at {path}")
     if path.is_dir():
-        yield path, _verify(path, report)
+        yield path, _verify(path, report, kind)
         return
     tmp = Path(tempfile.mkdtemp(prefix=".nearstate-restore-"))
     try:
@@ -310,7 +327,7 @@ def opened(path: str | Path, *, report: Report | None = None) -> Iterator[tuple[
             first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
             raise BackupError(f"{path} is not a readable backup: a damaged or truncated tar "
                               f"({first})") from None  # fmt: skip
-        yield tmp, _verify(tmp, report, shown=path)
+        yield tmp, _verify(tmp, report, kind, shown=path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -321,7 +338,8 @@ def zlib_error() -> type[Exception]:
     return zlib.error
 
 
-def _verify(d: Path, report: Report | None, shown: Path | None = None) -> dict[str, Any]:
+def _verify(d: Path, report: Report | None, kind: str, shown: Path | None = None
+            ) -> dict[str, Any]:  # fmt: skip
     where = shown or d
     try:
         m = json.loads((d / MANIFEST).read_bytes())
@@ -329,8 +347,8 @@ def _verify(d: Path, report: Report | None, shown: Path | None = None) -> dict[s
         raise BackupError(f"{where} is not a nearstate backup (no {MANIFEST})") from None
     except (OSError, ValueError) as e:
         raise BackupError(f"{where}: {MANIFEST} is damaged ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise BackupError(f"{where}: {MANIFEST} does not describe a nearstate backup")
+    if not isinstance(m, dict) or m.get("format") != kind:
+        raise BackupError(f"{where}: {MANIFEST} does not describe a {kind}")
     if m.get("format_version") != FORMAT_VERSION:
         raise BackupError(f"{where}: backup format {m.get('format_version')!r}; this "
                           f"nearstate reads format {FORMAT_VERSION}")  # fmt: skip
@@ -349,6 +367,8 @@ def _verify(d: Path, report: Report | None, shown: Path | None = None) -> dict[s
             raise BackupError(f"{where}: {rel} does not match its SHA-256 (damaged or altered)")
         if report:
             report("checking the backup", i + 1, len(files))
+    if kind != FORMAT:
+        return m
     logs = sorted(r for r in files if r.startswith("log/"))
     blobs = [f"blobs/{n}" for n in m["blobs"]]
     if any(b not in files for b in blobs) or len(blobs) + len(logs) != len(files):
@@ -365,7 +385,8 @@ def _entries(d: Path, m: dict[str, Any]) -> Iterator[list[tuple[int, bytes]]]:
 # -- writing a dataset: restore and clone share it -----------------------------------
 
 
-def _check_new_path(p: Path, what: str) -> None:
+def check_new_path(p: Path, what: str) -> None:
+    """BackupError unless ``p`` is absent or an empty directory (``what``: the verb)."""
     if p.exists() and (not p.is_dir() or any(p.iterdir())):
         raise BackupError(f"{p} already exists and is not empty: {what} into a new place "
                           "(nothing was written)")  # fmt: skip
@@ -378,7 +399,17 @@ def _open_up(d: Path) -> None:
     os.chmod(d, 0o777 & ~mask)
 
 
-def _rename_into(work: Path, target: Path) -> None:
+def temp_beside(p: Path, what: str) -> Path:
+    """A new temporary directory beside ``p`` (same filesystem: it can be renamed to it)."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{p.name}.{what}-", dir=p.parent))
+    _open_up(work)
+    return work
+
+
+def rename_into(work: Path, target: Path) -> None:
+    """Rename ``work`` to ``target`` (absent or an empty directory) and sync the parent;
+    BackupError if ``target`` was filled meanwhile."""
     try:
         os.replace(work, target)  # onto a missing or empty directory: atomic
     except OSError as e:
@@ -411,11 +442,9 @@ class _Target:
             self.final: Path | None = None
         else:
             path = Path(unquote(urlparse(text).path)) if text.startswith("file:") else Path(text)
-            _check_new_path(path, what)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            check_new_path(path, what)
             self.final = path
-            self.work = Path(tempfile.mkdtemp(prefix=f".{path.name}.{what}-", dir=path.parent))
-            _open_up(self.work)
+            self.work = temp_beside(path, what)
             ds = LocalDataset(self.work)
         self.ds: Dataset = ds
 
@@ -454,7 +483,7 @@ class _Target:
             assert self.work is not None
             self.ds.log.close()
             self.ds.announcer.close()
-            _rename_into(self.work, self.final)
+            rename_into(self.work, self.final)
             self.work = None
 
     def abandon(self) -> None:
