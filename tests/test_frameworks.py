@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import psutil
@@ -162,15 +162,15 @@ def test_the_fastapi_dependency_works_without_the_middleware(tmp_path: Path) -> 
     from nearstate.frameworks.fastapi import nearstate_dependency
 
     model = ReadModel(tmp_path / "shop", secret=SECRET, follow=False)
-    Dep = Annotated[Any, Depends(nearstate_dependency(model))]
+    dep = Depends(nearstate_dependency(model))  # a default: annotations here are strings
     app = FastAPI()
 
     @app.put("/items/{key}")
-    def put(key: str, r: Dep) -> dict:
+    def put(key: str, r: Any = dep) -> dict:
         return {"token": int(r.upsert("Item", {"id": key, "name": key.upper()}))}
 
     @app.get("/items/{key}")
-    def get(key: str, r: Dep) -> dict:
+    def get(key: str, r: Any = dep) -> dict:
         rec = r.state["Item"].get(key)
         return {"consistency": r.consistency, "name": None if rec is None else rec.name}
 
