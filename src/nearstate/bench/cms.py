@@ -22,7 +22,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ from ..content.db import WriteStore, open_store
 from ..content.films import import_films
 from ..content.ingest import IngestWorker, ingestor_for, wait_idle, worker_processes
 from ..content.media import MediaConfig, store_upload
-from ..content.outbox import Event
+from ..content.wait import Ingested
 from ..web.processes import Service, Services, free_port
 from .stats import percentiles
 
@@ -115,34 +114,6 @@ def _story(fx: dict[str, Any], rng: random.Random, n: int) -> dict[str, Any]:
     }
 
 
-class _Done:
-    """Times at which the worker finished events, by (kind, subject, revision)."""
-
-    def __init__(self) -> None:
-        self.at: dict[tuple[str, str, int | None], float] = {}
-        self.failures: list[str] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, ev: Event, out: Any, error: BaseException | None) -> None:
-        now = time.perf_counter()
-        with self.cond:
-            if error is not None:
-                self.failures.append(f"{ev.kind} {ev.subject}: {error}")
-            else:
-                self.at[(ev.kind, ev.subject, ev.revision)] = now
-            self.cond.notify_all()
-
-    def wait(self, key: tuple[str, str, int | None], timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while key not in self.at:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-            return self.at[key]
-
-
 def _wait_idle(
     store: WriteStore, timeout: float, progress: Progress | None = None, label: str = "ingesting"
 ) -> None:
@@ -169,7 +140,7 @@ def bench_save(
         media = MediaConfig(root=tmp / "media")
         fx = _fixtures(store, media, films)
         ds = nearstate.open(tmp / "dataset")
-        done = _Done()
+        done = Ingested()  # when the worker finished each event
         worker = IngestWorker(ingestor_for(store, ds, media), on_event=done).start()
         try:
             _wait_idle(store, 120, progress, "ingesting fixtures")
@@ -199,16 +170,14 @@ def bench_save(
                 time.sleep(interval * rng.uniform(0.5, 1.5))
             missing = 0
             for key, t1 in keys:
-                at = done.wait(key, 30)
+                at = done.finished_at(key, 30)
                 if at is None:
                     missing += 1
                 else:
                     visible_ms.append((at - t1) * 1000)
             if progress:
                 progress("saving", saves, saves)
-            statuses = store.read(
-                "SELECT ingest_status AS s, COUNT(*) AS n FROM story_revisions GROUP BY 1"
-            )
+            statuses = c.status_counts()
         finally:
             worker.stop()
             store.close()
@@ -221,7 +190,7 @@ def bench_save(
             "records_committed_ms": percentiles(visible_ms),
             "not_ingested": missing,
             "failures": done.failures[:5],
-            "revision_status": {r["s"]: r["n"] for r in statuses},
+            "revision_status": statuses,
         }
 
 
@@ -254,7 +223,7 @@ def bench_import(
         c.sync(60)
         titles, people = len(c.state["Title"]), len(c.state["Person"])
         dead = len(outbox.dead_letters(store))
-        events = int(store.read_one("SELECT COUNT(*) AS n FROM outbox")["n"])
+        events = sum(outbox.counts(store).values())
         dialect = store.dialect
         store.close()
         return {

@@ -35,6 +35,7 @@ from typing import Any
 
 import nearstate
 
+from ..content.cms import CMS
 from ..errors import NearstateError
 from ..web.processes import Service, Services, free_port
 from .cms import scratch
@@ -403,7 +404,7 @@ def bench_compare(
         raise NearstateError(f"--refresh must be positive seconds, not {refresh}")
     with scratch(None) as (tmp, url):
         store, published = make_content(tmp, url, films, progress)
-        slugs = {r["id"]: r["slug"] for r in store.read("SELECT id, slug FROM stories")}
+        slugs = CMS(store).slugs()
         slug = slugs[published[0]]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
         with (  # the old path first: without NATS or PostgreSQL the run stops at once

@@ -292,7 +292,7 @@ def bench_site(
     with scratch(None) as (tmp, url):
         store, published = make_content(tmp, url, films, progress)
         sid = published[0]
-        slug = store.read_one("SELECT slug FROM stories WHERE id = ?", (sid,))["slug"]
+        slug = CMS(store).story(sid)["slug"]
         titles = store.read_one("SELECT COUNT(*) AS n FROM titles")["n"]
         with phase(progress, "in process"):
             inproc = in_process(tmp / "dataset", slug, iterations)

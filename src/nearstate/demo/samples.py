@@ -701,11 +701,7 @@ def create_samples(
             story["slug"] += f"-{f.id}"
         slugs.add(story["slug"])
         live = i < n_live
-        row = store.read_one(
-            "SELECT id, status, revision, published_revision, updated_by FROM stories"
-            " WHERE slug = ?",
-            (story["slug"],),
-        )
+        row = cms.story_by_slug(story["slug"])
         if row is None:
             sid = _create(cms, store, media, f, story, author, i, user)
             created += 1

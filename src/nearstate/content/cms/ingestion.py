@@ -64,6 +64,13 @@ class Ingestion(Part):
                 st["errors"] = [{"where": f"event {dead['id']}", "message": error}]
         return st
 
+    def status_counts(self) -> dict[str, int]:
+        """How many story revisions are in each ingestion status."""
+        rows = self.store.read(
+            "SELECT ingest_status AS s, COUNT(*) AS n FROM story_revisions GROUP BY 1"
+        )
+        return {r["s"]: int(r["n"]) for r in rows}
+
     def _mark_dead(self, rows: list[dict[str, Any]], story_id: int | None = None) -> None:
         """Rows still "pending" whose event is dead shown as "failed" (rows of stories, or
         the revisions of story ``story_id``), in place."""

@@ -73,6 +73,14 @@ class Lookups(Part):
             (limit, offset),
         )
 
+    def stories_showing(self, asset_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The stories (``id``, ``title``) whose newest revision shows asset ``asset_id``."""
+        return self.store.read(
+            "SELECT s.id, s.title FROM story_refs r JOIN stories s ON s.id = r.story_id"
+            " WHERE r.kind = 'asset' AND r.ref = ? ORDER BY s.id LIMIT ?",
+            (asset_id, limit),
+        )
+
     def asset_changed(self, asset_id: str) -> int:
         """Re-ingest what shows an asset (after its alt text or focal point changed)."""
         with self.store.transaction() as tx:

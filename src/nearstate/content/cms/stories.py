@@ -99,6 +99,29 @@ class Stories(Ingestion):
             raise NotFound(f"story {story_id} has no revision {revision}")
         return decoded(row)
 
+    def story_by_slug(self, slug: str) -> dict[str, Any] | None:
+        """The row (no content) of the story with ``slug``: its id, status, revision,
+        published revision and who changed it last; None if there is none."""
+        return self.store.read_one(
+            "SELECT id, status, revision, published_revision, updated_by FROM stories"
+            " WHERE slug = ?",
+            (slug,),
+        )
+
+    def slugs(self) -> dict[int, str]:
+        """Every story's slug by id."""
+        return {int(r["id"]): r["slug"] for r in self.store.read("SELECT id, slug FROM stories")}
+
+    def counts(self) -> dict[str, int]:
+        """How many stories, published stories and revisions there are."""
+        row = self.store.read_one(
+            "SELECT (SELECT COUNT(*) FROM stories) AS stories,"
+            " (SELECT COUNT(*) FROM stories WHERE status = 'published') AS published,"
+            " (SELECT COUNT(*) FROM story_revisions) AS revisions"
+        )
+        assert row is not None
+        return {k: int(row[k]) for k in ("stories", "published", "revisions")}
+
     # -- changing --------------------------------------------------------------------------
 
     def create_story(self, data: Any, *, user: str) -> Saved:

@@ -15,7 +15,7 @@ from .forms import MAX_REVISION, PAGE, BadRequest, parse_int, path_id, show
 from .login import LOGIN_FAILED, authenticate_user, too_many
 from .requests import Ctx, endpoint
 from .state import Editor
-from .stories import ingest_status, story_status
+from .stories import story_status
 
 
 def _saved_json(s: Any) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def _story_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def _story_json_of(ed: Editor, sid: int) -> dict[str, Any]:
     out = _story_json(ed.cms.story(sid))
     if out["ingest"]["status"] == "pending":
-        st = ingest_status(ed, sid, out["revision"])
+        st = ed.cms.ingest_status(sid, out["revision"])
         out["ingest"] = {"status": st["status"], "errors": st["errors"], "token": st["token"]}
     return out
 

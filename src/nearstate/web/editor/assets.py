@@ -126,11 +126,7 @@ def _render_asset(
     values: Mapping[str, str] | None = None,
 ) -> Response:
     row = get_asset(ctx.ed.store, asset_id)
-    used = ctx.ed.store.read(
-        "SELECT s.id, s.title FROM story_refs r JOIN stories s ON s.id = r.story_id"
-        " WHERE r.kind = 'asset' AND r.ref = ? ORDER BY s.id LIMIT 100",
-        (row["id"],),
-    )
+    used = ctx.cms.stories_showing(row["id"])
     if values is None:
         values = {"alt": row["alt"], "focal_x": str(row["focal_x"]), "focal_y": str(row["focal_y"])}
     return ctx.render("asset.html", status, asset=row, used=used, error=error, values=values)

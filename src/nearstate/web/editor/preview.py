@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 
 from starlette.responses import Response
 
 from ...content.cms import NotFound
 from ...content.pages import story_model
-from ...errors import NearstateError, ReadTimeout
+from ...content.wait import wait_visible
+from ...errors import NearstateError
 from .forms import MAX_REVISION, parse_int, path_id
 from .requests import Ctx, endpoint
-from .stories import ingest_status
 
 
 @endpoint()
@@ -38,27 +37,22 @@ def story_preview(ctx: Ctx, story_id: str) -> Response:
             message="Preview is not available: this editor has no dataset to read drafts from.",
         )
     timeout = max(0.1, float(ctx.ed.config.preview_timeout))
-    deadline = time.monotonic() + timeout
-    seen = ctx.ed.wait_ingested(-1, 0)
-    st = ingest_status(ctx.ed, sid, rev)
-    while st["status"] == "pending" and time.monotonic() < deadline:
-        seen = ctx.ed.wait_ingested(seen, min(0.05, max(0.0, deadline - time.monotonic())))
-        st = ingest_status(ctx.ed, sid, rev)
-    if st["status"] == "pending":
+    st = wait_visible(ctx.cms, consumer, sid, rev, timeout, ingested=ctx.ed.ingested)
+    if st.step == "pending":
         return page(
             503,
             state="pending",
             message=f"Revision {rev} is not ready yet: it is still being prepared. "
             "Reload this page in a moment.",
         )
-    if st["status"] == "invalid":
+    if st.step == "invalid":
         return page(
             200,
             state="invalid",
-            problems=st["errors"],
+            problems=st.errors,
             message=f"Revision {rev} cannot be previewed until these problems are fixed.",
         )
-    if st["status"] == "superseded":
+    if st.step == "superseded":
         return page(
             200,
             state="newer",
@@ -66,19 +60,15 @@ def story_preview(ctx: Ctx, story_id: str) -> Response:
             message=f"Revision {rev} was replaced by a newer revision before it was prepared, "
             "so there is no preview of it.",
         )
-    if st["status"] != "ok":
+    if st.step not in ("visible", "behind"):
         return page(
             503,
             state="failed",
-            problems=st["errors"],
-            message=f"Revision {rev} could not be prepared ({st['status']}).",
+            problems=st.errors,
+            message=f"Revision {rev} could not be prepared ({st.step}).",
         )
-    try:
-        if st["token"] is not None:
-            state = consumer.wait_for(int(st["token"]), max(0.1, deadline - time.monotonic()))
-        else:
-            state = consumer.sync(max(0.1, deadline - time.monotonic()))
-    except (ReadTimeout, NearstateError):
+    state = st.state
+    if st.step == "behind":
         return page(
             503,
             state="pending",

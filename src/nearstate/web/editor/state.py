@@ -24,6 +24,7 @@ from ...content.media import (
     MediaConfig,
     asset_url,
 )
+from ...content.wait import Ingested
 from ...errors import InputError
 from .. import auth
 from ..site.html import card_html, rich_html
@@ -88,9 +89,8 @@ class Editor:
         self._search: Any | None = None  # the choosers' index, made on first use
         self._lock = threading.Lock()
         # events processed by the in-process worker: a preview waiting for a save wakes
-        # at once instead of polling the write store
-        self._ingested = threading.Condition()
-        self._events = 0
+        # at once instead of polling the write store (content.wait.wait_visible)
+        self.ingested = Ingested()
         self._users = 0
         self.cookie = auth.CookieOptions(
             secure=config.https_only, max_age=int(config.session_max_age)
@@ -134,22 +134,9 @@ class Editor:
             from ...content.ingest import IngestWorker, ingestor_for
 
             ingestor = ingestor_for(self.store, ds, self.config.media)
-            self.worker = IngestWorker(ingestor, on_event=self._event_done).start()
+            self.worker = IngestWorker(ingestor, on_event=self.ingested).start()
         self.consumer = ds.consumer()
         self.consumer.start(wait=False)
-
-    def _event_done(self, *_: Any) -> None:
-        with self._ingested:
-            self._events += 1
-            self._ingested.notify_all()
-
-    def wait_ingested(self, seen: int, timeout: float) -> int:
-        """Block until the in-process worker has processed an event since ``seen`` (a
-        value this returned before, or 0) or ``timeout`` passes; returns the new count.
-        A worker in another process is not seen: the timeout is then a poll interval."""
-        with self._ingested:
-            self._ingested.wait_for(lambda: self._events != seen, timeout)
-            return self._events
 
     def search_index(self) -> Any | None:
         """The site's search index over the consumer's state, following it (made on the

@@ -32,7 +32,6 @@ from .forms import (
     where_problems,
 )
 from .requests import Ctx, endpoint
-from .state import Editor
 
 
 @endpoint()
@@ -44,7 +43,6 @@ def story_list(ctx: Ctx) -> Response:
     page = parse_int(ctx.query("page"), "page", lo=1, hi=100_000, default=1)
     rows = ctx.cms.list_stories(q, status=status or None, limit=PAGE + 1, offset=(page - 1) * PAGE)
     more = len(rows) > PAGE
-    _mark_failed(ctx.ed, rows)
 
     def link(p: int) -> str:
         args = {k: v for k, v in (("q", q), ("status", status), ("page", str(p))) if v}
@@ -84,9 +82,9 @@ def _render_story(
     if row is not None:
         want = saved or row["revision"]
         try:
-            rev_status = ingest_status(ctx.ed, row["id"], want)
+            rev_status = ctx.cms.ingest_status(row["id"], want)
         except NotFound:
-            rev_status = ingest_status(ctx.ed, row["id"])
+            rev_status = ctx.cms.ingest_status(row["id"])
     if sched is None:
         sched = {
             "publish_at": dtlocal(row["publish_at"]) if row else "",
@@ -278,57 +276,12 @@ def _redraw(ctx: Ctx, sid: int | None, form: Any, op: str) -> Response:
     )  # fmt: skip
 
 
-def ingest_status(ed: Editor, sid: int, rev: int | None = None) -> dict[str, Any]:
-    """``cms.ingest_status``, except that a revision whose event went to the dead-letter
-    list (so it would stay "pending" for ever) is ``failed``, with the event's error."""
-    st = ed.cms.ingest_status(sid, rev)
-    if st["status"] == "pending":
-        dead = ed.store.read_one(
-            "SELECT id, last_error FROM outbox WHERE kind = 'story' AND subject = ?"
-            " AND revision = ? AND status = 'dead' ORDER BY id DESC LIMIT 1",
-            (str(sid), st["revision"]),
-        )
-        if dead is not None:
-            error = dead["last_error"] or "the ingestion pipeline gave up"
-            st = {
-                **st,
-                "status": "failed",
-                "errors": [{"where": f"event {dead['id']}", "message": error}],
-            }
-    return st
-
-
-def _dead_revisions(ed: Editor, story_ids: Iterable[int]) -> set[tuple[int, int]]:
-    """``(story, revision)`` pairs whose ingestion event is in the dead-letter list."""
-    ids = sorted({str(i) for i in story_ids})
-    if not ids:
-        return set()
-    rows = ed.store.read(
-        "SELECT subject, revision FROM outbox WHERE kind = 'story' AND status = 'dead'"
-        f" AND revision IS NOT NULL AND subject IN ({', '.join('?' * len(ids))})",
-        ids,
-    )
-    return {(int(r["subject"]), int(r["revision"])) for r in rows}
-
-
-def _mark_failed(ed: Editor, rows: list[dict[str, Any]], sid: int | None = None) -> None:
-    """Show rows still "pending" whose event is dead as "failed" (rows of stories, or the
-    revisions of story ``sid``)."""
-    pending = [r for r in rows if r.get("ingest_status") == "pending"]
-    if not pending:
-        return
-    dead = _dead_revisions(ed, [sid] if sid is not None else [r["id"] for r in pending])
-    for r in pending:
-        if (sid if sid is not None else r["id"], r["revision"]) in dead:
-            r["ingest_status"] = "failed"
-
-
 def story_status(ctx: Ctx, story_id: str) -> Response:
     sid = path_id(story_id, "story")
     rev = None
     if ctx.query("revision"):
         rev = parse_int(ctx.query("revision"), "revision", lo=1, hi=MAX_REVISION)
-    return ctx.json(ingest_status(ctx.ed, sid, rev))
+    return ctx.json(ctx.cms.ingest_status(sid, rev))
 
 
 story_status_json = endpoint(api=True)(story_status)
@@ -339,7 +292,6 @@ def story_revisions(ctx: Ctx, story_id: str) -> Response:
     sid = path_id(story_id, "story")
     row = ctx.cms.story(sid)
     revisions = ctx.cms.revisions(sid)
-    _mark_failed(ctx.ed, revisions, sid)
     return ctx.render("revisions.html", row=row, revisions=revisions)
 
 
