@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import NearstateError
-from .common import existing, fail
-from .platform import serve
+from .common import existing, fail, out
 
 
 @click.command()
@@ -27,5 +26,12 @@ def explore(dataset: str, host: str, port: int, quiet: bool) -> None:
         app = create_explorer_app(ExplorerConfig(dataset=ds))
     except NearstateError as e:
         fail(e)
-    serve(app, host, port, quiet, f"Explorer of {dataset} (read-only, version "
-                                  f"{ds.latest_version()} announced)")  # fmt: skip
+    import uvicorn
+
+    out.print(
+        f"Explorer of {dataset} (read-only; version {ds.latest_version()} announced) on "
+        f"http://{host}:{port}/; Ctrl-C stops it.",
+        highlight=False,
+    )
+    level = "warning" if quiet else "info"
+    uvicorn.run(app, host=host, port=port, log_level=level, access_log=not quiet)
