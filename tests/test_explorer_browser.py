@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from test_explorer import build_local
 
 CHROMIUM = Path("/usr/bin/chromium")
