@@ -16,6 +16,11 @@ choose their consistency: :attr:`Consumer.state` (eventual: never blocks),
 :meth:`Consumer.wait_for` a token (read-your-writes), :meth:`Consumer.sync` (strong: the
 Log's head), or :meth:`Consumer.read` with the choice as an argument. Each returns one
 immutable state, so a whole page can be built from it.
+
+Over ~600 lines on purpose: :class:`Consumer` is one state machine under one lock — the
+current version, the chain of deltas it moves along, the Log's tail laid over it, the
+compaction trigger and the announcement watch read and write the same fields — so its
+methods stay in one class and one module.
 """
 
 from __future__ import annotations

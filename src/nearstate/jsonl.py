@@ -5,6 +5,11 @@ publishes one new version. Any malformed line — bad JSON, a missing or duplica
 value contradicting the field's type, objects or arrays nested more than
 :data:`~nearstate.schema.MAX_DEPTH` levels deep — raises :class:`InputError` naming the
 line and the field, and nothing is published.
+
+Over ~600 lines on purpose: import has two paths, whole (a small file, or a type that
+must be re-inferred) and streamed (staged in parts across processes), which share the
+staging, schema checks and publishing helpers here; export is the inverse of the same
+value mapping.
 """
 
 from __future__ import annotations

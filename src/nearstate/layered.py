@@ -11,6 +11,11 @@ speed; a touched type gets a :class:`LayeredTypeState` whose views check the ove
 first. Types that refer to a touched type are layered too, so a reference always reads
 the target as it is in this version. (A reference *inside a nested record* reads the
 target as of the snapshot or delta that wrote the nested record; see decision 0005.)
+
+Over ~600 lines on purpose: :class:`LayeredState`, :class:`LayeredTypeState` and
+:func:`apply_delta` share one private structure, the per-type overlay (``_Overlay``),
+which the index helpers at the end also read; splitting them would make that structure
+public for no reader outside this module.
 """
 
 from __future__ import annotations

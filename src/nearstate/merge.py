@@ -23,6 +23,13 @@ column is merged as arrays instead:
 A type that nothing changed (no row and no reference target moved) is copied section by
 section. Nothing here builds a Python object per record, except for the few key kinds the
 compiled hash does not cover (composite keys and keys that are not int or str).
+
+Over ~600 lines on purpose: one algorithm, the column merge, with the column parts it
+works on. Reading parts from a blob, taking and concatenating them and writing them back
+mirror :mod:`nearstate.encoding`'s layouts one for one and serve nothing but the merge, so
+they sit in the order the merge uses them (the ``# ---`` sections below). If the module
+grows, the seam is between the parts (everything above "merging a layered state") and
+the merge itself.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ What matches, identically on a ReadState and on a LayeredState of the same recor
   ``one_of([nan])``, as ``find(x=nan)`` does;
 * a list or set field matches when any element does; a record is returned once, at its
   first matching element in the order asked for.
+
+Over ~600 lines on purpose: a snapshot's :class:`OrderedIndex` and a layered version's
+:class:`LayeredOrderedIndex` must answer identically (the rules above), and share the
+reading methods (``_OrderedAPI``) and the query values; ``find`` combines them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ as they will read once a version includes them; ``lay_over(..., encoded=True)`` 
 same layer the Producer's way, the reference the plain one is tested against. When a
 version that includes some entries arrives, the tail drops them and the remaining ones are
 laid over the new version.
+
+Over ~600 lines on purpose: :class:`LogStage` converts staged values exactly as
+:class:`PlainLayer` reads them back, so the two conversions (``_conv`` and
+``_plain_conv``) stay side by side, with the tail that drives them.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ its last good version, and raises :class:`CycleError` naming the stage::
 
 Only one producer may publish a dataset: the lock is taken when the producer starts
 (:class:`LockedError` if another holds it) and released by :meth:`Producer.close`.
+
+Over ~600 lines on purpose: :class:`Producer` is one class whose cycle runs the stages above
+in order under one failure rule (nothing is announced unless every stage passed); what
+follows it — the full diff, reference checks and clean-up of old blobs — serves that cycle
+alone.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ by ordinal. ``state["Movie"].get(key)`` returns a :class:`Record`: a two-slot vi
 ordinal) that decodes a field only when you read it. Nothing in a ReadState changes after
 it is built, so any number of threads may read it at once; the lazily built hash indexes
 are created under a lock.
+
+Over ~600 lines on purpose: the read path's core. :class:`Record`, :class:`TypeState`
+and :class:`ReadState` and the loading of a blob into them (choosing types, narrowing,
+checking sections) share a TypeState's layout — its columns, key table and lazily built
+indexes — which no other module touches; :mod:`nearstate.layered` builds on the public
+parts.
 """
 
 from __future__ import annotations

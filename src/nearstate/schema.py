@@ -25,6 +25,10 @@ nested record type that contains itself, which nests without end — is refused 
 with :class:`InputError` naming the line and field. The limit keeps every recursive walk
 over values and types (staging, encoding, digests, reading) far inside Python's
 recursion limit.
+
+Over ~600 lines on purpose: the schema's vocabulary — field types and their text form,
+fields, types, the schema and its JSON, and declaring types with dataclasses — is one
+concept that every other module imports; the dataclass part is its last section.
 """
 
 from __future__ import annotations

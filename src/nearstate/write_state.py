@@ -5,6 +5,10 @@ contradicts the schema raises :class:`SchemaError` naming the type, record and f
 nested records are staged in their own types and de-duplicated, so identical nested values
 share one ordinal; references keep the target's key until :meth:`WriteState.build`
 resolves them to ordinals.
+
+Over ~600 lines on purpose: :class:`WriteState` is one class whose checks, normalisation,
+de-duplication of nested records and :meth:`WriteState.build` share its private staged
+rows; the helpers below serve it alone.
 """
 
 from __future__ import annotations

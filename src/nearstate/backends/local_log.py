@@ -31,6 +31,10 @@ permission, ``notify=False``) waiters fall back to reading the head every
 a dataset path too long for that puts its sockets under
 ``/tmp/nearstate-wake/<sha256 of the directory's real path, 24 hex>/`` instead (both
 sides derive the same directory from the dataset's real path).
+
+Over ~600 lines on purpose: the Log itself (:class:`LocalLog`) and its wake-ups (the
+per-process waker and notifier above it), which exist only for this Log and share its
+directory layout and lifetime rules (fork, exit, close).
 """
 
 from __future__ import annotations

@@ -41,6 +41,11 @@ moving a key backwards), and a handle that has not seen an entry asks the KV buc
 
 Message body: msgpack ``[keys, schema JSON text | None, entry body]``, zstd-compressed
 (header ``Nearstate-Encoding: zstd``) when larger than ``compress_over`` bytes.
+
+Over ~600 lines on purpose: :class:`NatsLog` implements one port (:class:`~nearstate.ports.Log`)
+whose methods share the handle's view, its ordered consumer and the leader checks
+described above; each piece of that (appends, the barrier head, leases, trimming through
+the KV bucket) depends on the same state.
 """
 
 from __future__ import annotations
