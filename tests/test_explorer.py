@@ -599,3 +599,38 @@ def test_in_the_editor_for_admins_only(tmp_path: Path) -> None:
             assert len(inside) > 40 and all(s == 200 for s in inside.values())
     finally:
         store.close()
+
+
+# -- on NATS: the server knows its readers ----------------------------------------------------
+
+
+def test_a_nats_dataset_and_its_readers() -> None:
+    from natsserver import drop, server_url, unique
+
+    url, name = server_url(), unique("explore")
+    ds = nearstate.open(f"{url}/{name}")
+    reader = None
+    try:
+        w = ds.writer(schema=SCHEMA)
+        for i in range(PEOPLE):
+            w.upsert("Person", {"id": i, "name": f"Person {i}"})
+        w.upsert("Movie", movie(1))
+        ds.compact()
+        token = w.upsert("Movie", movie(2))
+        reader = nearstate.open(f"{url}/{name}").consumer()
+        reader.start()
+        reader.wait_for(token, 10)
+        head = ds.log.head()
+        with client_for(ds) as c:
+            assert "Movie" in text(ok(c, "/types/Movie/record?key=2"))
+            r = ok(c, "/log")
+            assert "1 committed transaction not yet compacted" in text(r)
+            server = rows(r, "readers")[1:]
+            assert server, "the server's readers are listed"
+            # the started consumer's handle has been sent every entry: nothing pending
+            assert any(f'<td class="n">{head}</td><td class="n">0</td>' in row for row in server)
+            assert "readers the NATS server holds on the Log's stream" in text(r)
+    finally:
+        if reader is not None:
+            reader.stop()
+        drop(url, name)

@@ -209,13 +209,39 @@ class Explorer:
             "error": self.last_error or c.last_error,
         }
         out: dict[str, Any] = {"own": own, "server": None, "server_error": None}
-        lister = getattr(self.dataset.log, "consumers", None)
-        if lister is not None:
-            try:
-                out["server"] = lister()
-            except NearstateError as e:
-                out["server_error"] = str(e)
+        try:
+            out["server"] = stream_readers(self.dataset.log)
+        except Exception as e:  # a server's refusal or a lost connection, in words
+            out["server_error"] = f"{type(e).__name__}: {e}"
         return out
+
+
+def stream_readers(log: Any) -> list[dict[str, Any]] | None:
+    """The readers a NATS server holds on the Log's stream (each handle that follows the
+    Log has one): the position delivered to it, the entries still pending, and when it
+    was last sent one; None for a Log that keeps no such list (a local dataset's)."""
+    conn, names = getattr(log, "conn", None), getattr(log, "names", None)
+    js = getattr(conn, "js", None)
+    if js is None or names is None:
+        return None
+
+    async def infos() -> Any:
+        return await js.consumers_info(names.log_stream)
+
+    now = time.time()
+    out = []
+    for ci in conn.run(infos(), 10.0):  # type: ignore[union-attr]
+        d = ci.delivered
+        active = d.last_active.timestamp() if d is not None and d.last_active else None
+        out.append({
+            "name": ci.name,
+            "position": d.stream_seq if d is not None else 0,
+            "pending": int(ci.num_pending or 0),
+            "active": active,
+            "idle": None if active is None else max(0.0, now - active),
+        })  # fmt: skip
+    out.sort(key=lambda r: (r["position"], r["name"]))
+    return out
 
 
 def _or_none(fn: Any) -> Any:
