@@ -314,6 +314,8 @@ def cms_retry(event_ids: tuple[int, ...], data: str, cms_url: str | None) -> Non
 @click.option("--no-worker", is_flag=True, help="Do not run an ingestion worker in process.")
 @click.option("--site-url", default=None, help="The public site's URL, linked from the editor.")
 @click.option("--quiet", is_flag=True, help="No access log.")
+@click.option("--idle-timeout", type=click.IntRange(0, 7 * 24 * 60), default=120, show_default=True,
+              help="Minutes without a request after which a login ends (0: never).")
 def cms_serve(
     data: str,
     cms_url: str | None,
@@ -324,6 +326,7 @@ def cms_serve(
     no_worker: bool,
     site_url: str | None,
     quiet: bool,
+    idle_timeout: int,
 ) -> None:
     """Serve the editor app (with an ingestion worker in process, by default)."""
     import nearstate
@@ -342,6 +345,7 @@ def cms_serve(
                 dataset=nearstate.open(s.dataset),
                 run_worker=not no_worker,
                 site_url=site_url,
+                session_idle_timeout=idle_timeout * 60,
             )
         )
     except NearstateError as e:

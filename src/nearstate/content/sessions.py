@@ -9,9 +9,14 @@ with the new role, a changed password ends the user's other sessions (see ``acco
 
 Contracts:
 
-- :func:`load` never writes more than once a minute per session (the "last seen" time),
-  and returns None for an unknown, ended or expired token: the caller treats the browser
-  as not logged in.
+- :func:`load` never writes more than once a minute per session (the "last seen" time;
+  with an idle timeout shorter than ten minutes, once per tenth of it), and returns None
+  for an unknown, ended, expired or idle token: the caller treats the browser as not
+  logged in. :func:`lookup` says which.
+- An idle timeout (``idle`` seconds without a request) ends the session on the first
+  request after it, deleting its row. As "last seen" is written at those intervals, a
+  session may end up to a tenth of the timeout (at most a minute) before ``idle`` seconds
+  after its very last request; never after.
 - Every function taking ``where`` runs in that transaction when given one (``Tx``), else in
   a transaction of its own; ending sessions is idempotent.
 - Times are seconds since the epoch; ``now`` is the clock unless a test gives one.
@@ -91,12 +96,25 @@ def start(
     return token
 
 
-def load(store: WriteStore, token: str, *, now: float | None = None) -> Session | None:
+def load(
+    store: WriteStore, token: str, *, idle: float | None = None, now: float | None = None
+) -> Session | None:
     """The live session of ``token`` with its user as the users table has them now, or
-    None (no such session, ended, expired, or its user is gone)."""
+    None (no such session, ended, expired, idle for ``idle`` seconds, or its user is
+    gone)."""
+    return lookup(store, token, idle=idle, now=now)[0]
+
+
+def lookup(
+    store: WriteStore, token: str, *, idle: float | None = None, now: float | None = None
+) -> tuple[Session | None, str]:
+    """:func:`load` and why there is no session: ``("", session)`` when there is one, else
+    ``"none"`` (no such session or user), ``"expired"`` or ``"idle"`` (no request for
+    ``idle`` seconds: the session is ended now)."""
     if not token or len(token) > 200:
-        return None
+        return None, "none"
     now = time.time() if now is None else now
+    every = TOUCH_EVERY if not idle else min(TOUCH_EVERY, idle / 10)
     key = token_hash(token)
     row = store.read_one(
         "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.expires_at, s.flash,"
@@ -104,15 +122,21 @@ def load(store: WriteStore, token: str, *, now: float | None = None) -> Session 
         " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
         (key,),
     )
-    if row is None or float(row["expires_at"]) <= now:
-        return None
-    if float(row["last_seen_at"]) < now - TOUCH_EVERY:
+    if row is None:
+        return None, "none"
+    if float(row["expires_at"]) <= now:
+        return None, "expired"
+    if idle and float(row["last_seen_at"]) + idle <= now:
+        with store.transaction() as tx:
+            tx.execute("DELETE FROM sessions WHERE id = ?", (row["id"],))
+        return None, "idle"
+    if float(row["last_seen_at"]) < now - every:
         with store.transaction() as tx:
             tx.execute(
                 "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?",
-                (now, row["id"], now - TOUCH_EVERY),
+                (now, row["id"], now - every),
             )
-    return Session(
+    session = Session(
         id=int(row["id"]),
         token_hash=key,
         user_id=int(row["user_id"]),
@@ -124,6 +148,7 @@ def load(store: WriteStore, token: str, *, now: float | None = None) -> Session 
         expires_at=float(row["expires_at"]),
         flash=_flash(row["flash"]),
     )
+    return session, ""
 
 
 def _flash(raw: Any) -> list[str]:

@@ -37,7 +37,12 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 SESSION_COOKIE = "nearstate_editor"
 NOTICE_COOKIE = "nearstate_editor_notice"
-NOTICES = {"out": "You are logged out.", "everywhere": "You are logged out everywhere."}
+NOTICES = {
+    "out": "You are logged out.",
+    "everywhere": "You are logged out everywhere.",
+    "idle": "You were logged out because you had been inactive for too long. Log in again"
+    " to go on.",
+}
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,100}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -79,8 +84,12 @@ def csrf_matches(secret: str, token: str | None, sent: Any) -> bool:
 
 @dataclass(frozen=True)
 class CookieOptions:
+    """``max_age``: how long a login lasts, however active; ``idle``: how long it lasts
+    without a request (0: no idle timeout)."""
+
     secure: bool = False
     max_age: int = 12 * 3600
+    idle: int = 0
 
 
 @dataclass
@@ -134,6 +143,8 @@ class WebSession:
         out: list[str] = []
         if self.notice in NOTICES:
             out.append(NOTICES[self.notice])
+            if self._new_notice == self.notice:
+                self._new_notice = None  # shown on this very page: not again on the next
             self._clear_notice = True
             self.notice = None
         s = self.session
@@ -212,9 +223,9 @@ def load_session(
     token = cookies.get(SESSION_COOKIE)
     if token is not None and not _TOKEN.match(token):
         token = None
-    session = sessions.load(store, token) if token else None
+    session, why = sessions.lookup(store, token, idle=cookie.idle) if token else (None, "")
     notice = cookies.get(NOTICE_COOKIE)
-    return WebSession(
+    web = WebSession(
         store,
         secret,
         cookie,
@@ -223,6 +234,10 @@ def load_session(
         notice=notice if notice in NOTICES else None,
         _clear_notice=notice is not None and notice not in NOTICES,
     )
+    if why == "idle":
+        web.ended("idle")  # this page, if it is one, or the login page it leads to says why
+        web.notice = "idle"
+    return web
 
 
 def client_address(scope: Mapping[str, Any]) -> str:

@@ -40,7 +40,9 @@ class EditorConfig:
     ``dataset``: a nearstate dataset for the preview (and the in-process worker with
     ``run_worker``); without one the preview says it is not available. ``secret_key``
     derives the CSRF tokens from the session cookies' tokens. ``session_max_age``: how
-    long a login lasts, in seconds (12 hours), however active. ``login_limits``: failed
+    long a login lasts, in seconds (12 hours), however active. ``session_idle_timeout``:
+    how long it lasts without a request, in seconds (2 hours; 0: no limit); after it the
+    next request is sent to the login page, which says why. ``login_limits``: failed
     logins allowed per account and per client address before logins are refused with 429
     (5 and 20 in 15 minutes; see ``content.throttle``). ``max_body_bytes``: the largest
     request body accepted; ``max_upload_bytes``: the same for image uploads
@@ -53,6 +55,7 @@ class EditorConfig:
     run_worker: bool = True
     https_only: bool = False
     session_max_age: int = 12 * 3600
+    session_idle_timeout: int = 2 * 3600
     preview_timeout: float = 5.0
     max_body_bytes: int = 2 * 1024 * 1024
     site_url: str | None = None
@@ -93,7 +96,9 @@ class Editor:
         self.ingested = Ingested()
         self._users = 0
         self.cookie = auth.CookieOptions(
-            secure=config.https_only, max_age=int(config.session_max_age)
+            secure=config.https_only,
+            max_age=int(config.session_max_age),
+            idle=max(0, int(config.session_idle_timeout)),
         )
         base = urlsplit(config.media.base_url)
         self.img_src = "'self' data:"
