@@ -9,8 +9,9 @@ is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ...errors import InputError
@@ -126,45 +127,29 @@ class Stories(Ingestion):
 
     def create_story(self, data: Any, *, user: str) -> Saved:
         """A new draft story from ``data``; InvalidContent if its shape is wrong."""
-        story, problems = check_story(data)
-        if problems:
-            raise InvalidContent(problems)
+        story = _checked(data)
         now = self.clock()
-        try:
-            with self.store.transaction() as tx:
-                row = tx.one(
-                    "INSERT INTO stories (slug, title, status, revision, created_at,"
-                    " updated_at, updated_by) VALUES (?, ?, 'draft', 1, ?, ?, ?) RETURNING id",
-                    (story["slug"], story["title"], now, now, user),
-                )
-                assert row is not None
-                sid = int(row["id"])
-                return self._add_revision(tx, sid, 1, story, user, now, "created")
-        except IntegrityError as e:
-            raise self._slug_problem(story, e) from None
+        with self._writing(story) as tx:
+            row = tx.one(
+                "INSERT INTO stories (slug, title, status, revision, created_at,"
+                " updated_at, updated_by) VALUES (?, ?, 'draft', 1, ?, ?, ?) RETURNING id",
+                (story["slug"], story["title"], now, now, user),
+            )
+            assert row is not None
+            return self._add_revision(tx, int(row["id"]), 1, story, user, now, "created")
 
     def save_story(
         self, story_id: int, data: Any, *, base_revision: int, user: str, note: str = ""
     ) -> Saved:
         """Save ``data`` as the next revision of a story opened at ``base_revision``."""
-        story, problems = check_story(data)
-        if problems:
-            raise InvalidContent(problems)
+        story = _checked(data)
         now = self.clock()
-        try:
-            with self.store.transaction() as tx:
-                rev = self._bump(
-                    tx,
-                    int(story_id),
-                    int(base_revision),
-                    user,
-                    now,
-                    slug=story["slug"],
-                    title=story["title"],
-                )
-                return self._add_revision(tx, int(story_id), rev, story, user, now, note)
-        except IntegrityError as e:
-            raise self._slug_problem(story, e) from None
+        with self._writing(story) as tx:
+            sid = int(story_id)
+            rev = self._bump(
+                tx, sid, int(base_revision), user, now, slug=story["slug"], title=story["title"]
+            )
+            return self._add_revision(tx, sid, rev, story, user, now, note)
 
     def restore(self, story_id: int, revision: int, *, base_revision: int, user: str) -> Saved:
         """Make an old revision's content the newest revision again."""
@@ -178,6 +163,16 @@ class Stories(Ingestion):
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self, story: Mapping[str, Any]) -> Iterator[Tx]:
+        """A write transaction saving ``story``; a slug another story has is refused as
+        InvalidContent (and nothing is written)."""
+        try:
+            with self.store.transaction() as tx:
+                yield tx
+        except IntegrityError as e:
+            raise self._slug_problem(story, e) from None
 
     def _bump(
         self, tx: Tx, story_id: int, base: int, user: str, now: float, *, slug: str, title: str
@@ -248,3 +243,11 @@ class Stories(Ingestion):
                 [Problem("slug", f"{story['slug']!r} is already used by another story")]
             )
         return InvalidContent([Problem("story", str(e))])
+
+
+def _checked(data: Any) -> dict[str, Any]:
+    """``data`` as a story (checked and normalised); InvalidContent if its shape is wrong."""
+    story, problems = check_story(data)
+    if problems:
+        raise InvalidContent(problems)
+    return story
