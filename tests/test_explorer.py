@@ -266,6 +266,15 @@ def test_range_and_prefix_in_the_fields_order(client: TestClient, local: Any) ->
     assert when == [str(m.key) for m in ts.ordered("released").range(dt.datetime(2010, 1, 1))][:50]
 
 
+def test_indexes_answer_on_the_current_state_too(client: TestClient, local: Any) -> None:
+    """The current state is a version with the Log's tail laid over it: its indexes see
+    the tail's records (Movie 7 retitled in the Log only)."""
+    found = record_keys(ok(client, "/types/Movie?field=title&op=prefix&value=Retitled"))
+    assert found == ["7"]
+    assert record_keys(ok(client, "/types/Movie?v=2&field=title&op=prefix&value=Retitled")) == []
+    assert "7" in record_keys(ok(client, "/types/Movie?field=title&value=Retitled+in+the+Log+only"))
+
+
 # -- versions, diff, history, the Log -----------------------------------------------------------
 
 
@@ -323,6 +332,33 @@ def test_log_tail_and_readers(client: TestClient, local: Any) -> None:
     readers = rows(r, "readers")
     assert "this explorer" in readers[0] and f">{head}<" in readers[0]
     assert "does not know its readers" in body
+
+
+def test_a_large_transaction_is_shown_in_part(tmp_path: Path) -> None:
+    ds = build_local(tmp_path / "ds")
+    t = ds.writer(schema=SCHEMA).transaction()
+    for i in range(30):
+        t.upsert("Person", {"id": 100 + i, "name": f"Extra {i}"})
+    t.commit()
+    with client_for(ds) as c:
+        r = ok(c, "/log")
+    newest = rows(r, "tail")[0]
+    assert newest.count('class="tag upsert"') == 20
+    assert "… and 10 more writes" in newest
+    assert "2 committed transactions not yet compacted" in text(r)
+
+
+def test_the_cli_verb_refuses_what_is_no_dataset(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from nearstate.cli import main
+
+    r = CliRunner().invoke(main, ["explore", str(tmp_path / "nothing")])
+    assert r.exit_code == 1
+    assert "holds no dataset" in r.output
+    assert not (tmp_path / "nothing").exists()  # looking did not create it
+    r = CliRunner().invoke(main, ["explore", "--help"])
+    assert r.exit_code == 0 and "Read-only" in r.output
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ module                         verbs
                                status|retry|serve``
 :mod:`nearstate.cli.site`      ``site serve``
 :mod:`nearstate.cli.demo`      ``demo``
+:mod:`nearstate.cli.explore`   ``explore`` (the read-only explorer, a web UI)
 =============================  =========================================================
 
 The store's verbs are registered here directly; the platform's groups (``cms``, ``site``,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 WEB = Path(__file__).resolve().parent.parent
 PAGE_SIZE = 50
 DIFF_SHOWN = 200  # keys shown per kind of change and type in a diff
+MUTATIONS_SHOWN = 20  # writes shown per transaction on the Log page
 
 
 def templates() -> Jinja2Templates:
@@ -380,11 +381,12 @@ def log_page(p: Page) -> Response:
     entries = []
     for e in back.entries:
         muts = []
-        for type_name, key, rec in e.mutations:
+        for type_name, key, rec in e.mutations[:MUTATIONS_SHOWN]:
             td = schema.types.get(type_name)
             href = links.record(td, key) if td is not None and td.key is not None else None
             muts.append({"type": type_name, "key": key, "href": href,
                          "kind": "delete" if rec is None else "upsert",
                          "fields": None if rec is None else len(rec)})  # fmt: skip
-        entries.append({"position": e.position, "time": e.time_ns / 1e9, "mutations": muts})
+        entries.append({"position": e.position, "time": e.time_ns / 1e9, "mutations": muts,
+                        "more": max(0, len(e.mutations) - MUTATIONS_SHOWN)})  # fmt: skip
     return p.render("log.html", back=back, entries=entries, readers=p.ex.readers())
