@@ -72,7 +72,7 @@ def unavailable() -> str | None:
         return "making network namespaces needs root"
     if shutil.which("ip") is None:
         return "no 'ip' command (iproute2)"
-    if binary() is None:
+    if binary() is None and not os.environ.get("NEARSTATE_CLUSTER_SERVER"):
         return "no nats-server binary"
     name = f"{PREFIX}-{os.getpid()}-0-probe"
     try:
@@ -136,7 +136,7 @@ class Cluster:
         self.clients = tuple(clients)
         self.index = {s: k for k, s in enumerate(SERVERS, 1)}
         self.index.update({c: 11 + i for i, c in enumerate(self.clients)})
-        self.exe = binary() or "nats-server"
+        self.exe = server_binary()
         self.version = _version(self.exe)
         # nats-server 2.10 and later can fsync every write; 2.9 refuses the option
         self.sync_always = sync_always and self.version >= (2, 10)
@@ -311,9 +311,22 @@ class Cluster:
             raise RuntimeError(f"the cluster did not become ready: {e}\n{logs}") from None
         return time.monotonic() - t0
 
-    def leader(self, stream: str, host: str | None = None) -> str:
-        """The server that leads ``stream`` now (asked from a client host)."""
-        out = self.python(host or self.clients[0], _LEADER, self.url(), stream)
+    def leader(self, stream: str, host: str | None = None, servers: Sequence[str] = ()) -> str:
+        """The server that leads ``stream`` now (asked from a client host, of ``servers``:
+        all three by default)."""
+        out = self.python(host or self.clients[0], _LEADER, self.url(*servers), stream)
+        return out.strip()
+
+    def meta_leader(self, host: str | None = None) -> str:
+        """The server that leads the JetStream metadata group now (the one that places
+        streams and consumers), as the servers' monitoring pages say from a client host;
+        RuntimeError if the servers that answer do not agree on one."""
+        out = self.python(host or self.clients[0], _META, *(self.addr(s) for s in SERVERS))
+        return out.strip()
+
+    def step_down(self, stream: str, host: str | None = None) -> str:
+        """Ask ``stream``'s leader to hand over to another replica; the new leader."""
+        out = self.python(host or self.clients[0], _STEP_DOWN, self.url(), stream, timeout=60)
         return out.strip()
 
     # -- client processes -------------------------------------------------------------------
@@ -346,6 +359,12 @@ class Cluster:
 def _close_all() -> None:
     for c in list(_open):
         c.close()
+
+
+def server_binary() -> str:
+    """The nats-server the cluster runs: ``NEARSTATE_CLUSTER_SERVER`` if set (to run the
+    schedules on another version than the machine's), else the one on PATH."""
+    return os.environ.get("NEARSTATE_CLUSTER_SERVER") or binary() or "nats-server"
 
 
 def _version(exe: str) -> tuple[int, ...]:
@@ -387,6 +406,49 @@ async def main(url, stream):
     try:
         info = await nc.jetstream(timeout=5).stream_info(stream)
         print(info.cluster.leader)
+    finally:
+        await nc.close()
+
+asyncio.run(main(*sys.argv[1:3]))
+"""
+
+_META = f"""
+import json, sys, urllib.request
+seen = set()
+for addr in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(f"http://{{addr}}:{MONITOR_PORT}/jsz", timeout=2) as r:
+            leader = (json.load(r).get("meta_cluster") or {{}}).get("leader")
+    except OSError:
+        continue
+    if leader:
+        seen.add(leader)
+if len(seen) != 1:
+    raise SystemExit(f"the servers name {{sorted(seen) or 'no'}} metadata leader(s)")
+print(seen.pop())
+"""
+
+_STEP_DOWN = """
+import asyncio, json, sys, time
+import nats
+
+async def main(url, stream):
+    nc = await nats.connect(url.split(","), connect_timeout=2)
+    try:
+        js = nc.jetstream(timeout=5)
+        old = (await js.stream_info(stream)).cluster.leader
+        await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            try:
+                now = (await js.stream_info(stream)).cluster.leader
+            except Exception:
+                continue
+            if now and now != old:
+                print(now)
+                return
+        raise SystemExit(f"{stream}: no leader other than {old} within 30 s")
     finally:
         await nc.close()
 

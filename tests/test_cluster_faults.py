@@ -62,12 +62,18 @@ def healthy() -> Iterator[cl.Cluster]:
     """Three servers and the client hosts, new for each test (a partition healed on an
     older nats-server may leave a cluster that never recovers; starting one takes about
     a second and a half), closed afterwards."""
+    yield from new_cluster()
+
+
+def new_cluster(*extra: str) -> Iterator[cl.Cluster]:
+    """For a fixture: a cluster with the workload's hosts (and ``extra`` ones), closed
+    afterwards; a skip where none can be made (a failure under ``CI``)."""
     why = cl.unavailable()
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"no test cluster: {why}; under CI these tests must run")
         pytest.skip(f"no test cluster: {why}")
-    c = cl.Cluster((*WRITERS, *READERS, CONTROL))
+    c = cl.Cluster((*WRITERS, *READERS, CONTROL, *extra))
     try:
         yield c
     finally:
@@ -241,12 +247,20 @@ print(json.dumps({"init": init, "leader": info.cluster.leader,
 """
 
 FINAL = """
-import json, sys
+import json, sys, time
 import nearstate
 from nearstate.writer import decode_entry
 url, keys = sys.argv[1], json.loads(sys.argv[2])
 ds = nearstate.open(url)
-s = ds.consumer().sync(timeout=20)
+deadline = time.monotonic() + 30
+while True:  # just after a heal or a restart the servers may still be electing leaders
+    try:
+        s = ds.consumer().sync(timeout=20)
+        break
+    except nearstate.LogUnavailable:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.5)
 final = {}
 for k in keys:
     r = s["Item"].get(k)
@@ -378,7 +392,7 @@ def run(
         r.final, r.log = out["final"], out["log"]
         r.events = setup["init"] + r.history()
         _resolve(r)
-        bad = history.check_all(r.events, r.final)
+        bad = history.check_all(r.events, r.final) + check_tokens(r) + explain_strong(r)
         assert bad == [], "\n".join(bad[:30])
     except (AssertionError, RuntimeError, pytest.fail.Exception) as e:
         after = [k for k in ("partition", "all killed") if k in r.marks]
@@ -404,6 +418,44 @@ def cut_checks(r: Run, minority: str) -> None:
     t_cut = r.marks["partition"]
     reads = [e for e in evs if e["kind"] == "read" and e["proc"] == minority and e["t"] > since]
     assert reads and all(e["stale"] > e["t"] - t_cut - 3.5 for e in reads), reads[:3]
+
+
+def check_tokens(r: Run) -> list[str]:
+    """Every acknowledged commit is in the Log at the position its token named, with the
+    value it wrote (an acknowledgement naming the wrong position would let a strong read
+    that waited for the head miss it); and a strong read that missed a write says at
+    which position it was, so a failure tells a stale head (position below the write's
+    token: the server's answer) from a state that lacks an entry it claims to show
+    (position at or past it: nearstate's)."""
+    at = {pos: dict(muts) for pos, muts in r.log}
+    bad = []
+    for e in r.events:
+        if e["kind"] not in ("init", "put", "ryw", "cas"):
+            continue
+        key, n = e["key"], e["new"] if e["kind"] == "cas" else e["n"]
+        got = at.get(e["token"], {}).get(key, "absent")
+        if got != n:
+            bad.append(f"{e.get('proc', 'init')}: {key}={n} acknowledged with token "
+                       f"{e['token']}, but the Log has {key}={got} there")  # fmt: skip
+    return bad
+
+
+def explain_strong(r: Run) -> list[str]:
+    """For each strong read that missed a write acknowledged before it began: where the
+    read was against the write's token (see check_tokens). Empty when none missed."""
+    acked = [e for e in r.events if e["kind"] in history.WRITES]
+    out = []
+    for e in r.events:
+        if e["kind"] != "strong":
+            continue
+        for w in acked:
+            seen = e["vals"].get(w["key"])
+            if w["t1"] < e["t0"] and (seen is None or seen < w["n"]):
+                why = "a stale head" if e["pos"] < w["token"] else "a state lacking it"
+                out.append(f"  {e['proc']}: sync() at position {e['pos']} missed "
+                           f"{w['key']}={w['n']} (token {w['token']}): {why}")  # fmt: skip
+                break
+    return out
 
 
 def _resolve(r: Run) -> None:

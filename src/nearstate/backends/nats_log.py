@@ -11,8 +11,8 @@ a writer's conditions are checked against. A commit is published with
 writer got there first, JetStream refuses it, the handle catches up, and ``prepare`` runs
 again against the new head (optimistic concurrency across processes and hosts). The
 token is returned only once JetStream has acknowledged the message (stored, and on an
-R=3 stream replicated to a quorum). ``Nats-Msg-Id`` makes a resend of the same commit a
-duplicate rather than a second entry.
+R=3 stream replicated to a quorum). ``Nats-Msg-Id`` (one per attempt) makes a resend of
+the same attempt a duplicate rather than a second entry.
 
 The head is asked of the stream's leader, and on a replicated stream an answer that may
 be stale is refused (``LogUnavailable``) instead of believed. A server cut off from the
@@ -386,7 +386,6 @@ class NatsLog:
 
     def append(self, prepare: Callable[[LogView], Append]) -> int:
         self._follow()
-        msg_id = uuid.uuid4().hex
         deadline = time.monotonic() + self.catch_up_timeout
         with self._writing:
             while True:
@@ -410,6 +409,10 @@ class NatsLog:
                 schema = json.dumps(app.schema, sort_keys=True) if app.schema is not None else None
                 keys = [[t, k, bool(e)] for t, k, e in app.keys]
                 payload = msgspec.msgpack.encode([keys, schema, bytes(app.body)])
+                # an id of this attempt's own: a retry follows a refusal (nothing stored),
+                # and nats-server 2.10+ refuses an id still "in process" from the refused
+                # attempt (10158) where a new one would be checked like any commit
+                msg_id = uuid.uuid4().hex
                 headers = {"Nats-Expected-Last-Sequence": str(at), "Nats-Msg-Id": msg_id}
                 if len(payload) > self.compress_over:
                     payload = zstandard.ZstdCompressor(level=1).compress(payload)
