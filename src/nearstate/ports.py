@@ -1,9 +1,12 @@
-"""The ports through which versions and writes travel: where blobs are kept, how the
-current version is announced, and the Log of committed writes. Each is a small Protocol;
-backends implement them
-(:mod:`nearstate.backends.memory`, :mod:`nearstate.backends.local`, later NATS), and one
-contract test suite (:mod:`nearstate.testing`, shipped with the package) holds every
-backend to the same behaviour.
+"""The ports through which versions and writes travel: where blobs are kept
+(:class:`BlobStore`), how the current version is announced and who may produce it
+(:class:`Announcer`, :class:`Lease`, :class:`AnnouncementWatcher`), and the Log of
+committed writes (:class:`Log`; an append's ``prepare`` is handed a :class:`LogView` to
+check its conditions against and returns an :class:`Append`). Each is a small Protocol;
+backends implement them — in memory, in a local directory (files and a SQLite Log) and
+on NATS JetStream (:mod:`nearstate.backends`) — and one contract test suite per port
+(:mod:`nearstate.testing`, shipped with the package) holds every backend, yours too, to
+the same behaviour.
 
 Blob names are relative paths such as ``snapshots/00000000000000000007.blob``; a backend
 may map them to files, keys or objects as it likes.

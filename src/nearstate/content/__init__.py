@@ -1,14 +1,18 @@
 """The platform: the editorial domain on top of the store.
 
-The write side: the CMS (``cms``: stories, revisions, layouts, the rules in ``rules``), its
-write store on SQLite or PostgreSQL (``db``, ``migrations``), media (``media``), the
-outbox (``outbox``) and the ingestion pipeline (``ingest``) that turns editorial content
-into the render-ready records of ``records`` in a nearstate dataset; editors' accounts,
-sessions, the login throttle and the audit log (``accounts``, ``sessions``, ``throttle``,
-``audit``); the film catalogue (``films``, ``filmdb``).
+The write side: the CMS (the ``cms`` package: stories and revisions, publishing, layouts,
+lookups, and the ingestion status of what was saved; the rules in ``rules``, rich text in
+``richtext``, revision diffs in ``revdiff``), its write store on SQLite or PostgreSQL
+(``db``, ``migrations``; ``backup``), media (``media``), the outbox (``outbox``) and the
+ingestion pipeline (``ingest``, building records with ``resolve``) that turns editorial
+content into the render-ready records of ``records`` in a nearstate dataset, and the one
+wait for a save to become visible (``wait``); editors' accounts, sessions, the login
+throttle and the audit log (``accounts``, ``sessions``, ``throttle``, ``audit``); the film
+catalogue (``films``, ``filmdb``). Only the CMS's modules, ``outbox``, ``db`` and
+``migrations`` read or write the CMS's tables (``tests/test_table_owners.py``).
 
 The read side: page models built from a :class:`~nearstate.State` with no I/O
-(``pages``), search (``search``) and personalisation (``personalize``).
+(``pages``), search (``search``, ``search_map``) and personalisation (``personalize``).
 
 The store (``nearstate``) never imports this package; ``web``, ``demo``, ``bench`` and
 the CLI build on it (``docs/architecture.md``).
