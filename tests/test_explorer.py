@@ -526,23 +526,24 @@ def test_a_plain_imported_jsonl_dataset(tmp_path: Path) -> None:
         assert "every committed transaction is in a version" in text(ok(c, "/log"))
 
 
-def test_the_content_dataset(tmp_path: Path) -> None:
-    """The demo's kind of dataset: denormalised cards (a Story's related TitleCard) link to
-    the records they copy (the Title), and an edit shows in the diff and the history."""
+def build_content(root: Path) -> tuple[Any, int, list[int]]:
+    """The demo's kind of dataset, made by the content pipeline: 40 films, a story
+    published, edited and published again, each ingested and compacted (two versions).
+    Returns the dataset, the story's id and its related titles' ids."""
     from nearstate.content.cms import CMS
     from nearstate.content.db import open_store
     from nearstate.content.films import import_films
     from nearstate.content.ingest import IngestWorker, ingestor_for
     from nearstate.content.media import MediaConfig
 
-    store = open_store(tmp_path / "cms.db")
+    store = open_store(root / "cms.db")
     try:
         import_films(store, limit=40)
         ids = [r["id"] for r in store.read("SELECT id FROM titles ORDER BY id LIMIT 2", ())]
         cms = CMS(store)
         author = cms.add_staff("Maren Okafor")
-        ds = nearstate.open(tmp_path / "dataset")
-        worker = IngestWorker(ingestor_for(store, ds, MediaConfig(tmp_path / "media")))
+        ds = nearstate.open(root / "dataset")
+        worker = IngestWorker(ingestor_for(store, ds, MediaConfig(root / "media")))
         data = {"title": "First light", "slug": "first-light", "dek": "A line", "tags": ["Notes"],
                 "related": ids, "authors": [author], "hero": f"ph-{ids[0]}",
                 "body": [{"kind": "paragraph", "text": "Some words."}]}  # fmt: skip
@@ -550,20 +551,27 @@ def test_the_content_dataset(tmp_path: Path) -> None:
         cms.publish(s.id, user="ann")
         worker.drain(timeout=60)
         ds.compact()
-        saved = cms.save_story(s.id, {**data, "title": "First light, revised"}, user="ann",
-                               base_revision=s.revision)  # fmt: skip
+        cms.save_story(s.id, {**data, "title": "First light, revised"}, user="ann",
+                       base_revision=s.revision)  # fmt: skip
         cms.publish(s.id, user="ann")
         worker.drain(timeout=60)
         ds.compact()
-        assert saved
+        ds.log.close()
     finally:
         store.close()
+    return ds, int(s.id), ids
+
+
+def test_the_content_dataset(tmp_path: Path) -> None:
+    """The demo's kind of dataset: denormalised cards (a Story's related TitleCard) link to
+    the records they copy (the Title), and an edit shows in the diff and the history."""
+    ds, story, ids = build_content(tmp_path)
     state = ds.load()
     with client_for(ds) as c:
         over = text(ok(c, "/"))
         for name in ("Story", "Title", "Person"):
             assert name in over
-        r = ok(c, f"/types/Story/record?key={s.id}")
+        r = ok(c, f"/types/Story/record?key={story}")
         assert "First light, revised" in text(r)
         link = f'href="/types/Title/record?key={ids[0]}"'
         assert link in r.text  # the related TitleCard links to the Title
@@ -572,7 +580,7 @@ def test_the_content_dataset(tmp_path: Path) -> None:
         versions = ds.versions()
         d = ok(c, f"/diff?from={versions[-2]}&to={versions[-1]}")
         assert "First light, revised" in text(d) and "diff-Story" in d.text
-        h = ok(c, f"/types/Story/history?key={s.id}")
+        h = ok(c, f"/types/Story/history?key={story}")
         assert "modified" in re.findall(r'<li class="change (\w+)">', h.text)
         seen = crawl(c, ["/"], limit=150)
         assert all(v == 200 for v in seen.values()), {u: v for u, v in seen.items() if v != 200}

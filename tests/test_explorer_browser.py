@@ -3,14 +3,17 @@ DATASET --port P`` as a process of its own over a dataset made through the write
 compactions (see ``test_explorer.build_local``). Chromium (Debian's, at /usr/bin/chromium,
 driven by Playwright; never a browser download) walks: the types → the Movie type → Movie 3
 → its director (a reference link) → the versions → the diff of versions 1 and 2 → Movie
-3's history, checking on each page what the dataset holds.
+3's history, checking on each page what the dataset holds; then, over a dataset the
+content pipeline made (``test_explorer.build_content``), from a Story to a Title its
+related-title card copies.
 
 It writes the docs' pictures, ``docs/screenshots/explorer-{types,record,reference,diff,
-history}.png`` (1280×900). Without /usr/bin/chromium the module skips, except under CI
+history,content}.png`` (1280×900). Without /usr/bin/chromium the module skips, except under CI
 (``$CI`` set), where it fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from test_explorer import build_local
+from test_explorer import build_content, build_local
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,21 +59,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
-    """The URL of a running ``nearstate explore`` and its dataset."""
-    _require_chromium()
-    pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-    root = tmp_path_factory.mktemp("explorer-browser")
-    ds = build_local(root / "ds")
+@contextlib.contextmanager
+def serving(root: Path, dataset: Path) -> Iterator[str]:
+    """``nearstate explore DATASET`` as a process of its own; yields its URL."""
     port = _free_port()
     script = Path(sys.executable).with_name("nearstate")
     argv = [str(script)] if script.is_file() else [sys.executable, "-m", "nearstate"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEARSTATE_")}
-    log = root / "explore.log"
+    log = root / f"explore-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*argv, "explore", str(root / "ds"), "--port", str(port), "--quiet"],
+            [*argv, "explore", str(dataset), "--port", str(port), "--quiet"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -87,7 +86,7 @@ def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, An
                 pytest.fail(f"nearstate explore did not start:\n{log.read_text()}")
             time.sleep(0.1)
         assert "read-only" in log.read_text()  # it said what it serves
-        yield url, ds
+        yield url
     finally:
         proc.terminate()
         try:
@@ -95,6 +94,17 @@ def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, An
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """The URL of a running ``nearstate explore`` and its dataset."""
+    _require_chromium()
+    pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    root = tmp_path_factory.mktemp("explorer-browser")
+    ds = build_local(root / "ds")
+    with serving(root, root / "ds") as url:
+        yield url, ds
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +177,23 @@ def test_types_record_reference_diff_history(page: Any, explorer: tuple[str, Any
     assert "Film three, retitled" in changes.nth(1).inner_text()
     shot(page, "history")
     assert errors == []
+
+
+def test_the_content_dataset_links_cards_to_records(
+    page: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The demo's kind of dataset: a published Story's related titles are cards copied
+    into it; each links to the Title it copies."""
+    root = tmp_path_factory.mktemp("explorer-content")
+    ds, story, ids = build_content(root)
+    state = ds.load()
+    with serving(root, root / "dataset") as url:
+        page.goto(f"{url}/types/Story/record?key={story}")
+        record = page.locator("#record")
+        assert "First light, revised" in record.inner_text()
+        card = record.locator("a.card", has_text=f"Title {ids[0]}").first
+        card.evaluate("a => a.closest('tr').scrollIntoView({block: 'center'})")
+        shot(page, "content")
+        card.click()
+        page.wait_for_url(f"**/types/Title/record?key={ids[0]}")
+        assert state["Title"].get(ids[0]).name in page.locator("#record").inner_text()

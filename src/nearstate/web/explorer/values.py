@@ -204,6 +204,8 @@ def scalar(v: Any, width: int = LONG_TEXT) -> Markup:
             len(b), b[:32].hex(" "), "…" if len(b) > 32 else ""
         )
     text = str(v)
+    if not text:
+        return Markup('<span class="null">empty text</span>')
     if len(text) <= width:
         return Markup('<span class="str">{}</span>').format(text)
     return Markup(
