@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from nearstate.backends.memory import MemoryAnnouncer, MemoryBlobStore
 from nearstate.bench.datasets import catalog_batches, story_batches
+from nearstate.bench.stats import percentile
 from nearstate.blob import encode_blob
 from nearstate.consumer import Consumer
 from nearstate.dataset import LocalDataset
@@ -152,7 +152,7 @@ def run_versions_bench(
                 applies.append((time.perf_counter() - t0) * 1000)
                 ch = res.changes[type_name] if res.changes else None
                 assert ch is not None and len(ch) == change, ch
-            out["cycle_p99_ms"][str(n)] = round(float(np.percentile(cycle_ms, 99)), 1)
+            out["cycle_p99_ms"][str(n)] = round(percentile(cycle_ms, 0.99), 1)
             out["cycles_during_snapshot"][str(n)] = during
             say(f"{n:,} records: waiting for the background snapshot")
             prod.wait_snapshot()
