@@ -110,8 +110,8 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving(pool) -> None:
                 status, body = get(base + "/api/search?q=godfather")
                 ok = status == 200 and json.loads(body)["hits"] == expected
                 results.append(status if ok else f"{status} {body[:80]!r}")
-            except (OSError, urllib.error.URLError) as e:
-                results.append(f"error {e}")
+            except Exception as e:  # noqa: BLE001 (every failure is counted, none kills the thread)
+                results.append(f"error {e!r}")
 
     threads = [threading.Thread(target=client) for _ in range(2)]
     for t in threads:

@@ -380,6 +380,46 @@ def bench_site_cmd(
     _report(r, as_json, summary(r))
 
 
+@bench.command("workers")
+@click.option("--work", type=_DIR, default=Path("bench-work/workers"), show_default=True,
+              help="Where the datasets are made (once) and kept.")  # fmt: skip
+@click.option("--workers", "workers", default="1,2,4,8", show_default=True,
+              help="Pool sizes, comma-separated.")  # fmt: skip
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs per pool size (medians reported).")  # fmt: skip
+@click.option("--dataset", "datasets", multiple=True, type=click.Choice(["films", "catalog"]),
+              help="Datasets (repeat; default both).")  # fmt: skip
+@click.option("-n", "records", type=int, default=1_000_000, show_default=True,
+              help="Records of the generated catalogue.")  # fmt: skip
+@click.option("--films", type=int, default=None, help="Only the first N films (default: all).")
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="Each wrk run.")
+@click.option("--connections", type=int, default=16, show_default=True, help="wrk connections.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_workers_cmd(work: Path, workers: str, runs: int, datasets: tuple[str, ...],
+                      records: int, films: int | None, seconds: float, connections: int,
+                      as_json: bool) -> None:  # fmt: skip
+    """A pool of N site workers on one host: each worker's USS and PSS, the host total and
+    requests per second, beside the records as dicts in N processes (needs wrk)."""
+    from ..bench.workers import bench_workers, summary
+
+    try:
+        sizes = tuple(int(x) for x in workers.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{workers!r}: give numbers like 1,2,4,8",
+                                 param_hint="--workers") from None  # fmt: skip
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("pool sizes are at least 1", param_hint="--workers")
+    try:
+        with progress(not as_json) as bar:
+            r = bench_workers(work=work, workers=sizes, runs=runs,
+                              datasets=datasets or ("films", "catalog"), records=records,
+                              films=films, seconds=seconds, connections=connections,
+                              progress=bar)  # fmt: skip
+    except NearstateError as e:
+        fail(e)
+    _report(r, as_json, summary(r))
+
+
 @bench.command("compare")
 @click.option("--films", type=int, default=None, help="Only the first N films (default: all).")
 @click.option("--iterations", type=int, default=1000, show_default=True,

@@ -25,6 +25,7 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -76,6 +77,12 @@ def serve_pool(
     answer (then it starts accepting). Raises PoolError if workers keep dying at start."""
     if workers < 1:
         raise PoolError(f"--workers takes a number of workers, at least 1 (got {workers})")
+    import uvicorn  # noqa: F401 (loaded before the fork: the workers share its pages)
+
+    # what the parent loaded is shared with the workers copy-on-write: kept out of the
+    # collector's reach, a worker's collections do not write to (and so copy) its pages
+    gc.collect()
+    gc.freeze()
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
