@@ -21,7 +21,7 @@ from nearstate.backends.memory import MemoryLog
 from nearstate.backup import MANIFEST, BackupError, backup, restore
 from nearstate.cli import main
 from nearstate.dataset import open_dataset
-from nearstate.errors import LogError
+from nearstate.errors import LogError, LogTrimmed
 from nearstate.ports import Append
 
 Where = Callable[[str], str]
@@ -68,12 +68,17 @@ def test_an_empty_log_starts_after_a_position_on_every_backend(tmp_path: Path) -
     nats = open_dataset(f"{server}/{name}")
     try:
         for log in (MemoryLog(), LocalLog(tmp_path), nats.log):
-            log.start_after(1200)
-            assert log.head() == 1200
-            assert log.read(1200) == []
+            entries = [Append(b"a", [("T", "1", True)], {"types": []}),
+                       Append(b"b", [("T", "2", True), ("T", "1", False)])]  # fmt: skip
+            assert log.start_after(1200, entries) == 1202
+            assert log.head() == 1202
+            assert log.read(1200) == [(1201, b"a"), (1202, b"b")]
+            assert log.last("T", "1") == (1202, False) and log.last("T", "2") == (1202, True)
+            assert json.loads(log.schema()) == {"types": []}
+            with pytest.raises(LogTrimmed):
+                log.read(1199)
             pos = log.append(lambda _v: Append(b"x", [("T", "1", True)]))
-            assert pos == 1201
-            assert log.last("T", "1") == (1201, True)
+            assert pos == 1203
             with pytest.raises(LogError, match="not empty"):
                 log.start_after(5)
     finally:

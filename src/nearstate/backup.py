@@ -91,7 +91,7 @@ class BackupError(DatasetError):
 class StartsAfter(Protocol):
     """A Log that can begin at a given position (every backend's Log)."""
 
-    def start_after(self, position: int) -> None: ...
+    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -448,30 +448,33 @@ class _Target:
             ds = LocalDataset(self.work)
         self.ds: Dataset = ds
 
-    def start_log(self, after: int) -> None:
+    def write_log(self, after: int, batches: Iterable[list[tuple[int, bytes]]],
+                  schema_text: str | None, total: int, report: Report | None) -> int:  # fmt: skip
+        """Start the new Log after position ``after`` and append the entries there, at the
+        positions they had; returns how many."""
         log = self.ds.log
         if not hasattr(log, "start_after"):
             raise BackupError(f"the Log of {self.shown} cannot start at a given position")
-        if after:
-            log.start_after(after)
-
-    def append_all(self, batches: Iterable[list[tuple[int, bytes]]], schema_text: str | None,
-                   total: int, report: Report | None) -> int:  # fmt: skip
         schema = Schema.from_json(json.loads(schema_text)) if schema_text else None
         first_schema = json.loads(schema_text) if schema_text else None
         n = 0
-        for rows in batches:
-            for pos, body in rows:
-                e = decode_entry(pos, body, schema)
-                keys = [(t, key_id(k), rec is not None) for t, k, rec in e.mutations]
-                app = Append(body, keys, first_schema if n == 0 else None)
-                got = self.ds.log.append(lambda _view, a=app: a)
-                if got != pos:
-                    raise BackupError(f"entry {pos} landed at Log position {got} in "
-                                      f"{self.shown}")  # fmt: skip
-                n += 1
-            if report:
-                report("writing the Log", n, total)
+
+        def appends() -> Iterator[Append]:
+            nonlocal n
+            for rows in batches:
+                for pos, body in rows:
+                    if pos != after + n + 1:
+                        raise BackupError(f"the Log entries jump from {after + n} to {pos}")
+                    e = decode_entry(pos, body, schema)
+                    keys = [(t, key_id(k), rec is not None) for t, k, rec in e.mutations]
+                    yield Append(body, keys, first_schema if n == 0 else None)
+                    n += 1
+                if report:
+                    report("writing the Log", n, total)
+
+        head = log.start_after(after, appends())
+        if head != after + n:
+            raise BackupError(f"the new Log of {self.shown} ends at {head}, not {after + n}")
         return n
 
     def finish(self, ann: dict[str, Any] | None) -> None:
@@ -510,8 +513,8 @@ def restore(path: str | Path, target: str | Path, *, report: Report | None = Non
                 tgt.ds.blobs.put(name, [data])
                 if report:
                     report("writing blobs", i + 1, len(names))
-            tgt.start_log(int(m["log_position"]))
-            n = tgt.append_all(_entries(d, m), m.get("log_schema"), int(m["entries"]), report)
+            n = tgt.write_log(int(m["log_position"]), _entries(d, m), m.get("log_schema"),
+                              int(m["entries"]), report)  # fmt: skip
             tgt.finish(m.get("announcement"))
         except BaseException as e:
             tgt.abandon()
@@ -558,10 +561,9 @@ def clone(src: Dataset, target: str | Path, *, version: int | None = None,
                 copied += 1
             if report:
                 report("sharing blobs" if local else "copying blobs", i + 1, len(names))
-        tgt.start_log(after)
         try:
-            n = tgt.append_all(_read_entries(src.log, after, head), src.log.schema(),
-                               head - after, report)  # fmt: skip
+            n = tgt.write_log(after, _read_entries(src.log, after, head), src.log.schema(),
+                              head - after, report)  # fmt: skip
         except LogTrimmed as e:
             raise BackupError(f"{_where(src)} moved on while cloning ({e}); try again") from e
         tgt.finish(ann)

@@ -52,7 +52,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -418,6 +418,23 @@ class _View:
         return None if row is None else row[0]
 
 
+def _write(conn: sqlite3.Connection, entry: Append) -> int:
+    """Insert ``entry`` and its key positions (in the caller's transaction)."""
+    pos = conn.execute("INSERT INTO log(body) VALUES (?)", (entry.body,)).lastrowid
+    assert pos is not None
+    if entry.keys:
+        conn.executemany(
+            "INSERT OR REPLACE INTO keys(type, key, pos, present) VALUES (?, ?, ?, ?)",
+            [(t, k, pos, int(p)) for t, k, p in entry.keys],
+        )
+    if entry.schema is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(name, value) VALUES ('schema', ?)",
+            (json.dumps(entry.schema, sort_keys=True),),
+        )
+    return pos
+
+
 class LocalLog:
     """The Log in ``DIR/log.sqlite`` (created by the first append).
 
@@ -503,18 +520,7 @@ class LocalLog:
         except sqlite3.Error as e:
             raise LogUnavailable(f"cannot lock the log {self.path}: {e}") from e
         try:
-            entry = prepare(_View(conn))
-            pos = conn.execute("INSERT INTO log(body) VALUES (?)", (entry.body,)).lastrowid
-            if entry.keys:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO keys(type, key, pos, present) VALUES (?, ?, ?, ?)",
-                    [(t, k, pos, int(p)) for t, k, p in entry.keys],
-                )
-            if entry.schema is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(name, value) VALUES ('schema', ?)",
-                    (json.dumps(entry.schema, sort_keys=True),),
-                )
+            pos = _write(conn, prepare(_View(conn)))
             conn.execute("COMMIT")
         except BaseException as e:
             with contextlib.suppress(sqlite3.Error):
@@ -619,27 +625,33 @@ class LocalLog:
             raise LogUnavailable(f"cannot trim the log {self.path}: {e}") from e
         return n
 
-    def start_after(self, position: int) -> None:
+    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int:
         """Make an empty Log's next position ``position + 1``, as if the entries up to it
-        had been trimmed (a restore or clone of a version that includes them). LogError if
-        the Log holds or ever held an entry."""
+        had been trimmed, and append ``entries`` from there in one transaction (a restore
+        or clone of a version that includes the former, with the Log past it). Returns
+        the head. LogError if the Log holds or ever held an entry."""
         conn = self._conn(create=True)
         assert conn is not None
+        pos = int(position)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if self.head() or self._floor(conn):
                     raise LogError(f"{self.path} is not empty: a restore needs a new Log")
-                conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('log', ?)",
-                             (int(position),))  # fmt: skip
+                conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('log', ?)", (pos,))
                 conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('floor', ?)",
-                             (str(int(position)),))  # fmt: skip
+                             (str(pos),))  # fmt: skip
+                for entry in entries:
+                    pos = _write(conn, entry)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             raise LogUnavailable(f"cannot write the log {self.path}: {e}") from e
+        if pos > position:
+            _notify(self._key, self._wake_dir, pos)
+        return pos
 
     def schema(self, *, fresh: bool = True) -> str | None:
         conn = self._conn()

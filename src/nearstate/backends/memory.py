@@ -156,13 +156,16 @@ class MemoryLog:
             self._floor = max(self._floor, upto)
             return i
 
-    def start_after(self, position: int) -> None:
-        """Make an empty Log's next position ``position + 1`` (see
-        :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
+    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int:
+        """Make an empty Log's next position ``position + 1`` and append ``entries`` from
+        there (see :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
         with self._cond:
             if self._head or self._floor:
                 raise LogError("memory log is not empty: a restore needs a new Log")
             self._head = self._floor = int(position)
+            for entry in entries:
+                self.append(lambda _view, e=entry: e)
+            return self._head
 
     def schema(self, *, fresh: bool = True) -> str | None:
         return self._schema

@@ -59,7 +59,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -592,14 +592,15 @@ class NatsLog:
             self._indexed = max(self._indexed, upto)
         return purged
 
-    def start_after(self, position: int) -> None:
+    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int:
         """Make an empty Log's next position ``position + 1``, as if the entries up to it
-        had been trimmed (a restore or clone of a version that includes them). LogError if
-        the Log holds or ever held an entry. nats-server 2.9 cannot set a stream's first
-        sequence, and purging an empty stream forward leaves its expected-last-sequence
-        check behind (the next commit is refused until a restart), so ``position``
-        entries with no mutations are stored and then trimmed: the cost grows with
-        ``position``."""
+        had been trimmed, and append ``entries`` from there (a restore or clone of a
+        version that includes the former, with the Log past it), many in flight at once,
+        each expecting the one before. Returns the head. LogError if the Log holds or
+        ever held an entry. nats-server 2.9 cannot set a stream's first sequence, and
+        purging an empty stream forward leaves its expected-last-sequence check behind
+        (the next commit is refused until a restart), so ``position`` entries with no
+        mutations are stored and then trimmed: the cost grows with ``position``."""
         self._sync()
         first, last = self._bounds()
         if last or first > 1:
@@ -626,12 +627,49 @@ class NatsLog:
                 for _ in range(want - last):
                     await js.publish(subject, _NO_OP)
 
-        if want <= 0 or self._run(fill(), timeout=60 + want / 1000) != want:
-            if want > 0:
+        if want > 0:
+            if self._run(fill(), timeout=60 + want / 1000) != want:
                 raise LogError(f"{self._where()}: another writer appended while the Log was "
                                "being prepared for a restore")  # fmt: skip
-            return
-        self.trim(want)
+            self.trim(want)
+        at = want
+        batch: list[Append] = []
+        for entry in [*entries, None]:
+            if entry is not None:
+                batch.append(entry)
+            if batch and (entry is None or len(batch) == 256):
+                at = self._put_batch(batch, at)
+                batch = []
+        return at
+
+    def _put_batch(self, batch: list[Append], at: int) -> int:
+        """Publish ``batch`` after position ``at``, all in flight at once (one connection
+        keeps their order; each expects the one before it); the new head."""
+        js, subject, limit = self.conn.js, self.names.log_subject, self.conn.nc.max_payload
+        msgs = []
+        for i, app in enumerate(batch):
+            schema = json.dumps(app.schema, sort_keys=True) if app.schema is not None else None
+            keys = [[t, k, bool(e)] for t, k, e in app.keys]
+            payload = msgspec.msgpack.encode([keys, schema, bytes(app.body)])
+            headers = {"Nats-Expected-Last-Sequence": str(at + i),
+                       "Nats-Msg-Id": uuid.uuid4().hex}  # fmt: skip
+            if len(payload) > self.compress_over:
+                payload = zstandard.ZstdCompressor(level=1).compress(payload)
+                headers["Nearstate-Encoding"] = "zstd"
+            if len(payload) + 512 > limit:
+                raise InputError(f"entry {at + i + 1} is {len(payload):,} bytes on the "
+                                 f"wire, over the server's max_payload ({limit:,})")  # fmt: skip
+            msgs.append((payload, headers))
+
+        async def put() -> list[Any]:
+            return await asyncio.gather(*(js.publish(subject, p, headers=h) for p, h in msgs))
+
+        acks = self._run(put(), timeout=60 + len(batch) / 100)
+        for i, ack in enumerate(acks):
+            if int(ack.seq) != at + i + 1:
+                raise LogError(f"{self._where()}: restored entry {at + i + 1} landed at "
+                               f"{ack.seq}")  # fmt: skip
+        return at + len(batch)
 
     async def _index(
         self, keys: dict[tuple[str, str], tuple[int, bool]], schema: tuple[int, str] | None
