@@ -417,3 +417,20 @@ def test_the_preview_beside_the_form_shows_the_save(stack: Stack, page: Any) -> 
         inner = frame.locator("body").evaluate("b => window.innerWidth")
         assert inner == {"phone": 390, "tablet": 768, "desktop": 1280}[device]
     assert all(abs(w - 390) < 2 for w in widths.values()), widths  # scaled to the pane
+
+    # autosave (on for a draft): a change is saved as a draft revision a moment after the
+    # last keystroke, and the preview beside the form follows it, without a click
+    autosave = page.locator("form.story input[data-autosave]")
+    expect(autosave).to_be_checked()
+    dek = f"Saved without a click at {time.strftime('%H:%M:%S')}"
+    page.locator("form.story textarea[name=dek]").fill(dek)
+    status = page.locator("form.story .autosave-status")
+    expect(status).to_contain_text(f"Draft saved as revision {rev + 1}", timeout=10_000)
+    expect(page.locator("form.story input[name=base_revision]")).to_have_value(str(rev + 1))
+    expect(article).to_have_attribute("data-revision", str(rev + 1), timeout=5000)
+    expect(article.locator(".dek")).to_have_text(dek)
+    assert _story(stack, sid)["data"]["dek"] == dek
+    # and a save right after builds on the autosaved revision (no conflict with it)
+    page.locator("form.story input[name=title]").fill(new_title + ", saved")
+    assert _save(page, stack, sid) == rev + 2
+    expect(page.locator("#saved")).to_have_text(f"Saved as revision {rev + 2}.")

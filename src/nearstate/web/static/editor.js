@@ -5,6 +5,8 @@
      arrow keys; the up/down buttons move it in place; "Add a block" adds one. The
      hidden position fields follow the order on screen, so the order seen is the order
      saved.
+   - Autosave (when ticked; by default for drafts): the form is saved as a draft revision
+     2.5 s after the last change, and the preview beside it shows that revision.
    No build step, no dependencies. */
 (function () {
   "use strict";
@@ -263,6 +265,78 @@
       var sel = b.querySelector("select");
       if (sel) sel.focus();
       say("A new block was added at the end.");
+    });
+  }
+
+  /* -- autosave: a draft revision a few seconds after the last change ---------------- */
+
+  var auto = form.querySelector("input[data-autosave]");
+  var autoStatus = form.querySelector(".autosave-status");
+  var baseInput = form.querySelector("input[name=base_revision]");
+  var autoTimer = null, saving = false, again = false, waiting;
+  function autoSay(text) { if (autoStatus) autoStatus.textContent = text; }
+  function showRevision(rev) {
+    baseInput.value = String(rev);
+    var frame = document.getElementById("preview-frame");
+    var url = form.getAttribute("action") + "/preview?revision=" + rev;
+    if (frame) { frame.src = url + "&pane=1"; frame.title = "Preview of revision " + rev + ", as the site shows it"; }
+    var small = document.querySelector(".preview-pane h2 small");
+    if (small) small.textContent = "of revision " + rev;
+    var link = document.querySelector("nav.sub a[href*='/preview?revision=']");
+    if (link) { link.href = url; link.textContent = "Preview revision " + rev; }
+  }
+  function autosave() {
+    if (!auto || !auto.checked || !baseInput) return;
+    if (saving) { again = true; return; }
+    saving = true; again = false;
+    var body = new URLSearchParams(new FormData(form));
+    body.set("action", "save");
+    autoSay("Saving a draft…");
+    fetch(form.getAttribute("action"), {method: "POST", body: body, credentials: "same-origin"})
+      .then(function (r) {
+        var m = /[?&]saved=(\d+)/.exec(r.url);
+        if (r.ok && m) {
+          showRevision(parseInt(m[1], 10));
+          autoSay("Draft saved as revision " + m[1] + " at " + new Date().toLocaleTimeString() + ".");
+        } else if (r.status === 409) {
+          auto.checked = false;
+          autoSay("Not saved automatically: someone saved a newer revision. Press Save draft to see it.");
+        } else if (r.status === 422) {
+          autoSay("Not saved automatically: the story has problems. Press Save draft to see them.");
+        } else if (/\/login/.test(r.url)) {
+          auto.checked = false;
+          autoSay("Not saved automatically: you are logged out. Log in again in another tab, then save.");
+        } else {
+          autoSay("Not saved automatically (the editor answered " + r.status + ").");
+        }
+      })
+      .catch(function () { autoSay("Not saved automatically: the editor did not answer."); })
+      .then(function () {
+        saving = false;
+        if (waiting !== undefined) { var b = waiting; waiting = undefined; form.requestSubmit(b); }
+        else if (again) schedule();
+      });
+  }
+  function schedule() {
+    clearTimeout(autoTimer);
+    if (auto && auto.checked) autoTimer = setTimeout(autosave, 2500);
+  }
+  if (auto && baseInput) {
+    form.addEventListener("input", function (ev) {
+      var t = ev.target;
+      // searching a chooser or picking a file to upload changes nothing yet
+      if (t !== form && (!t.name || t.name.indexOf("find-") === 0)) return;
+      schedule();
+    });
+    auto.addEventListener("change", function () { if (!auto.checked) { clearTimeout(autoTimer); autoSay(""); } });
+    form.addEventListener("submit", function (ev) {
+      clearTimeout(autoTimer);
+      if (saving) {  // wait for the draft being saved: this save builds on its revision
+        ev.preventDefault();
+        waiting = ev.submitter || null;
+        return;
+      }
+      auto.checked = false;
     });
   }
 
