@@ -9,8 +9,9 @@ In ``settings.py``::
 ``NEARSTATE`` keys: ``DATASET`` (a dataset URL or path; required), ``SECRET`` (signs the
 tokens; default ``SECRET_KEY``), and any :class:`~nearstate.frameworks.ReadModel`
 option in capitals (``TIMEOUT``, ``FOLLOW``, ``COOKIE``, ``HEADER``, ``QUERY``,
-``COOKIE_SECURE``, ``COOKIE_MAX_AGE``, ``AUDIENCE``, ``SCHEMA``). An unknown key or a
-missing dataset is ImproperlyConfigured, naming it.
+``COOKIE_SECURE``, ``COOKIE_MAX_AGE``, ``AUDIENCE``, ``SCHEMA``: a Schema or the
+dotted path of one). An unknown key, a missing dataset or secret, or a SCHEMA path that
+does not import is ImproperlyConfigured, naming it.
 
 A view then reads ``request.nearstate`` (a :class:`~nearstate.frameworks.Reading`):
 ``request.nearstate.state`` to read, ``request.nearstate.upsert(...)`` to write (the

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from ..core import ReadModel
 
@@ -42,6 +42,11 @@ def model_from_settings(conf: Any, secret_key: str | None) -> ReadModel:
     if not secret:
         raise ImproperlyConfigured("settings.NEARSTATE['SECRET'] or SECRET_KEY must be set")
     options = {_OPTIONS[k]: v for k, v in conf.items() if k in _OPTIONS}
+    if isinstance(options.get("schema"), str):
+        try:
+            options["schema"] = import_string(options["schema"])
+        except ImportError as e:
+            raise ImproperlyConfigured(f"settings.NEARSTATE['SCHEMA']: {e}") from e
     return ReadModel(conf["DATASET"], secret=secret, **options)
 
 
@@ -53,9 +58,6 @@ class NearstateConfig(AppConfig):
     def ready(self) -> None:
         self.model = model_from_settings(getattr(settings, "NEARSTATE", None),
                                          getattr(settings, "SECRET_KEY", None))  # fmt: skip
-
-
-_lock = threading.Lock()
 
 
 def read_model() -> ReadModel:
