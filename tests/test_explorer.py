@@ -34,6 +34,7 @@ with warnings.catch_warnings():
 MOVIES = 120
 PEOPLE = 6
 LINK = re.compile(r'href="([^"]+)"')
+XSS = "<script>alert(1)</script>"
 
 
 @dataclass
@@ -506,6 +507,7 @@ def test_a_plain_imported_jsonl_dataset(tmp_path: Path) -> None:
     into = tmp_path / "ds"
     nearstate.import_jsonl(src, type_name="Book", key="isbn", into=into)
     books[4]["title"] = "Book four, second edition"
+    books[6]["title"] = XSS
     del books[9]
     src.write_text("".join(json.dumps(b) + "\n" for b in books))
     nearstate.import_jsonl(src, type_name="Book", key="isbn", into=into)
@@ -520,10 +522,19 @@ def test_a_plain_imported_jsonl_dataset(tmp_path: Path) -> None:
         found = record_keys(ok(c, "/types/Book?field=authors&value=a1"))
         assert found == [str(r.key) for r in state["Book"].find(authors="a1")]
         d = text(ok(c, "/diff?from=1&to=2"))
-        assert "0 added, 1 changed, 1 removed" in d and "Book four, second edition" in d
+        assert "0 added, 2 changed, 1 removed" in d and "Book four, second edition" in d
         h = ok(c, "/types/Book/history?key=978-0004")
         assert re.findall(r'<li class="change (\w+)">', h.text) == ["added", "modified"]
         assert "every committed transaction is in a version" in text(ok(c, "/log"))
+        for url in (
+            "/types/Book",
+            "/types/Book/record?key=978-0006",
+            "/diff?from=1&to=2",
+            "/types/Book/history?key=978-0006",
+            f"/types/Book?field=title&value={XSS}",
+        ):
+            r = ok(c, url)  # markup in the data is text on every page
+            assert XSS not in r.text and html.escape(XSS, quote=False) in r.text, url
 
 
 def build_content(root: Path) -> tuple[Any, int, list[int]]:

@@ -304,7 +304,7 @@ def parse_value(schema: Schema, where: str, ft: FieldType, text: str) -> Any:
             if t in ("false", "0", "no"):
                 return False
             raise ValueError("use true or false")
-        if kind == "str":
+        if kind in ("str", "text"):
             return text
         if kind == "datetime":
             return _dt.datetime.fromisoformat(text.strip())

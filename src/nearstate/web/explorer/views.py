@@ -232,7 +232,7 @@ def _plain(ts: Any) -> bool:
 
 def _searchable(ft: Any) -> bool:
     et = ft.item if ft.kind in ("list", "set") and ft.item is not None else ft
-    return et.kind in (*ORDERED_KINDS, "ref")
+    return et.kind in (*ORDERED_KINDS, "ref", "text")
 
 
 def _orderable(ft: Any) -> bool:
