@@ -168,6 +168,7 @@ def test_types_with_record_counts_and_bytes(client: TestClient, local: Any) -> N
         cells = [re.sub(r"<[^>]+>", "", c).strip() for c in shown[name].split("</td>")]
         # the current state holds the Log's tail too: Movie 7 replaced, none added or removed
         assert cells[2] == f"{len(ts):,}" and cells[5] == str(len(ts.typedef.fields))
+    assert 'holds <a href="/log">1 committed transaction</a> that no version' in page.text
     v1 = local.load(1)
     page = ok(client, "/?v=1")
     assert f"{len(v1['Movie']):,}" in text(page) and "version 1" in text(page)

@@ -25,6 +25,7 @@ from ...errors import BlobNotFound, DatasetError, InputError, NearstateError, Sc
 from ...index import ORDERED_KINDS
 from ...ordered import between, prefix
 from ...read_state import TypeState
+from ...writer import LOG_POSITION
 from .data import Explorer, PageError, field_type, parse_key, parse_value, type_of
 from .values import Links, Renderer, key_parts, scalar, show_key
 
@@ -162,12 +163,18 @@ def overview(p: Page) -> Response:
         types.append({"name": name, "key": ts.typedef.key, "records": len(ts),
                       "bytes": ts.nbytes, "fields": len(ts.typedef.fields)})  # fmt: skip
     ann = p.ex.dataset.announced() or {}
+    position = p.ex.consumer.position if not p.version else None
+    try:
+        included = int((ann.get("tags") or {}).get(LOG_POSITION, 0))
+    except (TypeError, ValueError):
+        included = 0
     return p.render(
         "overview.html",
         state=state,
         types=types,
         announced=ann.get("version"),
-        position=p.ex.consumer.position if not p.version else None,
+        position=position,
+        pending=None if position is None else max(0, position - included),
         nbytes=state.nbytes,
     )
 
