@@ -115,8 +115,21 @@ def words(old: str, new: str) -> tuple[list[Piece], list[Piece]]:
 def _add(pieces: list[Piece], op: Op, text: str) -> None:
     if not text:
         return
-    if text.isspace() and op != "same":
-        op = "same"  # a changed run of spaces is not worth a mark
+    if op != "same":  # spaces at the ends of a change (or a change of spaces) go unmarked
+        core = text.strip()
+        if not core:
+            return _add(pieces, "same", text)
+        lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()) :]
+        _add(pieces, "same", lead)
+        _join(pieces, op, core)
+        _add(pieces, "same", trail)
+        return
+    _join(pieces, op, text)
+
+
+def _join(pieces: list[Piece], op: Op, text: str) -> None:
+    if not text:
+        return
     if pieces and pieces[-1].op == op:
         pieces[-1] = Piece(op, pieces[-1].text + text)
     else:
