@@ -198,8 +198,23 @@ def test_pick_lists_without_javascript(app: Any, sqlite_store: WriteStore) -> No
         r = client.post(f"/stories/{sid}", data={**fields, "op": "find:nothing"})
         assert r.status_code == 404 and "no chooser" in r.text
 
+        # a new, empty block's image: the block stays while its chooser is filled in
+        fields = _form_fields(page)
+        assert fields["block-1-new"] == "1" and fields["block-1-text"] == ""
+        fields.update({"block-1-kind": "image", "op": "find:block-1-asset",
+                       "find-block-1-asset": "x.jpg"})  # fmt: skip
+        r = client.post(f"/stories/{sid}", data=fields)
+        assert f'<input type="radio" name="block-1-asset" value="{ASSET}">' in r.text
+        fields = _form_fields(r.text)
+        assert fields["block-1-kind"] == "image" and "block-1-new" not in fields
+        fields.update({"block-1-asset": ASSET, "block-1-text": "A caption", "action": "save"})
+        r = client.post(f"/stories/{sid}", data=fields, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        body = CMS(sqlite_store).story(sid)["data"]["body"]
+        assert body[1] == {"kind": "image", "asset": ASSET, "text": "A caption"}
+
         # a form sending one id per ticked box saves them all, in order
-        data: dict[str, Any] = story_fields("Two related", [], csrf=csrf, base=2)
+        data: dict[str, Any] = story_fields("Two related", [], csrf=csrf, base=3)
         data["related"] = ["594", "593"]
         r = client.post(f"/stories/{sid}", data=data, follow_redirects=False)
         assert r.status_code == 303, r.text

@@ -254,11 +254,13 @@ def parse_move(op: str) -> tuple[int, int] | None:
 def parse_story_form(
     form: Mapping[str, Any],
     move: tuple[int, int] | None = None,
+    keep: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
     """The edit form as (the values to show again, the story for the CMS, problems of the
     form itself). Blocks marked "remove" are dropped, empty new blocks ignored, and the
     rest ordered by their position number (ties keep the form's order); ``move`` (see
-    :func:`parse_move`) then swaps that block with its neighbour. ``related`` and
+    :func:`parse_move`) then swaps that block with its neighbour; block ``keep`` is kept
+    even when it is new and empty (a chooser is being filled in it). ``related`` and
     ``authors`` may be sent once per id. ``values["block_from"]`` gives each block's
     number in the form."""
     values: dict[str, Any] = {
@@ -279,7 +281,7 @@ def parse_story_form(
         if form_field(form, f"block-{i}-remove"):
             continue
         content = any(b[f].strip() for f in ("text", "cite", "asset", "title", "url"))
-        if form_field(form, f"block-{i}-new") and not content:
+        if form_field(form, f"block-{i}-new") and not content and i != keep:
             continue
         pos = _position(
             form_field(form, f"block-{i}-pos"), n + 1, f"block {n + 1} position", problems

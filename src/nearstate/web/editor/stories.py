@@ -241,7 +241,10 @@ def _redraw(ctx: Ctx, sid: int | None, form: Any, op: str) -> Response:
     find = op[5:] if op.startswith("find:") else None
     if move is None and find is None:
         raise BadRequest(f"Unknown button {show(op)}.")
-    values, _, problems = parse_story_form(form, move)
+    parts = find.split("-") if find is not None else []
+    in_block = len(parts) == 3 and parts[0] == "block" and parts[1].isdigit()
+    keep = int(parts[1]) if in_block else None  # a new block's chooser: keep the block
+    values, _, problems = parse_story_form(form, move, keep)
     base = None
     if sid is not None:
         ctx.cms.story(sid)  # 404 first
@@ -250,13 +253,12 @@ def _redraw(ctx: Ctx, sid: int | None, form: Any, op: str) -> Response:
         )
     picks = None
     if find is not None:
-        parts = find.split("-")
-        if len(parts) == 3 and parts[0] == "block" and parts[1].isdigit():
+        if in_block:
             # the block's number in the form it was typed in, to its number now
             src = values["block_from"]
             at = src.index(int(parts[1])) if int(parts[1]) in src else -1
             if at < 0:
-                raise BadRequest("That block is empty or removed: fill it in first.")
+                raise BadRequest("That block is marked \"remove\": untick it first.")
             picks = pick_list(ctx.ed, form, find)
             picks["field"] = f"block-{at}-{parts[2]}"
         else:
