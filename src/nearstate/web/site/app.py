@@ -20,6 +20,7 @@ from ...content import personalize
 from ...content.pages import genres_of
 from ...errors import InputError
 from ...layered import State
+from ..openapi import site_openapi
 from .state import (
     HERE,
     MAX_QUERY,
@@ -118,7 +119,7 @@ def _set_profile(site: Site, response: Response, profile: personalize.Profile) -
 
 def _page_number(request: Request) -> int:
     raw = request.query_params.get("page", "1")
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:  # "²" is a digit int() refuses
         raise InputError(f"page must be a whole number from 1, not {raw[:20]!r}")
     return int(raw)
 
@@ -289,6 +290,7 @@ def _routes(site: Site) -> list[BaseRoute]:
         html, api = _kind_route(kind, what, template, learn)
         routes.append(r(f"/{plural}/{{slug}}", kind, html))
         routes.append(r(f"/api/{plural}/{{slug}}", f"api_{kind}", api))
+    routes.append(Route("/api/openapi.json", site_openapi, methods=["GET"], name="api_openapi"))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     if site.config.store is not None and site.config.media is not None:
         from ..media import media_routes
