@@ -90,3 +90,39 @@ def test_fields_and_problems_by_item() -> None:
         [Problem("body[2].text", "empty"), Problem("title", "missing")], "body"
     )
     assert list(by) == [2] and [p.where for p in rest] == ["title"]
+
+
+def test_a_move_button_swaps_a_block_with_its_neighbour_and_ids_come_one_per_field() -> None:
+    from starlette.datastructures import FormData
+
+    from nearstate.web.editor.forms import parse_move
+
+    assert parse_move("up:3") == (3, -1) and parse_move("down:0") == (0, 1)
+    assert parse_move("left:1") is None and parse_move("up:x") is None
+    form = FormData(
+        [
+            ("related", "593"),
+            ("related", "12, 40"),
+            ("related", " "),
+            ("authors", "7"),
+            *[(f"block-{i}-{k}", v) for i, t in enumerate("abc")
+              for k, v in (("kind", "paragraph"), ("text", t), ("pos", str(i + 1)))],
+            ("block-3-kind", "image"),
+            ("block-3-new", "1"),
+        ]
+    )  # fmt: skip
+    values, data, problems = parse_story_form(form, parse_move("down:0"))
+    assert problems == []
+    assert [b["text"] for b in values["blocks"]] == ["b", "a", "c"]
+    assert values["block_from"] == [1, 0, 2]  # each block's number in the form
+    assert data["related"] == ["593", "12", "40"] and data["authors"] == ["7"]
+    # the last cannot go further down; an unknown number moves nothing
+    for op in ("down:2", "up:9"):
+        assert [b["text"] for b in parse_story_form(form, parse_move(op))[0]["blocks"]] == [
+            "a", "b", "c"
+        ]  # fmt: skip
+    # an empty new block is dropped, unless a chooser is being filled in it
+    assert len(parse_story_form(form)[0]["blocks"]) == 3
+    kept = parse_story_form(form, keep=3)[0]
+    assert [b["kind"] for b in kept["blocks"]] == ["paragraph"] * 3 + ["image"]
+    assert kept["block_from"] == [0, 1, 2, 3]
