@@ -366,37 +366,37 @@ def test_the_cli_verb_refuses_what_is_no_dataset(tmp_path: Path) -> None:
 # -- bad input ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("url", "status", "words"),
-    [
-        ("/types/Nope", 404, "There is no type 'Nope'"),
-        ("/types/Nope/record?key=1", 404, "There is no type 'Nope'"),
-        ("/types/Movie/record?key=abc", 400, "Movie.id holds int values; 'abc' is not one"),
-        ("/types/Movie/record", 400, "Name the record"),
-        ("/types/Movie/record?key=99999", 404, "There is no Movie 99999"),
-        ("/types/Movie/record?key=1&key=2", 400, "give 1 value, not 2"),
-        ("/types/Movie?v=77", 404, "There is no version 77"),
-        ("/types/Movie?v=x", 400, "'x' is not a version number"),
-        ("/?v=-1", 404, "There is no version -1"),
-        ("/diff?from=1&to=77", 404, "There is no version 77"),
-        ("/diff?from=1", 400, "Name two versions"),
-        ("/diff?from=one&to=2", 400, "'one' is not a version number"),
-        ("/types/Movie/history?key=x", 400, "holds int values"),
-        ("/types/Movie?page=0", 400, "numbered from 1"),
-        ("/types/Movie?page=two", 400, "whole number"),
-        ("/types/Movie?page=9", 404, "past the end"),
-        ("/types/Movie?field=nope&value=1", 400, "Movie has no field 'nope'"),
-        ("/types/Movie?field=info&value=1", 400, "has no index to search by value"),
-        ("/types/Movie?field=year&op=range&lo=abc", 400, "Movie.year holds int values"),
-        ("/types/Movie?field=director&op=range&lo=1", 400, "has no ordered index"),
-        ("/types/Movie?field=year&op=prefix&value=19", 400, "prefix() needs a str field"),
-        ("/types/Movie?field=year&op=sideways&value=1", 400, "Unknown search 'sideways'"),
-        ("/types/Movie?field=rating&op=range&lo=nan", 400, "not a finite number"),
-        ("/types/Movie?field=released&op=range&lo=yesterday", 400, "holds datetime values"),
-        ("/types/Movie?field=title&op=range&lo=a&order=up", 400, "Order 'up'"),
-        ("/no/such/page", 404, "There is no page /no/such/page"),
-    ],
-)
+BAD_INPUT = [
+    ("/types/Nope", 404, "There is no type 'Nope'"),
+    ("/types/Nope/record?key=1", 404, "There is no type 'Nope'"),
+    ("/types/Movie/record?key=abc", 400, "Movie.id holds int values; 'abc' is not one"),
+    ("/types/Movie/record", 400, "Name the record"),
+    ("/types/Movie/record?key=99999", 404, "There is no Movie 99999"),
+    ("/types/Movie/record?key=1&key=2", 400, "give 1 value, not 2"),
+    ("/types/Movie?v=77", 404, "There is no version 77"),
+    ("/types/Movie?v=x", 400, "'x' is not a version number"),
+    ("/?v=-1", 404, "There is no version -1"),
+    ("/diff?from=1&to=77", 404, "There is no version 77"),
+    ("/diff?from=1", 400, "Name two versions"),
+    ("/diff?from=one&to=2", 400, "'one' is not a version number"),
+    ("/types/Movie/history?key=x", 400, "holds int values"),
+    ("/types/Movie?page=0", 400, "numbered from 1"),
+    ("/types/Movie?page=two", 400, "whole number"),
+    ("/types/Movie?page=9", 404, "past the end"),
+    ("/types/Movie?field=nope&value=1", 400, "Movie has no field 'nope'"),
+    ("/types/Movie?field=info&value=1", 400, "has no index to search by value"),
+    ("/types/Movie?field=year&op=range&lo=abc", 400, "Movie.year holds int values"),
+    ("/types/Movie?field=director&op=range&lo=1", 400, "has no ordered index"),
+    ("/types/Movie?field=year&op=prefix&value=19", 400, "prefix() needs a str field"),
+    ("/types/Movie?field=year&op=sideways&value=1", 400, "Unknown search 'sideways'"),
+    ("/types/Movie?field=rating&op=range&lo=nan", 400, "not a finite number"),
+    ("/types/Movie?field=released&op=range&lo=yesterday", 400, "holds datetime values"),
+    ("/types/Movie?field=title&op=range&lo=a&order=up", 400, "Order 'up'"),
+    ("/no/such/page", 404, "There is no page /no/such/page"),
+]
+
+
+@pytest.mark.parametrize(("url", "status", "words"), BAD_INPUT)
 def test_bad_input_says_what_was_wrong(
     client: TestClient, url: str, status: int, words: str
 ) -> None:
@@ -449,10 +449,17 @@ def test_a_crawl_of_every_page_changes_nothing(tmp_path: Path) -> None:
     ds = build_local(tmp_path / "ds")
     before, log_before = files_of(tmp_path / "ds"), log_contents(ds)
     ds.log.close()
+    searches = ["/types/Movie?field=director&value=2", "/types/Movie?field=year&op=range&lo=2000",
+                "/types/Movie?field=title&op=prefix&value=Film+0&v=1&order=desc"]  # fmt: skip
     with client_for(ds) as c:
         seen = crawl(c, ["/", "/versions", "/log", "/diff?from=1&to=2", "/?v=1",
-                         "/types/Movie/history?key=3", "/types/Movie/record?key=7"])  # fmt: skip
-    assert len(seen) > 150
+                         "/types/Movie/history?key=3", "/types/Movie/record?key=7",
+                         *searches])  # fmt: skip
+        for url in BAD_INPUT:  # and the pages that refuse what they are asked
+            assert c.get(url[0]).status_code == url[1]
+        for method in ("POST", "PUT", "DELETE"):
+            assert c.request(method, "/types/Movie", content=b"x").status_code == 405
+    assert len(seen) > 150 and all(u in seen for u in searches)
     # every page answers; the one 404 is the "see the current state" link of Movie 5 at
     # version 1, which version 2 deleted
     assert {u: s for u, s in seen.items() if s != 200} == {"/types/Movie/record?key=5": 404}
