@@ -219,6 +219,20 @@ def test_record_renders_every_field_and_links_references(client: TestClient, loc
         assert f'href="/types/Person/record?key={p.key}&amp;v=2"' in r.text
     person = ok(client, f"/types/Person/record?key={rec.director.key}&v=2")
     assert rec.director.name in text(person)
+    # and back: the fields that can refer to this Person find the records that do
+    k = rec.director.key
+    incoming = re.findall(r'<a class="incoming" href="([^"]+)">([^<]+)</a>', person.text)
+    assert [n for _, n in incoming] == ["Movie.director", "Movie.cast"]
+    back = record_keys(ok(client, html.unescape(incoming[0][0])))
+    assert back == [str(m.key) for m in local.load(2)["Movie"].find(director=k)] and "3" in back
+
+
+def test_records_in_key_order(client: TestClient, local: Any) -> None:
+    r = ok(client, "/types/Movie")
+    m = re.search(r'\(<a href="([^"]+)">in key order</a>\)', r.text)
+    assert m
+    keys = record_keys(ok(client, html.unescape(m.group(1))))
+    assert keys == [str(k) for k in sorted(local.load(2)["Movie"].keys())][:50]
 
 
 def test_composite_keys(client: TestClient, local: Any) -> None:

@@ -214,10 +214,14 @@ def type_page(p: Page) -> Response:
     } for rec in records]  # fmt: skip
     pages = max(1, -(-total // PAGE_SIZE))
     nav = {k: v for k, v in query.items() if v}
+    by_key = None
+    if td.key is not None and len(td.key) == 1 and _orderable(td.field(td.key[0]).type):
+        by_key = p.links().url(f"/types/{td.name}", field=td.key[0], op="range")
     return p.render(
         "type.html",
         ts=ts,
         td=td,
+        by_key=by_key,
         count=n,
         fields=fields,
         rows=rows,
@@ -309,12 +313,30 @@ def record_page(p: Page) -> Response:
         "record.html",
         td=ts.typedef,
         key=key,
+        incoming=_referrers(state.schema, ts.typedef, key, p.links()),
         parts=key_parts(key, ts.typedef),
         fields=fields,
         ordinal=rec.ordinal,
         kept=p.ex.kept_versions(),
         history_url=p.links("").url(f"/types/{ts.name}/history", key=key_parts(key, ts.typedef)),
     )
+
+
+def _referrers(schema: Any, td: Any, key: Any, links: Links) -> list[tuple[str, str]]:
+    """``(Type.field, url)`` of every keyed type's reference field that can point at
+    ``td``: the url finds the records whose field holds ``key``."""
+    if td.key is None or len(td.key) != 1:
+        return []
+    out = []
+    for other in schema:
+        if other.key is None:
+            continue
+        for f in other.fields:
+            ft = f.type.item if f.type.kind in ("list", "set") and f.type.item else f.type
+            if ft.kind == "ref" and ft.target == td.name:
+                url = links.url(f"/types/{other.name}", field=f.name, value=key_parts(key, td)[0])
+                out.append((f"{other.name}.{f.name}", url))
+    return out
 
 
 @page
