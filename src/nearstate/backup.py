@@ -254,9 +254,12 @@ def complete(work: Path, out: Path, manifest: dict[str, Any]) -> int:
         rename_into(work, out)
         return sum(f["size"] for f in manifest["files"].values())
     tmp_tar = work.with_name(work.name + ".tar")
-    mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
+    gz = out.name.endswith((".gz", ".tgz"))
     try:
-        with tarfile.open(tmp_tar, mode) as tar:
+        # gzip level 1: blobs are compressed already; on the 100k bench backup (8.1 MB)
+        # levels 9 (tarfile's default) / 6 / 1 took 7.5 / 2.8 / 0.85 s for 5.45 / 5.47 / 5.52 MB
+        opts: dict[str, Any] = {"mode": "w:gz", "compresslevel": 1} if gz else {"mode": "w"}
+        with tarfile.open(tmp_tar, **opts) as tar:
             for p in sorted(work.rglob("*")):
                 tar.add(p, arcname=p.relative_to(work).as_posix(), recursive=False)
         with open(tmp_tar, "rb") as f:
