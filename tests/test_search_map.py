@@ -15,6 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import nearstate
+from nearstate import hostfile
+from nearstate.content.records import SCHEMA
+from nearstate.content.search import SearchIndex
+from nearstate.content.search_map import HostSearchIndex
+from nearstate.layered import Changes
 from test_search import (
     corpora,
     eventually,
@@ -25,13 +32,6 @@ from test_search import (
     story,
     title,
 )
-
-import nearstate
-from nearstate import hostfile
-from nearstate.content.records import SCHEMA
-from nearstate.content.search import SearchIndex
-from nearstate.content.search_map import HostSearchIndex
-from nearstate.layered import Changes
 
 
 def hits(idx: Any, q: str, limit: int = 20, types: Any = None) -> list[tuple]:
@@ -260,3 +260,16 @@ def _open(root: str) -> str:
 def test_a_file_with_a_damaged_header_is_rebuilt(tmp_path: Path) -> None:
     (tmp_path / "k1.arrays").write_bytes(b"NSHOST01" + b"\xff" * 30)
     assert hostfile.open_or_build(tmp_path, "k1", arrays).how == "rebuilt"
+
+
+def test_older_snapshots_files_retire(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    old = HostSearchIndex.build(make_state(tmp_path, FILMS, version=1), cache)
+    assert len(list(cache.glob("*.arrays"))) == 1
+    films_b = {**FILMS, "Person": [person(22, "Jane Campion")]}
+    new = HostSearchIndex.build(make_state(tmp_path, films_b, version=2), cache)
+    (f,) = cache.glob("*.arrays")
+    assert "-v2-" in f.name and new.base_how == "built"
+    # the old index still reads its (unlinked) mapping; the new one has the new records
+    assert found(old.search("pacino")) == [("Person", 20), ("Title", 10)]
+    assert found(new.search("campion")) == [("Person", 22)]

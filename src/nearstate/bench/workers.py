@@ -83,8 +83,8 @@ def _wait(check: Callable[[], bool], timeout: float, what: str, proc: subprocess
     deadline = time.monotonic() + timeout
     while not check():
         if proc.poll() is not None:
-            raise NearstateError(f"the site pool stopped while {what} "
-                                 f"({proc.stdout.read().decode()[-2000:] if proc.stdout else ''})")  # fmt: skip
+            log = proc.stdout.read().decode()[-2000:] if proc.stdout else ""
+            raise NearstateError(f"the site pool stopped while {what}:\n{log}")
         if time.monotonic() > deadline:
             raise NearstateError(f"the site pool: not within {timeout:g} s: {what}")
         time.sleep(0.1)
@@ -156,7 +156,7 @@ def hold_dicts(dataset: str) -> None:
 
 def measure_dicts(dataset: Path) -> dict[str, Any]:
     """One process holding the dataset's records as dicts: its memory."""
-    code = (f"from nearstate.bench.workers import hold_dicts; hold_dicts({str(dataset)!r})")
+    code = f"from nearstate.bench.workers import hold_dicts; hold_dicts({str(dataset)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
     try:

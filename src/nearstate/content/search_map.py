@@ -11,6 +11,8 @@ scoring and order) from two parts:
   the host's cache directory (:mod:`nearstate.hostfile`: built once per host under a
   lock, atomically, keyed by the dataset, the snapshot's version and its checksums,
   checked when mapped; a damaged file is refused and built again). Every worker maps it.
+  The process that builds a snapshot's file removes those of the dataset's older
+  snapshots (a worker still mapping one reads on; one that needs it again rebuilds it).
 - **the overlay**: the documents added, changed or removed since that snapshot (the
   Log's records and later versions' deltas), in a :class:`~.search.Core` of this
   worker's own, and a mask hiding the base's copies of the documents it replaced.
@@ -25,6 +27,7 @@ whose keys are not is refused with :class:`~nearstate.errors.InputError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -142,7 +145,24 @@ def base_key(state: State) -> str:
     base = state.base
     sums = base.checksums()
     text = repr((FORMAT, base.dataset, base.version, [sums.get(t) for t in TYPES]))
-    return f"search-v{base.version}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+    return f"{_prefix(base.dataset)}{base.version}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
+def _prefix(dataset: str) -> str:
+    return f"search-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}-v"
+
+
+def tidy(root: Path, dataset: str, version: int) -> int:
+    """Remove the search files of ``dataset`` for snapshots older than ``version`` (a
+    process still mapping one keeps reading it); returns how many were removed."""
+    prefix, n = _prefix(dataset), 0
+    for p in Path(root).glob(f"{prefix}*"):
+        v = p.name[len(prefix) :].split("-", 1)[0]
+        if v.isdigit() and int(v) < version:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += p.suffix == ".arrays"
+    return n
 
 
 class _Base:
@@ -199,10 +219,7 @@ class _Base:
             s = self.term(q)
             if s is None:
                 return []
-            if total is None:
-                total = s
-            else:
-                total = np.where((total > 0) & (s > 0), total + s, 0.0)
+            total = s if total is None else np.where((total > 0) & (s > 0), total + s, 0.0)
         assert total is not None
         if len(hidden):
             total[hidden] = 0.0
@@ -284,6 +301,8 @@ class HostSearchIndex:
         snapshot = state.base
         arrays = open_or_build(self.root, base_key(state), lambda: base_arrays(snapshot))
         base = _Base(arrays)
+        if arrays.how != "mapped":  # a new snapshot's file: those of older ones retire
+            tidy(self.root, snapshot.dataset, snapshot.version)
         changed: dict[str, list[Any]] = {}
         for name in TYPES:
             ts, bts = state.get(name), snapshot.get(name)
@@ -413,12 +432,12 @@ def _differing(ts: Any, bts: Any) -> list[Any]:
         return list((ts or bts).keys())
     n = len(bts)
     out = []
-    for k in ts.keys():
+    for k in ts.keys():  # noqa: SIM118 (a type state iterates its records)
         o = ts.ordinal_of(k)
         if o >= n or ts.digest(o) != bts.digest(o):
             out.append(k)
-    out.extend(k for k in bts.keys() if k not in ts)
+    out.extend(k for k in bts.keys() if k not in ts)  # noqa: SIM118
     return out
 
 
-__all__ = ["FORMAT", "HostSearchIndex", "base_arrays", "base_key"]
+__all__ = ["FORMAT", "HostSearchIndex", "base_arrays", "base_key", "tidy"]

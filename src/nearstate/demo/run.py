@@ -309,14 +309,14 @@ def plan_services(
             stop_signal=signal.SIGINT,  # it finishes the cycle under way, then exits
         ),
     ]
+    pool = ["--workers", str(workers)] if workers > 1 else []
     for port, url in zip(site_ports, site_urls, strict=True):
         site = [*cmd, "site", "serve", *common, "--host", host, "--port", str(port)]
         services.append(
             Service(
                 f"the site on port {port}",
                 f"site-{port}",
-                [*site, "--editor-url", cms_url,
-                 *(["--workers", str(workers)] if workers > 1 else [])],  # fmt: skip
+                [*site, "--editor-url", cms_url, *pool],
                 f"{url}/healthz",
             )
         )

@@ -142,7 +142,7 @@ def _fork(make_app: Callable[[], Any], sock: socket.socket, ready: Callable[[Any
         if pdeath is not None:
             pdeath()
         code = _worker(make_app, sock, ready, log_level, access_log)
-    except BaseException:  # noqa: BLE001 (the worker's last word, then its exit)
+    except BaseException:  # the worker's last word, then its exit
         import traceback
 
         traceback.print_exc()
@@ -153,8 +153,8 @@ def _fork(make_app: Callable[[], Any], sock: socket.socket, ready: Callable[[Any
     return 0  # never reached
 
 
-def _worker(make_app: Callable[[], Any], sock: socket.socket,
-            ready: Callable[[Any], None] | None, log_level: str, access_log: bool) -> int:  # fmt: skip
+def _worker(make_app: Callable[[], Any], sock: socket.socket, ready: Callable[[Any], None] | None,
+            log_level: str, access_log: bool) -> int:  # fmt: skip
     import uvicorn
 
     app = make_app()
