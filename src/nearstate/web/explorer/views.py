@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import islice
@@ -51,8 +52,6 @@ def templates() -> Jinja2Templates:
 
 
 def _when(t: float | None) -> str:
-    import time
-
     if not t:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
@@ -132,7 +131,10 @@ def _guarded(fn: Handler, p: Page) -> Response:
 
 
 def error(p: Page, status: int, message: str) -> Response:
-    return p.render("error.html", status, status_code=status, message=message)
+    """A plain page saying what was wrong (its menu leads to the current state: the
+    version asked for may be what was wrong)."""
+    return p.render("error.html", status, status_code=status, message=message,
+                    links=Links(p.base), version="")  # fmt: skip
 
 
 def _sentence(e: BaseException) -> str:
