@@ -623,12 +623,16 @@ def test_the_content_dataset(tmp_path: Path) -> None:
 
 
 def test_in_the_editor_for_admins_only(tmp_path: Path) -> None:
+    """The editor app over the content pipeline's dataset mounts the explorer at
+    /explore/: admins see it (links under the mount), editors are refused, visitors are
+    sent to log in."""
     from nearstate.content import accounts
     from nearstate.content.db import open_store
     from nearstate.content.media import MediaConfig
     from nearstate.web.editor import EditorConfig, create_editor_app
 
-    ds = build_local(tmp_path / "ds")
+    ds, story, ids = build_content(tmp_path)
+    versions = ds.versions()
     password = "a long enough password"
     store = open_store(tmp_path / "cms.db")
     accounts.create_user(store, "ann", password)
@@ -648,9 +652,9 @@ def test_in_the_editor_for_admins_only(tmp_path: Path) -> None:
 
     try:
         with TestClient(app) as anon:
-            r = anon.get("/explore/types/Movie?v=2", follow_redirects=False)
+            r = anon.get("/explore/types/Story?v=1", follow_redirects=False)
             assert r.status_code == 303
-            assert r.headers["location"] == "/login?next=%2Fexplore%2Ftypes%2FMovie%3Fv%3D2"
+            assert r.headers["location"] == "/login?next=%2Fexplore%2Ftypes%2FStory%3Fv%3D1"
         with TestClient(app) as editor:
             log_in(editor, "ann")
             r = editor.get("/explore/")
@@ -660,18 +664,21 @@ def test_in_the_editor_for_admins_only(tmp_path: Path) -> None:
             log_in(admin, "root")
             assert 'href="/explore/"' in admin.get("/").text  # the admins' menu links to it
             r = ok(admin, "/explore/")
-            assert 'href="/explore/types/Movie"' in r.text and 'href="/"' in r.text
-            rec = ok(admin, "/explore/types/Movie/record?key=3&v=2")
-            assert 'href="/explore/types/Person/record?key=2&amp;v=2"' in rec.text
+            assert 'href="/explore/types/Story"' in r.text and 'href="/"' in r.text
+            rec = ok(admin, f"/explore/types/Story/record?key={story}&v={versions[-1]}")
+            assert (
+                f'href="/explore/types/Title/record?key={ids[0]}&amp;v={versions[-1]}"' in rec.text
+            )
             assert 'href="/explore/static/explorer.css"' in rec.text
             assert ok(admin, "/explore/static/explorer.css").text.startswith("/*")
-            assert 'href="/explore/types/Movie/record?key=3"' in rec.text  # the current state
+            assert f'href="/explore/types/Story/record?key={story}"' in rec.text  # current
             r = admin.get("/explore/types/Nope")
             assert r.status_code == 404 and "There is no type 'Nope'" in text(r)
-            r = admin.post("/explore/types/Movie", data={"x": "1"})
+            r = admin.post("/explore/types/Story", data={"x": "1"})
             assert r.status_code == 405
             seen = crawl(admin, ["/explore/", "/explore/versions", "/explore/log",
-                                 "/explore/diff?from=1&to=2"], limit=80)  # fmt: skip
+                                 f"/explore/diff?from={versions[-2]}&to={versions[-1]}"],
+                         limit=80)  # fmt: skip
             inside = {u: s for u, s in seen.items() if u.startswith("/explore/")}
             assert len(inside) > 40 and all(s == 200 for s in inside.values())
     finally:
