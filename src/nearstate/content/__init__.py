@@ -9,7 +9,8 @@ content into the render-ready records of ``records`` in a nearstate dataset, and
 wait for a save to become visible (``wait``); editors' accounts, sessions, the login
 throttle and the audit log (``accounts``, ``sessions``, ``throttle``, ``audit``); the film
 catalogue (``films``, ``filmdb``). Only the CMS's modules, ``outbox``, ``db`` and
-``migrations`` read or write the CMS's tables (``tests/test_table_owners.py``).
+``migrations`` (and ``backup``, which copies the whole store) read or write the CMS's
+tables (``tests/test_table_owners.py``).
 
 The read side: page models built from a :class:`~nearstate.State` with no I/O
 (``pages``), search (``search``, ``search_map``) and personalisation (``personalize``).

@@ -15,9 +15,9 @@ ingestion pipeline exist together or not at all.
 
 Each part builds on the ones above it (a story's reads show its ingestion status; the
 lifecycle changes stories). These modules, the outbox (``outbox.py``) and the write store
-(``db.py``, ``migrations.py``) are the only code that reads or writes the CMS's tables
-(stories, story_revisions, story_tags, story_refs, layouts, outbox);
-``tests/test_architecture.py`` checks it.
+(``db.py``, ``migrations.py``; ``backup.py`` copies it whole) are the only code that
+reads or writes the CMS's tables (stories, story_revisions, story_tags, story_refs,
+layouts, outbox); ``tests/test_table_owners.py`` checks it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Status of a story revision: ``pending`` (saved, not ingested yet) → ``ok`` (it
 are in the dataset; ``token`` is the commit to wait for), ``invalid`` (it refers to
 something missing; ``errors`` say what), ``superseded`` (a newer revision was ingested
 first) or ``failed`` (its event went to the dead-letter list). The ingestor calls the
-``record_*`` methods; nothing else writes these columns (``tests/test_architecture.py``
+``record_*`` methods; nothing else writes these columns (``tests/test_table_owners.py``
 keeps SQL on the CMS's tables inside the CMS).
 """
 
