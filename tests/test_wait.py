@@ -145,3 +145,15 @@ def test_ingested_wakes_waiters_and_gives_up_on_time() -> None:
     ingested(Event(2, "story", "3", 1, {}, 6, 0.0), None, RuntimeError("the disk is on fire"))
     assert ingested.count == 2 and ingested.failures == ["story 3: the disk is on fire"]
     assert ingested.finished_at(("story", "3", 1), 0) is None
+
+
+def test_ingested_keeps_the_newest_finish_times_only() -> None:
+    ingested = Ingested(keep=3)
+    for i in range(5):
+        ingested(Event(i, "story", str(i), 1, {}, 1, 0.0), None, None)
+    assert ingested.count == 5
+    assert sorted(k[1] for k in ingested.at) == ["2", "3", "4"]
+    everything = Ingested(keep=None)
+    for i in range(50):
+        everything(Event(i, "story", str(i), 1, {}, 1, 0.0), None, None)
+    assert len(everything.at) == 50

@@ -140,7 +140,7 @@ def bench_save(
         media = MediaConfig(root=tmp / "media")
         fx = _fixtures(store, media, films)
         ds = nearstate.open(tmp / "dataset")
-        done = Ingested()  # when the worker finished each event
+        done = Ingested(keep=None)  # when the worker finished each event
         worker = IngestWorker(ingestor_for(store, ds, media), on_event=done).start()
         try:
             _wait_idle(store, 120, progress, "ingesting fixtures")

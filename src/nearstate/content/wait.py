@@ -29,9 +29,12 @@ Key = tuple[str, str, "int | None"]  # an event's (kind, subject, revision)
 class Ingested:
     """An ingestion worker's ``on_event`` hook: counts the events it processed and keeps
     when each ``(kind, subject, revision)`` finished (``time.perf_counter()``), waking
-    whoever waits for either; failures are kept in ``failures`` (their first 1,000)."""
+    whoever waits for either; failures are kept in ``failures`` (their first 1,000).
+    ``keep``: how many finish times are kept, the newest (None: all, for a benchmark that
+    reads them afterwards); a long-running editor keeps the default."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: int | None = 10_000) -> None:
+        self.keep = keep
         self.count = 0
         self.at: dict[Key, float] = {}
         self.failures: list[str] = []
@@ -45,7 +48,11 @@ class Ingested:
                 if len(self.failures) < 1000:
                     self.failures.append(f"{ev.kind} {ev.subject}: {error}")
             else:
-                self.at[(ev.kind, ev.subject, ev.revision)] = now
+                key = (ev.kind, ev.subject, ev.revision)
+                self.at.pop(key, None)  # moved to the newest end
+                self.at[key] = now
+                if self.keep is not None and len(self.at) > self.keep:
+                    del self.at[next(iter(self.at))]
             self._cond.notify_all()
 
     def wait_any(self, seen: int, timeout: float) -> int:
