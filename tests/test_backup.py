@@ -305,3 +305,22 @@ def test_the_commands_say_what_happened(made: Path, tmp_path: Path) -> None:
     assert "error:" in r.output and "not a readable backup" in " ".join(r.output.split())
     r = CliRunner().invoke(main, ["backup", str(tmp_path / "nothing"), str(tmp_path / "b3")])
     assert r.exit_code == 1 and "holds no dataset" in " ".join(r.output.split())
+
+
+def test_the_backup_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    from nearstate.bench.backup import run
+
+    lines = run(300, 10, 1, None, tmp_path)
+    text = "\n".join(lines)
+    assert "300 records in version 2" in text and "10 Log entries past it" in text
+    for what in ("backup to a directory", "backup to a .tar.gz", "restore (local)",
+                 "clone (local, hard links)"):  # fmt: skip
+        assert what in text
+    assert "MB as a directory" in text
+    assert _items_of(open_dataset(tmp_path / "r0")) == _items_of(open_dataset(tmp_path / "src"))
+
+
+def _items_of(ds: Any) -> dict[int, str]:
+    c = ds.consumer()
+    c.sync()
+    return {r["id"]: r["title"] for r in c.state["Product"]}
