@@ -290,3 +290,28 @@ def test_the_preview_beside_the_form_shows_the_save(
         # a new story has no preview yet; the pane says so
         page = client.get("/stories/new")
         assert "Save the story to see it here" in page.text and "<iframe" not in page.text
+
+
+def test_the_chooser_can_map_the_sites_search_file(
+    sqlite_store: WriteStore, tmp_path: Path
+) -> None:
+    """With ``search_cache`` the choosers search the host's shared index file (the part of
+    the snapshot) and the Log's newer records, with the same results."""
+    import nearstate
+    from nearstate.content.ingest import IngestWorker, ingestor_for
+    from nearstate.content.media import MediaConfig
+    from test_editor_web import make_app
+
+    _ingest_films(sqlite_store)
+    ds = nearstate.open(tmp_path / "ds")
+    IngestWorker(ingestor_for(sqlite_store, ds, MediaConfig(root=tmp_path / "media"))).drain(
+        timeout=30
+    )
+    ds.compact()  # a snapshot holding the films: the part the file is made of
+    app = make_app(sqlite_store, tmp_path, dataset=ds, search_cache=tmp_path / "search")
+    with TestClient(app) as client:
+        login(client)
+        items = _items(client, "titles", "cleo 5 a")
+        assert [i["id"] for i in items] == ["594"]
+        assert [p["label"] for p in _items(client, "people", "agnes")] == ["Agnès Varda"]
+        assert any((tmp_path / "search").iterdir())  # the file the sites would map too

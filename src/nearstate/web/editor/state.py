@@ -46,7 +46,10 @@ class EditorConfig:
     logins allowed per account and per client address before logins are refused with 429
     (5 and 20 in 15 minutes; see ``content.throttle``). ``max_body_bytes``: the largest
     request body accepted; ``max_upload_bytes``: the same for image uploads
-    (``POST /assets``)."""
+    (``POST /assets``). ``search_cache``: the host's cache directory of the site's
+    search index (``content.search_map``; the sites' ``--search-cache``): the choosers
+    then map the snapshot's part the sites share instead of indexing the state in this
+    process (about 2 kB per title or person)."""
 
     store: WriteStore
     media: MediaConfig
@@ -61,6 +64,7 @@ class EditorConfig:
     site_url: str | None = None
     max_upload_bytes: int = MAX_UPLOAD_BYTES + 1024 * 1024
     login_limits: throttle.Limits = field(default_factory=throttle.Limits)
+    search_cache: Path | None = None
 
 
 class Editor:
@@ -142,15 +146,21 @@ class Editor:
             self.worker = IngestWorker(ingestor, on_event=self.ingested).start()
         self.consumer = ds.consumer()
         self.consumer.start(wait=False)
+        # the choosers' index, made now so that the first search does not wait for it
+        threading.Thread(target=self.search_index, name="editor-search", daemon=True).start()
 
     def search_index(self) -> Any | None:
         """The site's search index over the consumer's state, following it (made on the
-        first call, for the choosers); None without a dataset."""
+        first call, for the choosers); None without a dataset. With ``search_cache`` the
+        snapshot's part is the file the sites of this host map too."""
         with self._lock:
             if self._search is None and self.consumer is not None:
                 from ...content.search import SearchIndex
+                from ...content.search_map import HostSearchIndex
 
-                self._search = SearchIndex().follow(self.consumer)
+                root = self.config.search_cache
+                index = SearchIndex() if root is None else HostSearchIndex(Path(root))
+                self._search = index.follow(self.consumer)
             return self._search
 
     def _stop(self) -> None:
