@@ -423,7 +423,7 @@ def test_bad_input_says_what_was_wrong(
 # -- read-only --------------------------------------------------------------------------------
 
 
-def crawl(c: TestClient, start: list[str], limit: int = 600) -> dict[str, int]:
+def crawl(c: TestClient, start: list[str], limit: int = 300) -> dict[str, int]:
     """GET every explorer page reachable from ``start`` by links (up to ``limit``)."""
     seen: dict[str, int] = {}
     todo = list(start)
