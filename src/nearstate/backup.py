@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 import msgspec
@@ -88,8 +88,10 @@ class BackupError(DatasetError):
     """A backup cannot be made, read or restored; the message names the file or target."""
 
 
+@runtime_checkable
 class StartsAfter(Protocol):
-    """A Log that can begin at a given position (every backend's Log)."""
+    """A Log that can begin at a given position with given entries (every backend's Log:
+    :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
 
     def start_after(self, position: int, entries: Iterable[Append] = ()) -> int: ...
 
@@ -455,8 +457,8 @@ class _Target:
                   schema_text: str | None, total: int, report: Report | None) -> int:  # fmt: skip
         """Start the new Log after position ``after`` and append the entries there, at the
         positions they had; returns how many."""
-        log = self.ds.log
-        if not hasattr(log, "start_after"):
+        log: StartsAfter = self.ds.log
+        if not isinstance(log, StartsAfter):
             raise BackupError(f"the Log of {self.shown} cannot start at a given position")
         schema = Schema.from_json(json.loads(schema_text)) if schema_text else None
         first_schema = json.loads(schema_text) if schema_text else None
