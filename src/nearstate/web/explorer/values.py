@@ -2,7 +2,7 @@
 cards of the content schema, ``TitleCard`` holding a Title's ``id``) as links to the record
 they name, nested records as small tables, collections as lists, long text folded.
 
-Every text is escaped here (:func:`markupsafe.escape`); the templates insert the result as
+Every text is escaped here (by :meth:`markupsafe.Markup.format`); the templates insert the result as
 it is. Values may be record views (from a state) or plain values (from a diff or the
 Log: references as keys, nested records as dicts); both render alike.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from ...schema import FieldType, Schema, TypeDef
 
@@ -222,7 +222,3 @@ def _more(n: int) -> Markup:
     if n <= MAX_ITEMS:
         return Markup("")
     return Markup('<p class="muted">… and {:,} more</p>').format(n - MAX_ITEMS)
-
-
-def escape_text(v: Any) -> Markup:
-    return escape(v)
