@@ -2,9 +2,9 @@
 cards of the content schema, ``TitleCard`` holding a Title's ``id``) as links to the record
 they name, nested records as small tables, collections as lists, long text folded.
 
-Every text is escaped here (by :meth:`markupsafe.Markup.format`); the templates insert the result as
-it is. Values may be record views (from a state) or plain values (from a diff or the
-Log: references as keys, nested records as dicts); both render alike.
+Every text is escaped here (by :meth:`markupsafe.Markup.format`); the templates insert
+the result as it is. Values may be record views (from a state) or plain values (from a
+diff or the Log: references as keys, nested records as dicts); both render alike.
 """
 
 from __future__ import annotations
