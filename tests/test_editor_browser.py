@@ -315,9 +315,21 @@ def test_choosers_search_and_pick_by_keyboard(stack: Stack, page: Any) -> None:
     asset = picked.get_attribute("value")
     assert asset and asset.startswith("a-")
 
+    # a block added with "Add a block" (a heading) and the first one removed
+    before = [b.get("text", "") for b in _story(stack, sid)["data"]["body"]]
+    page.locator("form.story button[data-add-block]").click()
+    added = page.locator("form.story [data-blocks] > fieldset.block").last
+    expect(added.locator("select[name$='-kind']")).to_be_focused()
+    added.locator("select[name$='-kind']").select_option("heading")
+    expect(added.locator("input[name$='-level']")).to_be_visible()  # a heading's field
+    added.locator("textarea[name$='-text']").fill("Added in the browser")
+    page.locator("form.story input[name='block-0-remove']").check()
+
     _save(page, stack, sid)
     data = _story(stack, sid)["data"]
     assert tid in data["related"] and pid in data["authors"] and data["hero"] == asset
+    assert [b.get("text", "") for b in data["body"]] == [*before[1:], "Added in the browser"]
+    assert data["body"][-1] == {"kind": "heading", "text": "Added in the browser", "level": 2}
     # the form shows the choices again, named
     expect(
         page.locator(f"fieldset.chooser[data-name=related] input[value='{tid}']")

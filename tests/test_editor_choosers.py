@@ -258,6 +258,13 @@ def test_move_buttons_without_javascript(app: Any, sqlite_store: WriteStore) -> 
         r = client.post(f"/stories/{sid}", data={**_form_fields(page), "op": "sideways:1"})
         assert r.status_code == 400 and "Unknown button" in r.text
 
+        # a new story's form moves its blocks too, and nothing is created
+        fields = story_fields("Not yet", blocks, csrf=csrf, op="down:0")
+        r = client.post("/stories/new", data=fields)
+        assert r.status_code == 200 and order(r.text) == ["two", "one", "three"]
+        assert 'action="/stories/new"' in r.text
+        assert len(CMS(sqlite_store).list_stories()) == 1
+
 
 def test_the_preview_beside_the_form_shows_the_save(
     app: Any, sqlite_store: WriteStore, tmp_path: Path
