@@ -47,6 +47,8 @@ from natsserver import binary
 PREFIX = "nsN"
 NET = "10.77"  # 10.77.K.0/24 is server K's network (bridge K)
 SERVERS = ("s1", "s2", "s3")
+REMOTE = "s4"  # a server of another region (Cluster(remote=True)): see Cluster
+LEAF_PORT = 7422
 CLIENT_PORT, ROUTE_PORT, MONITOR_PORT = 4222, 6222, 8222
 _NAME = re.compile(rf"^{PREFIX}-(\d+)-\d+-[a-z0-9]+$")
 _runs = itertools.count(1)
@@ -129,12 +131,17 @@ class Cluster:
     the module docstring. Started on construction (the servers have elected a JetStream
     leader when it returns); :meth:`close` undoes everything."""
 
-    def __init__(self, clients: Sequence[str] = ("c1",), *, sync_always: bool = True):
+    def __init__(self, clients: Sequence[str] = ("c1",), *, sync_always: bool = True,
+                 remote: bool = False):  # fmt: skip
         sweep()
         self.run = f"{PREFIX}-{os.getpid()}-{next(_runs)}"
         self.tmp = Path(tempfile.mkdtemp(prefix="nearstate-cluster-"))
         self.clients = tuple(clients)
-        self.index = {s: k for k, s in enumerate(SERVERS, 1)}
+        # with remote: s4, a JetStream server of its own (domain "remote") in a region of
+        # its own, joined to the three (domain "home") as a leaf node; it holds what the
+        # test puts there (mirrors of the home streams) and serves its region's readers
+        self.servers = (*SERVERS, REMOTE) if remote else SERVERS
+        self.index = {s: k for k, s in enumerate(self.servers, 1)}
         self.index.update({c: 11 + i for i, c in enumerate(self.clients)})
         self.exe = server_binary()
         self.version = _version(self.exe)
@@ -146,7 +153,7 @@ class Cluster:
         _open.append(self)
         try:
             self._wire()
-            for s in SERVERS:
+            for s in self.servers:
                 self.start(s)
             self.wait_ready()
         except BaseException:
@@ -178,15 +185,15 @@ class Cluster:
     # -- the wiring -------------------------------------------------------------------------
 
     def _wire(self) -> None:
-        hosts = [*SERVERS, *self.clients]
+        hosts = [*self.servers, *self.clients]
         for ns in (self.hub, *map(self.ns, hosts)):
             _ip("netns", "add", ns)
             self._made.append(ns)
         hub = ["link set lo up"]
-        for s in SERVERS:
+        for s in self.servers:
             hub += [f"link add br{self.index[s]} type bridge", f"link set br{self.index[s]} up"]
         for h in hosts:
-            for s in SERVERS:
+            for s in self.servers:
                 k = self.index[s]
                 port = self._port(h, s)
                 hub += [f"link add {port} type veth peer name eth{k} netns {self.ns(h)}",
@@ -194,7 +201,7 @@ class Cluster:
         _ip(ns=self.hub, batch=hub)
         for h in hosts:
             lines = ["link set lo up"]
-            for s in SERVERS:
+            for s in self.servers:
                 k = self.index[s]
                 lines += [f"addr add {NET}.{k}.{self.index[h]}/24 dev eth{k}",
                           f"link set eth{k} up"]  # fmt: skip
@@ -205,8 +212,8 @@ class Cluster:
         hosts named in no group keep all their links. Undo with :meth:`heal`."""
         side = {h: i for i, g in enumerate(groups) for h in g}
         cut = set()
-        for s in SERVERS:
-            for h in (*SERVERS, *self.clients):
+        for s in self.servers:
+            for h in (*self.servers, *self.clients):
                 if h != s and h in side and s in side and side[h] != side[s]:
                     cut.add(self._port(h, s))
         self._links(cut, "down")
@@ -214,7 +221,7 @@ class Cluster:
     def cut(self, host: str, *servers: str) -> None:
         """Cut ``host`` from ``servers`` only (both ways: it cannot reach them nor they it)."""
         ports = {self._port(host, s) for s in servers}
-        ports |= {self._port(s, host) for s in servers if host in SERVERS}
+        ports |= {self._port(s, host) for s in servers if host in self.servers}
         self._links(ports, "down")
 
     def heal(self) -> None:
@@ -237,6 +244,12 @@ class Cluster:
         store.mkdir(exist_ok=True)
         routes = "\n".join(f"    nats-route://{self.addr(s)}:{ROUTE_PORT}" for s in SERVERS)
         sync = "  sync_interval: always\n" if self.sync_always else ""
+        if server == REMOTE:
+            return self._remote_config(store, sync)
+        leaf = domain = ""
+        if REMOTE in self.servers:
+            leaf = f"leafnodes {{\n  listen: 0.0.0.0:{LEAF_PORT}\n}}\n"
+            domain = "  domain: home\n"
         conf = self.tmp / f"{server}.conf"
         conf.write_text(
             f"server_name: {server}\n"
@@ -253,14 +266,36 @@ class Cluster:
             f'  store_dir: "{store}"\n'
             "  max_file_store: 2GB\n"
             "  max_memory_store: 64MB\n"
-            f"{sync}"
+            f"{sync}{domain}"
             "}\n"
+            f"{leaf}"
             "cluster {\n"
             "  name: nearstate-test\n"
             f"  listen: 0.0.0.0:{ROUTE_PORT}\n"
             f'  advertise: "{self.addr(server)}:{ROUTE_PORT}"\n'
             f"  routes: [\n{routes}\n  ]\n"
             "}\n"
+        )
+        return conf
+
+    def _remote_config(self, store: Path, sync: str) -> Path:
+        hubs = ", ".join(f'"nats-leaf://{self.addr(s)}:{LEAF_PORT}"' for s in SERVERS)
+        conf = self.tmp / f"{REMOTE}.conf"
+        conf.write_text(
+            f"server_name: {REMOTE}\n"
+            f"listen: 0.0.0.0:{CLIENT_PORT}\n"
+            f"http: 0.0.0.0:{MONITOR_PORT}\n"
+            "max_payload: 8MB\n"
+            "ping_interval: 2s\n"
+            "ping_max: 2\n"
+            "jetstream {\n"
+            f'  store_dir: "{store}"\n'
+            "  max_file_store: 2GB\n"
+            "  max_memory_store: 64MB\n"
+            "  domain: remote\n"
+            f"{sync}"
+            "}\n"
+            f"leafnodes {{\n  remotes: [ {{ urls: [ {hubs} ] }} ]\n}}\n"
         )
         return conf
 
@@ -304,10 +339,10 @@ class Cluster:
             if p.poll() is not None:
                 raise RuntimeError(f"{s} exited ({p.returncode}): {self.log(s)[-2000:]}")
         try:
-            self.python(self.clients[0], _READY, *(self.url(s) for s in SERVERS),
+            self.python(self.clients[0], _READY, *(self.url(s) for s in self.servers),
                         str(timeout), timeout=timeout + 10)  # fmt: skip
         except RuntimeError as e:
-            logs = "\n".join(f"--- {s}:\n{self.log(s)[-1500:]}" for s in SERVERS)
+            logs = "\n".join(f"--- {s}:\n{self.log(s)[-1500:]}" for s in self.servers)
             raise RuntimeError(f"the cluster did not become ready: {e}\n{logs}") from None
         return time.monotonic() - t0
 

@@ -30,6 +30,11 @@ follower. So:
   server stored it, it is an entry with no mutations, and its own position is the head).
   That holds up to nats-server 2.11 (checked with 2.9.10); 2.12 and later check the
   header at the leader before replicating, and there the head rests on the lease below.
+* A mirror of the Log (a stream of the same name in another region's JetStream domain,
+  mirroring the home region's) answers reads from its own copy, which may lag: its head
+  is asked of the origin the same way, by a barrier on the Log's subject, which reaches
+  the home region's stream over the leaf or gateway link (and nothing answers it while
+  that link is down).
 * Every stream info the handle relies on (the head a consumer's staleness is confirmed
   with, the bounds a read checks) must come from a leader that has heard from a quorum
   of the stream's replicas within ``LEASE`` seconds, fewer than the 4 s a follower waits
@@ -148,6 +153,7 @@ class NatsLog:
         self._kept: deque[tuple[int, bytes]] | None = None  # bodies kept for a reader
         self._kept_from = 0  # every entry after this is in _kept
         self._copies = 1  # the stream's replicas (known once following)
+        self._mirror = False  # the stream mirrors another (a region's copy of the Log)
         self._indexed = 0  # entries up to here are in the KV bucket (or were never needed)
         self.error: str | None = None  # the last problem the follower met
 
@@ -186,6 +192,7 @@ class NatsLog:
                 info = await js.stream_info(n.log_stream)
                 first, last = info.state.first_seq, info.state.last_seq
                 self._copies = int(info.config.num_replicas or 1)
+                self._mirror = info.config.mirror is not None
                 with self._mu:  # a clean view (also when following again after close)
                     self._keys.clear()
                     self._kv_keys.clear()
@@ -275,12 +282,32 @@ class NatsLog:
                     )
                 self._mu.wait(min(left, 0.5))
 
-    def _bounds(self) -> tuple[int, int]:
+    def _bounds(self, *, origin: bool = False) -> tuple[int, int]:
         """(first kept position, head), asked of the stream's leader; LogUnavailable if the
-        server that answered may not know the head (see the module docstring)."""
+        server that answered may not know the head (see the module docstring). With
+        ``origin``, a mirror's head counts only while the mirror hears from its origin."""
         info = self._run(self.conn.js.stream_info(self.names.log_stream))
         self._check_leader(info)
+        if origin:
+            self._check_origin(info)
         return info.state.first_seq, info.state.last_seq
+
+    def _check_origin(self, info: Any) -> None:
+        """Refuse a mirror's head (LogUnavailable) once the mirror has not heard from the
+        stream it mirrors within LEASE: its head is then no longer the Log's, and a
+        consumer following it must not count as caught up (its staleness grows)."""
+        m = getattr(info, "mirror", None)
+        if m is None:
+            return
+        active = m.active if m.active is not None else -1
+        if m.error or active < 0 or active > LEASE * 1e9:
+            heard = "never" if active < 0 else f"{active / 1e9:.1f} s ago"
+            raise LogUnavailable(
+                f"{self._where()} is a mirror of {m.name} that last heard from it {heard}"
+                + (f" ({m.error})" if m.error else "")
+                + ": the link to the Log's home region is down, and what it holds may "
+                "be behind"
+            )
 
     def _check_leader(self, info: Any) -> None:
         """Refuse a stream info that may be stale: from a server of a replicated stream
@@ -456,9 +483,12 @@ class NatsLog:
     def head(self) -> int:
         """The last committed position. On a replicated stream, confirmed by a barrier
         through the stream's leader and a quorum (about one commit's round trip):
-        LogUnavailable where no quorum can be reached, rather than a stale head."""
+        LogUnavailable where no quorum can be reached, rather than a stale head. On a
+        mirror (another region's copy of the Log, docs/decisions/0020-regions.md) the
+        barrier goes to the origin stream, so the head is the home region's:
+        LogUnavailable while the link to it is down, never the mirror's own head."""
         self._follow()
-        if self._copies > 1:
+        if self._copies > 1 or self._mirror:
             return self._leader_head()
         return self._bounds()[1]
 
@@ -480,6 +510,8 @@ class NatsLog:
             )
         upto = min(last, after + max(limit, 0))
         if upto <= after:
+            if self._mirror:  # caught up with a mirror: the Log's head only while it hears
+                self._bounds(origin=True)  # from its origin (else LogUnavailable)
             return []
         with self._mu:
             if self._kept is None:
@@ -557,7 +589,9 @@ class NatsLog:
             self._mu.wait_for(lambda: self._pos > after, timeout)
             if self._pos > after:
                 return self._pos
-        return self._bounds()[1]  # the leader's, while it holds a quorum (no barrier)
+        # the leader's, while it holds a quorum (no barrier); a mirror's while it hears
+        # from its origin
+        return self._bounds(origin=True)[1]
 
     def trim(self, upto: int) -> int:
         self._sync()
