@@ -31,6 +31,7 @@ from .errors import ChecksumError, FormatError, SchemaError
 from .index import HashIndex, LazyIndexes, check_orderable, make_pk_lookup
 from .ordered import OrderedIndex, Query, build_ordered, match
 from .schema import Field, FieldType, Schema, TypeDef, schema_from_json
+from .shared_index import mapped_index, shared_root
 
 if _core is not None:
     _RecordBase: type = _core.RecordBase  # the two slots, __init__ and to_dict, in C
@@ -300,10 +301,20 @@ class TypeState:
         return found[0] if found else None
 
     def _build_index(self, fields: tuple[str, ...]) -> HashIndex:
+        for f in fields:
+            if self._columns[f].ftype.kind == "dict":
+                raise SchemaError(f"{self.name}.{f}: dict fields cannot be indexed")
+        if shared_root() is not None:  # built once per host and mapped
+            state = self._state
+            key = (state.dataset, state.version, self.name, state.checksums().get(self.name),
+                   repr(self.typedef))  # fmt: skip
+            shared = mapped_index(key, fields, lambda: self._hash_index(fields))
+            if shared is not None:
+                return shared  # type: ignore[return-value]
+        return self._hash_index(fields)
+
+    def _hash_index(self, fields: tuple[str, ...]) -> HashIndex:
         cols = [self._columns[f] for f in fields]
-        for c in cols:
-            if c.ftype.kind == "dict":
-                raise SchemaError(f"{self.name}.{c.name}: dict fields cannot be indexed")
 
         def hashable(ft: FieldType, v: Any) -> list[Any]:
             if ft.kind in ("list", "set"):

@@ -87,6 +87,10 @@ def site_serve(
     cache = _search_cache(search_cache, workers)
 
     def make_app() -> Any:
+        if cache is not None:  # the snapshot's hash indexes too: once per host, mapped
+            from ..shared_index import share_indexes
+
+            share_indexes(cache)
         store = None
         if not no_media:
             try:
