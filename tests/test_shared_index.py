@@ -69,7 +69,7 @@ def keys(records: list[Any]) -> list[int]:
 
 
 def test_same_answers_as_the_in_memory_index(tmp_path: Path, shared: Path) -> None:
-    ds, _ = dataset(tmp_path)
+    dataset(tmp_path)
     mapped = nearstate.load(next((tmp_path / "ds" / "snapshots").iterdir()))
     share_indexes(None)
     plain = nearstate.load(next((tmp_path / "ds" / "snapshots").iterdir()))
