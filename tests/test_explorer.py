@@ -177,12 +177,21 @@ def test_types_with_record_counts_and_bytes(client: TestClient, local: Any) -> N
 def test_bytes_per_field(client: TestClient, local: Any) -> None:
     ts = local.load(2)["Movie"]
     page = ok(client, "/types/Movie?v=2")
-    got = {}
+    got, layouts = {}, {}
     for r in rows(page, "fields"):
         cells = [re.sub(r"<[^>]+>", " ", c).split() for c in r.split("</td>")]
         got[cells[0][0]] = int(cells[2][0].replace(",", ""))
+        layouts[cells[0][0]] = html.unescape(" ".join(cells[4]))
     assert got == ts.field_nbytes()
     assert all(n > 0 for n in got.values())
+    # how each column is stored, as nearstate inspect says it
+    from nearstate.encoding import describe_layout
+
+    blob = local.load(2).base.blob
+    meta = blob.header["types"]["Movie"]["columns"]
+    for name, said in layouts.items():
+        want = describe_layout(meta.get(name, {}), blob.section_sizes, f"Movie/{name}")
+        assert said == " ".join((want or "plain").split()), name
 
 
 def test_records_are_paged_and_each_shown_once(client: TestClient, local: Any) -> None:

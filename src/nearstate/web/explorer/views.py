@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from ...encoding import describe_layout
 from ...errors import BlobNotFound, DatasetError, InputError, NearstateError, SchemaError
 from ...index import ORDERED_KINDS
 from ...ordered import between, prefix
@@ -188,10 +189,14 @@ def type_page(p: Page) -> Response:
     td = ts.typedef
     nbytes = ts.field_nbytes()
     n = len(ts)
+    base = state.base  # the snapshot under the version: how its columns are laid out
+    cols = (base.blob.header.get("types", {}).get(td.name) or {}).get("columns", {})
     fields = [{
         "name": f.name, "spec": f.type.spec(), "bytes": nbytes.get(f.name, 0),
         "per": nbytes.get(f.name, 0) / n if n else 0.0, "key": bool(td.key and f.name in td.key),
         "eq": _searchable(f.type), "ordered": _orderable(f.type),
+        "layout": describe_layout(cols.get(f.name, {}), base.blob.section_sizes,
+                                  f"{td.name}/{f.name}"),
     } for f in td.fields]  # fmt: skip
     number = _page_number(p)
     query = {k: p.q(k) for k in ("field", "op", "value", "lo", "hi", "order")}
