@@ -318,6 +318,50 @@ def test_rich_text_edit_preview_site_and_revision_diff(system: System, new_page:
     _shot(site, "story-rich-text")
 
 
+def test_rich_text_toolbar_puts_the_marks_in(system: System, new_page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = new_page()
+    _log_in(page, system.editor, "ann", "/stories/new")
+    box = page.locator("textarea[name='block-0-text']")
+    bar = page.locator("fieldset[data-block]").first.locator(".rt-bar")
+    expect(bar).to_be_visible()  # a new paragraph is rich text
+    box.fill("Varda at work\nLegrand at the piano")
+
+    def select(start: int, end: int) -> None:
+        box.evaluate(f"t => {{ t.focus(); t.setSelectionRange({start}, {end}); }}")
+
+    select(0, 5)
+    bar.locator("[data-rt=bold]").click()
+    expect(box).to_have_value("**Varda** at work\nLegrand at the piano")
+    select(13, 17)  # "work"
+    page.keyboard.press("Control+I")
+    expect(box).to_have_value("**Varda** at *work*\nLegrand at the piano")
+    box.evaluate("t => t.setSelectionRange(t.value.length - 5, t.value.length)")  # "piano"
+    bar.locator("[data-rt=link]").click()
+    expect(box).to_have_value("**Varda** at *work*\nLegrand at the [piano](https://)")
+    page.keyboard.type("https://example.org/legrand")  # the address was selected
+    expect(box).to_have_value(
+        "**Varda** at *work*\nLegrand at the [piano](https://example.org/legrand)"
+    )
+    page.locator("fieldset[data-block]").first.scroll_into_view_if_needed()
+    _shot(page, "editor-rich-text")
+    box.fill("one\ntwo\n\nthree")
+    box.evaluate("t => t.setSelectionRange(0, t.value.length)")
+    bar.locator("[data-rt=bullets]").click()
+    expect(box).to_have_value("- one\n- two\n\n- three")
+    box.evaluate("t => t.setSelectionRange(0, t.value.length)")
+    bar.locator("[data-rt=numbers]").click()
+    expect(box).to_have_value("1. one\n2. two\n\n3. three")
+    # plain text, or another kind of block: no toolbar
+    page.select_option("select[name='block-0-format']", "plain")
+    expect(bar).to_be_hidden()
+    page.select_option("select[name='block-0-format']", "markdown")
+    expect(bar).to_be_visible()
+    page.select_option("select[name='block-0-kind']", "heading")
+    expect(bar).to_be_hidden()
+
+
 # -- the login ----------------------------------------------------------------------------------
 
 
