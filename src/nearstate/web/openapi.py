@@ -1,9 +1,12 @@
-"""OpenAPI documents of the site's JSON API (``/api/...``), served at
-``/api/openapi.json`` by the site.
+"""OpenAPI documents of the site's and the editor's JSON APIs, each served at
+``/api/openapi.json`` by its app.
 
-The document states what each route answers: the page models of
+The site's states what each route answers: the page models of
 :mod:`nearstate.content.pages` (the same dicts the HTML pages are built from), the search
-results, and the errors (``{"error": ...}`` with 400, 404 or 503). It is kept beside
+results, and the errors (``{"error": ...}`` with 400, 404 or 503). The editor's covers
+logging in and out, listing, reading, creating, saving and publishing stories and a
+save's ingestion status, with its errors (``{"error", "problems"}``); a story's content
+is an object whose rules the CMS checks (422 naming each problem), not the schema. It is kept beside
 the routes rather than generated: Starlette routes carry no types, and a hand-written
 schema is what the schemathesis run in tests/test_openapi.py holds the responses to.
 """
@@ -180,4 +183,137 @@ _SITE_BODY = json.dumps(site_document(), separators=(",", ":")).encode()
 async def site_openapi(request: Request) -> Response:
     """``GET /api/openapi.json`` on the site."""
     return Response(_SITE_BODY, media_type="application/json",
+                    headers={"Cache-Control": "public, max-age=300"})  # fmt: skip
+
+
+# -- the editor's JSON API ------------------------------------------------------------------
+
+# fmt: off
+_EDITOR_SCHEMAS: dict[str, Any] = {
+    "Problem": _obj({"where": STR, "message": STR}),
+    "Error": _obj({"error": STR, "problems": _list(_ref("Problem"))}),
+    "User": _obj({"id": INT, "username": STR, "display_name": _n("string"),
+                  "role": {"type": "string", "enum": ["editor", "admin"]}}),
+    "Login": _obj({"username": STR, "password": STR}),
+    "LoggedIn": _obj({"csrf": STR, "user": _ref("User")}),
+    "StoryContent": {"type": "object", "description": "a story as the CMS takes it (title, "
+                     "dek, body blocks, tags, related titles, authors...); its rules are "
+                     "checked by the CMS, which answers 422 naming each problem"},
+    "Saved": _obj({"id": INT, "revision": INT, "event": _n("integer")}),
+    "Change": _obj({"base_revision": {"type": "integer", "minimum": 1},
+                    "story": _ref("StoryContent")}),
+    "Publish": {"type": "object", "properties": {
+        "base_revision": {"type": "integer", "minimum": 1}}},
+    "Ingest": _obj({"status": STR, "errors": {"type": "array", "nullable": True,
+                                              "items": _ref("Problem")},
+                    "token": _n("integer")}, {"revision": _n("integer")}),
+    "StoryRow": _obj({"id": INT, "slug": _n("string"), "title": _n("string"), "status": STR,
+                      "revision": INT}),
+    "Story": _obj({"id": INT, "slug": _n("string"), "title": _n("string"), "status": STR,
+                   "revision": INT, "published_revision": _n("integer"),
+                   "story": _ref("StoryContent"), "ingest": _ref("Ingest")}),
+    "Stories": _obj({"stories": _list(_ref("StoryRow"))}),
+    "Ok": _obj({"ok": {"type": "boolean"}}),
+}
+# fmt: on
+
+_E = _ref("Error")
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    why = {
+        400: "the request is malformed (not JSON, or a parameter out of range)",
+        401: "not logged in: POST /api/login first",
+        403: "the X-CSRF-Token header is missing or wrong",
+        404: "there is no such story or revision",
+        409: "the story was changed since base_revision",
+        413: "the body is too large",
+        415: "not sent as application/json",
+        422: "the content has problems, each named in problems",
+        429: "too many failed logins: wait Retry-After seconds",
+        503: "the database is busy: try again",
+    }
+    return {str(c): _json(_E, why[c]) for c in codes}
+
+
+def _body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+_ID = {"name": "story_id", "in": "path", "required": True,
+       "schema": {"type": "integer", "minimum": 1, "maximum": 2**53}}  # fmt: skip
+_CSRF_NOTE = (" Send the header X-CSRF-Token: the csrf that POST /api/login returned "
+              "(without it: 403, nothing done).")  # fmt: skip
+
+
+def editor_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of the editor's JSON API (a fresh copy)."""
+    auth = (400, 401, 503)
+    change = (*auth, 403, 404, 409, 413, 415, 422)
+    paths = {
+        "/api/login": {"post": {
+            "summary": "log in; the answer's csrf goes in X-CSRF-Token of every change",
+            "operationId": "login", "requestBody": _body(_ref("Login")),
+            "responses": {"200": _json(_ref("LoggedIn"), "logged in (a session cookie set)"),
+                          **_errors(400, 401, 413, 415, 422, 429, 503)}}},
+        "/api/logout": {"post": {
+            "summary": "log out", "description": _CSRF_NOTE, "operationId": "logout",
+            "responses": {"200": _json(_ref("Ok"), "logged out"), **_errors(*auth, 403)}}},
+        "/api/stories": {
+            "get": {"summary": "list stories, newest change first", "operationId": "stories",
+                    "parameters": [
+                        {"name": "q", "in": "query", "schema": STR},
+                        {"name": "status", "in": "query", "allowEmptyValue": True, "schema": {
+                            "type": "string",
+                            "enum": ["draft", "scheduled", "published", "unpublished"]}},
+                        {"name": "limit", "in": "query", "allowEmptyValue": True,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {"name": "offset", "in": "query", "allowEmptyValue": True,
+                         "schema": {"type": "integer", "minimum": 0, "maximum": 10**9}}],
+                    "responses": {"200": _json(_ref("Stories"), "the stories"),
+                                  **_errors(*auth)}},
+            "post": {"summary": "create a story (revision 1)", "operationId": "createStory",
+                     "description": _CSRF_NOTE, "requestBody": _body(_ref("StoryContent")),
+                     "responses": {"201": _json(_ref("Saved"), "created"),
+                                   **_errors(*change)}}},
+        "/api/stories/{story_id}": {
+            "get": {"summary": "one story: its newest revision and its ingestion",
+                    "operationId": "story", "parameters": [_ID],
+                    "responses": {"200": _json(_ref("Story"), "the story"),
+                                  **_errors(*auth, 404)}},
+            "put": {"summary": "save a new revision", "operationId": "saveStory",
+                    "description": _CSRF_NOTE, "parameters": [_ID],
+                    "requestBody": _body(_ref("Change")),
+                    "responses": {"200": _json(_ref("Saved"), "saved"), **_errors(*change)}}},
+        "/api/stories/{story_id}/publish": {"post": {
+            "summary": "publish the newest revision", "operationId": "publish",
+            "description": _CSRF_NOTE, "parameters": [_ID],
+            "requestBody": _body(_ref("Publish"), required=False),
+            "responses": {"200": _json(_ref("Saved"), "published"), **_errors(*change)}}},
+        "/api/stories/{story_id}/status": {"get": {
+            "summary": "a revision's ingestion: pending, ok, invalid, failed, superseded",
+            "operationId": "ingestStatus", "parameters": [_ID, {
+                "name": "revision", "in": "query", "allowEmptyValue": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 2**31}}],
+            "responses": {"200": _json(_ref("Ingest"), "the status"),
+                          **_errors(*auth, 404)}}},
+    }  # fmt: skip
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "nearstate editor",
+            "version": "1",
+            "description": "The editor's JSON API: stories, saves, publishing, ingestion.",
+        },
+        "paths": paths,
+        "components": {"schemas": copy.deepcopy(_EDITOR_SCHEMAS)},
+    }
+
+
+_EDITOR_BODY = json.dumps(editor_document(), separators=(",", ":")).encode()
+
+
+async def editor_openapi(request: Request) -> Response:
+    """``GET /api/openapi.json`` on the editor."""
+    return Response(_EDITOR_BODY, media_type="application/json",
                     headers={"Cache-Control": "public, max-age=300"})  # fmt: skip

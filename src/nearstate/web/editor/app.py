@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from ...errors import InputError
 from ..media import media_routes
+from ..openapi import editor_openapi
 from .accounts import account_routes
 from .admin import dead_letter_retry, dead_letters_page
 from .api import (
@@ -90,6 +91,7 @@ def _routes(config: EditorConfig) -> list[BaseRoute]:
         Route("/api/stories/{story_id}", api_put, methods=put),
         Route("/api/stories/{story_id}/publish", api_publish, methods=post),
         Route("/api/stories/{story_id}/status", api_status, methods=get),
+        Route("/api/openapi.json", editor_openapi, methods=get),
         *media_routes(config.store, config.media),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         *([Mount(EXPLORE, app=explorer_app(config.dataset))] if config.dataset else []),
