@@ -197,6 +197,11 @@ def test_pick_lists_without_javascript(app: Any, sqlite_store: WriteStore) -> No
         assert '<input type="radio" name="block-0-title" value="593">' in r.text
         r = client.post(f"/stories/{sid}", data={**fields, "op": "find:nothing"})
         assert r.status_code == 404 and "no chooser" in r.text
+        for odd in ("find:block-²-asset", "find:block-99999999-asset", "find:block-0-kind"):
+            r = client.post(f"/stories/{sid}", data={**fields, "op": odd})
+            assert r.status_code in (400, 404), (odd, r.status_code)
+        r = client.get("/choose/titles.json", params={"q": "²"})
+        assert r.status_code == 200 and r.json()["items"] == []
 
         # a new, empty block's image: the block stays while its chooser is filled in
         fields = _form_fields(page)

@@ -21,6 +21,7 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -81,7 +82,7 @@ def image_item(ed: Editor, row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _as_id(q: str) -> int | None:
     q = q.strip()
-    return int(q) if q.isdigit() and len(q) <= 19 and int(q) <= MAX_ID else None
+    return int(q) if q.isascii() and q.isdigit() and len(q) <= 19 and int(q) <= MAX_ID else None
 
 
 def search(ed: Editor, kind: str, q: str, limit: int = LIMIT) -> list[dict[str, Any]]:
@@ -193,10 +194,14 @@ def field_kind(name: str) -> tuple[str, bool] | None:
     """(kind, several allowed) of a chooser's field name; None for any other name."""
     if name in FIELDS:
         return FIELDS[name]
-    parts = name.split("-")
-    if len(parts) == 3 and parts[0] == "block" and parts[1].isdigit():
-        return BLOCK_FIELDS.get(parts[2])
-    return None
+    bf = block_field(name)
+    return BLOCK_FIELDS[bf[1]] if bf is not None else None
+
+
+def block_field(name: str) -> tuple[int, str] | None:
+    """(block number, field) of a block's chooser field name (``block-3-asset``)."""
+    m = re.fullmatch(r"block-([0-9]{1,5})-(asset|title)", name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def pick_list(ed: Editor, form: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from ...content.cms import STATUSES, EditConflict, InvalidContent, NotFound
 from ...content.rules import BLOCK_KINDS, Problem, check_story
-from .choosers import describe_story, pick_list
+from .choosers import block_field, describe_story, pick_list
 from .forms import (
     ACTIONS,
     MAX_REVISION,
@@ -241,9 +241,8 @@ def _redraw(ctx: Ctx, sid: int | None, form: Any, op: str) -> Response:
     find = op[5:] if op.startswith("find:") else None
     if move is None and find is None:
         raise BadRequest(f"Unknown button {show(op)}.")
-    parts = find.split("-") if find is not None else []
-    in_block = len(parts) == 3 and parts[0] == "block" and parts[1].isdigit()
-    keep = int(parts[1]) if in_block else None  # a new block's chooser: keep the block
+    in_block = block_field(find) if find is not None else None
+    keep = in_block[0] if in_block else None  # a new block's chooser: keep the block
     values, _, problems = parse_story_form(form, move, keep)
     base = None
     if sid is not None:
@@ -256,11 +255,12 @@ def _redraw(ctx: Ctx, sid: int | None, form: Any, op: str) -> Response:
         if in_block:
             # the block's number in the form it was typed in, to its number now
             src = values["block_from"]
-            at = src.index(int(parts[1])) if int(parts[1]) in src else -1
-            if at < 0:
-                raise BadRequest("That block is marked \"remove\": untick it first.")
+            if in_block[0] not in src:
+                raise BadRequest(
+                    f'Block {in_block[0] + 1} is marked "remove" or is not in the form.'
+                )
             picks = pick_list(ctx.ed, form, find)
-            picks["field"] = f"block-{at}-{parts[2]}"
+            picks["field"] = f"block-{src.index(in_block[0])}-{in_block[1]}"
         else:
             picks = pick_list(ctx.ed, form, find)
         n = len(picks["items"])
