@@ -151,6 +151,9 @@ class Consumer:
         self._reader = schema  # the schema versions are read with (plus the Log's types)
         self._tail = LogTail(0)
         self._applied = 0
+        # (state, position) as one value, set once the state shows the position (under
+        # _lock): what wait_for returns, read in one step (see _shown)
+        self._pair: tuple[State | None, int] = (None, 0)
         self._layers = 0
         self._log_sj: str | None = None
         self._log_schema: Schema | None = None
@@ -290,6 +293,7 @@ class Consumer:
                     self._vstate, self._vempty = new, False
                     if self.log is None:
                         self._state = new
+                        self._pair = (new, self._applied)
                     else:
                         self._follow_version(new)
             except NearstateError as e:
@@ -549,14 +553,14 @@ class Consumer:
             want = int(token)
         except (TypeError, ValueError):
             raise InputError(f"a token is a Log position (an integer), not {token!r}") from None
-        s = self._state
-        if s is not None and self._applied >= want:
+        s, at = self._shown()
+        if s is not None and at >= want:
             return s
         deadline = time.monotonic() + timeout
         while True:
             self._pull()
-            s = self._state
-            if s is not None and self._applied >= want:
+            s, at = self._shown()
+            if s is not None and at >= want:
                 return s
             left = deadline - time.monotonic()
             if left <= 0:
@@ -566,6 +570,13 @@ class Consumer:
                     f"the Log up to {self._applied}{why}"
                 )
             self.log.wait(self._applied, min(left, 0.05))
+
+    def _shown(self) -> tuple[State | None, int]:
+        """The state shown and a position it shows, read in one step without waiting for
+        ``_lock``: ``_state`` and ``_applied`` read one after the other could pair an older
+        state with a newer position, set in between by the Log's thread (a strong read
+        missing a write it promised, issue 21)."""
+        return self._pair
 
     def sync(self, timeout: float = 5.0) -> State:
         """Strong: ask the Log for its head and block until it is shown (see
@@ -648,9 +659,11 @@ class Consumer:
         if self.log is None or self._pinned is not None or v is None:
             self._state = v
             self._layers = 0
+            self._pair = (v, self._applied)
             return
         net = self._tail.net()
         self._state = lay_over(v, net, name=f"log after {self._tail.after}")[0] if net else v
+        self._pair = (self._state, self._applied)
         self._layers = 1 if net else 0
 
     def _log_types(self) -> None:
@@ -727,6 +740,7 @@ class Consumer:
                     self._layers += 1
                 self._state = new
             self._applied = entries[-1].position
+            self._pair = (self._state, self._applied)
             self.last_refresh = time.time()
             shown = True
             v = self._vstate.version if self._vstate is not None else 0
