@@ -1,4 +1,4 @@
-"""A second region, in network namespaces (docs/decisions/0020-regions.md): the home
+"""A second region, in network namespaces (docs/decisions/0021-regions.md): the home
 region's three servers (R=3) take every write; server s4, a JetStream server of its own in
 another JetStream domain joined to them as a leaf node, holds mirrors of the dataset's
 Log, KV bucket and Object Store and serves the readers of its region (hosts g1, g2, which

@@ -484,7 +484,7 @@ class NatsLog:
         """The last committed position. On a replicated stream, confirmed by a barrier
         through the stream's leader and a quorum (about one commit's round trip):
         LogUnavailable where no quorum can be reached, rather than a stale head. On a
-        mirror (another region's copy of the Log, docs/decisions/0020-regions.md) the
+        mirror (another region's copy of the Log, docs/decisions/0021-regions.md) the
         barrier goes to the origin stream, so the head is the home region's:
         LogUnavailable while the link to it is down, never the mirror's own head."""
         self._follow()
