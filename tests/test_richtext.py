@@ -174,3 +174,17 @@ def test_an_unknown_format_is_refused() -> None:
     )
     assert [p.where for p in problems] == ["body[1].format"]
     assert "plain" in problems[0].message and "markdown" in problems[0].message
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(MARKS, st.text(max_size=6)), max_size=30)
+    .map("".join)
+    .filter(lambda s: "\x00" not in s)
+)
+def test_escaped_text_shows_exactly_its_words(text: str) -> None:
+    source = richtext.escape(text)
+    html = richtext.to_html(source)
+    assert {tag for tag, _ in tags_of(html)} <= {"p", "br"}, (text, source, html)
+    words = [w for w in richtext.to_plain(source).split()]
+    assert words == text.replace("\r", "\n").split() or not text.strip(), (text, source)

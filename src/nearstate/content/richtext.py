@@ -160,6 +160,24 @@ def to_plain(source: str) -> str:
     return "\n".join(lines)
 
 
+_MARKS = re.compile(r"([\\*_\[\]])")
+_LINE_MARK = re.compile(r"^([ \t]*)([-+]|\d{1,9})([.)]?)(?=[ \t]|$)", re.M)
+
+
+def escape(text: str) -> str:
+    """``text`` as rich-text source that shows exactly these words: every mark of the
+    subset (``\\ * _ [ ]``, and a list marker at the start of a line) escaped with a
+    backslash. For putting names and other data into generated rich text."""
+    return _LINE_MARK.sub(_line_mark, _MARKS.sub(r"\\\1", text))
+
+
+def _line_mark(m: re.Match[str]) -> str:
+    lead, mark, delim = m.groups()
+    if mark.isdigit():  # "1." or "1)" starts a list; a number alone does not
+        return lead + mark + ("\\" + delim if delim else "")
+    return lead + "\\" + mark + delim  # "-" or "+" ("*" is escaped everywhere)
+
+
 def block_format(block: Any) -> str:
     """A CMS block's text format: :data:`MARKDOWN` for a rich paragraph, else plain."""
     get = block.get if isinstance(block, dict) else (lambda k, d=None: getattr(block, k, d))

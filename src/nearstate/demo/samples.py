@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..content import richtext
 from ..content.cms import CMS, NotFound
 from ..content.db import WriteStore
 from ..content.media import MediaConfig, store_upload
@@ -437,14 +438,13 @@ class _Facts:
             f" among them {_and([p.name for p in peers[:2]])}."
         )
 
-    def related(self) -> str:
+    def related(self, *, rich: bool = False) -> str:
+        """Films to watch next; ``rich``: as rich text, their names in italics."""
         rel = [self.films[t] for t in self.f.related if t in self.films]
         if not rel or not self.f.genre:
             return ""
-        return (
-            f"If it is your kind of {_genre_word(self.f.genre)}, try {_and([r.label for r in rel])}"
-            " next."
-        )
+        names = [f"*{richtext.escape(r.label)}*" if rich else r.label for r in rel]
+        return f"If it is your kind of {_genre_word(self.f.genre)}, try {_and(names)} next."
 
 
 # -- stories ----------------------------------------------------------------------------------
@@ -452,6 +452,12 @@ class _Facts:
 
 def _p(text: str) -> dict[str, Any] | None:
     return {"kind": "paragraph", "text": text} if text.strip() else None
+
+
+def _rich(source: str) -> dict[str, Any] | None:
+    """A rich-text paragraph (``content.richtext``): data in it goes through
+    ``richtext.escape``."""
+    return {"kind": "paragraph", "text": source, "format": "markdown"} if source.strip() else None
 
 
 def _h(text: str) -> dict[str, Any]:
@@ -566,11 +572,11 @@ def _story_numbers(x: _Facts, author: str, now_year: int) -> dict[str, Any]:
         "body": [
             _p(x.intro()),
             _h("The figures"),
-            _p(" ".join(nums)),
+            _rich("\n".join(f"- {richtext.escape(n)}" for n in nums)),
             _p(x.director()),
             _quote(f, author),
             _card(f),
-            _p(x.related()),
+            _rich(x.related(rich=True)),
         ],
     }
 
@@ -589,7 +595,7 @@ def _story_why(x: _Facts, author: str, now_year: int) -> dict[str, Any]:
             _quote(f, author),
             _p(x.awards()),
             _card(f),
-            _p(x.related()),
+            _rich(x.related(rich=True)),
         ],
     }
 
