@@ -228,7 +228,7 @@
       if (k > i && y > mid) { blocks.insertBefore(drag.b, other.nextSibling); renumber(); return; }
     }
     // keep the pointer in view while dragging near the window's edges
-    if (y < 40) window.scrollBy(0, -20); else if (y > window.innerHeight - 40) window.scrollBy(0, 20);
+    if (y < 24) window.scrollBy(0, -20); else if (y > window.innerHeight - 24) window.scrollBy(0, 20);
   }
   function endDrag() {
     if (!drag) return;
