@@ -28,6 +28,11 @@ def test_lookup_ends_an_idle_session_and_says_so(tmp_path: Path) -> None:
         s, why = sessions.lookup(store, token, idle=60, now=t)
         assert s is not None and why == ""
     assert sessions.of_user(store, uid, now=1150.0)[0]["last_seen_at"] == 1150.0
+    # listed as live until idle for the timeout; then left out (it ends on its next request)
+    assert len(sessions.of_user(store, uid, idle=60, now=1209.0)) == 1
+    assert sessions.of_user(store, uid, idle=60, now=1210.0) == []
+    assert sessions.summary(store, idle=60, now=1210.0) == {}
+    assert sessions.summary(store, idle=60, now=1209.0)[uid]["count"] == 1
     s, why = sessions.lookup(store, token, idle=60, now=1150.0 + 60)
     assert s is None and why == "idle"
     assert sessions.of_user(store, uid, now=1150.0) == []  # the row is gone

@@ -199,25 +199,31 @@ def end_all(where: WriteStore | Tx, user_id: int, *, keep: int | None = None) ->
     return len(rows)
 
 
-def of_user(store: WriteStore, user_id: int, *, now: float | None = None) -> list[dict[str, Any]]:
+def of_user(
+    store: WriteStore, user_id: int, *, idle: float = 0, now: float | None = None
+) -> list[dict[str, Any]]:
     """The user's live sessions, the most recently seen first (id, created_at,
-    last_seen_at, expires_at, address, user_agent)."""
+    last_seen_at, expires_at, address, user_agent); with ``idle``, not those idle that
+    long (they end on their next request)."""
     now = time.time() if now is None else now
     return store.read(
         "SELECT id, created_at, last_seen_at, expires_at, address, user_agent FROM sessions"
-        " WHERE user_id = ? AND expires_at > ? ORDER BY last_seen_at DESC, id DESC",
-        (user_id, now),
+        " WHERE user_id = ? AND expires_at > ? AND last_seen_at > ?"
+        " ORDER BY last_seen_at DESC, id DESC",
+        (user_id, now, now - idle if idle else -1.0),
     )
 
 
-def summary(store: WriteStore, *, now: float | None = None) -> dict[int, dict[str, Any]]:
-    """Per user id with live sessions: how many (``count``) and when one was last seen
-    (``last_seen_at``)."""
+def summary(
+    store: WriteStore, *, idle: float = 0, now: float | None = None
+) -> dict[int, dict[str, Any]]:
+    """Per user id with live sessions (not idle for ``idle`` seconds, when given): how
+    many (``count``) and when one was last seen (``last_seen_at``)."""
     now = time.time() if now is None else now
     rows = store.read(
         "SELECT user_id, COUNT(*) AS n, MAX(last_seen_at) AS seen FROM sessions"
-        " WHERE expires_at > ? GROUP BY user_id",
-        (now,),
+        " WHERE expires_at > ? AND last_seen_at > ? GROUP BY user_id",
+        (now, now - idle if idle else -1.0),
     )
     return {
         int(r["user_id"]): {"count": int(r["n"]), "last_seen_at": float(r["seen"])} for r in rows

@@ -53,7 +53,7 @@ def _agent(ua: str) -> str:
 def _render_account(ctx: Ctx, status: int = 200, *, error: str | None = None) -> Response:
     me = _me(ctx)
     current = ctx.web.session.id if ctx.web.session is not None else None
-    rows = sessions.of_user(ctx.ed.store, me.id)
+    rows = sessions.of_user(ctx.ed.store, me.id, idle=ctx.ed.cookie.idle)
     return ctx.render(
         "account.html",
         status,
@@ -140,7 +140,7 @@ def account_session_end(ctx: Ctx, session_id: str) -> Response:
 def _render_users(
     ctx: Ctx, status: int, *, error: str | None = None, values: Mapping[str, str] | None = None
 ) -> Response:
-    live = sessions.summary(ctx.ed.store)
+    live = sessions.summary(ctx.ed.store, idle=ctx.ed.cookie.idle)
     return ctx.render(
         "users.html",
         status,
@@ -183,7 +183,7 @@ def _render_user(
         "user.html",
         status,
         u=row,
-        sessions=sessions.of_user(ctx.ed.store, int(row["id"])),
+        sessions=sessions.of_user(ctx.ed.store, int(row["id"]), idle=ctx.ed.cookie.idle),
         failures=throttle.failures(
             ctx.ed.store, str(row["username"]), limits=ctx.ed.config.login_limits
         ),
