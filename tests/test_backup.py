@@ -21,7 +21,7 @@ from nearstate.backends.memory import MemoryLog
 from nearstate.backup import MANIFEST, BackupError, backup, restore
 from nearstate.cli import main
 from nearstate.dataset import open_dataset
-from nearstate.errors import LogError, LogTrimmed
+from nearstate.errors import ConflictError, LogError, LogTrimmed
 from nearstate.ports import Append
 
 Where = Callable[[str], str]
@@ -70,7 +70,15 @@ def test_an_empty_log_starts_after_a_position_on_every_backend(tmp_path: Path) -
         for log in (MemoryLog(), LocalLog(tmp_path), nats.log):
             entries = [Append(b"a", [("T", "1", True)], {"types": []}),
                        Append(b"b", [("T", "2", True), ("T", "1", False)])]  # fmt: skip
-            assert log.start_after(1200, entries) == 1202
+            keys = [("T", "9", 700, True), ("T", "1", 1100, True), ("U", "x", 3, False)]
+            assert log.start_after(1200, entries, keys) == 1202
+            assert log.last("T", "9") == (700, True) and log.last("U", "x") == (3, False)
+            assert sorted(log.key_positions()) == [
+                ("T", "1", 1202, False),
+                ("T", "2", 1202, True),
+                ("T", "9", 700, True),
+                ("U", "x", 3, False),
+            ]
             assert log.head() == 1202
             assert log.read(1200) == [(1201, b"a"), (1202, b"b")]
             assert log.last("T", "1") == (1202, False) and log.last("T", "2") == (1202, True)
@@ -136,13 +144,18 @@ def test_a_backup_taken_under_writes_holds_every_acknowledged_write(
     assert items == want
     # the Log keeps its positions: a token from before the backup names the same commit
     assert got.log.head() == r.head
+    # (those folded into the version too: the Log's record of each key's last change)
     gw = got.writer()
     for i, tok in acked:
-        if r.log_position < tok <= r.head:
+        if tok <= r.head:
             assert gw.token_of("Item", i) == tok
+    assert [gw.token_of("Item", i) for i in range(0, 200, 37)] == [1, 38, 75, 112, 149, 186]
+    with pytest.raises(ConflictError):
+        gw.upsert("Item", {"id": 37, "n": 0}, expect_token=37)
+    assert gw.upsert("Item", {"id": 37, "n": 0}, expect_token=38) == r.head + 1
     # and the restored dataset takes writes and compactions of its own
     t = gw.upsert("Item", {"id": 5, "n": -5})
-    assert t == r.head + 1
+    assert t == r.head + 2
     got.compact()
     assert _items(got)[5] == -5
 

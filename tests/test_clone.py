@@ -80,6 +80,8 @@ def test_a_local_clone_shares_the_blob_files(tmp_path: Path) -> None:
         assert (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev) and a.st_nlink >= 2
     assert _items(dst) == _items(src) == AT_HEAD
     assert dst.log.head() == src.log.head()
+    sw, dw = src.writer(), dst.writer()  # tokens, of keys folded into versions too
+    assert [dw.token_of("Item", i) for i in AT_HEAD] == [sw.token_of("Item", i) for i in AT_HEAD]
 
 
 def test_writes_to_a_local_clone_never_reach_the_source_and_back(tmp_path: Path) -> None:
@@ -146,6 +148,8 @@ def test_a_nats_clone_copies_and_stays_apart(tmp_path: Path, nats_names: list[st
     assert r.linked == 0 and r.copied >= 2 and r.entries == 2
     dst = open_dataset(target)
     assert _items(dst) == AT_HEAD
+    sw, dw = src.writer(), dst.writer()
+    assert [dw.token_of("Item", i) for i in AT_HEAD] == [sw.token_of("Item", i) for i in AT_HEAD]
     dst.writer().upsert("Item", {"id": 3, "n": -3})
     dst.compact()
     src.writer().upsert("Item", {"id": 4, "n": -4})

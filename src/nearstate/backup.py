@@ -9,6 +9,9 @@ A backup is a directory, or a tar of one (``OUT.tar``, ``OUT.tar.gz``, ``OUT.tgz
                            SHA-256 (of the rest of it) in ``checksum``
     blobs/<blob name>      what the version needs: the newest snapshot at or before it, the
                            deltas (and reverse deltas) from there to it, their version records
+    keys.msgpack           each key's last change at or before the version (the Log keeps
+                           them past a trim, for conditions): ``[[type, key, position,
+                           exists], ...]``
     log/<first>.msgpack    the Log's entries past the version, ``[[position, body], ...]``,
                            up to 10,000 to a file
 
@@ -25,10 +28,12 @@ file is named. The target must be new. A local dataset is built in a temporary d
 beside the target, its version loaded and checked, and renamed into place; a NATS dataset
 gets its blobs and Log first, the version is loaded and checked, and the announcement comes
 last; a failure deletes what was written. The restored Log keeps the positions of the
-original (:meth:`~nearstate.backends.local_log.LocalLog.start_after`), so tokens handed out
-before the backup still name the same commits. Not carried: the Log's record of the last
-change of keys changed at or before the version (they read as token 0, so a condition on an
-older token is refused as a conflict, never wrongly accepted).
+original (:meth:`~nearstate.backends.local_log.LocalLog.start_after`), and each key's last
+change (``keys.msgpack``, read before the head: a key changed after that read has its
+change among the entries), so tokens handed out before the backup still name the same
+commits and conditions on them hold. (A clone of an older ``--version`` knows only the
+keys not changed since; the others read as token 0, so a condition on an older token is
+refused, never wrongly accepted.)
 
 **Clones** (:func:`clone`) are a new dataset at a version of another, as RAW Hollow's
 namespace clone: locally the blob files are hard links to the source's (no bytes copied;
@@ -36,6 +41,9 @@ blobs are never changed in place, a new one is written to a temporary file and r
 a write to either dataset never reaches the other). On NATS the blobs are copied: the
 Object Store has no shared entries a reader follows, and a source deleting an old blob
 purges its chunks, which a reference would dangle on.
+
+(Over 600 lines as one module: backup, restore and clone share the version's route, the
+manifest's checks and the writing of a new dataset; split by verb if it grows.)
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ from .writer import LOG_POSITION, decode_entry, key_id
 FORMAT = "nearstate-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+KEYS = "keys.msgpack"
 ENTRIES_PER_FILE = 10_000
 ATTEMPTS = 5
 _TAR = (".tar", ".tar.gz", ".tgz")
@@ -93,7 +102,8 @@ class StartsAfter(Protocol):
     """A Log that can begin at a given position with given entries (every backend's Log:
     :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
 
-    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int: ...
+    def start_after(self, position: int, entries: Iterable[Append] = (),
+                    keys: Iterable[tuple[str, str, int, bool]] = ()) -> int: ...  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,12 @@ def _position(ann: dict[str, Any] | None) -> int:
     except (TypeError, ValueError):
         raise DatasetError(f"announcement of version {ann.get('version')} has a malformed "
                            f"{LOG_POSITION} tag") from None  # fmt: skip
+
+
+def _key_positions(log: Any) -> list[tuple[str, str, int, bool]]:
+    """Every key's last change as the Log knows it (none from a Log that cannot say)."""
+    get = getattr(log, "key_positions", None)
+    return [(t, k, int(p), bool(e)) for t, k, p, e in get()] if get is not None else []
 
 
 def _sha256(path: Path) -> str:
@@ -282,6 +298,8 @@ def _copy(ds: Dataset, work: Path, report: Report | None) -> dict[str, Any]:
     ann = ds.announced()
     version = None if ann is None else announced_version(ann)
     after = _position(ann)
+    # keys before the head: one changed in between has its change among the entries
+    keys = [k for k in _key_positions(ds.log) if k[2] <= after]
     head = ds.log.head()  # after the announcement: every write acknowledged before it
     if version is None and head == 0:
         raise BackupError(f"{_where(ds)} holds no dataset (nothing announced or written)")
@@ -292,6 +310,8 @@ def _copy(ds: Dataset, work: Path, report: Report | None) -> dict[str, Any]:
         files[f"blobs/{name}"] = {"size": size, "sha256": digest}
         if report:
             report("copying blobs", i + 1, len(names))
+    size, digest = _write(work / KEYS, msgspec.msgpack.encode(keys))
+    files[KEYS] = {"size": size, "sha256": digest}
     n = 0
     for rows in _read_entries(ds.log, after, head):
         rel = f"log/{rows[0][0]:020d}.msgpack"
@@ -305,6 +325,7 @@ def _copy(ds: Dataset, work: Path, report: Report | None) -> dict[str, Any]:
         "source": _where(ds), "dataset": ds.name,
         "version": version, "log_position": after, "head": head, "entries": n,
         "announcement": ann, "log_schema": ds.log.schema(), "blobs": names, "files": files,
+        "keys": len(keys),
     }  # fmt: skip
 
 
@@ -376,7 +397,8 @@ def _verify(d: Path, report: Report | None, kind: str, shown: Path | None = None
         return m
     logs = sorted(r for r in files if r.startswith("log/"))
     blobs = [f"blobs/{n}" for n in m["blobs"]]
-    if any(b not in files for b in blobs) or len(blobs) + len(logs) != len(files):
+    extra = 1 if KEYS in files else 0
+    if any(b not in files for b in blobs) or len(blobs) + len(logs) + extra != len(files):
         raise BackupError(f"{where}: {MANIFEST} lists files it does not account for")
     return m
 
@@ -454,9 +476,11 @@ class _Target:
         self.ds: Dataset = ds
 
     def write_log(self, after: int, batches: Iterable[list[tuple[int, bytes]]],
-                  schema_text: str | None, total: int, report: Report | None) -> int:  # fmt: skip
-        """Start the new Log after position ``after`` and append the entries there, at the
-        positions they had; returns how many."""
+                  schema_text: str | None, total: int, report: Report | None,
+                  keys: list[tuple[str, str, int, bool]]) -> int:  # fmt: skip
+        """Start the new Log after position ``after`` with ``keys`` as the last changes up
+        to it, and append the entries there, at the positions they had; returns how
+        many."""
         log: StartsAfter = self.ds.log
         if not isinstance(log, StartsAfter):
             raise BackupError(f"the Log of {self.shown} cannot start at a given position")
@@ -477,7 +501,7 @@ class _Target:
                 if report:
                     report("writing the Log", n, total)
 
-        head = log.start_after(after, appends())
+        head = log.start_after(after, appends(), keys)
         if head != after + n:
             raise BackupError(f"the new Log of {self.shown} ends at {head}, not {after + n}")
         return n
@@ -518,8 +542,10 @@ def restore(path: str | Path, target: str | Path, *, report: Report | None = Non
                 tgt.ds.blobs.put(name, [data])
                 if report:
                     report("writing blobs", i + 1, len(names))
+            raw = msgspec.msgpack.decode((d / KEYS).read_bytes()) if KEYS in m["files"] else []
+            keys = [(t, k, int(p), bool(e)) for t, k, p, e in raw]
             n = tgt.write_log(int(m["log_position"]), _entries(d, m), m.get("log_schema"),
-                              int(m["entries"]), report)  # fmt: skip
+                              int(m["entries"]), report, keys)  # fmt: skip
             tgt.finish(m.get("announcement"))
         except BaseException as e:
             tgt.abandon()
@@ -552,6 +578,7 @@ def clone(src: Dataset, target: str | Path, *, version: int | None = None,
             raise BackupError(f"{_where(src)} no longer keeps version {version}") from None
     v = announced_version(ann)
     after = _position(ann)
+    keys = [k for k in _key_positions(src.log) if k[2] <= after]
     head = src.log.head() if version is None else after
     tgt = _Target(target, "clone")
     linked = copied = 0
@@ -568,7 +595,7 @@ def clone(src: Dataset, target: str | Path, *, version: int | None = None,
                 report("sharing blobs" if local else "copying blobs", i + 1, len(names))
         try:
             n = tgt.write_log(after, _read_entries(src.log, after, head), src.log.schema(),
-                              head - after, report)  # fmt: skip
+                              head - after, report, keys)  # fmt: skip
         except LogTrimmed as e:
             raise BackupError(f"{_where(src)} moved on while cloning ({e}); try again") from e
         tgt.finish(ann)

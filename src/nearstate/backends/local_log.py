@@ -418,6 +418,12 @@ class _View:
         return None if row is None else row[0]
 
 
+def _at_most(p: int, position: int) -> int:
+    if not 0 < int(p) <= position:
+        raise LogError(f"a key's last change at {p} is not among the positions up to {position}")
+    return int(p)
+
+
 def _write(conn: sqlite3.Connection, entry: Append) -> int:
     """Insert ``entry`` and its key positions (in the caller's transaction)."""
     pos = conn.execute("INSERT INTO log(body) VALUES (?)", (entry.body,)).lastrowid
@@ -625,11 +631,14 @@ class LocalLog:
             raise LogUnavailable(f"cannot trim the log {self.path}: {e}") from e
         return n
 
-    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int:
+    def start_after(self, position: int, entries: Iterable[Append] = (),
+                    keys: Iterable[tuple[str, str, int, bool]] = ()) -> int:  # fmt: skip
         """Make an empty Log's next position ``position + 1``, as if the entries up to it
-        had been trimmed, and append ``entries`` from there in one transaction (a restore
-        or clone of a version that includes the former, with the Log past it). Returns
-        the head. LogError if the Log holds or ever held an entry."""
+        had been trimmed, with ``keys`` as the last changes those made (``(type, key id,
+        position, exists afterwards)``, positions up to ``position``), and append
+        ``entries`` from there, in one transaction (a restore or clone of a version that
+        includes the former, with the Log past it). Returns the head. LogError if the Log
+        holds or ever held an entry."""
         conn = self._conn(create=True)
         assert conn is not None
         pos = int(position)
@@ -641,6 +650,10 @@ class LocalLog:
                 conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('log', ?)", (pos,))
                 conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('floor', ?)",
                              (str(pos),))  # fmt: skip
+                conn.executemany(
+                    "INSERT OR REPLACE INTO keys(type, key, pos, present) VALUES (?, ?, ?, ?)",
+                    ((t, k, _at_most(p, pos), int(e)) for t, k, p, e in keys),
+                )
                 for entry in entries:
                     pos = _write(conn, entry)
                 conn.execute("COMMIT")
@@ -661,6 +674,18 @@ class LocalLog:
             return _View(conn).schema()
         except sqlite3.Error as e:
             raise LogUnavailable(f"cannot read the log {self.path}: {e}") from e
+
+    def key_positions(self) -> list[tuple[str, str, int, bool]]:
+        """Every key's last change as the Log keeps it: ``(type, key id, position, exists
+        afterwards)`` (for a backup)."""
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute("SELECT type, key, pos, present FROM keys").fetchall()
+        except sqlite3.Error as e:
+            raise LogUnavailable(f"cannot read the log {self.path}: {e}") from e
+        return [(t, k, int(p), bool(e)) for t, k, p, e in rows]
 
     def floor(self) -> int:
         """Entries up to this position were trimmed (0: none)."""

@@ -156,16 +156,28 @@ class MemoryLog:
             self._floor = max(self._floor, upto)
             return i
 
-    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int:
-        """Make an empty Log's next position ``position + 1`` and append ``entries`` from
-        there (see :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
+    def start_after(self, position: int, entries: Iterable[Append] = (),
+                    keys: Iterable[tuple[str, str, int, bool]] = ()) -> int:  # fmt: skip
+        """Make an empty Log's next position ``position + 1``, with ``keys`` as the last
+        changes up to it, and append ``entries`` from there (see
+        :meth:`nearstate.backends.local_log.LocalLog.start_after`)."""
         with self._cond:
             if self._head or self._floor:
                 raise LogError("memory log is not empty: a restore needs a new Log")
+            for t, k, p, e in keys:
+                if not 0 < p <= position:
+                    raise LogError(f"a key's last change at {p} is not among the positions "
+                                   f"up to {position}")  # fmt: skip
+                self._keys[(t, k)] = (int(p), bool(e))
             self._head = self._floor = int(position)
             for entry in entries:
                 self.append(lambda _view, e=entry: e)
             return self._head
+
+    def key_positions(self) -> list[tuple[str, str, int, bool]]:
+        """Every key's last change: ``(type, key id, position, exists afterwards)``."""
+        with self._cond:
+            return [(t, k, p, e) for (t, k), (p, e) in self._keys.items()]
 
     def schema(self, *, fresh: bool = True) -> str | None:
         return self._schema

@@ -626,11 +626,14 @@ class NatsLog:
             self._indexed = max(self._indexed, upto)
         return purged
 
-    def start_after(self, position: int, entries: Iterable[Append] = ()) -> int:
+    def start_after(self, position: int, entries: Iterable[Append] = (),
+                    keys: Iterable[tuple[str, str, int, bool]] = ()) -> int:  # fmt: skip
         """Make an empty Log's next position ``position + 1``, as if the entries up to it
-        had been trimmed, and append ``entries`` from there (a restore or clone of a
-        version that includes the former, with the Log past it), many in flight at once,
-        each expecting the one before. Returns the head. LogError if the Log holds or
+        had been trimmed, with ``keys`` as the last changes those made (``(type, key id,
+        position, exists afterwards)``, written to the KV bucket as a trim writes them),
+        and append ``entries`` from there (a restore or clone of a version that includes
+        the former, with the Log past it), many in flight at once, each expecting the one
+        before. Returns the head. LogError if the Log holds or
         ever held an entry. nats-server 2.9 cannot set a stream's first sequence, and
         purging an empty stream forward leaves its expected-last-sequence check behind
         (the next commit is refused until a restart), so ``position`` entries with no
@@ -680,6 +683,14 @@ class NatsLog:
 
             self._run(purge())
             self._follow()
+        known: dict[tuple[str, str], tuple[int, bool]] = {}
+        for t, k, p, e in keys:
+            if not 0 < p <= want:
+                raise LogError(f"a key's last change at {p} is not among the positions up "
+                               f"to {want}")  # fmt: skip
+            known[(t, k)] = (int(p), bool(e))
+        if known:
+            self._run(self._index(known, None), timeout=max(30.0, len(known) / 500))
         at = want
         batch: list[Append] = []
         for entry in [*entries, None]:
@@ -764,6 +775,49 @@ class NatsLog:
         else:
             self._follow()
         return self._schema_text()
+
+    def key_positions(self) -> list[tuple[str, str, int, bool]]:
+        """Every key's last change as the Log knows it (the KV bucket's index of trimmed
+        entries, and the entries in the stream): ``(type, key id, position, exists
+        afterwards)`` (for a backup)."""
+        from nats.js import api
+
+        self._sync()
+        js, n = self.conn.js, self.names
+        subject = f"$KV.{n.bucket}.k.>"
+
+        async def indexed() -> list[list[Any]]:
+            si = await js.stream_info(n.kv_stream, subjects_filter=subject)
+            if not si.state.subjects:
+                return []
+            out: list[list[Any]] = []
+            done = asyncio.Event()
+
+            async def on_key(msg: Any) -> None:
+                if msg.data:
+                    out.append(msgspec.msgpack.decode(msg.data))
+                if msg.metadata.num_pending == 0:
+                    done.set()
+
+            sub = await js.subscribe(
+                subject, stream=n.kv_stream, cb=on_key, ordered_consumer=True,
+                idle_heartbeat=1.0, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            )  # fmt: skip
+            try:
+                await asyncio.wait_for(done.wait(), 60)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            return out
+
+        found: dict[tuple[str, str], tuple[int, bool]] = {
+            (t, k): (int(p), bool(e)) for p, e, t, k in self._run(indexed(), timeout=90)
+        }
+        with self._mu:
+            for key, (p, e) in self._keys.items():
+                if key not in found or found[key][0] < p:
+                    found[key] = (p, e)
+        return [(t, k, p, e) for (t, k), (p, e) in found.items()]
 
     # -- for operators -------------------------------------------------------------------
 
