@@ -12,9 +12,12 @@ import warnings
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from markupsafe import escape
 
 import nearstate
@@ -256,3 +259,53 @@ def test_compare_page_side_by_side_and_restore(store: WriteStore, tmp_path: Path
     with TestClient(app) as anon:
         r = anon.get(f"/stories/{sid}/revisions/compare", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+# -- the site's story template, over arbitrary paragraphs -----------------------------------------
+
+_SOURCE = st.lists(
+    st.sampled_from(
+        ["**", "*", "_", "[", "](", ")", "\n", "\n\n", "- ", "1. ", "<script>", "</script>",
+         "<img src=x onerror=alert(1)>", "javascript:", "JaVa\tScRiPt:", "&#58;", "data:",
+         "https://a.org", "/x", "mailto:a@b.c", " onload=", "\"", "'", "x", " "]
+    ) | st.text(max_size=5),
+    max_size=25,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rich=_SOURCE, plain=_SOURCE)
+def test_the_story_template_never_emits_more_than_the_allowlist(rich: str, plain: str) -> None:
+    """The site's story body (the site, the preview) over any rich and plain paragraph:
+    the only tags in it are the template's own and the allowlist's, no attribute is an
+    event handler, no link is to javascript: or data:."""
+    import jinja2
+
+    from nearstate.content import richtext
+    from nearstate.content.pages import story_model
+    from nearstate.web.site.html import card_html
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("nearstate.web", "templates"), autoescape=True
+    )
+    env.globals["card_html"] = card_html
+    record = SimpleNamespace(
+        id=1, slug="s", title="T", dek="", excerpt="", reading_minutes=1, revision=1,
+        published_at=None, updated_at=None, hero=None, tags=[], genres=[], related=[],
+        authors=[],
+        body=[
+            SimpleNamespace(kind="paragraph", text=rich, level=richtext.LEVELS["markdown"]),
+            SimpleNamespace(kind="paragraph", text=plain, level=0),
+        ],
+    )  # fmt: skip
+    macros = env.get_template("site/macros.html").module
+    html = str(macros.story_body(story_model(record), links=True))  # type: ignore[attr-defined]
+    body = html[html.index('<div class="body">') :]
+    p = Tags()
+    p.feed(body)
+    own = {"div", "p", "h2"}  # the template's: the body, a plain paragraph, the rich div
+    for tag, attrs in p.found:
+        assert tag in own | set(richtext.ALLOWED), (tag, body)
+        assert set(attrs) <= richtext.ALLOWED.get(tag, frozenset()) | {"class"}, (tag, body)
+    assert_safe(html)
+    assert f"<p>{escape(plain)}</p>" in html  # a plain paragraph: exactly as before
