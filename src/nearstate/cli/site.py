@@ -117,7 +117,7 @@ def site_serve(
             fail(e)
         serve(app, host, port, quiet, what)
         return
-    serve_workers(make_app, host, port, workers, quiet, what, ready_timeout)
+    serve_workers(make_app, host, port, workers, quiet, what, ready_timeout, editor_url)
 
 
 def _search_cache(option: str | None, workers: int) -> Path | None:
@@ -131,7 +131,8 @@ def _search_cache(option: str | None, workers: int) -> Path | None:
 
 
 def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: int, quiet: bool,
-                  what: str, ready_timeout: float) -> None:  # fmt: skip
+                  what: str, ready_timeout: float, editor_url: str | None = None
+                  ) -> None:  # fmt: skip
     """Serve ``make_app()`` from a pool of ``workers`` processes sharing ``port``."""
     from ..web.pool import bind, serve_pool
 
@@ -140,6 +141,9 @@ def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: in
             err.print(f"A worker (pid {os.getpid()}) takes requests before its state is "
                       f"loaded ({ready_timeout:g} s passed).", highlight=False)  # fmt: skip
 
+    from ..web.site.state import http_url, templates
+
+    templates(http_url(editor_url))  # compiled once, before the fork: shared by the workers
     try:
         sock = bind(host, port)
         if not quiet:

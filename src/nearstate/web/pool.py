@@ -77,7 +77,14 @@ def serve_pool(
     answer (then it starts accepting). Raises PoolError if workers keep dying at start."""
     if workers < 1:
         raise PoolError(f"--workers takes a number of workers, at least 1 (got {workers})")
-    import uvicorn  # noqa: F401 (loaded before the fork: the workers share its pages)
+    import importlib
+
+    # loaded before the fork, so the workers share their pages (what uvicorn loads when
+    # a server starts included)
+    for name in ("uvicorn", "uvicorn.loops.auto", "uvicorn.protocols.http.auto",
+                 "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on"):  # fmt: skip
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
     # what the parent loaded is shared with the workers copy-on-write: kept out of the
     # collector's reach, a worker's collections do not write to (and so copy) its pages
