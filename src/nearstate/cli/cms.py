@@ -314,8 +314,13 @@ def cms_retry(event_ids: tuple[int, ...], data: str, cms_url: str | None) -> Non
 @click.option("--no-worker", is_flag=True, help="Do not run an ingestion worker in process.")
 @click.option("--site-url", default=None, help="The public site's URL, linked from the editor.")
 @click.option("--quiet", is_flag=True, help="No access log.")
-@click.option("--idle-timeout", type=click.IntRange(0, 7 * 24 * 60), default=120, show_default=True,
-              help="Minutes without a request after which a login ends (0: never).")
+@click.option(
+    "--idle-timeout",
+    type=click.IntRange(0, 7 * 24 * 60),
+    default=120,
+    show_default=True,
+    help="Minutes without a request after which a login ends (0: never).",
+)
 def cms_serve(
     data: str,
     cms_url: str | None,
