@@ -11,7 +11,8 @@ plain Python dicts in one process (N such processes share nothing: N times its U
 Two datasets:
 
 - **films**: the demo's content (the real films, their people, the sample stories), as
-  ``bench site`` makes it; requests are a story page (``/stories/{slug}``) and a search.
+  ``bench site`` makes it; requests are a story page (``/stories/{slug}``) and a search,
+  after every worker has served the home, a title's and a person's page.
 - **catalog**: a generated product catalogue of ``records`` records (1M by default), as
   ``bench data catalog`` writes it; not the site's schema, so requests are ``/healthz``.
   It measures what a large state costs per worker.
@@ -117,11 +118,12 @@ def pool(data: Path, workers: int, cache: Path) -> Iterator[tuple[subprocess.Pop
 
 
 def measure_pool(data: Path, workers: int, cache: Path, urls: list[str], seconds: float,
-                 connections: int) -> dict[str, Any]:  # fmt: skip
+                 connections: int, warm: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """One run: requests per second on each of ``urls`` (paths), then every process's
-    memory (after the load, so every worker has served)."""
+    memory (after the load, so every worker has served). ``warm``: paths asked for
+    before (each kind of page once per worker at least: its derived indexes are made)."""
     with pool(data, workers, cache) as (proc, base):
-        for path in urls:  # warm: each worker builds its page caches and derived indexes
+        for path in [*urls, *warm]:
             for _ in range(4 * workers):
                 _get(base + path)
         rps = {path: wrk(base + path, seconds, connections)["requests_per_s"] for path in urls}
@@ -179,9 +181,10 @@ def state_bytes(dataset: Path) -> int:
         c.stop()
 
 
-def films_data(work: Path, films: int | None, progress: Progress | None) -> tuple[Path, list[str]]:
+def films_data(work: Path, films: int | None,
+               progress: Progress | None) -> tuple[Path, list[str], tuple[str, ...]]:  # fmt: skip
     """The demo's content as a site data directory under ``work`` (made once); the paths
-    to request."""
+    to measure and those to ask for first (a title's and a person's page, the home)."""
     from ..content.cms import CMS
     from .site import make_content
 
@@ -195,10 +198,18 @@ def films_data(work: Path, films: int | None, progress: Progress | None) -> tupl
         store.close()
         meta.write_text(json.dumps({"slug": slug}))
     slug = json.loads(meta.read_text())["slug"]
-    return d, [f"/stories/{slug}", "/api/search?q=love"]
+    ds = nearstate.open(d / "dataset")
+    c = ds.consumer().start()
+    try:
+        title, person = next(iter(c.state["Title"])).slug, next(iter(c.state["Person"])).slug
+    finally:
+        c.stop()
+    warm = ("/", f"/titles/{title}", f"/people/{person}", "/api/search?q=the")
+    return d, [f"/stories/{slug}", "/api/search?q=love"], warm
 
 
-def catalog_data(work: Path, n: int, progress: Progress | None) -> tuple[Path, list[str]]:
+def catalog_data(work: Path, n: int,
+                 progress: Progress | None) -> tuple[Path, list[str], tuple[str, ...]]:  # fmt: skip
     """A data directory whose dataset holds ``n`` generated catalogue records (made once)."""
     from ..jsonl import import_jsonl
     from .datasets import write_catalog
@@ -212,7 +223,7 @@ def catalog_data(work: Path, n: int, progress: Progress | None) -> tuple[Path, l
         import_jsonl(src, type_name="Product", key="id", into=d / "dataset", progress=progress,
                      workers=1)  # fmt: skip
         src.unlink()
-    return d, ["/healthz"]
+    return d, ["/healthz"], ()
 
 
 def bench_workers(
@@ -232,9 +243,9 @@ def bench_workers(
                            "connections": connections, "datasets": {}}  # fmt: skip
     for name in datasets:
         if name == "films":
-            data, urls = films_data(work, films, progress)
+            data, urls, warm = films_data(work, films, progress)
         elif name == "catalog":
-            data, urls = catalog_data(work, records, progress)
+            data, urls, warm = catalog_data(work, records, progress)
         else:
             raise NearstateError(f"unknown dataset {name!r}: use films or catalog")
         size = state_bytes(data / "dataset")
@@ -247,7 +258,7 @@ def bench_workers(
             for i in range(runs):
                 if progress:
                     progress(f"{name}: {n} worker(s), run", i + 1, runs)
-                got.append(measure_pool(data, n, cache, urls, seconds, connections))
+                got.append(measure_pool(data, n, cache, urls, seconds, connections, warm))
             per_n[n] = _medians(got)
         search = sum(p.stat().st_size for p in cache.glob("*.arrays"))
         one = per_n[min(workers)]["host_pss"]
