@@ -5,6 +5,7 @@ in-process ingestion worker).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from ..site.html import card_html, rich_html
 from .forms import EMBEDS, dtlocal, when, when_exact
 
 HERE = Path(__file__).parent.parent
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Editor:
         self.templates = Jinja2Templates(env=env)
         self.consumer: Any | None = None
         self.worker: Any | None = None
-        self._search: Any | None = None  # the choosers' index, made on first use
+        self._search: Any | None = None  # the choosers' index (False: cannot be made)
         self._lock = threading.Lock()
         # events processed by the in-process worker: a preview waiting for a save wakes
         # at once instead of polling the write store (content.wait.wait_visible)
@@ -160,13 +162,18 @@ class Editor:
 
                 root = self.config.search_cache
                 index = SearchIndex() if root is None else HostSearchIndex(Path(root))
-                self._search = index.follow(self.consumer)
-            return self._search
+                try:
+                    self._search = index.follow(self.consumer)
+                except Exception:  # not the content schema: the choosers use the write store
+                    index.unfollow()
+                    self._search = False
+                    log.warning("editor: the choosers cannot index this dataset", exc_info=True)
+            return None if self._search is False else self._search  # (an index has a len)
 
     def _stop(self) -> None:
-        if self._search is not None:
+        if self._search not in (None, False):
             self._search.unfollow()
-            self._search = None
+        self._search = None
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
