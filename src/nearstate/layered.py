@@ -460,10 +460,6 @@ class LayeredTypeState:
         cls = shared_view_class(self.name, tuple(columns))
         self._cls = cls
         self.view = cls
-        key = self.typedef.key
-        assert key is not None
-        kcols = [columns[k].get for k in key]
-        self._key_at = kcols[0] if len(kcols) == 1 else (lambda o: tuple(g(o) for g in kcols))
         bdig = base.digest
 
         def digest(o: int) -> int:
@@ -498,6 +494,18 @@ class LayeredTypeState:
             return default if o < 0 else cls(self, o)
 
         self.get = get
+
+    def __getattr__(self, name: str) -> Any:
+        # the key reader is made on first use (iterating keys, a record's key): making
+        # the key column on every commit cost a reader a fifth of its work per commit
+        if name != "_key_at":
+            raise AttributeError(name)
+        key = self.typedef.key
+        assert key is not None
+        kcols = [self._columns[k].get for k in key]
+        k_at = kcols[0] if len(kcols) == 1 else (lambda o: tuple(g(o) for g in kcols))
+        self.__dict__["_key_at"] = k_at
+        return k_at
 
     def _flat_entries(self) -> dict[int, tuple[int, int]] | None:
         """The overlay's entries as one dict, where there are very few (made once per
