@@ -147,6 +147,19 @@ def test_ingested_wakes_waiters_and_gives_up_on_time() -> None:
     assert ingested.finished_at(("story", "3", 1), 0) is None
 
 
+def test_a_save_covered_by_a_later_one_counts_as_finished_with_it() -> None:
+    from nearstate.content.ingest import Outcome
+
+    ingested = Ingested()
+    # event 1 (revision 2) read the story at revision 4: it covered revisions 3 and 4
+    ingested(Event(1, "story", "7", 2, {}, 1, 0.0), Outcome(revision=4), None)
+    at = ingested.at[("story", "7", 2)]
+    assert ingested.finished_at(("story", "7", 3), 0) == at
+    assert ingested.finished_at(("story", "7", 4), 0) == at
+    assert ingested.finished_at(("story", "7", 5), 0.05) is None  # not yet saved
+    assert ingested.finished_at(("story", "8", 3), 0) is None  # another story
+
+
 def test_ingested_keeps_the_newest_finish_times_only() -> None:
     ingested = Ingested(keep=3)
     for i in range(5):

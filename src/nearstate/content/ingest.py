@@ -65,6 +65,7 @@ class Outcome:
 
     token: Token | None = None
     records: int = 0
+    revision: int | None = None  # a story's: the newest revision read (it covers older ones)
     problems: list[Problem] = field(default_factory=list)
     follow_up: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -128,7 +129,7 @@ class Ingestor:
                 rev = None
                 live_wanted = False
             else:
-                rev = int(s["revision"])
+                rev = out.revision = int(s["revision"])
                 cur, saved_at = self.cms.revision_content(tx, sid, rev)
                 found = known(tx, sid)
                 out.problems = check_references(cur, found)

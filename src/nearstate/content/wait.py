@@ -48,11 +48,15 @@ class Ingested:
                 if len(self.failures) < 1000:
                     self.failures.append(f"{ev.kind} {ev.subject}: {error}")
             else:
-                key = (ev.kind, ev.subject, ev.revision)
-                self.at.pop(key, None)  # moved to the newest end
-                self.at[key] = now
-                if self.keep is not None and len(self.at) > self.keep:
-                    del self.at[next(iter(self.at))]
+                # the event's revision, and the newest one processing it read (which may
+                # have covered the story's other pending events: outbox.complete_covered)
+                read = getattr(out, "revision", None)
+                for rev in {ev.revision} if read is None else {ev.revision, read}:
+                    key = (ev.kind, ev.subject, rev)
+                    self.at.pop(key, None)  # moved to the newest end
+                    self.at[key] = now
+                    if self.keep is not None and len(self.at) > self.keep:
+                        del self.at[next(iter(self.at))]
             self._cond.notify_all()
 
     def wait_any(self, seen: int, timeout: float) -> int:
@@ -64,10 +68,21 @@ class Ingested:
 
     def finished_at(self, key: Key, timeout: float) -> float | None:
         """When the event ``key`` finished (``perf_counter`` time), waiting for it up to
-        ``timeout`` seconds; None if it did not finish by then."""
+        ``timeout`` seconds; None if it did not finish by then. A revision counts as
+        finished once it or a later revision of the same subject was processed: an event
+        covered by another one's processing is marked done without an ``on_event`` of
+        its own."""
         with self._cond:
-            self._cond.wait_for(lambda: key in self.at, max(0.0, timeout))
+            self._cond.wait_for(lambda: self._when(key) is not None, max(0.0, timeout))
+            return self._when(key)
+
+    def _when(self, key: Key) -> float | None:
+        if key in self.at or key[2] is None:
             return self.at.get(key)
+        kind, subject, rev = key
+        later = [t for (k, s, r), t in self.at.items()
+                 if k == kind and s == subject and r is not None and r >= rev]  # fmt: skip
+        return min(later) if later else None
 
 
 @dataclass
