@@ -143,6 +143,73 @@ def run(commits: int = 300, titles: int = 2000, workdir: Path | None = None,
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _make_log(root: Path, commits: int, titles: int) -> None:
+    """A dataset in ``root``: the version of ``titles`` titles and people and a story, and
+    ``commits`` single-record commits of the story left in the Log."""
+    import nearstate
+    from nearstate.content.records import SCHEMA
+
+    ds = nearstate.open(f"file://{root}")
+    w = ds.writer(schema=SCHEMA)
+    with w.transaction() as tx:
+        for i in range(titles):
+            tx.upsert("Title", {**_card(i), "runtime": 100, "genres": ["Drama"],
+                                "directors": [_person(i)], "writers": [_person(i + 1)],
+                                "cast": [_person(i + k) for k in range(5)],
+                                "language": "English", "country": "United States",
+                                "awards": ""})  # fmt: skip
+            tx.upsert("Person", {**_person(i), "titles": [i]})
+    w.upsert("Story", _story(0))
+    ds.compact()
+    for rev in range(1, commits + 1):
+        w.upsert("Story", _story(rev))
+
+
+def _consume(root: Path) -> None:
+    """Load the version, then lay the Log's commits over it one at a time (as a reader
+    following the Log does, with no threads of its own), and check the last is shown."""
+    import nearstate
+
+    ds = nearstate.open(f"file://{root}")
+    c = ds.consumer()
+    c.log_batch = 1  # a commit at a time, as a reader following the Log sees them
+    head = c.log.head()
+    c.wait_for(head, timeout=600)
+    got = c.state["Story"].get(1)
+    if got is None or got.revision != head - 2:  # the version's two commits come first
+        raise RuntimeError("the reader did not show the last commit")
+
+
+def instructions(commits: int = 500, titles: int = 200) -> dict[str, Any]:
+    """Instructions per commit under callgrind, which counts the same whatever else the
+    machine is doing: a reader process laying ``100`` commits and one laying
+    ``100 + commits``, the difference divided by ``commits`` (start-up, imports and the
+    version's load cancel out)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("valgrind is not installed (apt install valgrind)")
+    counts = []
+    with tempfile.TemporaryDirectory(prefix="nearstate-reader-ins-") as d:
+        for n in (100, 100 + commits):
+            root = Path(d) / f"log-{n}"
+            _make_log(root, n, titles)
+            out = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                 sys.executable, "-m", "nearstate.bench.reader_cpu", "--consume", str(root)],
+                capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+            )  # fmt: skip
+            m = re.search(r"Collected : (\d+)", out.stderr)
+            if out.returncode != 0 or m is None:
+                raise RuntimeError(f"callgrind run failed: {out.stderr[-2000:]}")
+            counts.append(int(m.group(1)))
+    return {"instructions_per_commit": round((counts[1] - counts[0]) / commits),
+            "config": {"commits": commits, "titles": titles, "schema": "content"}}  # fmt: skip
+
+
 def describe(res: dict[str, Any]) -> str:
     r = res["reader_cpu_ms"]
     ok = "meets" if r["p50"] <= TARGET_MS else "MISSES"
@@ -165,7 +232,20 @@ def main(argv: list[str] | None = None) -> None:
         help="changed records already in the overlay for the second figure",
     )
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per commit under callgrind instead (steady "
+                         "on a busy machine; needs valgrind; about two minutes)")  # fmt: skip
+    ap.add_argument("--consume", type=Path, help=argparse.SUPPRESS)  # callgrind's child
     args = ap.parse_args(argv)
+    if args.consume is not None:
+        _consume(args.consume)
+        return
+    if args.instructions:
+        res = instructions(args.commits if args.commits != 300 else 500)
+        print(json.dumps(res, indent=2) if args.json else
+              f"a reader's instructions per single-record commit on the content schema: "
+              f"{res['instructions_per_commit']:,} (callgrind)")  # fmt: skip
+        return
     res = run(args.commits, args.titles, overlay=args.overlay)
     print(json.dumps(res, indent=2) if args.json else describe(res))
 
