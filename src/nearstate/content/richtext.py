@@ -43,7 +43,7 @@ MARKDOWN = "markdown"
 FORMATS = (PLAIN, MARKDOWN)
 #: In the render-ready records (``records.Block``) a paragraph's ``level`` says its format:
 #: 0 plain, 1 Markdown. A field of its own would change the dataset's schema, which every
-#: existing dataset would refuse (see docs/decisions/0020-rich-text.md).
+#: existing dataset would refuse (see docs/decisions/0023-rich-text-and-revision-diff.md).
 LEVELS = {PLAIN: 0, MARKDOWN: 1}
 
 #: What the HTML of a rich paragraph may contain: tag → the attributes it may carry.
