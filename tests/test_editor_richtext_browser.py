@@ -360,6 +360,7 @@ def test_rich_text_toolbar_puts_the_marks_in(system: System, new_page: Any) -> N
     expect(bar).to_be_visible()
     page.select_option("select[name='block-0-kind']", "heading")
     expect(bar).to_be_hidden()
+    expect(page.locator("select[name='block-0-format']")).to_be_hidden()  # paragraphs only
 
 
 # -- the login ----------------------------------------------------------------------------------
