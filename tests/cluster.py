@@ -19,6 +19,12 @@ packets between them are dropped (h keeps its route to 10.77.K.0/24, and there i
 other), exactly as in a network partition. :meth:`Cluster.partition` cuts every pair of
 hosts that ends up in different groups; :meth:`Cluster.heal` sets every port up again.
 
+``Cluster(remote=True)`` adds a fourth server, ``s4``, wired the same way (bridge 4): a
+JetStream server of another region, in a JetStream domain of its own (``remote``; the
+three are ``home``), joined to them as a leaf node. It holds nothing until a test puts
+mirrors of the home streams there (tests/test_cluster_regions.py); cutting it from the
+three is cutting the link between the regions.
+
 Namespaces are named ``nsN-<pid>-<n>-<host>``. A run that crashed leaves them behind:
 :func:`sweep` (called before every new cluster) removes those whose pid is gone, with the
 processes still in them. Closing a cluster (its fixture's teardown, and at exit for any
