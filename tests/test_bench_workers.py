@@ -1,0 +1,50 @@
+"""``nearstate bench workers``' parts on a small dataset: the memory read from smaps_rollup
+and one pool measured (every worker counted, the parent apart)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nearstate
+from nearstate.bench.workers import measure_pool, memory, summary
+from nearstate.content.records import SCHEMA
+from test_search import person, story
+
+
+def test_memory_reads_smaps_rollup() -> None:
+    m = memory(os.getpid())
+    assert 0 < m["uss"] <= m["rss"] and 0 < m["pss"] <= m["rss"]
+    blob = bytearray(64 << 20)  # private pages written: USS grows by about that much
+    blob[:: 4096] = b"x" * len(blob[:: 4096])
+    assert memory(os.getpid())["uss"] - m["uss"] > 60 << 20
+
+
+def test_a_pool_is_measured(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ds = nearstate.open(data / "dataset")
+    w = ds.writer(schema=SCHEMA)
+    for i in range(1, 40):
+        w.upsert("Story", story(i, f"Story {i} about love"))
+        w.upsert("Person", person(i, f"Person {i}"))
+    ds.compact()
+    r = measure_pool(data, 2, tmp_path / "cache", ["/api/search?q=love"], 1.0, 4,
+                     warm=("/people/p-1",))  # fmt: skip
+    assert len(r["workers"]) == 2 and r["parent"]["pss"] > 0
+    assert r["host_pss"] == r["parent"]["pss"] + sum(x["pss"] for x in r["workers"])
+    assert r["requests_per_s"]["/api/search?q=love"] > 0
+    assert len(list((tmp_path / "cache").glob("search-*.arrays"))) == 1
+    assert len(list((tmp_path / "cache").glob("index-*.arrays"))) >= 1  # the slug index
+    one = measure_pool(data, 1, tmp_path / "cache", ["/healthz"], 1.0, 4)
+    assert len(one["workers"]) == 1 and one["parent"]["pss"] == 0
+    pools = {"1": {**_med(one)}, "2": {**_med(r), "added_per_worker": 1 << 20,
+                                      "added_pct_of_state": 50.0}}  # fmt: skip
+    lines = summary({"cpus": 2, "runs": 1, "seconds": 1, "connections": 4, "datasets": {
+        "films": {"records": 78, "state_bytes": 2 << 20, "search_file_bytes": 1 << 20,
+                  "dicts_process_uss": 30 << 20, "pools": pools}}})  # fmt: skip
+    assert "NOT met" in lines[-1] and lines[-2].lstrip().startswith("1")
+
+
+def _med(r: dict) -> dict:
+    return {"requests_per_s": r["requests_per_s"], "host_pss": r["host_pss"],
+            "worker_uss": r["workers"][0]["uss"], "worker_pss": r["workers"][0]["pss"]}  # fmt: skip
