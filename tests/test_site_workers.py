@@ -151,3 +151,15 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving(pool) -> None:
         assert not status.exists() or "zombie" in status.read_text()
     log = proc.stdout.read().decode()
     assert f"(pid {victim}) stopped (killed by SIGKILL); started pid" in log, log
+
+
+def test_the_demo_runs_its_sites_as_pools(tmp_path: Path) -> None:
+    from nearstate.demo.run import plan_services
+    from nearstate.web.settings import Settings
+
+    s = Settings.load(str(tmp_path / "demo"))
+    one = plan_services(s, "127.0.0.1", 8000, [8080, 8081])
+    pools = plan_services(s, "127.0.0.1", 8000, [8080, 8081], workers=3)
+    sites = [svc.argv for svc in pools if svc.key.startswith("site-")]
+    assert len(sites) == 2 and all(a[a.index("--workers") + 1] == "3" for a in sites)
+    assert not any("--workers" in svc.argv for svc in one)

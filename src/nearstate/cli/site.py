@@ -47,7 +47,7 @@ def site() -> None:
 @click.option(
     "--ready-timeout",
     type=float,
-    default=300.0,
+    default=60.0,
     show_default=True,
     help="Seconds a new worker waits for its copy of the state before it takes requests.",
 )
