@@ -273,3 +273,21 @@ def test_older_snapshots_files_retire(tmp_path: Path) -> None:
     # the old index still reads its (unlinked) mapping; the new one has the new records
     assert found(old.search("pacino")) == [("Person", 20), ("Title", 10)]
     assert found(new.search("campion")) == [("Person", 22)]
+
+
+def test_an_overlay_grown_large_moves_to_the_newer_snapshot(tmp_path: Path) -> None:
+    many = {"Person": [person(i, f"Person number {i}") for i in range(1, 1200)]}
+    a = make_state(tmp_path, {"Person": many["Person"][:100]}, version=1)
+    b = make_state(tmp_path, many, version=2)
+    idx = HostSearchIndex.build(a, tmp_path / "cache")
+    # 1,100 changed documents (more than a tenth of the base) and a newer snapshot under
+    # the state: the base moves to that snapshot's file and the overlay empties
+    idx.update(b, {"Person": Changes(added=list(range(100, 1200)))})
+    assert idx.overlay_documents == 0
+    assert "-v2-" in str(idx.stats()["base_file"])
+    assert found(idx.search("1199")) == [("Person", 1199)]
+    assert hits(idx, "person number 7") == hits(SearchIndex.build(b), "person number 7")
+    # a small overlay over an older snapshot stays as it is
+    small = HostSearchIndex.build(a, tmp_path / "cache2")
+    small.update(b, {"Person": Changes(added=[100, 101])})
+    assert small.overlay_documents == 2 and "-v1-" in str(small.stats()["base_file"])

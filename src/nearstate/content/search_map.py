@@ -18,7 +18,8 @@ scoring and order) from two parts:
   worker's own, and a mask hiding the base's copies of the documents it replaced.
 
 A query is answered by each part and the two lists merged in the result order.
-A state loaded whole (``changes=None``) moves the base to that state's snapshot.
+A state loaded whole (``changes=None``) moves the base to that state's snapshot; so does
+an overlay grown past a tenth of the base once the state reads from a newer snapshot.
 
 Contracts: as :class:`SearchIndex` (thread-safe; a search sees a refresh whole or not at
 all). Keys of the three types must be integers (the content schema's are); a state
@@ -58,6 +59,7 @@ from .search import (
 FORMAT = 1  #: the layout of the arrays; part of the file's key
 WEIGHTS = (1.0, 1.5, 2.0, 3.0)  #: field weights, stored as their index (see .search)
 _END = chr(0x10FFFF)
+REBASE_AT = 0.1  #: overlay documents, as a share of the base's, that move the base on
 
 
 class _Strings:
@@ -263,6 +265,7 @@ class HostSearchIndex:
         self.position: int | None = None
         self.updates = 0
         self.last_update_ms = 0.0
+        self._snapshot: int | None = None  # the version of the base's snapshot
         self.base_how: str | None = None  # how the base file was had: mapped|built|rebuilt
         self._following: tuple[Any, Callable[[Any], None]] | None = None
 
@@ -286,11 +289,23 @@ class HostSearchIndex:
                 self._rebase(state)
             else:
                 self._apply(state, {t: changes[t] for t in TYPES if changes.get(t)})
+                if self._outgrown(state):
+                    self._rebase(state)
             self.version = getattr(state, "version", None)
             if position is not None:
                 self.position = max(position, self.position or 0)
             self.updates += 1
             self.last_update_ms = (time.perf_counter() - t0) * 1000
+
+    def _outgrown(self, state: Any) -> bool:
+        """Whether the overlay holds more than :data:`REBASE_AT` of the base (at least
+        1,000 documents) while ``state`` reads from a newer snapshot than the base's: a
+        worker that follows versions for long moves to a newer shared file rather than
+        indexing every change since an old one on its own."""
+        base, n = self._base, len(self._overlay.docs)
+        if base is None or state is None or n < max(1000, REBASE_AT * base.n):
+            return False
+        return getattr(state.base, "version", None) != self._snapshot
 
     def _rebase(self, state: Any) -> None:
         if state is None:
@@ -299,6 +314,7 @@ class HostSearchIndex:
                 self._hidden_arr = np.zeros(0, np.int64)
             return
         snapshot = state.base
+        self._snapshot = snapshot.version
         arrays = open_or_build(self.root, base_key(state), lambda: base_arrays(snapshot))
         base = _Base(arrays)
         if arrays.how != "mapped":  # a new snapshot's file: those of older ones retire
