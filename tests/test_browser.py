@@ -34,18 +34,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-VIEWPORT = {"width": 1280, "height": 900}
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+from browser import SHOTS, VIEWPORT, launch, require_chromium
+
 ADMIN, PASSWORD = "ada", "a long enough password"
 FILMS = 300
 START_TIMEOUT = 30.0
@@ -58,15 +48,6 @@ NEW_PARAGRAPH = (
     "Edited in the browser: Titanic was shot in a tank in Rosarito, and this sentence"
     " was written a moment ago."
 )
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
-        return
-    reason = f"{CHROMIUM} is missing: the browser tests drive the system's Chromium"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; scripts/system-deps installs it (apt-get install chromium)")
-    pytest.skip(f"{reason} (scripts/system-deps installs it; this test never downloads one)")
 
 
 # -- the system, as processes -----------------------------------------------------------------
@@ -197,7 +178,7 @@ def _set_up(data: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    _require_chromium()
+    require_chromium()
     pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     data = tmp_path_factory.mktemp("browser") / "data"
     t0 = time.perf_counter()
@@ -290,7 +271,7 @@ def browser(platform: Platform) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        b = launch(pw)
         try:
             yield b
         finally:

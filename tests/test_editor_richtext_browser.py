@@ -21,7 +21,6 @@ Without /usr/bin/chromium the module skips, except under CI (``$CI`` set), where
 from __future__ import annotations
 
 import io
-import os
 import re
 import socket
 import threading
@@ -29,12 +28,12 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import nearstate
+from browser import SHOTS, VIEWPORT, launch, require_chromium
 from nearstate.content import accounts
 from nearstate.content.cms import CMS
 from nearstate.content.db import WriteStore, open_store
@@ -42,18 +41,6 @@ from nearstate.content.media import MediaConfig, store_upload
 from nearstate.web.editor import EditorConfig, create_editor_app
 from nearstate.web.site import SiteConfig, create_site_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-VIEWPORT = {"width": 1280, "height": 900}
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 PASSWORD = "a long enough password"
 SECRET = "browser-test-secret-0123456789"
 
@@ -69,15 +56,6 @@ RICH = (
     "[a trap](javascript:alert('link')) [another](JaVaScRiPt&#58;alert('encoded'))"
 )
 RICH_EDITED = RICH.replace("in the summer of 1961", "on the longest day of June 1961")
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
-        return
-    reason = f"{CHROMIUM} is missing: the browser tests drive the system's Chromium"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; scripts/system-deps installs it (apt-get install chromium)")
-    pytest.skip(f"{reason} (scripts/system-deps installs it; this test never downloads one)")
 
 
 def _free_port() -> int:
@@ -140,7 +118,7 @@ def _hero_jpeg() -> bytes:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    _require_chromium()
+    require_chromium()
     pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     root = tmp_path_factory.mktemp("richtext-browser")
     store = open_store(root / "cms.db")
@@ -186,7 +164,7 @@ def browser(system: System) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        b = launch(pw)
         try:
             yield b
         finally:

@@ -26,29 +26,8 @@ from typing import Any
 
 import pytest
 
+from browser import SHOTS, VIEWPORT, launch, require_chromium
 from test_explorer import build_content, build_local
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-VIEWPORT = {"width": 1280, "height": 900}
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
-        return
-    reason = f"{CHROMIUM} is missing: the browser tests drive the system's Chromium"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; scripts/system-deps installs it (apt-get install chromium)")
-    pytest.skip(f"{reason} (scripts/system-deps installs it; this test never downloads one)")
 
 
 def _free_port() -> int:
@@ -99,7 +78,7 @@ def serving(root: Path, dataset: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """The URL of a running ``nearstate explore`` and its dataset."""
-    _require_chromium()
+    require_chromium()
     pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     root = tmp_path_factory.mktemp("explorer-browser")
     ds = build_local(root / "ds")
@@ -112,7 +91,7 @@ def page(explorer: tuple[str, Any]) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        b = launch(pw)
         try:
             ctx = b.new_context(viewport=VIEWPORT)
             yield ctx.new_page()

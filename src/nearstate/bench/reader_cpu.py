@@ -94,23 +94,10 @@ def _over_big_overlay(changed: int, commits: int) -> dict[str, float]:
 
 def run(commits: int = 300, titles: int = 2000, workdir: Path | None = None,
         overlay: int = 100_000) -> dict[str, Any]:  # fmt: skip
-    import nearstate
-    from nearstate.content.records import SCHEMA
 
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nearstate-reader-cpu-"))
     try:
-        ds = nearstate.open(f"file://{root / 'ds'}")
-        w = ds.writer(schema=SCHEMA)
-        with w.transaction() as tx:
-            for i in range(titles):
-                tx.upsert("Title", {**_card(i), "runtime": 100, "genres": ["Drama", "Crime"],
-                                    "directors": [_person(i)], "writers": [_person(i + 1)],
-                                    "cast": [_person(i + k) for k in range(5)],
-                                    "language": "English", "country": "United States",
-                                    "awards": ""})  # fmt: skip
-                tx.upsert("Person", {**_person(i), "titles": [i]})
-        w.upsert("Story", _story(0))
-        ds.compact()
+        ds, w = _seeded(root / "ds", titles)
         c = ds.consumer()
         c.refresh()
         cpu: list[float] = []
@@ -143,9 +130,9 @@ def run(commits: int = 300, titles: int = 2000, workdir: Path | None = None,
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _make_log(root: Path, commits: int, titles: int) -> None:
-    """A dataset in ``root``: the version of ``titles`` titles and people and a story, and
-    ``commits`` single-record commits of the story left in the Log."""
+def _seeded(root: Path, titles: int) -> tuple[Any, Any]:
+    """A dataset in ``root`` holding a version of ``titles`` titles and people and one
+    published story, and a Writer of the content schema on it."""
     import nearstate
     from nearstate.content.records import SCHEMA
 
@@ -153,7 +140,7 @@ def _make_log(root: Path, commits: int, titles: int) -> None:
     w = ds.writer(schema=SCHEMA)
     with w.transaction() as tx:
         for i in range(titles):
-            tx.upsert("Title", {**_card(i), "runtime": 100, "genres": ["Drama"],
+            tx.upsert("Title", {**_card(i), "runtime": 100, "genres": ["Drama", "Crime"],
                                 "directors": [_person(i)], "writers": [_person(i + 1)],
                                 "cast": [_person(i + k) for k in range(5)],
                                 "language": "English", "country": "United States",
@@ -161,6 +148,13 @@ def _make_log(root: Path, commits: int, titles: int) -> None:
             tx.upsert("Person", {**_person(i), "titles": [i]})
     w.upsert("Story", _story(0))
     ds.compact()
+    return ds, w
+
+
+def _make_log(root: Path, commits: int, titles: int) -> None:
+    """:func:`_seeded`, then ``commits`` single-record commits of the story left in the
+    Log."""
+    _, w = _seeded(root, titles)
     for rev in range(1, commits + 1):
         w.upsert("Story", _story(rev))
 
