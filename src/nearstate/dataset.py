@@ -243,8 +243,12 @@ class LocalDataset(Dataset):
         return str(self.path)
 
     def _announcement_stamp(self) -> Any:
+        # asked by a Writer on every commit: one stat, no Path made each time
+        where = self.__dict__.get("_announced_at")
+        if where is None:
+            where = self.__dict__["_announced_at"] = str(self.path / ANNOUNCED)
         try:
-            st = (self.path / ANNOUNCED).stat()
+            st = os.stat(where)
             return (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             return None

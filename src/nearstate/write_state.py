@@ -54,19 +54,36 @@ class _Staged:
 
     def __init__(self, tdef: TypeDef):
         self.tdef = tdef
-        self.names = tdef.field_names
-        self.key_idx = [self.names.index(k) for k in tdef.key] if tdef.key else []
+        names, key_idx, exact = _shape_of(tdef)
+        self.names = names
+        self.key_idx = key_idx
         self.columns: list[list[Any]] = [[] for _ in tdef.fields]
         self.keys: dict[Any, int] = {}  # primary key (keyed) or canonical record (nested)
         self.count = 0
         # per field: (name, exact python type for the fast path or None, field, column)
-        self.plan = [
-            (f.name, _EXACT.get(f.type.kind), f, col)
-            for f, col in zip(tdef.fields, self.columns, strict=True)
-        ]
+        self.plan = [(n, x, f, col) for (n, x, f), col in zip(exact, self.columns, strict=True)]
         self.absent: set[str] = set()  # fields some record left out
         self.nulls: set[str] = set()  # fields some record set to null
         self.digests: np.ndarray | None = None
+
+
+_SHAPES: dict[int, tuple[TypeDef, tuple[Any, ...]]] = {}
+
+
+def _shape_of(tdef: TypeDef) -> tuple[Any, ...]:
+    """A type's field names, key positions and per-field fast-path types, kept per TypeDef
+    object (a Writer stages one record in a new WriteState per commit). Held with the
+    TypeDef, so a freed one's id is never taken for another's."""
+    hit = _SHAPES.get(id(tdef))
+    if hit is not None and hit[0] is tdef:
+        return hit[1]
+    names = tdef.field_names
+    key_idx = [names.index(k) for k in tdef.key] if tdef.key else []
+    exact = tuple((f.name, _EXACT.get(f.type.kind), f) for f in tdef.fields)
+    if len(_SHAPES) > 1024:
+        _SHAPES.clear()
+    _SHAPES[id(tdef)] = (tdef, (names, key_idx, exact))
+    return names, key_idx, exact
 
 
 class RowError(SchemaError):
