@@ -71,7 +71,13 @@ _SCHEMAS: dict[str, Any] = {
     "Card": {"oneOf": [_ref("StoryCard"), _ref("TitleCard")]},
     "Row": _obj({"heading": _n("string"), "items": STR, "rule": _n("string"),
                  "cards": _list(_ref("Card"))}),
-    "Block": _obj({"kind": STR}),
+    "Block": _obj({"kind": STR}, {
+        "text": _n("string"),
+        "format": {"type": "string", "enum": ["markdown"], "description":
+                   "a paragraph in rich text (a safe Markdown subset); absent for plain text"},
+        "html": {"type": "string", "description": "a rich-text paragraph's HTML, sanitised "
+                 "through the allowlist (links, emphasis, lists); absent for plain text"},
+    }),
     "Home": _obj({
         "kind": {"type": "string", "enum": ["home"]},
         "hero": _ref("StoryCard", nullable=True),
@@ -196,9 +202,21 @@ _EDITOR_SCHEMAS: dict[str, Any] = {
                   "role": {"type": "string", "enum": ["editor", "admin"]}}),
     "Login": _obj({"username": STR, "password": STR}),
     "LoggedIn": _obj({"csrf": STR, "user": _ref("User")}),
+    "Block": {"type": "object", "required": ["kind"], "description": "a body block; its "
+              "fields depend on its kind (paragraph, heading, quote, image, title, video)",
+              "properties": {
+                  "kind": STR, "text": STR,
+                  "format": {"type": "string", "enum": ["plain", "markdown"],
+                             "description": "a paragraph's text format: plain (the default, "
+                             "stored without the key) or markdown, a safe subset (links, "
+                             "emphasis, lists) sanitised on every page"},
+                  "html": {"type": "string", "readOnly": True, "description":
+                           "a rich-text paragraph's sanitised HTML, as the site's page "
+                           "models carry it (never taken from a request)"}}},
     "StoryContent": {"type": "object", "description": "a story as the CMS takes it (title, "
                      "dek, body blocks, tags, related titles, authors...); its rules are "
-                     "checked by the CMS, which answers 422 naming each problem"},
+                     "checked by the CMS, which answers 422 naming each problem",
+                     "properties": {"body": _list(_ref("Block"))}},
     "Saved": _obj({"id": INT, "revision": INT, "event": _n("integer")}),
     "Change": _obj({"base_revision": {"type": "integer", "minimum": 1},
                     "story": _ref("StoryContent")}),
