@@ -3,15 +3,17 @@ and title cards by searching, never by typing an id.
 
 Contracts:
 
-- ``GET /choose/{titles|people|images}.json?q=`` answers ``{"kind", "q", "items"}``, each
+- ``GET /choose/{titles|people|images|stories}.json?q=`` answers ``{"kind", "q", "items"}``, each
   item ``{"id", "label", "detail", "thumb"}`` (``thumb`` an image URL or ""), best first,
   at most :data:`LIMIT`. Titles and people are searched in the editor's in-memory state
   (the site's search index over the ``Title`` and ``Person`` records, built on the first
   search and kept up to date from the preview's consumer); a query that is a whole number
   is also looked up as an id. An empty query lists the staff writers for people, the
   newest uploads for images, and nothing for titles. Images are not records of the state:
-  they are searched in the write store by file name, alt text or id. Without a dataset
-  the editor searches titles and people in the write store too.
+  they are searched in the write store by file name, alt text or id. Stories (a layout's
+  rows pick them) are searched in the write store by words of their title or slug, any
+  status, newest change first; an empty query lists the newest. Without a dataset the
+  editor searches titles and people in the write store too.
 - The same searches fill the story form's pick lists when it is sent without JavaScript
   (the "Find" buttons): :func:`pick_list`.
 - :func:`describe_story` gives the items the form shows for what a story already refers
@@ -33,7 +35,7 @@ from .forms import MAX_ID, form_field
 from .requests import Ctx, endpoint
 from .state import Editor
 
-KINDS = ("titles", "people", "images")
+KINDS = ("titles", "people", "images", "stories")
 LIMIT = 12
 # the story form's fields a chooser fills: (kind, several allowed)
 FIELDS = {"hero": ("images", False), "related": ("titles", True), "authors": ("people", True)}
@@ -90,6 +92,8 @@ def search(ed: Editor, kind: str, q: str, limit: int = LIMIT) -> list[dict[str, 
     q = q[:200]
     if kind == "images":
         return _images(ed, q, limit)
+    if kind == "stories":
+        return _stories(ed, q, limit)
     idx, state = ed.search_index(), _state(ed)
     if idx is None or state is None:
         return _from_store(ed, kind, q, limit)
@@ -139,6 +143,27 @@ def _images(ed: Editor, q: str, limit: int) -> list[dict[str, Any]]:
     return [image_item(ed, r) for r in rows]
 
 
+def _story_item(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "label": str(row["title"]),
+        "detail": f"{row['status']} · /{row['slug']}",
+        "thumb": "",
+    }
+
+
+def _stories(ed: Editor, q: str, limit: int) -> list[dict[str, Any]]:
+    key = _as_id(q)
+    out: list[dict[str, Any]] = []
+    if key is not None:  # the story with that id first; the number may be words of a title
+        sql = "SELECT id, title, slug, status FROM stories WHERE id = ?"
+        out += [_story_item(r) for r in ed.store.read(sql, (key,))]
+    for row in ed.cms.list_stories(q, limit=limit):
+        if key is None or int(row["id"]) != key:
+            out.append(_story_item(row))
+    return out[:limit]
+
+
 def describe(ed: Editor, kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
     """An item for each id, in order (from the write store, so a reference saved a moment
     ago is named too); an id that does not exist is labelled so."""
@@ -150,6 +175,13 @@ def describe(ed: Editor, kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(want))
         for r in ed.store.read(f"SELECT * FROM assets WHERE id IN ({marks})", want):
             found[str(r["id"])] = image_item(ed, r)
+    elif kind == "stories":
+        nums = [int(i) for i in want if _as_id(i) is not None]
+        marks = ", ".join("?" * len(nums))
+        if nums:
+            sql = f"SELECT id, title, slug, status FROM stories WHERE id IN ({marks})"
+            for r in ed.store.read(sql, nums):
+                found[str(r["id"])] = _story_item(r)
     else:
         nums = [int(i) for i in want if _as_id(i) is not None]
         marks = ", ".join("?" * len(nums))
@@ -170,7 +202,7 @@ def describe(ed: Editor, kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
             for r in ed.store.read(f"SELECT id, name FROM people WHERE id IN ({marks})", nums):
                 found[str(r["id"])] = {"id": str(r["id"]), "label": r["name"], "detail": "",
                                        "thumb": ""}  # fmt: skip
-    what = {"images": "image", "titles": "title", "people": "person"}[kind]
+    what = {"images": "image", "titles": "title", "people": "person", "stories": "story"}[kind]
     return [
         found.get(i) or {"id": i, "label": f"{what} {i} (not found)", "detail": "", "thumb": ""}
         for i in want

@@ -309,43 +309,60 @@ def parse_story_form(
 
 
 def layout_form(data: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A stored layout's rows as the form's values (all text): a stories or titles row's
+    ids under ``stories`` or ``titles`` (its chooser), a tag or genre under ``value``."""
     rows = []
     for r in data.get("rows") or []:
         kind = str(r.get("kind") or "")
+        row = {"heading": str(r.get("heading") or ""), "kind": kind, "value": "", "limit": "",
+               "stories": "", "titles": ""}  # fmt: skip
         if kind in ("stories", "titles"):
-            value = ", ".join(map(str, r.get("ids") or []))
-            limit = ""
+            row[kind] = ", ".join(map(str, r.get("ids") or []))
         else:
-            value = str(r.get(kind) or "")
-            limit = str(r.get("limit") or "")
-        rows.append(
-            {"heading": str(r.get("heading") or ""), "kind": kind, "value": value, "limit": limit}
-        )
+            row["value"] = str(r.get(kind) or "")
+            row["limit"] = str(r.get("limit") or "")
+        rows.append(row)
     return rows
 
 
 def parse_layout_form(
     form: Mapping[str, Any],
+    move: tuple[int, int] | None = None,
+    keep: int | None = None,
 ) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[Problem]]:
-    """The layout form's rows as (values to show again, rows for the CMS, problems)."""
+    """The layout form's rows as (values to show again, rows for the CMS, problems).
+    A stories or titles row's ids come from its chooser (``row-N-stories`` or
+    ``row-N-titles``, sent once per id, in the order shown) or, when that is empty, from
+    ids typed in ``row-N-value``. Rows marked "remove" are dropped, empty new rows
+    ignored (but row ``keep``, whose chooser is being filled), the rest ordered by their
+    position; ``move`` (see :func:`parse_move`) then swaps a row with its neighbour. Each
+    value's ``from`` is the row's number in the form."""
     problems: list[Problem] = []
     indices = sorted({int(m.group(1)) for k in form if (m := _ROW_KEY.match(k))})[:200]
-    entries: list[tuple[float, int, dict[str, str]]] = []
+    entries: list[tuple[float, int, int, dict[str, str]]] = []
     for n, i in enumerate(indices):
         r = {f: form_field(form, f"row-{i}-{f}") for f in ROW_FIELDS}
+        for k in ("stories", "titles"):
+            r[k] = form_list(form, f"row-{i}-{k}")
+        if r["kind"] in ("stories", "titles") and not r[r["kind"]] and r["value"].strip():
+            r[r["kind"]], r["value"] = r["value"], ""  # ids typed by hand (the JSON of old)
         if form_field(form, f"row-{i}-remove"):
             continue
-        if form_field(form, f"row-{i}-new") and not (r["heading"].strip() or r["value"].strip()):
+        content = any(r[f].strip() for f in ("heading", "value", "stories", "titles"))
+        if form_field(form, f"row-{i}-new") and not content and i != keep:
             continue
         pos = _position(form_field(form, f"row-{i}-pos"), n + 1, f"row {n + 1} position", problems)
-        entries.append((pos, n, r))
+        entries.append((pos, n, i, r))
     entries.sort(key=lambda e: (e[0], e[1]))
-    values = [r for _, _, r in entries]
+    at = next((k for k, e in enumerate(entries) if move and e[2] == move[0]), None)
+    if move and at is not None and 0 <= at + move[1] < len(entries):
+        entries[at], entries[at + move[1]] = entries[at + move[1]], entries[at]
+    values = [{**r, "from": str(i)} for _, _, i, r in entries]
     rows: list[dict[str, Any]] = []
     for r in values:
         row: dict[str, Any] = {"heading": r["heading"], "kind": r["kind"]}
         if r["kind"] in ("stories", "titles"):
-            row["ids"] = _split_ids(r["value"])
+            row["ids"] = _split_ids(r[r["kind"]])
         elif r["kind"] in ("tag", "genre"):
             row[r["kind"]] = r["value"]
             row["limit"] = r["limit"].strip() or None

@@ -1,7 +1,8 @@
-/* nearstate editor: the story form, better with JavaScript (it works without).
+/* nearstate editor: the story and layout forms, better with JavaScript (they work without).
    - Choosers: search as you type (an ARIA combobox over /choose/KIND.json): arrows move,
      Enter picks, Escape closes; images can be uploaded from the chooser.
-   - Blocks: drag a block by its handle (pointer), or focus the handle and press the
+   - Blocks (a layout's rows alike: the container's data-word names them, data-prefix
+     their fields): drag one by its handle (pointer), or focus the handle and press the
      arrow keys; the up/down buttons move it in place; "Add a block" adds one. The
      hidden position fields follow the order on screen, so the order seen is the order
      saved.
@@ -14,7 +15,7 @@
   root.classList.add("js");
   var csrfMeta = document.querySelector("meta[name=csrf-token]");
   var csrf = csrfMeta ? csrfMeta.getAttribute("content") : "";
-  var form = document.querySelector("form.story");
+  var form = document.querySelector("form.story, form.layout");
   if (!form) return;
 
   var live = document.createElement("p");
@@ -162,6 +163,7 @@
   /* -- blocks ------------------------------------------------------------------------ */
 
   var blocks = form.querySelector("[data-blocks]");
+  var word = (blocks && blocks.dataset.word) || "Block", prefix = (blocks && blocks.dataset.prefix) || "block";
   function allBlocks() { return Array.prototype.slice.call(blocks.querySelectorAll(":scope > fieldset[data-block]")); }
   function renumber() {
     var n = 0;
@@ -169,9 +171,9 @@
       var pos = b.querySelector("input[data-pos]");
       if (pos) pos.value = String(k + 1);
       var legend = b.querySelector("legend");
-      if (!b.classList.contains("new")) { n++; if (legend) legend.textContent = "Block " + (k + 1); }
+      if (!b.classList.contains("new")) { n++; if (legend) legend.textContent = word + " " + (k + 1); }
       var h = b.querySelector("button.handle");
-      if (h) h.setAttribute("aria-label", "Move block " + (k + 1) + " of " + allBlocks().length + ": drag it, or press the up or down arrow key");
+      if (h) h.setAttribute("aria-label", "Move " + word.toLowerCase() + " " + (k + 1) + " of " + allBlocks().length + ": drag it, or press the up or down arrow key");
     });
   }
   function move(b, delta, focus) {
@@ -251,8 +253,9 @@
   if (add && template) {
     add.addEventListener("click", function () {
       var next = 0;
-      form.querySelectorAll("[name^='block-'][name$='-kind']").forEach(function (s) {
-        var m = /^block-(\d+)-kind$/.exec(s.name);
+      var re = new RegExp("^" + prefix + "-(\\d+)-kind$");
+      form.querySelectorAll("[name^='" + prefix + "-'][name$='-kind']").forEach(function (s) {
+        var m = re.exec(s.name);
         if (m) next = Math.max(next, parseInt(m[1], 10) + 1);
       });
       var html = template.innerHTML.replace(/__i__/g, String(next));
@@ -264,7 +267,7 @@
       renumber();
       var sel = b.querySelector("select");
       if (sel) sel.focus();
-      say("A new block was added at the end.");
+      say("A new " + word.toLowerCase() + " was added at the end.");
     });
   }
 
