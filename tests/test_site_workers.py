@@ -163,3 +163,72 @@ def test_the_demo_runs_its_sites_as_pools(tmp_path: Path) -> None:
     sites = [svc.argv for svc in pools if svc.key.startswith("site-")]
     assert len(sites) == 2 and all(a[a.index("--workers") + 1] == "3" for a in sites)
     assert not any("--workers" in svc.argv for svc in one)
+
+
+POOL_SCRIPT = """
+import gc, json, os, sys, weakref
+from nearstate.web.pool import bind, serve_pool
+
+class Cycle:
+    pass
+
+def make_app():
+    made_in = os.getpid()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a  # a cycle only the collector frees
+        gone = weakref.ref(a)
+        del a, b
+        collected = gc.collect()
+        body = json.dumps({"pid": os.getpid(), "made_in": made_in, "parent": os.getppid(),
+                           "frozen": gc.get_freeze_count(), "enabled": gc.isenabled(),
+                           "cycle_freed": gone() is None, "collected": collected}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+    return app
+
+serve_pool(make_app, bind("127.0.0.1", int(sys.argv[1])), 2, log_level="warning",
+           access_log=False, say=lambda m: print(m, flush=True),
+           app_in_parent=sys.argv[2] == "parent")
+"""
+
+
+@pytest.mark.parametrize("where", ["parent", "worker"])
+def test_the_pool_freezes_the_parents_objects_and_workers_collect_their_own(where) -> None:
+    """The parent's objects are frozen before the fork (a worker's collections do not
+    write to them); each worker still frees its own cycles. ``app_in_parent``: the app is
+    made once, in the parent, and every worker serves it; otherwise each worker makes
+    its own."""
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT, str(port), where],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        def answers():
+            if proc.poll() is not None:
+                pytest.fail(proc.stdout.read().decode())
+            try:
+                return json.loads(get(f"http://127.0.0.1:{port}/")[1])
+            except (OSError, ValueError):
+                return None
+
+        seen: dict[int, dict] = {}
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            got = until(answers, 30, "the pool answers")
+            seen[got["pid"]] = got
+        assert set(seen) == children(proc.pid) and len(seen) == 2
+        for r in seen.values():
+            assert r["parent"] == proc.pid != r["pid"]
+            assert r["frozen"] > 1000  # the parent's imports, at least
+            assert r["enabled"] and r["cycle_freed"] and r["collected"] >= 2
+            assert r["made_in"] == (proc.pid if where == "parent" else r["pid"])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0

@@ -117,7 +117,11 @@ def site_serve(
             fail(e)
         serve(app, host, port, quiet, what)
         return
-    serve_workers(make_app, host, port, workers, quiet, what, ready_timeout, editor_url)
+    # the app made once in the pool's parent (shared by the workers) when making it opens
+    # no connection: no write store, and a local dataset (a NATS one connects)
+    local = "://" not in str(s.dataset) or str(s.dataset).startswith("file:")
+    serve_workers(make_app, host, port, workers, quiet, what, ready_timeout, editor_url,
+                  app_in_parent=no_media and local)  # fmt: skip
 
 
 def _search_cache(option: str | None, workers: int) -> Path | None:
@@ -131,8 +135,8 @@ def _search_cache(option: str | None, workers: int) -> Path | None:
 
 
 def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: int, quiet: bool,
-                  what: str, ready_timeout: float, editor_url: str | None = None
-                  ) -> None:  # fmt: skip
+                  what: str, ready_timeout: float, editor_url: str | None = None,
+                  app_in_parent: bool = False) -> None:  # fmt: skip
     """Serve ``make_app()`` from a pool of ``workers`` processes sharing ``port``."""
     from ..web.pool import bind, serve_pool
 
@@ -150,6 +154,7 @@ def serve_workers(make_app: Callable[[], Any], host: str, port: int, workers: in
             out.print(f"{what} on http://{host}:{port} with {workers} workers; Ctrl-C stops "
                       "it.", highlight=False)  # fmt: skip
         serve_pool(make_app, sock, workers, ready=ready, log_level="warning" if quiet else "info",
-                   access_log=not quiet, say=lambda m: err.print(m, highlight=False))  # fmt: skip
+                   access_log=not quiet, say=lambda m: err.print(m, highlight=False),
+                   app_in_parent=app_in_parent)  # fmt: skip
     except NearstateError as e:
         fail(e)
