@@ -48,3 +48,21 @@ def test_a_pool_is_measured(tmp_path: Path) -> None:
 def _med(r: dict) -> dict:
     return {"requests_per_s": r["requests_per_s"], "host_pss": r["host_pss"],
             "worker_uss": r["workers"][0]["uss"], "worker_pss": r["workers"][0]["pss"]}  # fmt: skip
+
+
+def test_what_a_worker_adds_in_a_pool_and_the_state_size_the_target_needs() -> None:
+    from nearstate.bench.workers import pool_increment
+
+    mb = 1 << 20
+    per_n = {1: {"host_pss": 80 * mb}, 2: {"host_pss": 110 * mb}, 4: {"host_pss": 130 * mb},
+             8: {"host_pss": 170 * mb}}  # fmt: skip
+    f = pool_increment(per_n, 100 * mb)
+    # between 2 and 8 workers: 60 MB for 6 workers; the single process (no parent) apart
+    assert f == {"from": 2, "to": 8, "added_per_worker": 10 * mb, "added_pct_of_state": 10.0,
+                 "state_bytes_for_target": 200 * mb}  # fmt: skip
+    assert pool_increment({1: per_n[1], 2: per_n[2]}, 100 * mb) is None  # one pool only
+    lines = summary({"cpus": 2, "runs": 1, "seconds": 1, "connections": 4, "datasets": {
+        "catalog": {"records": 9, "state_bytes": 100 * mb, "search_file_bytes": 0,
+                    "dicts_process_uss": mb, "in_pool": f, "pools": {}}}})  # fmt: skip
+    assert lines[-1].strip() == ("in a pool (2 to 8 workers) each worker adds 10.0 MB, 10.0% "
+                                 "of the state: 5% from a state of 200 MB")  # fmt: skip

@@ -210,6 +210,7 @@ def test_the_pool_freezes_the_parents_objects_and_workers_collect_their_own(wher
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:
+
         def answers():
             if proc.poll() is not None:
                 pytest.fail(proc.stdout.read().decode())

@@ -266,6 +266,7 @@ def bench_workers(
             if n > min(workers):
                 r["added_per_worker"] = round((r["host_pss"] - one) / (n - min(workers)))
                 r["added_pct_of_state"] = round(100 * r["added_per_worker"] / size, 2)
+        floor = pool_increment(per_n, size)
         d_uss = statistics.median(d["uss"] for d in dicts)
         out["datasets"][name] = {
             "records": dicts[0]["records"],
@@ -274,8 +275,23 @@ def bench_workers(
             "dicts_process_uss": round(d_uss),
             "dicts_process_pss": round(statistics.median(d["pss"] for d in dicts)),
             "pools": {str(n): r for n, r in per_n.items()},
+            **({"in_pool": floor} if floor else {}),
         }
     return out
+
+
+def pool_increment(per_n: dict[int, Any], size: int) -> dict[str, Any] | None:
+    """What one more worker adds inside a pool (the host PSS between the smallest and the
+    largest pool of at least 2 workers, per worker: the parent counted in both), that as
+    a share of the state, and the state size at which it would be the target's 5%."""
+    pools = sorted(n for n in per_n if n >= 2)
+    if len(pools) < 2:
+        return None
+    lo, hi = pools[0], pools[-1]
+    added = (per_n[hi]["host_pss"] - per_n[lo]["host_pss"]) / (hi - lo)
+    return {"from": lo, "to": hi, "added_per_worker": round(added),
+            "added_pct_of_state": round(100 * added / size, 2),
+            "state_bytes_for_target": round(added / TARGET)}  # fmt: skip
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -315,7 +331,17 @@ def summary(r: dict[str, Any]) -> list[str]:
                 f"{p['host_pss'] / MB:6.1f} MB  {int(n) * d['dicts_process_uss'] / MB:8.0f} MB"
                 f"  {mark or '-':>20}  {rps}"
             )
+        f = d.get("in_pool")
+        if f:
+            lines.append(
+                f"  in a pool ({f['from']} to {f['to']} workers) each worker adds "
+                f"{f['added_per_worker'] / MB:.1f} MB, {f['added_pct_of_state']:.1f}% of the "
+                f"state: 5% from a state of {f['state_bytes_for_target'] / MB:,.0f} MB"
+            )
     return lines
 
 
-__all__ = ["bench_workers", "hold_dicts", "measure_dicts", "measure_pool", "memory", "summary"]
+__all__ = [
+    "bench_workers", "hold_dicts", "measure_dicts", "measure_pool", "memory", "pool_increment",
+    "summary",
+]  # fmt: skip

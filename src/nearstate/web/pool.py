@@ -83,9 +83,9 @@ def serve_pool(
 ) -> None:
     """Run ``workers`` processes serving ``make_app()`` (made in each worker) on ``sock``
     until SIGINT or SIGTERM; ``ready(app)`` blocks in a new worker until its app can
-    answer (then it starts accepting). ``app_in_parent``: ``make_app()`` is called once, in
-the parent, before the fork (see the module's docstring). Raises PoolError if workers
-keep dying at start."""
+    answer (then it starts accepting). ``app_in_parent``: ``make_app()`` is called once,
+    in the parent, before the fork (see the module's docstring). Raises PoolError if
+    workers keep dying at start."""
     if workers < 1:
         raise PoolError(f"--workers takes a number of workers, at least 1 (got {workers})")
     import importlib
