@@ -21,7 +21,7 @@ from typing import Any
 from nearstate.content.cms import CMS
 from nearstate.content.db import WriteStore
 from nearstate.web.openapi import editor_document, site_document
-from test_editor_web import app, create_story, login, sqlite_store  # the editor's fixtures
+from test_editor_web import ASSET, app, create_story, login, sqlite_store  # the editor's fixtures
 
 __all__ = ["app", "sqlite_store"]  # fixtures, used by name
 
@@ -100,7 +100,7 @@ def test_the_stories_chooser(app: Any, sqlite_store: WriteStore) -> None:
         csrf = login(client)
         lens = create_story(client, csrf, "Behind the lens")
         create_story(client, csrf, "Casting call")
-        flares = create_story(client, csrf, "Lens flares, explained")
+        flares = create_story(client, csrf, "Lens flares, explained", hero=ASSET)
         r = client.get("/choose/stories.json", params={"q": "LENS"})
         assert r.status_code == 200 and r.json()["kind"] == "stories"
         items = r.json()["items"]
@@ -110,6 +110,8 @@ def test_the_stories_chooser(app: Any, sqlite_store: WriteStore) -> None:
             (str(lens), "Behind the lens"),
         ]
         assert items[0]["detail"] == "draft · /lens-flares-explained"
+        # its hero image is its thumbnail; a story without one has none
+        assert items[0]["thumb"].endswith(f"/{ASSET}/small.jpg") and items[1]["thumb"] == ""
         by_id = client.get("/choose/stories.json", params={"q": str(lens)}).json()["items"]
         assert by_id[0]["id"] == str(lens)
         newest = client.get("/choose/stories.json", params={"q": ""}).json()["items"]

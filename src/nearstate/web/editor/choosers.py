@@ -23,6 +23,7 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -143,25 +144,49 @@ def _images(ed: Editor, q: str, limit: int) -> list[dict[str, Any]]:
     return [image_item(ed, r) for r in rows]
 
 
-def _story_item(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "label": str(row["title"]),
-        "detail": f"{row['status']} · /{row['slug']}",
-        "thumb": "",
-    }
+def _story_items(ed: Editor, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stories (rows with id, title, slug, status) as items, each with its newest
+    revision's hero image as the thumbnail."""
+    rows = list(rows)
+    heroes: dict[int, str] = {}
+    if rows:
+        marks = ", ".join("?" * len(rows))
+        for r in ed.store.read(
+            "SELECT s.id, r.data FROM stories s JOIN story_revisions r ON r.story_id = s.id"
+            f" AND r.revision = s.revision WHERE s.id IN ({marks})",
+            [int(r["id"]) for r in rows],
+        ):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                hero = json.loads(r["data"]).get("hero")
+                if isinstance(hero, str) and hero:
+                    heroes[int(r["id"])] = hero
+    assets: dict[str, Mapping[str, Any]] = {}
+    if heroes:
+        want = sorted(set(heroes.values()))
+        marks = ", ".join("?" * len(want))
+        for a in ed.store.read(f"SELECT * FROM assets WHERE id IN ({marks})", want):
+            assets[str(a["id"])] = a
+    out = []
+    for row in rows:
+        asset = assets.get(heroes.get(int(row["id"]), ""))
+        out.append({
+            "id": str(row["id"]),
+            "label": str(row["title"]),
+            "detail": f"{row['status']} · /{row['slug']}",
+            "thumb": ed.thumb(asset, "small") if asset is not None else "",
+        })  # fmt: skip
+    return out
 
 
 def _stories(ed: Editor, q: str, limit: int) -> list[dict[str, Any]]:
     key = _as_id(q)
-    out: list[dict[str, Any]] = []
+    rows: list[Mapping[str, Any]] = []
     if key is not None:  # the story with that id first; the number may be words of a title
-        sql = "SELECT id, title, slug, status FROM stories WHERE id = ?"
-        out += [_story_item(r) for r in ed.store.read(sql, (key,))]
+        rows += ed.store.read("SELECT id, title, slug, status FROM stories WHERE id = ?", (key,))
     for row in ed.cms.list_stories(q, limit=limit):
         if key is None or int(row["id"]) != key:
-            out.append(_story_item(row))
-    return out[:limit]
+            rows.append(row)
+    return _story_items(ed, rows[:limit])
 
 
 def describe(ed: Editor, kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -180,8 +205,8 @@ def describe(ed: Editor, kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(nums))
         if nums:
             sql = f"SELECT id, title, slug, status FROM stories WHERE id IN ({marks})"
-            for r in ed.store.read(sql, nums):
-                found[str(r["id"])] = _story_item(r)
+            for it in _story_items(ed, ed.store.read(sql, nums)):
+                found[it["id"]] = it
     else:
         nums = [int(i) for i in want if _as_id(i) is not None]
         marks = ", ".join("?" * len(nums))
