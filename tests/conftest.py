@@ -12,6 +12,13 @@ import pytest
 from history import Child
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which nats-server the tests that start their own run (see natsserver.binary)."""
+    import natsserver
+
+    return natsserver.describe()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _blob_cache_of_the_run() -> Iterator[None]:
     """NATS datasets keep fetched blobs in a host cache (nearstate.backends.blob_cache):

