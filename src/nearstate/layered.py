@@ -37,7 +37,7 @@ from .lazymap import LazyMap
 from .ordered import LayeredOrderedIndex, Query, match, predicate
 from .pages import PAGE_SHIFT, PagedMap, PagedSet, by_hash, by_ordinal
 from .read_state import ReadState, Record, TypeMap, TypeState, index_value
-from .schema import FieldType, Schema, per_schema
+from .schema import FieldType, Schema, TypeDef, per_schema
 
 
 @dataclass(frozen=True)
@@ -441,7 +441,8 @@ class LayeredTypeState:
         layers = state.layers
         name = self.name
         entries = ov.entries
-        ftypes = {f.name: f.type for f in self.typedef.fields}
+        sh = type_shape(self.typedef)
+        ftypes, cls = sh.ftypes, sh.view
 
         def column(fname: str) -> Column:
             ft = ftypes[fname]
@@ -455,9 +456,8 @@ class LayeredTypeState:
                 lget = _rebind_keys(ft, lget, state)
             return Column(fname, ft, _composite(entries, self._flat_entries(), bget, lget), 0)
 
-        columns = LazyMap(ftypes, column)
+        columns = LazyMap.over(sh.names, sh.name_set, column)
         self._columns = columns
-        cls = shared_view_class(self.name, tuple(columns))
         self._cls = cls
         self.view = cls
         bdig = base.digest
@@ -695,6 +695,40 @@ def _index_entries(ts: LayeredTypeState, fields: tuple[str, ...], ordinals: list
             for vs in per:
                 combos = [(*t, v) for t in combos for v in vs]
             out.extend((o, combo) for combo in combos)
+    return out
+
+
+class TypeShape:
+    """What every per-commit reading object of one type shares: field types by name, the
+    field names as a tuple and a frozenset, each name's position, the datetime fields'
+    positions, the key fields' positions, and the shared view class."""
+
+    __slots__ = ("dt_fields", "ftypes", "index", "key_idx", "name_set", "names", "view")
+
+    def __init__(self, tdef: TypeDef):
+        self.ftypes = {f.name: f.type for f in tdef.fields}
+        self.names = tuple(self.ftypes)
+        self.name_set = frozenset(self.names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.dt_fields = tuple(i for i, f in enumerate(tdef.fields) if f.type.kind == "datetime")
+        self.key_idx = tuple(self.index[k] for k in tdef.key) if tdef.key else ()
+        self.view = shared_view_class(tdef.name, self.names)
+
+
+_SHAPES: dict[int, tuple[TypeDef, TypeShape]] = {}
+
+
+def type_shape(tdef: TypeDef) -> TypeShape:
+    """The :class:`TypeShape` of ``tdef``, kept per TypeDef object (a reader makes a
+    layered type and a layer's type per commit). Held with the TypeDef, so a freed one's
+    id is never taken for another's."""
+    hit = _SHAPES.get(id(tdef))
+    if hit is not None and hit[0] is tdef:
+        return hit[1]
+    out = TypeShape(tdef)
+    if len(_SHAPES) > 1024:
+        _SHAPES.clear()
+    _SHAPES[id(tdef)] = (tdef, out)
     return out
 
 

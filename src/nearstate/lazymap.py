@@ -24,6 +24,15 @@ class LazyMap(dict):
         self._make = make
         self._full = False
 
+    @classmethod
+    def over(cls, names: tuple[str, ...], name_set: frozenset[str],
+             make: Callable[[str], Any]) -> LazyMap:  # fmt: skip
+        """A LazyMap over keys already held as a tuple and a frozenset of it (a caller
+        that makes one per commit over the same keys keeps them once)."""
+        m = cls.__new__(cls)
+        m._names, m._set, m._make, m._full = names, name_set, make, False
+        return m
+
     def __missing__(self, name: str) -> Any:
         if name not in self._set:
             raise KeyError(name)

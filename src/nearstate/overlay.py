@@ -31,7 +31,7 @@ from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta
 from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
-from .layered import Changes, State, apply_delta, shared_view_class
+from .layered import Changes, State, apply_delta, type_shape
 from .lazymap import LazyMap
 from .read_state import ReadState, TypeMap
 from .schema import FieldType, Schema, TypeDef, per_schema
@@ -475,23 +475,22 @@ class _PlainType:
         self.typedef = tdef
         self._n = staged.count
         self._values = staged.columns
-        fields = {f.name: (f.type, col) for f, col in zip(tdef.fields, staged.columns,
-                                                          strict=True)}  # fmt: skip
+        sh = type_shape(tdef)
+        cols, ftypes, index = staged.columns, sh.ftypes, sh.index
 
         def column(fname: str) -> Column:
-            ft, col = fields[fname]
+            ft, col = ftypes[fname], cols[index[fname]]
             return Column(fname, ft, _plain_get(ft, col, types, f"{layer}: {tdef.name}.{fname}"),
                           0)  # fmt: skip
 
-        for fname, (ft, col) in fields.items():
-            if ft.kind == "datetime":  # refused now, as the encoder refuses it, not on a read
-                _one_datetime_kind(col, f"{layer}: {tdef.name}.{fname}")
-        self._columns = LazyMap(fields, column)
-        self._cls = self.view = shared_view_class(tdef.name, tuple(fields))
+        for i in sh.dt_fields:  # refused now, as the encoder refuses it, not on a read
+            _one_datetime_kind(cols[i], f"{layer}: {tdef.name}.{sh.names[i]}")
+        self._columns = LazyMap.over(sh.names, sh.name_set, column)
+        self._cls = self.view = sh.view
         self._ws = ws
         self._digests: Any = None  # made on first use: only a checksum or a diff asks
         if tdef.key is not None:
-            kcols = [staged.columns[tdef.field_names.index(k)] for k in tdef.key]
+            kcols = [cols[i] for i in sh.key_idx]
             first = kcols[0]
             self._key_at = first.__getitem__ if len(kcols) == 1 else (
                 lambda o: tuple(c[o] for c in kcols))  # fmt: skip
