@@ -321,13 +321,13 @@ def test_a_failing_batch_keeps_the_batches_before_it(write_store, monkeypatch):
     assert ids == list(range(1, len(ids) + 1))  # no gaps from the failed batch
 
 
-def test_the_whole_catalogue_imports_quickly_on_sqlite(tmp_path):
+def test_the_whole_catalogue_imports_on_sqlite(tmp_path):
+    # how fast is `nearstate bench cms`'s business (docs/benchmarks.md, issue 6), not a
+    # wall-clock bound here: a loaded CI host took 19.6 s where an idle one takes 5
     store = open_store(f"sqlite:///{tmp_path / 'cms.db'}")
     try:
         total = source("SELECT COUNT(*) FROM omdb")[0][0]
-        started = time.perf_counter()
         got = import_films(store)
-        took = time.perf_counter() - started
         assert got.titles == total == count(store, "titles") == 17_472
         assert got.placeholders == count(store, "assets") == total
         assert got.people == count(store, "people")
@@ -338,7 +338,6 @@ def test_the_whole_catalogue_imports_quickly_on_sqlite(tmp_path):
             for n in names(col)
         }
         assert got.people == len(all_names)
-        assert took < 12, f"the full import took {took:.1f} s"
         cleo = source("SELECT ID, Awards, Oscars FROM omdb WHERE Title = 'Cleopatra'")[0]
         row = store.read_one("SELECT awards, oscars FROM titles WHERE id = ?", (cleo[0],))
         assert row == {"awards": cleo[1], "oscars": cleo[2]}
