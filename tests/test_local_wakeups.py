@@ -296,6 +296,7 @@ def test_a_long_dataset_path_puts_its_sockets_under_tmp(tmp_path: Path) -> None:
         assert (reader.woken()[2] - t0) / 1e9 < 1.0
     finally:
         reader.close()
+
     # the reader ended (by atexit, or killed by close() if it was still on its way out):
     # the next commits leave nothing behind, not even the dir (a loaded host may take a
     # few commits to see the dead socket go)
