@@ -58,6 +58,7 @@ EXPECTED_ALL = [
     "Schema",
     "SchemaError",
     "SchemaInferrer",
+    "ServerUnreachable",
     "State",
     "Token",
     "Transaction",
@@ -143,6 +144,7 @@ def test_exceptions_derive_from_nearstate_error() -> None:
         "CycleError",
         "DeltaError",
         "LockedError",
+        "ServerUnreachable",
         "ChecksumError",
         "DatasetError",
         "FormatError",
@@ -155,6 +157,7 @@ def test_exceptions_derive_from_nearstate_error() -> None:
         assert issubclass(e, Exception)
     assert issubclass(nearstate.FormatError, nearstate.BlobError)
     assert issubclass(nearstate.ChecksumError, nearstate.BlobError)
+    assert issubclass(nearstate.ServerUnreachable, nearstate.DatasetError)
 
 
 def test_errors_carry_their_context() -> None:

@@ -1065,6 +1065,46 @@ def test_compact_follow_keeps_going_through_an_outage(throwaway: Throwaway) -> N
     assert "Compaction failed" in errs and "Trying again" in errs, errs
 
 
+def test_compact_follow_waits_for_a_server_that_is_down_when_it_starts(
+    throwaway: Throwaway,
+) -> None:
+    """`nearstate compact --follow` started while the server is down says it cannot reach
+    it and tries again, then folds once the server is back; without --follow the same
+    start fails at once, naming the server."""
+    srv = throwaway
+    url = f"{srv.url}/{unique('cw')}"
+    first = nearstate.open(url).writer().upsert("Story", {"id": "a", "n": 1})
+    srv.stop()
+    once = subprocess.run(
+        [sys.executable, "-c", "from nearstate.cli import main; main()", "compact", url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert once.returncode != 0 and "cannot connect to NATS" in once.stderr, once.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from nearstate.cli import main; main()", "compact", url,
+         "--follow", "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # a few attempts against nothing
+        assert proc.poll() is None, "compact --follow gave up on a server that was down"
+        srv.start()
+        deadline = time.monotonic() + 60
+        pos = 0
+        while pos < int(first) and time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(nearstate.NearstateError):
+                c = nearstate.open(url).consumer()
+                c.refresh()
+                pos = int(c.state.tags.get("log_position", 0))
+            time.sleep(0.2)
+        assert pos >= int(first), "nothing folded once the server was back"
+        assert proc.poll() is None, "compact --follow ended"
+    finally:
+        proc.terminate()
+        _, errs = proc.communicate(timeout=10)
+    assert "cannot connect to NATS" in errs and "Trying again" in errs, errs
+
+
 # --- the host's blob cache ----------------------------------------------------------------------
 
 

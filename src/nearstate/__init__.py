@@ -34,6 +34,7 @@ from .errors import (
     NearstateError,
     ReadTimeout,
     SchemaError,
+    ServerUnreachable,
 )
 from .index import HashIndex
 from .infer import SchemaInferrer, infer_schema
@@ -97,6 +98,7 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SchemaInferrer",
+    "ServerUnreachable",
     "State",
     "Token",
     "Transaction",

@@ -11,7 +11,8 @@ The tree::
     │   ├── ChecksumError    a section's bytes do not match its checksum (names the section)
     │   └── BlobNotFound     a blob store has no blob of that name
     ├── DatasetError         a dataset is missing, empty or inconsistent
-    │   └── LockedError      another producer holds the right to publish
+    │   ├── LockedError      another producer holds the right to publish
+    │   └── ServerUnreachable  the dataset's server cannot be reached (retry later)
     ├── DeltaError           a delta does not apply to the state it is given (names the blob)
     ├── CycleError           a producer cycle failed; ``stage`` says where (nothing announced)
     ├── ConflictError        a transaction's condition failed (carries the key's current
@@ -82,6 +83,12 @@ class DatasetError(NearstateError):
 
 class LockedError(DatasetError):
     """Another producer holds the right to publish this dataset."""
+
+
+class ServerUnreachable(DatasetError):
+    """The server holding the dataset cannot be reached: nothing listens at its address,
+    or it does not answer. A wrong address and a server that is down look the same from
+    here; retry later if the address is right."""
 
 
 class DeltaError(NearstateError):

@@ -26,7 +26,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import DatasetError, InputError
+from ..errors import InputError, ServerUnreachable
 
 T = TypeVar("T")
 
@@ -120,13 +120,13 @@ class NatsConnection:
         reachable = _reachable(url, connect_timeout)
         if reachable is not None:
             self._stop_loop()
-            raise DatasetError(f"cannot connect to NATS at {url}: {reachable}")
+            raise ServerUnreachable(f"cannot connect to NATS at {url}: {reachable}")
         try:
             self.nc = self.call(connect(), timeout=connect_timeout * 3 + 1)
         except Exception as e:
             self._stop_loop()
             why = _describe(self.last_error) if self.last_error is not None else _describe(e)
-            raise DatasetError(f"cannot connect to NATS at {url}: {why}") from None
+            raise ServerUnreachable(f"cannot connect to NATS at {url}: {why}") from None
         self.js = self.nc.jetstream(timeout=request_timeout)
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ import msgspec
 from ..compaction import compact as compact_log
 from ..consumer import CONSISTENCIES
 from ..dataset import Dataset, open_dataset
-from ..errors import InputError, NearstateError
+from ..errors import InputError, NearstateError, ServerUnreachable
 from ..writer import decode_entry
 from .common import err, existing, fail, out, parse_key, to_json
 
@@ -178,12 +178,22 @@ def _show_entry(e: Any, as_json: bool) -> None:
               help="Seconds between compactions with --follow.")  # fmt: skip
 def compact(dataset: str, follow: bool, interval: float) -> None:
     """Fold the commits in the log into a new version (a delta; a snapshot when due).
-    With --follow it keeps going through failures (a server outage, a lost lock), saying
-    each one and trying again, until Ctrl-C."""
-    try:
-        ds = existing(dataset, holding="anything")
-    except NearstateError as e:
-        fail(e)
+    With --follow it keeps going through failures (a server outage, one at its start
+    included, a lost lock), saying each one and trying again, until Ctrl-C."""
+    while True:
+        try:
+            ds = existing(dataset, holding="anything")
+            break
+        except ServerUnreachable as e:
+            if not follow:  # a daemon waits for its server to come up; one run does not
+                fail(e)
+            err.print(f"{e}. Trying again in {max(interval, 1.0):g} s.", highlight=False)
+            try:
+                time.sleep(max(interval, 1.0))
+            except KeyboardInterrupt:
+                return
+        except NearstateError as e:
+            fail(e)
     while True:
         try:
             _compact_with(ds, follow, interval)
