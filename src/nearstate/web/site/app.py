@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from ...content import personalize
 from ...content.pages import genres_of
+from ...content.search import allowed_types
 from ...errors import InputError
 from ...layered import State
 from ..openapi import site_openapi
@@ -192,6 +193,7 @@ async def api_home(site: Site, request: Request) -> Response:
 def _search(site: Site, request: Request) -> dict[str, Any]:
     q = request.query_params.get("q", "")[:MAX_QUERY]
     types = request.query_params.getlist("type") or None
+    allowed_types(types)  # an unknown type is refused with or without a query
     state = site.state()
     out: dict[str, Any] = {"kind": "search", "q": q, "ready": site.search_ready.is_set(),
                            "hits": []}  # fmt: skip
@@ -244,6 +246,7 @@ async def healthz(site: Site, request: Request) -> Response:
         "position": None if c is None else c.position,
         "staleness_s": None if stale is None else round(stale, 3),
         "search_documents": None if site.search is None else len(site.search),
+        "search_position": None if site.search is None else site.search_position,
         "last_error": None if c is None else c.last_error,
     }
     if not held:

@@ -139,6 +139,9 @@ class Site:
             cache = config.search_cache
             self.search = SearchIndex() if cache is None else HostSearchIndex(cache)
         self.search_ready = threading.Event()
+        # the Log position the search index reflects at least (0: none yet): it follows
+        # the state on a thread of its own, a moment behind (/healthz says how far)
+        self.search_position = 0
         self.consumer: Any | None = config.consumer
         self._own_consumer = config.consumer is None
         self._users = 0
@@ -223,12 +226,14 @@ class Site:
             if self.consumer is None:
                 return
         pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        c.add_listener(lambda ev: pending.put(ev.changes))
+        c.add_listener(lambda ev: pending.put((ev.changes, ev.position)))
+        shown = c.position  # read before the state: the state holds at least this much
         try:
             self.search.update(c.state, None)
         except Exception:
             log.exception("building the search index failed")
             return
+        self.search_position = shown
         self.search_ready.set()
         gc.collect()
         gc.freeze()  # the state and the index are long-lived: full collections skip them
@@ -239,12 +244,14 @@ class Site:
                 continue
             while not pending.empty():
                 batch.append(pending.get_nowait())
-            changes = _merged(batch)
+            changes = _merged([ch for ch, _ in batch])
             try:
                 self.search.update(c.state, changes)
             except Exception:
                 log.exception("updating the search index failed")
                 continue
+            self.search_position = max([self.search_position,
+                                        *(p for _, p in batch if p is not None)])  # fmt: skip
             if changes is None:
                 # rebuilt in full (a version was loaded whole, as the first one often is
                 # after the index was built over the Log alone): freeze the new index too,
