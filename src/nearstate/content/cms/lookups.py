@@ -4,6 +4,8 @@ show changes."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any
 
 from .. import outbox
@@ -80,6 +82,33 @@ class Lookups(Part):
             " WHERE r.kind = 'asset' AND r.ref = ? ORDER BY s.id LIMIT ?",
             (asset_id, limit),
         )
+
+    def stories_by_id(self, ids: list[int]) -> list[dict[str, Any]]:
+        """The stories (``id``, ``title``, ``slug``, ``status``) among ``ids`` that exist."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        return self.store.read(
+            f"SELECT id, title, slug, status FROM stories WHERE id IN ({marks})", list(ids)
+        )
+
+    def story_heroes(self, ids: list[int]) -> dict[int, str]:
+        """The hero image (an asset id) of each story among ``ids`` whose newest revision
+        has one."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        out: dict[int, str] = {}
+        for r in self.store.read(
+            "SELECT s.id, r.data FROM stories s JOIN story_revisions r ON r.story_id = s.id"
+            f" AND r.revision = s.revision WHERE s.id IN ({marks})",
+            list(ids),
+        ):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                hero = json.loads(r["data"]).get("hero")
+                if isinstance(hero, str) and hero:
+                    out[int(r["id"])] = hero
+        return out
 
     def asset_changed(self, asset_id: str) -> int:
         """Re-ingest what shows an asset (after its alt text or focal point changed)."""

@@ -23,7 +23,6 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -148,18 +147,7 @@ def _story_items(ed: Editor, rows: Iterable[Mapping[str, Any]]) -> list[dict[str
     """Stories (rows with id, title, slug, status) as items, each with its newest
     revision's hero image as the thumbnail."""
     rows = list(rows)
-    heroes: dict[int, str] = {}
-    if rows:
-        marks = ", ".join("?" * len(rows))
-        for r in ed.store.read(
-            "SELECT s.id, r.data FROM stories s JOIN story_revisions r ON r.story_id = s.id"
-            f" AND r.revision = s.revision WHERE s.id IN ({marks})",
-            [int(r["id"]) for r in rows],
-        ):
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                hero = json.loads(r["data"]).get("hero")
-                if isinstance(hero, str) and hero:
-                    heroes[int(r["id"])] = hero
+    heroes = ed.cms.story_heroes([int(r["id"]) for r in rows])
     assets: dict[str, Mapping[str, Any]] = {}
     if heroes:
         want = sorted(set(heroes.values()))
@@ -182,7 +170,7 @@ def _stories(ed: Editor, q: str, limit: int) -> list[dict[str, Any]]:
     key = _as_id(q)
     rows: list[Mapping[str, Any]] = []
     if key is not None:  # the story with that id first; the number may be words of a title
-        rows += ed.store.read("SELECT id, title, slug, status FROM stories WHERE id = ?", (key,))
+        rows += ed.cms.stories_by_id([key])
     for row in ed.cms.list_stories(q, limit=limit):
         if key is None or int(row["id"]) != key:
             rows.append(row)
@@ -202,11 +190,8 @@ def describe(ed: Editor, kind: str, ids: Iterable[str]) -> list[dict[str, Any]]:
             found[str(r["id"])] = image_item(ed, r)
     elif kind == "stories":
         nums = [int(i) for i in want if _as_id(i) is not None]
-        marks = ", ".join("?" * len(nums))
-        if nums:
-            sql = f"SELECT id, title, slug, status FROM stories WHERE id IN ({marks})"
-            for it in _story_items(ed, ed.store.read(sql, nums)):
-                found[it["id"]] = it
+        for it in _story_items(ed, ed.cms.stories_by_id(nums)):
+            found[it["id"]] = it
     else:
         nums = [int(i) for i in want if _as_id(i) is not None]
         marks = ", ".join("?" * len(nums))
