@@ -234,8 +234,12 @@ while True:  # a cluster just started may not serve JetStream requests yet
     try:
         ds.log.head()
         break
-    except nearstate.LogUnavailable:
-        if time.monotonic() > deadline:
+    except nearstate.LogError as e:
+        # unavailable, or the metadata group has not met every peer yet (a stream of
+        # three replicas then has "no suitable peers for placement", code 10005)
+        forming = not isinstance(e, nearstate.LogUnavailable) and "10005" in str(e)
+        if time.monotonic() > deadline or not (isinstance(e, nearstate.LogUnavailable)
+                                                or forming):
             raise
         time.sleep(0.2)
 init = [{"kind": "init", "key": k, "n": 0, "token": int(w.upsert("Item", {"id": k, "n": 0}))}
