@@ -230,7 +230,46 @@ class Core:
 TYPES = ("Story", "Title", "Person")  #: the types searched, in result order
 
 
-class SearchIndex:
+class Following:
+    """:meth:`follow` and :meth:`unfollow` for an index with ``_writing`` (a lock),
+    ``_following`` and ``_update(state, changes, position)``: shared by
+    :class:`SearchIndex` and the host-mapped index of :mod:`.search_map`."""
+
+    _writing: Any
+    _following: tuple[Any, Callable[[Any], None]] | None
+
+    def _update(self, state: Any, changes: Any, position: Any) -> None:
+        raise NotImplementedError
+
+    def follow(self, consumer: Any) -> Any:
+        """Index ``consumer.state`` now (if it holds one) and after every refresh (the
+        listener runs on the consumer's listener thread; ``consumer.drain()`` waits for
+        it). Returns self."""
+
+        def state() -> Any:
+            try:
+                return consumer.state
+            except DatasetError:
+                return None  # nothing held yet: the first refresh brings everything
+
+        def listener(ev: Any) -> None:
+            self._update(state, ev.changes, ev.position)
+
+        with self._writing:  # events arriving meanwhile are applied after the build
+            consumer.add_listener(listener)
+            self._following = (consumer, listener)
+            self._update(state, None, getattr(consumer, "position", None))
+        return self
+
+    def unfollow(self) -> None:
+        """Stop following the consumer given to :meth:`follow` (the index stays)."""
+        if self._following is not None:
+            consumer, listener = self._following
+            self._following = None
+            consumer.remove_listener(listener)
+
+
+class SearchIndex(Following):
     """Search over the site's live records; see the module docstring for the contracts.
 
     ``version`` and ``position`` are the state version and Log position last indexed
@@ -297,33 +336,6 @@ class SearchIndex:
                 ts = None if state is None else state.get(name)
                 if ts is not None or only is not None:
                     yield i, ts
-
-    def follow(self, consumer: Any) -> SearchIndex:
-        """Index ``consumer.state`` now (if it holds one) and after every refresh (the
-        listener runs on the consumer's listener thread; ``consumer.drain()`` waits for
-        it). Returns self."""
-
-        def state() -> Any:
-            try:
-                return consumer.state
-            except DatasetError:
-                return None  # nothing held yet: the first refresh brings everything
-
-        def listener(ev: Any) -> None:
-            self._update(state, ev.changes, ev.position)
-
-        with self._writing:  # events arriving meanwhile are applied after the build
-            consumer.add_listener(listener)
-            self._following = (consumer, listener)
-            self._update(state, None, getattr(consumer, "position", None))
-        return self
-
-    def unfollow(self) -> None:
-        """Stop following the consumer given to :meth:`follow` (the index stays)."""
-        if self._following is not None:
-            consumer, listener = self._following
-            self._following = None
-            consumer.remove_listener(listener)
 
     def __len__(self) -> int:
         return len(self._core.docs)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError, InputError
+from ..errors import InputError
 from ..hostfile import HostArrays, open_or_build
 from ..layered import State
 from .search import (
@@ -49,6 +49,7 @@ from .search import (
     TYPES,
     Core,
     Doc,
+    Following,
     Hit,
     Rank,
     allowed_types,
@@ -247,7 +248,7 @@ class _Base:
         return out
 
 
-class HostSearchIndex:
+class HostSearchIndex(Following):
     """Search over the site's live records with the snapshot's part mapped from the host
     cache directory ``root``; the same API and results as :class:`SearchIndex`."""
 
@@ -368,30 +369,6 @@ class HostSearchIndex:
                     self._overlay.put(doc)
             if added:
                 self._hidden_arr = np.fromiter(self._hidden, np.int64, len(self._hidden))
-
-    def follow(self, consumer: Any) -> HostSearchIndex:
-        """As :meth:`SearchIndex.follow`."""
-
-        def state() -> Any:
-            try:
-                return consumer.state
-            except DatasetError:
-                return None
-
-        def listener(ev: Any) -> None:
-            self._update(state, ev.changes, ev.position)
-
-        with self._writing:
-            consumer.add_listener(listener)
-            self._following = (consumer, listener)
-            self._update(state, None, getattr(consumer, "position", None))
-        return self
-
-    def unfollow(self) -> None:
-        if self._following is not None:
-            consumer, listener = self._following
-            self._following = None
-            consumer.remove_listener(listener)
 
     def __len__(self) -> int:
         base = self._base
