@@ -19,6 +19,10 @@ Contracts:
   so a story saved does not make the site sort 17k titles again.
 - Thread-safe: many request threads may build pages at once; derived indexes are built at
   most a few times concurrently and never half-seen.
+- Small: what a :class:`Pages` keeps of its own (the memory of each worker of a pool) is
+  bounded. Cards are kept for at most ``cards`` records of each type (``CARD_CACHE``);
+  the derived indexes hold ids, not records (docs/operations.md, "What a worker holds of
+  its own").
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
 from ..layered import State
 from .personalize import Candidate, Profile, RowInfo, for_you, row_order
 from .richtext import LEVELS, MARKDOWN, to_html
@@ -41,6 +47,7 @@ MORE_STORIES = 4
 FOR_YOU = 12
 HOME_LAYOUT = "home"
 LATEST = 12  # the fallback home page (no "home" layout): newest stories
+CARD_CACHE = 1024  # cards kept per type: a home page's hundred and then some (~1.4 KB each)
 
 
 # -- URLs -----------------------------------------------------------------------------------
@@ -214,7 +221,10 @@ class _TitleIndex:
     genres: dict[str, str] = field(default_factory=dict)  # genre slug -> name
     counts: dict[str, int] = field(default_factory=dict)  # genre name -> titles
     nav: list[dict[str, Any]] = field(default_factory=list)  # Pages.genres
-    _sorted: dict[str, list[int]] = field(default_factory=dict)
+    # genre name -> title ids newest first, made on a genre's first visit: 8-byte ids in
+    # an array, not a list of int objects (48 bytes an id: 1.7 MB per worker once every
+    # genre of the films was visited, 0.3 MB so)
+    _sorted: dict[str, array[int]] = field(default_factory=dict)
 
 
 def _title_index(ts: Any) -> _TitleIndex:
@@ -231,21 +241,55 @@ def _title_index(ts: Any) -> _TitleIndex:
 
 
 class _Derived:
-    """A value computed from one TypeState, recomputed when the state holds another."""
+    """A value computed from one TypeState, recomputed when the state holds another.
+
+    The TypeState (kept: identity is the key) and its value are one tuple, read and
+    replaced whole: a reader never pairs one state's TypeState with another's value."""
 
     def __init__(self, build: Callable[[Any], Any]):
         self._build = build
-        self._lock = threading.Lock()
-        self._for: Any = None  # the TypeState it was built from (kept: identity is the key)
-        self._value: Any = None
+        self._held: tuple[Any, Any] = (None, None)
 
     def get(self, ts: Any) -> Any:
-        if self._for is ts and ts is not None:
-            return self._value
+        held = self._held
+        if held[0] is ts and ts is not None:
+            return held[1]
         value = self._build(ts) if ts is not None else self._build(())
-        with self._lock:
-            self._for, self._value = ts, value
+        self._held = (ts, value)
         return value
+
+
+class _Cards:
+    """Cards made from one TypeState, shared (read only) by every page built from it: at
+    most ``size`` of them, then it starts over with an empty dict (a reader of the full
+    one finishes undisturbed); ``size`` 0 keeps none. No lock: the TypeState and its dict
+    are one tuple, read and replaced whole, and a dict only ever holds cards of the
+    TypeState it was made for, so a race costs a card made twice, never a wrong one."""
+
+    __slots__ = ("_held", "size")
+
+    def __init__(self, size: int):
+        self.size = size
+        self._held: tuple[Any, dict[int, dict[str, Any]]] = (None, {})
+
+    def of(self, ts: Any) -> dict[int, dict[str, Any]]:
+        held = self._held
+        if held[0] is ts:
+            return held[1]
+        made: dict[int, dict[str, Any]] = {}
+        self._held = (ts, made)
+        return made
+
+    def start_over(self, ts: Any) -> dict[int, dict[str, Any]]:
+        """An empty dict in place of a full one of ``ts`` (private if ``ts`` is no longer
+        the TypeState held)."""
+        made: dict[int, dict[str, Any]] = {}
+        if self._held[0] is ts:
+            self._held = (ts, made)
+        return made
+
+    def __len__(self) -> int:
+        return len(self._held[1])
 
 
 # -- the pages ----------------------------------------------------------------------------------
@@ -254,12 +298,21 @@ class _Derived:
 class Pages:
     """Builds the site's page models from a state (see the module's contracts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cards: int = CARD_CACHE) -> None:
+        """``cards``: how many cards of each type (story, title) are kept for reuse, at
+        most; 0 makes each card anew (see :meth:`story_cards`)."""
+        if isinstance(cards, bool) or not isinstance(cards, int) or cards < 0:
+            raise InputError(f"cards must be a whole number from 0 (none kept), not {cards!r}")
+        self.cards = cards
         self._stories = _Derived(_story_index)
         self._titles = _Derived(_title_index)
         self._genre_lock = threading.Lock()
-        self._story_cards = _Derived(lambda ts: {})
-        self._title_cards = _Derived(lambda ts: {})
+        self._story_cards = _Cards(cards)
+        self._title_cards = _Cards(cards)
+
+    def cards_held(self) -> dict[str, int]:
+        """How many cards are kept now, by type (each at most ``cards``)."""
+        return {"Story": len(self._story_cards), "Title": len(self._title_cards)}
 
     # derived indexes
 
@@ -269,7 +322,7 @@ class Pages:
     def titles(self, state: State) -> _TitleIndex:
         return self._titles.get(state.get("Title"))
 
-    def genre_titles(self, state: State, genre: str) -> list[int]:
+    def genre_titles(self, state: State, genre: str) -> Sequence[int]:
         """Ids of the titles of ``genre``, newest first (then by name)."""
         ts = state.get("Title")
         idx = self.titles(state)
@@ -277,7 +330,7 @@ class Pages:
         if got is None:
             recs = ts.find(genres=genre) if ts is not None else []
             recs = sorted(recs, key=lambda t: (-(t.year or 0), t.name, t.id))
-            got = [t.id for t in recs]
+            got = array("q", [t.id for t in recs])
             with self._genre_lock:
                 idx._sorted[genre] = got
         return got
@@ -287,12 +340,15 @@ class Pages:
     def _cards(self, state: State, type_name: str, ids: Iterable[int], limit: int) -> list[dict]:
         """Cards of the records ``ids`` names that exist (at most ``limit``). A card is a
         function of its record alone, so it is made once per TypeState and shared (read
-        only) by every page built from it: a home page is then mostly lookups."""
+        only) by every page built from it: a home page is then mostly lookups. At most
+        ``cards`` of each type are kept (see :class:`_Cards`): a crawl of every page does
+        not make a worker hold a card of every record."""
         ts = state.get(type_name)
         if ts is None:
             return []
         story = type_name == "Story"
-        made = (self._story_cards if story else self._title_cards).get(ts)
+        cache = self._story_cards if story else self._title_cards
+        made, size = cache.of(ts), cache.size
         card = _story_card if story else _title_card
         out = []
         for i in ids:
@@ -301,7 +357,11 @@ class Pages:
                 rec = ts.get(i)
                 if rec is None:
                     continue
-                c = made[i] = card(rec)
+                c = card(rec)
+                if size:
+                    if len(made) >= size:
+                        made = cache.start_over(ts)
+                    made[i] = c
             out.append(c)
             if len(out) >= limit:
                 break
@@ -509,6 +569,7 @@ def genres_of(page: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
+    "CARD_CACHE",
     "HOME_LAYOUT",
     "Pages",
     "genre_url",

@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...content.pages import Pages
+from ...content.pages import CARD_CACHE, Pages
 from ...content.search import SearchIndex
 from ...content.search_map import HostSearchIndex
 from ...layered import Changes, State
@@ -42,6 +42,8 @@ PROFILE_MAX_AGE = 180 * 24 * 3600
 MAX_QUERY = 200
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 REFRESH_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+PAGE_CACHE = 2048  # bodies
+PAGE_CACHE_BYTES = 16 * 2**20  # ~3,000 pages of the films (2.5-5 KB; the largest is 60 KB)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,12 @@ class SiteConfig:
     ``search_cache``: the host's cache directory; when given, the search index of the
     snapshot is built once per host there and mapped by every process
     (:class:`~nearstate.content.search_map.HostSearchIndex`), else each process builds its
-    own in memory."""
+    own in memory.
+
+    What each process keeps of its own for reuse (docs/operations.md, "What a worker
+    holds of its own"): ``page_cache`` bodies of pages that do not depend on the visitor,
+    at most ``page_cache_bytes`` bytes of them (0 for either: none); ``card_cache`` cards
+    of each type (story, title) for the page models (0: each card made anew)."""
 
     dataset: Any
     secret_key: str
@@ -67,8 +74,10 @@ class SiteConfig:
     max_staleness: float = 30.0
     editor_url: str | None = None
     https_only: bool = False
-    page_cache: int = 2048
+    page_cache: int = PAGE_CACHE
     search_cache: Path | None = None
+    page_cache_bytes: int = PAGE_CACHE_BYTES
+    card_cache: int = CARD_CACHE
 
 
 class Entry:
@@ -89,20 +98,29 @@ class PageCache:
     A state is immutable, so a body built from it is right for as long as that state is
     the one shown; the first request that sees a newer state empties the cache. Nothing is
     ever served from an older state than the request's, so the cache changes no page, only
-    how often the same one is rendered. At most ``size`` bodies (then it starts over)."""
+    how often the same one is rendered. At most ``size`` bodies and ``max_bytes`` bytes of
+    them (then it starts over; a body larger than ``max_bytes`` is not kept). The byte
+    bound matters: the key holds the query string, so ``/?a=1``, ``/?a=2``, ... are as
+    many copies of a 60 KB home page (2048 of them: 120 MB per worker).
 
-    def __init__(self, size: int = 2048):
+    The state and its bodies are one tuple, read and replaced whole, so a reader never
+    pairs one state with another's bodies. ``bytes`` counts the bodies held (an estimate
+    under concurrent puts; back to 0 whenever the cache starts over)."""
+
+    def __init__(self, size: int = PAGE_CACHE, max_bytes: int = PAGE_CACHE_BYTES):
         self.size = size
-        self._state: Any = None
-        self._entries: dict[Any, Entry] = {}
+        self.max_bytes = max_bytes
+        self._held: tuple[Any, dict[Any, Entry]] = (None, {})
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
+    def __len__(self) -> int:
+        return len(self._held[1])
+
     def get(self, state: State, key: Any) -> Entry | None:
-        if self._state is not state:
-            self.misses += 1
-            return None
-        entry = self._entries.get(key)
+        held, entries = self._held
+        entry = entries.get(key) if held is state else None
         if entry is None:
             self.misses += 1
         else:
@@ -110,12 +128,16 @@ class PageCache:
         return entry
 
     def put(self, state: State, key: Any, entry: Entry) -> None:
-        if self.size <= 0:
+        n = len(entry.body)
+        if self.size <= 0 or self.max_bytes <= 0 or n > self.max_bytes:
             return
-        if self._state is not state or len(self._entries) >= self.size:
-            self._entries = {}  # a new dict: a reader of the old one finishes undisturbed
-            self._state = state
-        self._entries[key] = entry
+        held, entries = self._held
+        if held is not state or len(entries) >= self.size or self.bytes + n > self.max_bytes:
+            entries = {}  # a new dict: a reader of the old one finishes undisturbed
+            self._held = (state, entries)
+            self.bytes = 0
+        entries[key] = entry
+        self.bytes += n
 
 
 def json_body(data: Any) -> bytes:
@@ -132,8 +154,8 @@ class Site:
 
     def __init__(self, config: SiteConfig):
         self.config = config
-        self.pages = Pages()
-        self.cache = PageCache(config.page_cache)
+        self.pages = Pages(config.card_cache)
+        self.cache = PageCache(config.page_cache, config.page_cache_bytes)
         self.search: SearchIndex | HostSearchIndex | None = None
         if config.search:
             cache = config.search_cache
