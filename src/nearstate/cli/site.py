@@ -13,6 +13,8 @@ from ..errors import NearstateError
 from .common import err, fail, out
 from .platform import app_options, serve, settings
 
+MB = 1 << 20
+
 
 @click.group()
 def site() -> None:
@@ -28,7 +30,21 @@ def site() -> None:
     type=click.IntRange(min=0),
     default=2048,
     show_default=True,
-    help="Rendered pages kept per state (0: render every request).",
+    help="Rendered pages kept per worker, for the state shown (0: render every request).",
+)
+@click.option(
+    "--page-cache-mb",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="At most this many MiB of rendered pages kept per worker (0: none kept).",
+)
+@click.option(
+    "--card-cache",
+    type=click.IntRange(min=0),
+    default=1024,
+    show_default=True,
+    help="Story and title cards kept per worker for the pages, of each (0: each card made anew).",
 )
 @click.option(
     "--workers",
@@ -62,6 +78,8 @@ def site_serve(
     editor_url: str | None,
     no_media: bool,
     page_cache: int,
+    page_cache_mb: int,
+    card_cache: int,
     workers: int,
     search_cache: str | None,
     ready_timeout: float,
@@ -85,6 +103,7 @@ def site_serve(
     except NearstateError as e:
         fail(e)
     cache = _search_cache(search_cache, workers)
+    caches = cache_settings(page_cache, page_cache_mb, card_cache)
 
     def make_app() -> Any:
         if cache is not None:  # the snapshot's hash indexes too: once per host, mapped
@@ -104,8 +123,8 @@ def site_serve(
                 store=store,
                 media=s.media,
                 editor_url=editor_url,
-                page_cache=page_cache,
                 search_cache=cache,
+                **caches,
             )
         )
 
@@ -122,6 +141,12 @@ def site_serve(
     local = "://" not in str(s.dataset) or str(s.dataset).startswith("file:")
     serve_workers(make_app, host, port, workers, quiet, what, ready_timeout, editor_url,
                   app_in_parent=no_media and local)  # fmt: skip
+
+
+def cache_settings(page_cache: int, page_cache_mb: int, card_cache: int) -> dict[str, int]:
+    """The ``SiteConfig`` fields of what each worker keeps of its own, from the options."""
+    return {"page_cache": page_cache, "page_cache_bytes": page_cache_mb * MB,
+            "card_cache": card_cache}  # fmt: skip
 
 
 def _search_cache(option: str | None, workers: int) -> Path | None:
