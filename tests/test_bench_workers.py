@@ -4,10 +4,11 @@ and one pool measured (every worker counted, the parent apart)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import nearstate
-from nearstate.bench.workers import measure_pool, memory, summary
+from nearstate.bench.workers import cpu_seconds, measure_pool, memory, summary
 from nearstate.content.records import SCHEMA
 from test_search import person, story
 
@@ -18,6 +19,16 @@ def test_memory_reads_smaps_rollup() -> None:
     blob = bytearray(64 << 20)  # private pages written: USS grows by about that much
     blob[::4096] = b"x" * len(blob[::4096])
     assert memory(os.getpid())["uss"] - m["uss"] > 60 << 20
+
+
+def test_cpu_seconds_reads_proc_stat() -> None:
+    before = cpu_seconds([os.getpid(), 2**22 + 1])[os.getpid()]  # a pid that is not: left out
+    assert list(cpu_seconds([os.getpid(), 2**22 + 1])) == [os.getpid()]
+    t = time.process_time()
+    while time.process_time() - t < 0.3:  # a busy loop: 0.3 s of this process's CPU
+        pass
+    used = cpu_seconds([os.getpid()])[os.getpid()] - before
+    assert 0.25 <= used < 1.0
 
 
 def test_a_pool_is_measured(tmp_path: Path) -> None:
@@ -33,6 +44,10 @@ def test_a_pool_is_measured(tmp_path: Path) -> None:
     assert len(r["workers"]) == 2 and r["parent"]["pss"] > 0
     assert r["host_pss"] == r["parent"]["pss"] + sum(x["pss"] for x in r["workers"])
     assert r["requests_per_s"]["/api/search?q=love"] > 0
+    # served per CPU-second of the two workers: more than the requests of one second
+    # (wrk keeps 4 connections busy on 2 workers sharing 2 cores with it), finite
+    per_cpu = r["requests_per_cpu_s"]["/api/search?q=love"]
+    assert r["requests_per_s"]["/api/search?q=love"] / 2 < per_cpu < 100_000
     assert len(list((tmp_path / "cache").glob("search-*.arrays"))) == 1
     assert len(list((tmp_path / "cache").glob("index-*.arrays"))) >= 1  # the slug index
     one = measure_pool(data, 1, tmp_path / "cache", ["/healthz"], 1.0, 4)
@@ -43,10 +58,13 @@ def test_a_pool_is_measured(tmp_path: Path) -> None:
         "films": {"records": 78, "state_bytes": 2 << 20, "search_file_bytes": 1 << 20,
                   "dicts_process_uss": 30 << 20, "pools": pools}}})  # fmt: skip
     assert "NOT met" in lines[-1] and lines[-2].lstrip().startswith("1")
+    assert lines[-3].endswith("req/s  req/CPU-s")
+    assert lines[-1].endswith(f"{r['requests_per_s']['/api/search?q=love']:,}  {per_cpu:,}")
 
 
 def _med(r: dict) -> dict:
     return {"requests_per_s": r["requests_per_s"], "host_pss": r["host_pss"],
+            "requests_per_cpu_s": r["requests_per_cpu_s"],
             "worker_uss": r["workers"][0]["uss"], "worker_pss": r["workers"][0]["pss"]}  # fmt: skip
 
 

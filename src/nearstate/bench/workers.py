@@ -17,6 +17,13 @@ Two datasets:
   ``bench data catalog`` writes it; not the site's schema, so requests are ``/healthz``.
   It measures what a large state costs per worker.
 
+Beside the requests per second, the requests served per CPU-second of the workers (their
+user + system time over the wrk run, from ``/proc/PID/stat``; the parent's and wrk's
+left out). On a host whose few cores wrk shares, requests per second cannot show that they
+scale with the cores; this can: if it stays flat as N grows, a worker costs no more per
+request beside others (no lock, no contention), so the pool serves about cores × this
+figure once it has a worker per core.
+
 Target: each worker past the first adds at most 5% of the state's size to the host total.
 Runs are kept short (the median of ``runs`` runs per N is reported).
 """
@@ -69,6 +76,21 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """The CPU time (user + system, seconds) each of ``pids`` has used, from
+    ``/proc/PID/stat`` (a process gone is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14, 15
+    return out
+
+
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
@@ -119,14 +141,23 @@ def pool(data: Path, workers: int, cache: Path) -> Iterator[tuple[subprocess.Pop
 
 def measure_pool(data: Path, workers: int, cache: Path, urls: list[str], seconds: float,
                  connections: int, warm: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
-    """One run: requests per second on each of ``urls`` (paths), then every process's
-    memory (after the load, so every worker has served). ``warm``: paths asked for
-    before (each kind of page once per worker at least: its derived indexes are made)."""
+    """One run: requests per second on each of ``urls`` (paths) and per CPU-second of
+    the workers (see the module docstring), then every process's memory (after the load,
+    so every worker has served). ``warm``: paths asked for before (each kind of page once
+    per worker at least: its derived indexes are made)."""
     with pool(data, workers, cache) as (proc, base):
         for path in [*urls, *warm]:
             for _ in range(4 * workers):
                 _get(base + path)
-        rps = {path: wrk(base + path, seconds, connections)["requests_per_s"] for path in urls}
+        pids = children(proc.pid) or [proc.pid]  # the workers, or the one process serving
+        rps: dict[str, int] = {}
+        per_cpu: dict[str, int] = {}
+        for path in urls:
+            before = cpu_seconds(pids)
+            rps[path] = wrk(base + path, seconds, connections)["requests_per_s"]
+            after = cpu_seconds(pids)
+            used = sum(after[p] - before[p] for p in before if p in after)
+            per_cpu[path] = round(rps[path] * seconds / used) if used > 0 else 0
         pids = children(proc.pid)
         if pids:  # a pool: the parent only watches
             mem, parent = [memory(p) for p in pids], memory(proc.pid)
@@ -134,6 +165,7 @@ def measure_pool(data: Path, workers: int, cache: Path, urls: list[str], seconds
             mem, parent = [memory(proc.pid)], {"rss": 0, "pss": 0, "uss": 0}
     return {
         "requests_per_s": rps,
+        "requests_per_cpu_s": per_cpu,
         "workers": mem,
         "parent": parent,
         "host_pss": parent["pss"] + sum(m["pss"] for m in mem),
@@ -301,6 +333,8 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests_per_s": {p: med([r["requests_per_s"][p] for r in runs])
                            for p in runs[0]["requests_per_s"]},
+        "requests_per_cpu_s": {p: med([r["requests_per_cpu_s"][p] for r in runs])
+                               for p in runs[0]["requests_per_cpu_s"]},
         "host_pss": med([r["host_pss"] for r in runs]),
         "worker_uss": med([statistics.mean(w["uss"] for w in r["workers"]) for r in runs]),
         "worker_pss": med([statistics.mean(w["pss"] for w in r["workers"]) for r in runs]),
@@ -319,17 +353,19 @@ def summary(r: dict[str, Any]) -> list[str]:
             f"file {d['search_file_bytes'] / MB:.1f} MB; as dicts one process USS "
             f"{d['dicts_process_uss'] / MB:.0f} MB"
         )
-        lines.append("  N  worker USS  worker PSS  host PSS  dicts N×USS  added/worker  req/s")
+        lines.append("  N  worker USS  worker PSS  host PSS  dicts N×USS  added/worker  req/s"
+                     "  req/CPU-s")  # fmt: skip
         for n, p in d["pools"].items():
             added = p.get("added_pct_of_state")
             mark = "" if added is None else (
                 f"{p['added_per_worker'] / MB:6.1f} MB ({added:.1f}% "
                 f"{'met' if added <= TARGET * 100 else 'NOT met'})")  # fmt: skip
             rps = " / ".join(f"{v:,}" for v in p["requests_per_s"].values())
+            per_cpu = " / ".join(f"{v:,}" for v in p.get("requests_per_cpu_s", {}).values())
             lines.append(
                 f"  {n:>1}  {p['worker_uss'] / MB:7.1f} MB  {p['worker_pss'] / MB:7.1f} MB  "
                 f"{p['host_pss'] / MB:6.1f} MB  {int(n) * d['dicts_process_uss'] / MB:8.0f} MB"
-                f"  {mark or '-':>20}  {rps}"
+                f"  {mark or '-':>20}  {rps}  {per_cpu or '-'}"
             )
         f = d.get("in_pool")
         if f:
@@ -342,6 +378,6 @@ def summary(r: dict[str, Any]) -> list[str]:
 
 
 __all__ = [
-    "bench_workers", "hold_dicts", "measure_dicts", "measure_pool", "memory", "pool_increment",
-    "summary",
+    "bench_workers", "cpu_seconds", "hold_dicts", "measure_dicts", "measure_pool", "memory",
+    "pool_increment", "summary",
 ]  # fmt: skip
