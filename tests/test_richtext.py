@@ -3,6 +3,7 @@ types can produce a tag, an attribute or a link scheme outside the allowlist."""
 
 from __future__ import annotations
 
+import sys
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -188,3 +189,29 @@ def test_escaped_text_shows_exactly_its_words(text: str) -> None:
     assert {tag for tag, _ in tags_of(html)} <= {"p", "br"}, (text, source, html)
     words = [w for w in richtext.to_plain(source).split()]
     assert words == text.replace("\r", "\n").split() or not text.strip(), (text, source)
+
+
+def test_the_results_kept_are_bounded_by_count_and_by_bytes() -> None:
+    m = richtext.Memo(size=50, max_bytes=20_000, max_entry=5_000)
+    for i in range(400):  # sources of 10 to 1,600 characters, results twice as long
+        src = f"{i} " + "x" * (i * 4 % 1600)
+        assert m.put(src, src * 2) == src * 2
+        assert len(m) <= 50 and m.bytes <= 20_000
+        assert m.get(src) == src * 2  # just put: kept (it fits)
+    assert m.bytes == sum(sys.getsizeof(s) + sys.getsizeof(r) for s, r in m._held.items())
+    big = "y" * 2_000  # with its result over max_entry: given back, not kept
+    held = len(m)
+    assert m.put(big, big * 2) == big * 2 and m.get(big) is None and len(m) == held
+    none = richtext.Memo(size=0)
+    assert none.put("a", "b") == "b" and none.get("a") is None and len(none) == 0
+
+
+def test_a_long_paragraph_is_rendered_each_time_not_kept() -> None:
+    short = "A **short** paragraph [with a link](https://a.org)."
+    long = "A *long* one, " + "word " * (richtext.MEMO_ENTRY // 5)
+    for fn, memo in ((richtext.to_html, richtext._html), (richtext.to_plain, richtext._plain)):
+        first = fn(short)
+        assert memo.get(short) == first and fn(short) is first  # kept, and reused
+        out = fn(long)
+        assert memo.get(long) is None  # not kept: it would take a share of the bound
+        assert fn(long) == out and out.startswith(("<p>A <em>long</em> one, word", "A long"))

@@ -23,13 +23,15 @@ paragraph without it is plain text, shown as typed inside one ``<p>`` as before,
 content written before rich text existed renders exactly as it did.
 
 Contracts: the functions are pure and thread-safe; :func:`to_html` and :func:`to_plain`
-are cached per distinct source (the read path calls them once per paragraph per page).
+keep their results per distinct source (the read path calls them once per paragraph per
+page), bounded by count and by bytes (:class:`Memo`: a long paragraph is worked out each
+time, not kept).
 """
 
 from __future__ import annotations
 
-import functools
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -133,17 +135,73 @@ _md.add_render_rule("link_open", _link_open)
 _md.add_render_rule("link_close", _link_close)
 
 
-@functools.lru_cache(maxsize=8192)
+MEMO_SIZE = 8192  #: results kept per function, at most
+MEMO_BYTES = 8 << 20  #: bytes of sources and results kept per function, at most
+MEMO_ENTRY = 64 << 10  #: a source and its result larger than this together: not kept
+
+
+class Memo:
+    """Results of a pure function of a string, kept for reuse: at most ``size`` of them
+    and ``max_bytes`` bytes (each source and its result, as ``sys.getsizeof`` counts
+    them); when either bound would be passed it starts over with an empty dict (a
+    reader of the full one finishes undisturbed). A pair over ``max_entry`` bytes is not
+    kept: a long paragraph is worked out again each time (a page that shows it is in
+    the page cache). No lock: a race costs a result worked out twice, and ``bytes`` is
+    an estimate under concurrent puts (back to 0 whenever it starts over)."""
+
+    __slots__ = ("_held", "bytes", "max_bytes", "max_entry", "size")
+
+    def __init__(self, size: int = MEMO_SIZE, max_bytes: int = MEMO_BYTES,
+                 max_entry: int = MEMO_ENTRY) -> None:  # fmt: skip
+        self.size = size
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self._held: dict[str, str] = {}
+        self.bytes = 0
+
+    def get(self, source: str) -> str | None:
+        return self._held.get(source)
+
+    def put(self, source: str, result: str) -> str:
+        """Keep ``result`` if it fits; give it back."""
+        n = sys.getsizeof(source) + sys.getsizeof(result)
+        if self.size <= 0 or n > self.max_entry or n > self.max_bytes:
+            return result
+        held = self._held
+        if len(held) >= self.size or self.bytes + n > self.max_bytes:
+            held = self._held = {}
+            self.bytes = 0
+        held[source] = result
+        self.bytes += n
+        return result
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+_html = Memo()
+_plain = Memo()
+
+
 def to_html(source: str) -> str:
     """The HTML of a rich paragraph's source: only the tags and attributes of
     :data:`ALLOWED`, links only to :data:`SCHEMES` or relative addresses."""
-    return _sanitiser.clean(_md.render(source, {}))
+    html = _html.get(source)
+    if html is None:
+        html = _html.put(source, _sanitiser.clean(_md.render(source, {})))
+    return html
 
 
-@functools.lru_cache(maxsize=8192)
 def to_plain(source: str) -> str:
     """The words of a rich paragraph without its marks (for search, excerpts and word
     counts): link words kept, list items and paragraphs on lines of their own."""
+    plain = _plain.get(source)
+    if plain is None:
+        plain = _plain.put(source, _plain_of(source))
+    return plain
+
+
+def _plain_of(source: str) -> str:
     lines: list[str] = []
     for tok in _md.parse(source, {}):
         if tok.type != "inline":
