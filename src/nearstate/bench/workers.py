@@ -102,6 +102,17 @@ def _get(url: str) -> int:
         return 0
 
 
+def _search_ready(base: str) -> bool:
+    """Whether the site answering at ``base`` has built its search index. One process
+    serving (N = 1) answers /healthz before; a pool's workers take no request before."""
+    url = f"{base}/api/search?q=ready-{time.monotonic_ns()}"  # a new query: not a cached page
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return bool(json.loads(r.read()).get("ready"))
+    except (OSError, ValueError):
+        return False
+
+
 def _wait(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -126,8 +137,10 @@ def pool(data: Path, workers: int, cache: Path) -> Iterator[tuple[subprocess.Pop
     base = f"http://127.0.0.1:{port}"
     try:
         want = 0 if workers == 1 else workers  # one worker: the process itself serves
-        _wait(lambda: _get(base + "/healthz") == 200 and len(children(proc.pid)) == want,
-              600, f"{workers} worker(s) answering", proc)  # fmt: skip
+        # the search index built too: else the first run (N = 1, the host's files just
+        # removed) measured its build with the requests
+        _wait(lambda: _get(base + "/healthz") == 200 and len(children(proc.pid)) == want
+              and _search_ready(base), 600, f"{workers} worker(s) answering", proc)  # fmt: skip
         yield proc, base
     finally:
         with contextlib.suppress(ProcessLookupError):
