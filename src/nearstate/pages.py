@@ -21,8 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-PAGE_SHIFT = 10  # 1,024 ordinals a page
-KEY_PAGES = 255  # keys are spread by hash over 256 pages (hash(k) & KEY_PAGES)
+PAGE_SHIFT = 8  # 256 ordinals a page
+# A copy costs the pages' count and a write one page's entries, so the best page holds
+# about the square root of the entries: for 1k to 100k entries changed since the
+# snapshot, 256 ordinals a page copies 260 to 650 references a commit (1,024 a page
+# copied 1,020 to 1,120: a tail of a thousand new records sits in one page).
+KEY_GROWTH = 2  # a key map doubles its pages when it holds more than 2 * pages**2 keys
+KEY_PAGES_MAX = 4096
 
 
 def by_ordinal(o: int) -> int:
@@ -30,26 +35,37 @@ def by_ordinal(o: int) -> int:
 
 
 def by_hash(k: Any) -> int:
-    return hash(k) & KEY_PAGES
+    """Marks a map of keys spread by hash over pages whose count grows with the keys
+    (about the square root of the keys: see ``KEY_GROWTH``)."""
+    return hash(k)
 
 
 _NO: Any = object()
 
 
 class PagedMap:
-    """A mapping split into page dicts by ``page_of(key)``, copied page by page on write."""
+    """A mapping split into page dicts by ``page_of(key)``, copied page by page on write.
+    ``by_ordinal``: pages of ``1 << PAGE_SHIFT`` ordinals; ``by_hash``: keys spread by
+    their hash over a number of pages that grows with the map (one page while it is
+    small), so a copy and a write each cost about the square root of the entries."""
 
-    __slots__ = ("_mine", "n", "page_of", "pages")
+    __slots__ = ("_mine", "mask", "n", "page_of", "pages")
 
     def __init__(self, page_of: Callable[[Any], int] = by_ordinal):
         self.page_of = page_of
+        self.mask = 0 if page_of is by_hash else -1  # hashed: the page is hash & mask
         self.pages: dict[int, dict[Any, Any]] = {}
         self._mine: set[int] = set()  # pages this map may write in place
         self.n = 0
 
+    def _page(self, k: Any) -> int:
+        m = self.mask
+        return k >> PAGE_SHIFT if m < 0 else hash(k) & m
+
     def copy(self) -> PagedMap:
         out = PagedMap.__new__(PagedMap)
         out.page_of = self.page_of
+        out.mask = self.mask
         out.pages = dict(self.pages)
         out._mine = set()
         out.n = self.n
@@ -65,12 +81,26 @@ class PagedMap:
         assert d is not None
         return d
 
+    def _grow(self) -> None:
+        """Spread the keys over twice the pages (new pages: copies keep the old ones)."""
+        mask = self.mask * 2 + 1
+        pages: dict[int, dict[Any, Any]] = {}
+        for d in self.pages.values():
+            for k, v in d.items():
+                p = hash(k) & mask
+                page = pages.get(p)
+                if page is None:
+                    page = pages[p] = {}
+                page[k] = v
+        self.mask, self.pages, self._mine = mask, pages, set(pages)
+
     def get(self, k: Any, default: Any = None) -> Any:
-        d = self.pages.get(self.page_of(k))
+        m = self.mask
+        d = self.pages.get(k >> PAGE_SHIFT if m < 0 else hash(k) & m)
         return default if d is None else d.get(k, default)
 
     def __contains__(self, k: Any) -> bool:
-        d = self.pages.get(self.page_of(k))
+        d = self.pages.get(self._page(k))
         return d is not None and k in d
 
     def __getitem__(self, k: Any) -> Any:
@@ -80,13 +110,18 @@ class PagedMap:
         return v
 
     def __setitem__(self, k: Any, v: Any) -> None:
-        d = self._writable(self.page_of(k))
+        d = self._writable(self._page(k))
         if k not in d:
             self.n += 1
+            m = self.mask
+            if m >= 0 and self.n > KEY_GROWTH * (m + 1) ** 2 and m + 1 < KEY_PAGES_MAX:
+                d[k] = v
+                self._grow()
+                return
         d[k] = v
 
     def pop(self, k: Any, default: Any = _NO) -> Any:
-        p = self.page_of(k)
+        p = self._page(k)
         d = self.pages.get(p)
         if d is None or k not in d:
             if default is _NO:
