@@ -70,3 +70,23 @@ def test_a_copy_shares_its_pages_until_it_writes_one() -> None:
     assert sum(c.pages[q] is m.pages[q] for q in m.pages) == len(m.pages) - 1
     m[12] = -2  # the older version, written after a copy: its own page, the copy untouched
     assert c[12] == 12 and m[12] == -2
+
+
+def test_a_key_map_has_about_as_many_pages_as_the_square_root_of_its_keys() -> None:
+    """A copy costs the pages' count and a write one page: a key map keeps both near the
+    square root of its keys (a handful of keys: a page or two; 20k keys: ~100 pages of
+    ~200), and a copy made before it grew keeps reading what it held."""
+    km = PagedMap(by_hash)
+    for i in range(3):
+        km[f"k{i}"] = i
+    assert len(km.pages) <= 2
+    before = km.copy()
+    for i in range(3, 20_000):
+        km[f"k{i}"] = i
+    assert 64 <= len(km.pages) <= 256
+    assert max(len(p) for p in km.pages.values()) <= 4 * 20_000 // len(km.pages)
+    assert dict(before.items()) == {f"k{i}": i for i in range(3)} and len(before) == 3
+    assert all(km.get(f"k{i}") == i for i in range(20_000)) and len(km) == 20_000
+    c = km.copy()
+    c["k7"] = -7
+    assert sum(c.pages[p] is not km.pages[p] for p in km.pages) == 1 and km["k7"] == 7
