@@ -489,15 +489,18 @@ def test_a_log_layer_reads_as_its_encoded_reference(case: Case, data: st.DataObj
         return tuple(rec[k] for k in kf) if len(kf) > 1 else rec[kf[0]]
 
     # records as a reader gets them from the Log (msgpack: lists for sets and tuples, naive
-    # datetimes as ISO text), which the layer's fast stager takes; or as given, which
-    # sends most of them through WriteState's checked path
-    as_logged = data.draw(st.booleans(), label="as the Log gives them")
+    # datetimes as ISO text), which the layer's fast stager takes; or still as msgpack
+    # bytes (msgspec.Raw, as a consumer decodes entries), staged when first read; or as
+    # given, which sends most of them through WriteState's checked path
+    form = data.draw(st.sampled_from(["given", "decoded", "raw"]), label="record form")
+    as_logged = form != "given"
 
-    def logged(rec: dict) -> dict:
+    def logged(rec: dict) -> Any:
         try:
-            return msgspec.msgpack.decode(msgspec.msgpack.encode(rec))
+            packed = msgspec.msgpack.encode(rec)
         except (msgspec.EncodeError, OverflowError, TypeError, UnicodeError):
             return rec
+        return msgspec.Raw(packed) if form == "raw" else msgspec.msgpack.decode(packed)
 
     nets = []
     for step in range(2):

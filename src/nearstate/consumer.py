@@ -61,7 +61,7 @@ Consistency = Literal["eventual", "read-your-writes", "strong"]
 CONSISTENCIES = ("eventual", "read-your-writes", "strong")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RefreshEvent:
     """What one refresh did. ``changes`` holds the keys changed per type, or None when the
     consumer loaded a snapshot (then any record may have changed)."""
@@ -719,10 +719,11 @@ class Consumer:
             if not rows:
                 return shown
             t0 = time.perf_counter()
-            entries = [decode_entry(p, b, self._log_schema) for p, b in rows]
+            # records stay msgpack until read: laying a commit over needs its keys only
+            entries = [decode_entry(p, b, self._log_schema, raw=True) for p, b in rows]
             if any(e.schema_changed for e in entries):
                 self._log_types()  # then decode again: keys of new types may need it
-                entries = [decode_entry(p, b, self._log_schema) for p, b in rows]
+                entries = [decode_entry(p, b, self._log_schema, raw=True) for p, b in rows]
             entries = self._held(entries)
             prev = self._state
             assert prev is not None

@@ -40,7 +40,7 @@ from .read_state import ReadState, Record, TypeMap, TypeState, index_value
 from .schema import FieldType, Schema, TypeDef, per_schema
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Changes:
     """The keys a refresh changed in one type."""
 
@@ -97,6 +97,7 @@ class _Overlay:
         return len(self.entries) + len(self.removed)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for each column a layered type makes
 def _ref_fields(ft: FieldType) -> bool:
     return ft.kind == "ref" or any(_ref_fields(s) for s in (ft.item, ft.key) if s is not None)
 

@@ -61,7 +61,7 @@ def version_position(state: Any) -> int:
 # msgpack: [time_ns, [[type, key, record or None (a delete)], ...], schema_changed]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One committed transaction as read back from the Log."""
 
@@ -80,28 +80,62 @@ def encode_entry(mutations: list[tuple[str, Any, dict[str, Any] | None]], schema
     return msgspec.msgpack.encode([time.time_ns(), mutations, schema_changed])
 
 
-def decode_entry(position: int, body: bytes, schema: Schema | None = None) -> Entry:
+# an entry with its records left as msgpack (a reader decodes a record when it reads it)
+_RAW_ENTRY = msgspec.msgpack.Decoder(tuple[int, list[tuple[str, Any, msgspec.Raw]], bool])
+_NIL = msgspec.Raw(b"\xc0")  # a delete's record
+
+
+def decode_entry(position: int, body: bytes, schema: Schema | None = None, *,
+                 raw: bool = False) -> Entry:  # fmt: skip
     """Decode an entry; composite keys become tuples again, and (given the schema) keys of
-    datetime fields datetimes again (msgpack keeps a naive datetime as ISO text)."""
+    datetime fields datetimes again (msgpack keeps a naive datetime as ISO text).
+
+    ``raw``: each record stays a :class:`msgspec.Raw` (its msgpack bytes, a view of
+    ``body``), decoded only when read (a delete's is None as always): a reader shows a
+    commit without building the Python objects of records it may never read. A record
+    that is not valid msgpack is then found when it is decoded."""
     try:
-        t, muts, changed = msgspec.msgpack.decode(body)
+        if raw:
+            t, muts, changed = _RAW_ENTRY.decode(body)
+        else:
+            t, muts, changed = msgspec.msgpack.decode(body)
         out = []
         for type_name, key, rec in muts:
             if isinstance(key, list):
                 key = tuple(key)
             if schema is not None and type_name in schema.types:
                 key = _datetime_key(schema[type_name], key)
+            if raw and rec == _NIL:
+                rec = None
             out.append((type_name, key, rec))
-    except (msgspec.DecodeError, ValueError, TypeError) as e:
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as e:
         raise LogError(f"log entry {position} is malformed: {e}") from e
     return Entry(position, int(t), out, bool(changed))
 
 
+_KEY_KINDS: dict[int, tuple[TypeDef, tuple[str, ...] | None]] = {}
+
+
+def _key_kinds(tdef: TypeDef) -> tuple[str, ...] | None:
+    """The kinds of ``tdef``'s key fields where one is a datetime, else None (asked for
+    every mutation a reader decodes: worked out once per type, kept by identity with the
+    type, so a freed type's id is never taken for another's)."""
+    hit = _KEY_KINDS.get(id(tdef))
+    if hit is not None and hit[0] is tdef:
+        return hit[1]
+    kinds = None
+    if tdef.key is not None:
+        kinds = tuple(tdef.field(k).type.kind for k in tdef.key)
+        kinds = kinds if "datetime" in kinds else None
+    if len(_KEY_KINDS) > 1024:
+        _KEY_KINDS.clear()
+    _KEY_KINDS[id(tdef)] = (tdef, kinds)
+    return kinds
+
+
 def _datetime_key(tdef: TypeDef, key: Any) -> Any:
-    if tdef.key is None:
-        return key
-    kinds = [tdef.field(k).type.kind for k in tdef.key]
-    if "datetime" not in kinds:
+    kinds = _key_kinds(tdef)
+    if kinds is None:
         return key
     parts = list(key) if len(kinds) > 1 else [key]
     parts = [

@@ -1,0 +1,193 @@
+"""Log records laid over before they are staged (overlay.LogStage.defer).
+
+A consumer decodes a Log entry's keys only and keeps each record as its msgpack bytes
+(msgspec.Raw) until a reader first reads the layer: a process that never reads a changed
+record never builds its Python objects. These tests hold the deferred layer to what the
+eager one gives, and check where a record the fast stager cannot take, or a bad one, is
+found (on the read, naming it), and that the state still shows the commit's keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import nearstate
+from nearstate import Field, FieldType, Schema, TypeDef
+from nearstate.content.records import SCHEMA as CONTENT
+from nearstate.overlay import lay_over
+from nearstate.writer import decode_entry, encode_entry
+
+
+def _raw(rec: dict[str, Any]) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.msgpack.encode(rec))
+
+
+def _image(i: int) -> dict[str, Any]:
+    return {"asset": f"a{i}", "alt": f"Still {i}", "width": 1200, "height": 675,
+            "focal_x": 0.5, "focal_y": 0.4, "small": f"/s/{i}", "medium": f"/m/{i}",
+            "large": f"/l/{i}"}  # fmt: skip
+
+
+def _story(i: int, rev: int) -> dict[str, Any]:
+    at = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+    card = {"id": 5, "slug": "t-5", "name": "Title 5", "year": 1999, "genres": ["Drama"],
+            "poster": _image(5)}  # fmt: skip
+    return {"id": i, "slug": f"story-{i}", "title": f"Story {i} rev {rev}", "dek": "d",
+            "excerpt": "e", "reading_minutes": 3,
+            "body": [{"kind": "paragraph", "text": f"p{k}"} for k in range(3)]
+            + [{"kind": "image", "image": _image(i)}, {"kind": "title", "title": card}],
+            "hero": _image(1), "card": _image(2), "tags": ["making-of", f"t{rev}"],
+            "genres": ["Drama"], "related": [card], "authors": [{"id": 1, "slug": "p-1",
+            "name": "Person 1"}], "revision": rev, "updated_at": at, "published_at": at,
+            "search_text": "words"}  # fmt: skip
+
+
+def _empty(schema: Schema) -> Any:
+    from nearstate.overlay import empty_state
+
+    return empty_state(schema, "t")
+
+
+def _dicts(state: Any, type_name: str) -> list[Any]:
+    return [(r.key, repr(r.to_dict())) for r in state[type_name]]
+
+
+def test_deferred_records_read_as_staged_ones_over_several_commits() -> None:
+    """Stories with nested blocks, images and cards, laid over as raw msgpack commit by
+    commit (added, replaced, removed), read exactly as the same dicts laid over eagerly;
+    the changed keys are the same."""
+    raw_state = dict_state = _empty(CONTENT)
+    commits = [
+        {1: _story(1, 0), 2: _story(2, 0)},
+        {2: _story(2, 1), 3: _story(3, 0)},
+        {1: None, 3: _story(3, 1)},
+        {1: _story(1, 2)},
+    ]
+    for i, net in enumerate(commits):
+        raw_net = {"Story": {k: None if r is None else _raw(r) for k, r in net.items()}}
+        dec_net = {"Story": {k: None if r is None else msgspec.msgpack.decode(
+            msgspec.msgpack.encode(r)) for k, r in net.items()}}  # fmt: skip
+        raw_state, rch = lay_over(raw_state, raw_net, name=f"raw {i}")
+        dict_state, dch = lay_over(dict_state, dec_net, name=f"dict {i}")
+        assert {t: (c.added, c.modified, c.removed) for t, c in rch.items()} == {
+            t: (c.added, c.modified, c.removed) for t, c in dch.items()}  # fmt: skip
+        assert _dicts(raw_state, "Story") == _dicts(dict_state, "Story")
+        assert raw_state.checksums() == dict_state.checksums()
+    s = raw_state["Story"].get(1)
+    assert s.title == "Story 1 rev 2" and s.body[3].image.alt == "Still 1"
+    assert s.related[0].poster.large == "/l/5"
+
+
+def test_a_deferred_layer_is_not_decoded_until_read() -> None:
+    """Bytes that are not msgpack are laid over without complaint (only the keys are
+    needed): the key shows at once; reading the record says what is wrong."""
+    schema = Schema([TypeDef("P", (Field("id", FieldType("int")),
+                                   Field("v", FieldType("int"))), key=("id",))])  # fmt: skip
+    state, ch = lay_over(_empty(schema), {"P": {7: msgspec.Raw(b"\xc1")}}, name="log 1")
+    assert ch["P"].added == [7] and 7 in state["P"] and len(state["P"]) == 1
+    with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):
+        _ = state["P"].get(7).v
+
+
+def test_a_deferred_record_needing_the_checked_path_reads_right() -> None:
+    """A record the fast stager does not take as it is (an int for a float field, a
+    field left out that has a default) is staged by WriteState when read, with every
+    other record of its layer; a record the schema refuses is refused on the read, named."""
+    schema = Schema([TypeDef("P", (
+        Field("id", FieldType("int")),
+        Field("x", FieldType("float")),
+        Field("tags", FieldType("list", item=FieldType("str")), default=[]),
+    ), key=("id",))])  # fmt: skip
+    net = {"P": {1: _raw({"id": 1, "x": 1.5, "tags": ["a"]}), 2: _raw({"id": 2, "x": 3})}}
+    state, _ = lay_over(_empty(schema), net, name="log 1")
+    assert state["P"].get(2).x == 3.0 and isinstance(state["P"].get(2).x, float)
+    assert state["P"].get(1).tags == ["a"] and state["P"].get(2).tags == []
+    bad, _ = lay_over(_empty(schema), {"P": {3: _raw({"id": 3, "x": "three"})}}, name="log 2")
+    assert 3 in bad["P"]
+    with pytest.raises(nearstate.SchemaError, match="x"):
+        _ = bad["P"].get(3).x
+
+
+def test_mixed_datetimes_in_a_deferred_layer_are_refused_on_read() -> None:
+    schema = Schema([TypeDef("E", (Field("id", FieldType("int")),
+                                   Field("at", FieldType("datetime"))), key=("id",))])  # fmt: skip
+    aware = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    net = {"E": {1: _raw({"id": 1, "at": aware}),
+                 2: _raw({"id": 2, "at": dt.datetime(2024, 1, 1)})}}  # fmt: skip
+    state, _ = lay_over(_empty(schema), net, name="log")
+    with pytest.raises(nearstate.SchemaError, match="mixes naive and timezone-aware"):
+        _ = state["E"].get(1).at
+
+
+def test_keys_that_are_not_ints_or_strings_are_staged_at_once() -> None:
+    """A datetime key's staged form is the one looked up: such a layer is staged when laid
+    over (bad bytes are refused there), as before."""
+    schema = Schema([TypeDef("E", (Field("at", FieldType("datetime")),
+                                   Field("v", FieldType("int"))), key=("at",))])  # fmt: skip
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    state, ch = lay_over(_empty(schema), {"E": {at: _raw({"at": at, "v": 1})}}, name="log")
+    assert ch["E"].added == [at] and state["E"].get(at).v == 1
+    with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):
+        lay_over(_empty(schema), {"E": {at: msgspec.Raw(b"\xc1")}}, name="log")
+
+
+def test_readers_on_many_threads_stage_a_deferred_layer_once() -> None:
+    state, _ = lay_over(_empty(CONTENT), {"Story": {i: _raw(_story(i, 0)) for i in range(50)}},
+                        name="log")  # fmt: skip
+    seen: list[Any] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def read() -> None:
+        try:
+            start.wait()
+            seen.append([(r.id, r.title, r.body[3].image.alt) for r in state["Story"]])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    want = [(i, f"Story {i} rev 0", f"Still {i}") for i in range(50)]
+    assert all(s == want for s in seen)
+
+
+def test_decode_entry_keeps_records_raw_and_deletes_none() -> None:
+    body = encode_entry([("Story", 1, {"id": 1}), ("Story", [2, "x"], None)], False)
+    e = decode_entry(9, body, raw=True)
+    (t1, k1, r1), (t2, k2, r2) = e.mutations
+    assert (t1, k1, t2, k2, r2) == ("Story", 1, "Story", (2, "x"), None)
+    assert type(r1) is msgspec.Raw and msgspec.msgpack.decode(r1) == {"id": 1}
+    assert decode_entry(9, body).mutations[0][2] == {"id": 1}
+    with pytest.raises(nearstate.LogError, match="log entry 9 is malformed"):
+        decode_entry(9, msgspec.msgpack.encode([1, [["Story", 1]], False]), raw=True)
+
+
+def test_a_consumer_shows_deferred_commits_end_to_end(tmp_path: Path) -> None:
+    """Through the Writer and a Consumer on a local dataset: every commit is visible with
+    the values written, on a consumer that reads each one and on one that reads only the
+    last (its earlier layers never staged)."""
+    ds = nearstate.open(f"file://{tmp_path / 'ds'}")
+    w = ds.writer(schema=CONTENT)
+    w.upsert("Story", _story(1, 0))
+    ds.compact()
+    eager, lazy = ds.consumer(), ds.consumer()
+    eager.refresh()
+    lazy.refresh()
+    for rev in range(1, 30):
+        tok = w.upsert("Story", _story(1 + rev % 3, rev))
+        got = eager.wait_for(tok)["Story"].get(1 + rev % 3)
+        assert got.revision == rev and got.tags == ["making-of", f"t{rev}"]
+    tok = w.delete("Story", 2)
+    last = lazy.wait_for(tok)
+    assert 2 not in last["Story"] and 2 not in eager.wait_for(tok)["Story"]
+    assert [(s.id, s.revision) for s in last["Story"]] == [(1, 27), (3, 29)]
+    assert _dicts(last, "Story") == _dicts(eager.state, "Story")
