@@ -75,8 +75,9 @@ class Entry:
         return Token(self.position)
 
 
-def encode_entry(mutations: list[tuple[str, Any, dict[str, Any] | None]], schema_changed: bool
-                 ) -> bytes:  # fmt: skip
+def encode_entry(mutations: list[tuple[str, Any, dict[str, Any] | msgspec.Raw | None]],
+                 schema_changed: bool) -> bytes:  # fmt: skip
+    """The entry's bytes (a record given as msgspec.Raw is spliced in as it is)."""
     return msgspec.msgpack.encode([time.time_ns(), mutations, schema_changed])
 
 
@@ -283,15 +284,19 @@ class Writer:
 
         def prepare(view: LogView) -> Append:
             sj = view.schema()
-            muts, keys, schema = (
+            muts, keys, schema, packed = (
                 pre if sj == pre_json else self._normalise(ops, self._schema_from(sj))
             )
             self._check_conditions(view, ops, keys, schema, muts)
             new_json = self._json_of(schema)
             changed = new_json != sj
             self._seen_json = new_json
+            # each record as encoded once for its size check, spliced in as it is
+            body = encode_entry(
+                [(t, k, p) for (t, k, _), p in zip(muts, packed, strict=True)], changed
+            )
             return Append(
-                encode_entry(muts, changed),
+                body,
                 [(t, key_id(k), rec is not None) for (t, k, rec) in muts],
                 msgspec.json.decode(new_json) if changed else None,
             )
@@ -321,6 +326,7 @@ class Writer:
         """Each op as ``(type, key, plain record | None)``, each op's key, and the schema
         used (with any types inferred from these records)."""
         muts: list[tuple[str, Any, dict[str, Any] | None]] = []
+        packed: list[msgspec.Raw | None] = []  # each record's msgpack (None: a delete)
         keys: list[tuple[str, Any]] = []
         ws: WriteState | None = None
         for op in ops:
@@ -339,6 +345,7 @@ class Writer:
             if op.record is None:
                 key = _normal_key(schema, tdef, op.key)
                 muts.append((name, key, None))
+                packed.append(None)
             else:
                 if not isinstance(op.record, Mapping):
                     raise InputError(
@@ -360,21 +367,22 @@ class Writer:
                 rec = ws.staged_record(name, ordinal)
                 key = next(reversed(ws.staged_keys(name)))
                 try:
-                    size = len(msgspec.msgpack.encode(rec))
+                    body = msgspec.msgpack.encode(rec)
                 except OverflowError:
                     raise InputError(
                         f"{name} {key!r}: an int beyond 64 bits cannot go through the Log "
                         "(store it as a string, or publish it with a Producer cycle)"
                     ) from None
-                if size > self.max_record_bytes:
+                if len(body) > self.max_record_bytes:
                     raise InputError(
-                        f"{name} {key!r}: the record is {size} bytes, over the limit of "
+                        f"{name} {key!r}: the record is {len(body)} bytes, over the limit of "
                         f"{self.max_record_bytes} bytes (max_record_bytes)"
                     )
                 muts.append((name, key, rec))
+                packed.append(msgspec.Raw(body))
             keys.append((name, key))
         assert schema is not None
-        return muts, keys, schema
+        return muts, keys, schema, packed
 
     def _json_of(self, schema: Schema) -> str:
         j = self._json.get(id(schema))
