@@ -191,3 +191,24 @@ def test_a_consumer_shows_deferred_commits_end_to_end(tmp_path: Path) -> None:
     assert 2 not in last["Story"] and 2 not in eager.wait_for(tok)["Story"]
     assert [(s.id, s.revision) for s in last["Story"]] == [(1, 27), (3, 29)]
     assert _dicts(last, "Story") == _dicts(eager.state, "Story")
+
+
+def test_a_large_layer_is_staged_when_laid_over() -> None:
+    """More records than DEFER_MAX in one layer (a tail re-laid over a new version, a
+    consumer catching up) are staged by the thread laying them over, not by the first
+    reader: a bad one is refused there, and a good layer reads without staging."""
+    from nearstate.overlay import DEFER_MAX
+
+    schema = Schema([TypeDef("P", (Field("id", FieldType("int")),
+                                   Field("v", FieldType("int"))), key=("id",))])  # fmt: skip
+    n = DEFER_MAX + 1
+    good = {"P": {i: _raw({"id": i, "v": -i}) for i in range(n)}}
+    state, _ = lay_over(_empty(schema), good, name="log")
+    assert [r.v for r in state["P"]] == [-i for i in range(n)]
+    bad = {"P": {**{i: _raw({"id": i, "v": i}) for i in range(n - 1)}, n: msgspec.Raw(b"\xc1")}}
+    with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):
+        lay_over(_empty(schema), bad, name="log")
+    small = {"P": {i: _raw({"id": i, "v": i}) for i in range(n - 2)} | {n: msgspec.Raw(b"\xc1")}}
+    state, _ = lay_over(_empty(schema), small, name="log")  # deferred: refused on the read
+    with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):
+        _ = state["P"].get(0).v

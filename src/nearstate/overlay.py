@@ -17,8 +17,8 @@ A consumer decodes an entry's keys only: each record stays its msgpack bytes
 (:meth:`LogStage.defer`). Laying a commit over then costs its keys (a story commit: 350k
 instructions instead of 580k), and a process that never reads a changed record never
 decodes it; one that does pays the decoding on that read, as it paid it before on the
-commit. Types keyed by anything but ints and strings are staged at once (their staged key
-is the one looked up).
+commit. Types keyed by anything but ints and strings, and layers of more than
+``DEFER_MAX`` records (a re-laid tail), are staged at once.
 
 Over ~600 lines on purpose: :class:`LogStage` converts staged values exactly as
 :class:`PlainLayer` reads them back, so the two conversions (``_conv`` and
@@ -116,7 +116,8 @@ def lay_over(
     if not encoded:
         stage = LogStage(schema)
         if any(type(r) is msgspec.Raw for ups in upserts.values() for r in ups):
-            if all(_deferrable(schema[t]) for t in upserts):
+            if sum(map(len, upserts.values())) <= DEFER_MAX and all(
+                    _deferrable(schema[t]) for t in upserts):  # fmt: skip
                 # records as the Log gave them: staged when a reader first reads the layer
                 for t, ups in upserts.items():
                     stage.defer(t, [k for k, r in net[t].items() if r is not None], ups)
@@ -157,6 +158,11 @@ def _decoded(rec: Any) -> Any:
 
 
 _KEY_KINDS_DEFERRED = frozenset({"int", "str", "text"})
+# A deferred layer is staged whole on its first read, on the reader's thread: a layer of
+# more records (a consumer catching up on many commits at once, or laying its whole tail
+# over a new version) is staged when laid over, on the thread that follows the Log, so a
+# request never stages thousands of records (it cost one ~250 ms in bench site).
+DEFER_MAX = 64
 
 
 def _deferrable(tdef: TypeDef) -> bool:
