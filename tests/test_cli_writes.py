@@ -121,6 +121,42 @@ def test_get_on_a_missing_dataset(tmp_path: Path) -> None:
     assert "holds no dataset" in " ".join(err.split())  # the console wraps long paths
 
 
+def _nice_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])  # field 19: nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_compact_follow_runs_at_a_lower_cpu_priority(tmp_path: Path) -> None:
+    """Following, the compactor yields the CPU to readers on the same host (nice 10, or
+    --nice N), and still folds the Log; once, it keeps the caller's priority; a nice out
+    of range is refused before anything runs."""
+    import os
+    import time
+
+    d = tmp_path / "ds"
+    for i, (extra, want) in enumerate((([], 10), (["--nice", "15"], 15))):
+        run("put", d, "Story", json.dumps({"id": f"s{i}", "title": "T"}))
+        v0 = nearstate.open(d).latest_version() or 0
+        p = subprocess.Popen([sys.executable, "-m", "nearstate", "compact", str(d), "--follow",
+                              "--interval", "0.1", *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while (nearstate.open(d).latest_version() or 0) <= v0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (nearstate.open(d).latest_version() or 0) > v0, "it folded nothing"
+            assert _nice_of(p.pid) == max(want, os.getpriority(os.PRIO_PROCESS, 0))
+        finally:
+            p.kill()
+            p.wait()
+    code, _, err = run("compact", d, "--follow", "--nice", "20")
+    assert code == 2 and "--nice" in err
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    code, _, _ = run("compact", d)  # once, in this process: its priority unchanged
+    assert code == 0 and os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
 def test_compact_folds_the_log_into_a_version(tmp_path: Path) -> None:
     d = tmp_path / "ds"
     for i in range(3):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -176,10 +177,15 @@ def _show_entry(e: Any, as_json: bool) -> None:
 @click.option("--follow", is_flag=True, help="Keep folding new commits until Ctrl-C.")
 @click.option("--interval", type=float, default=1.0, show_default=True,
               help="Seconds between compactions with --follow.")  # fmt: skip
-def compact(dataset: str, follow: bool, interval: float) -> None:
+@click.option("--nice", "niceness", type=click.IntRange(0, 19), default=None,
+              help="CPU priority to run at, 0 (as readers) to 19 (lowest). Default: 10 with "
+                   "--follow, so readers on the same host come first; 0 otherwise.")  # fmt: skip
+def compact(dataset: str, follow: bool, interval: float, niceness: int | None) -> None:
     """Fold the commits in the log into a new version (a delta; a snapshot when due).
     With --follow it keeps going through failures (a server outage, one at its start
-    included, a lost lock), saying each one and trying again, until Ctrl-C."""
+    included, a lost lock), saying each one and trying again, until Ctrl-C, at a lower
+    CPU priority (--nice): a version is not due at any moment, a reader's page is."""
+    _lower_priority(niceness if niceness is not None else (COMPACT_NICENESS if follow else 0))
     while True:
         try:
             ds = existing(dataset, holding="anything")
@@ -209,6 +215,21 @@ def compact(dataset: str, follow: bool, interval: float) -> None:
                 time.sleep(max(interval, 1.0))
             except KeyboardInterrupt:
                 return
+
+
+#: the CPU priority of `nearstate compact --follow` unless --nice says otherwise
+COMPACT_NICENESS = 10
+
+
+def _lower_priority(niceness: int) -> None:
+    """Run this process at ``niceness`` at least (never raise its priority). Where the
+    priority cannot be set, nothing changes."""
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, 0)
+        if niceness > now:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except (AttributeError, OSError):
+        pass
 
 
 def _compact_with(ds: Dataset, follow: bool, interval: float) -> None:
