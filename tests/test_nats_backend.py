@@ -1017,6 +1017,15 @@ def test_a_full_log_refuses_a_commit_plainly(dataset: Dataset) -> None:
     assert ds.log.head() == last
 
 
+def _compact_follow(url: str) -> subprocess.Popen[str]:
+    """`nearstate compact URL --follow --interval 0.2` in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "from nearstate.cli import main; main()", "compact", url,
+         "--follow", "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def test_compact_follow_keeps_going_through_an_outage(throwaway: Throwaway) -> None:
     """`nearstate compact --follow` on a server that goes away and comes back says each
     failure and folds new commits again afterwards, in the same process."""
@@ -1036,11 +1045,7 @@ def test_compact_follow_keeps_going_through_an_outage(throwaway: Throwaway) -> N
             time.sleep(0.2)
         return 0
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from nearstate.cli import main; main()", "compact", url,
-         "--follow", "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _compact_follow(url)
     try:
         # the outage comes once the compactor is following (it has folded the first
         # commit), not while it is still starting: a server missing at its start is a
@@ -1080,11 +1085,7 @@ def test_compact_follow_waits_for_a_server_that_is_down_when_it_starts(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert once.returncode != 0 and "cannot connect to NATS" in once.stderr, once.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from nearstate.cli import main; main()", "compact", url,
-         "--follow", "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _compact_follow(url)
     try:
         time.sleep(3)  # a few attempts against nothing
         assert proc.poll() is None, "compact --follow gave up on a server that was down"

@@ -113,21 +113,21 @@ def lay_over(
             upserts[type_name] = ups
     if not removed and not upserts:
         return state, {}
+    raw = any(type(r) is msgspec.Raw for ups in upserts.values() for r in ups)
+    if (raw and not encoded and sum(map(len, upserts.values())) <= DEFER_MAX
+            and _deferrable(schema, ()).issuperset(upserts)):  # fmt: skip
+        # records as the Log gave them: staged when a reader first reads the layer
+        stage = LogStage(schema)
+        for t, ups in upserts.items():
+            stage.defer(t, [k for k, r in net[t].items() if r is not None], ups)
+        return apply_delta(state, PlainLayer(stage, removed, state.version, name), trusted=True)
+    if raw:
+        upserts = {t: [_decoded(r) for r in ups] for t, ups in upserts.items()}
     if not encoded:
         stage = LogStage(schema)
-        if any(type(r) is msgspec.Raw for ups in upserts.values() for r in ups):
-            if sum(map(len, upserts.values())) <= DEFER_MAX and all(
-                    _deferrable(schema[t]) for t in upserts):  # fmt: skip
-                # records as the Log gave them: staged when a reader first reads the layer
-                for t, ups in upserts.items():
-                    stage.defer(t, [k for k, r in net[t].items() if r is not None], ups)
-                return apply_delta(state, PlainLayer(stage, removed, state.version, name),
-                                   trusted=True)  # fmt: skip
-            upserts = {t: [_decoded(r) for r in ups] for t, ups in upserts.items()}
         if not all(stage.add_many(t, ups) for t, ups in upserts.items()):
             stage = _checked(schema, upserts)  # names what is wrong, or stages it as it is
         return apply_delta(state, PlainLayer(stage, removed, state.version, name), trusted=True)
-    upserts = {t: [_decoded(r) for r in ups] for t, ups in upserts.items()}
     ws = _checked(schema, upserts, dedupe=True)
     pieces = encode_delta(
         kind="delta", dataset=state.dataset, schema=schema, from_version=state.version,
@@ -165,12 +165,15 @@ _KEY_KINDS_DEFERRED = frozenset({"int", "str", "text"})
 DEFER_MAX = 64
 
 
-def _deferrable(tdef: TypeDef) -> bool:
-    """Whether records of ``tdef`` can be laid over before they are staged: keyed, with a
-    key of ints and strings, which the Log's mutation gives exactly as staging would (a
+@per_schema
+def _deferrable(schema: Schema, _: frozenset[str]) -> frozenset[str]:
+    """The types whose records can be laid over before they are staged: keyed, with a key
+    of ints and strings, which the Log's mutation gives exactly as staging would (a
     datetime or float key is staged first: its staged form is the one looked up)."""
-    return tdef.key is not None and all(
-        tdef.field(k).type.kind in _KEY_KINDS_DEFERRED for k in tdef.key)  # fmt: skip
+    return frozenset(
+        t.name for t in schema
+        if t.key is not None and all(t.field(k).type.kind in _KEY_KINDS_DEFERRED for k in t.key)
+    )  # fmt: skip
 
 
 def _as_logged(v: Any) -> Any:

@@ -44,16 +44,16 @@ _NO: Any = object()
 
 
 class PagedMap:
-    """A mapping split into page dicts by ``page_of(key)``, copied page by page on write.
-    ``by_ordinal``: pages of ``1 << PAGE_SHIFT`` ordinals; ``by_hash``: keys spread by
+    """A mapping split into page dicts, copied page by page on write. ``page_of`` says
+    how: ``by_ordinal``, pages of ``1 << PAGE_SHIFT`` ordinals; ``by_hash``, keys spread by
     their hash over a number of pages that grows with the map (one page while it is
     small), so a copy and a write each cost about the square root of the entries."""
 
-    __slots__ = ("_mine", "mask", "n", "page_of", "pages")
+    __slots__ = ("_mine", "mask", "n", "pages")
 
     def __init__(self, page_of: Callable[[Any], int] = by_ordinal):
-        self.page_of = page_of
-        self.mask = 0 if page_of is by_hash else -1  # hashed: the page is hash & mask
+        # the page of a key: ``k >> PAGE_SHIFT`` (mask -1), or ``hash(k) & mask``
+        self.mask = 0 if page_of is by_hash else -1
         self.pages: dict[int, dict[Any, Any]] = {}
         self._mine: set[int] = set()  # pages this map may write in place
         self.n = 0
@@ -64,7 +64,6 @@ class PagedMap:
 
     def copy(self) -> PagedMap:
         out = PagedMap.__new__(PagedMap)
-        out.page_of = self.page_of
         out.mask = self.mask
         out.pages = dict(self.pages)
         out._mine = set()
@@ -95,7 +94,7 @@ class PagedMap:
         self.mask, self.pages, self._mine = mask, pages, set(pages)
 
     def get(self, k: Any, default: Any = None) -> Any:
-        m = self.mask
+        m = self.mask  # _page inlined: a layered type's key lookups go through here
         d = self.pages.get(k >> PAGE_SHIFT if m < 0 else hash(k) & m)
         return default if d is None else d.get(k, default)
 

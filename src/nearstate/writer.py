@@ -30,7 +30,7 @@ import msgspec
 from .errors import ConflictError, InputError, LogError, SchemaError
 from .infer import infer_schema
 from .ports import Append, Log, LogView
-from .schema import FieldType, Schema, TypeDef
+from .schema import FieldType, Schema, TypeDef, per_schema
 from .write_state import WriteState
 
 LOG_POSITION = "log_position"  #: the version tag naming the Log position a version includes
@@ -101,11 +101,13 @@ def decode_entry(position: int, body: bytes, schema: Schema | None = None, *,
         else:
             t, muts, changed = msgspec.msgpack.decode(body)
         out = []
+        dt_keys = _datetime_keys(schema, ()) if schema is not None else {}
         for type_name, key, rec in muts:
             if isinstance(key, list):
                 key = tuple(key)
-            if schema is not None and type_name in schema.types:
-                key = _datetime_key(schema[type_name], key)
+            kinds = dt_keys.get(type_name)
+            if kinds is not None:
+                key = _datetime_key(kinds, key)
             if raw and rec == _NIL:
                 rec = None
             out.append((type_name, key, rec))
@@ -114,30 +116,20 @@ def decode_entry(position: int, body: bytes, schema: Schema | None = None, *,
     return Entry(position, int(t), out, bool(changed))
 
 
-_KEY_KINDS: dict[int, tuple[TypeDef, tuple[str, ...] | None]] = {}
+@per_schema
+def _datetime_keys(schema: Schema, _: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """Per type whose key has a datetime field, the kinds of its key fields (asked for
+    every entry a reader decodes: worked out once per schema)."""
+    out = {}
+    for t in schema:
+        if t.key is not None:
+            kinds = tuple(t.field(k).type.kind for k in t.key)
+            if "datetime" in kinds:
+                out[t.name] = kinds
+    return out
 
 
-def _key_kinds(tdef: TypeDef) -> tuple[str, ...] | None:
-    """The kinds of ``tdef``'s key fields where one is a datetime, else None (asked for
-    every mutation a reader decodes: worked out once per type, kept by identity with the
-    type, so a freed type's id is never taken for another's)."""
-    hit = _KEY_KINDS.get(id(tdef))
-    if hit is not None and hit[0] is tdef:
-        return hit[1]
-    kinds = None
-    if tdef.key is not None:
-        kinds = tuple(tdef.field(k).type.kind for k in tdef.key)
-        kinds = kinds if "datetime" in kinds else None
-    if len(_KEY_KINDS) > 1024:
-        _KEY_KINDS.clear()
-    _KEY_KINDS[id(tdef)] = (tdef, kinds)
-    return kinds
-
-
-def _datetime_key(tdef: TypeDef, key: Any) -> Any:
-    kinds = _key_kinds(tdef)
-    if kinds is None:
-        return key
+def _datetime_key(kinds: tuple[str, ...], key: Any) -> Any:
     parts = list(key) if len(kinds) > 1 else [key]
     parts = [
         _dt.datetime.fromisoformat(p) if k == "datetime" and isinstance(p, str) else p

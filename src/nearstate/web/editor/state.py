@@ -185,7 +185,6 @@ class Editor:
                     index.unfollow()
                     self._search = False
                     log.warning("editor: the choosers cannot index this dataset", exc_info=True)
-
             return None if self._search is False else self._search  # (an index has a len)
 
     def _stop(self) -> None:
