@@ -212,3 +212,116 @@ def test_a_large_layer_is_staged_when_laid_over() -> None:
     state, _ = lay_over(_empty(schema), small, name="log")  # deferred: refused on the read
     with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):
         _ = state["P"].get(0).v
+
+
+def _probe_schema() -> Schema:
+    return Schema([TypeDef("P", (Field("id", FieldType("int")), Field("v", FieldType("int")),
+                                 Field("at", FieldType("datetime", nullable=True))),
+                           key=("id",))])  # fmt: skip
+
+
+def test_commits_since_a_version_share_one_log_layer() -> None:
+    """Commit after commit is appended to the one Log layer the state ends with (no layer,
+    type or column made per commit), and every state made on the way still reads what it
+    read when it was made, with the checksums of the same commits laid over eagerly."""
+    states, eager = [], _empty(CONTENT)
+    state = _empty(CONTENT)
+    for rev in range(12):
+        net = {"Story": {1 + rev % 3: _story(1 + rev % 3, rev)}}
+        if rev == 7:
+            net["Story"][3] = None  # and a delete in the same commit
+        state, _ = lay_over(state, {t: {k: None if r is None else _raw(r) for k, r in m.items()}
+                                    for t, m in net.items()}, name=f"log {rev}")  # fmt: skip
+        eager, _ = lay_over(eager, {t: {k: None if r is None else msgspec.msgpack.decode(
+            msgspec.msgpack.encode(r)) for k, r in m.items()} for t, m in net.items()},
+            name=f"eager {rev}")  # fmt: skip
+        states.append((state, _dicts(eager, "Story"), eager.checksums()))
+    layer = state.layers[-1]
+    assert len(state.layers) == 1 and all(s.layers == (layer,) for s, _, _ in states)
+    assert len(layer.state["Story"]) == 12  # a row per commit: earlier ones stay as they were
+    for s, want, sums in reversed(states):  # read newest first: older rows stage later
+        assert _dicts(s, "Story") == want
+        assert s.checksums() == sums
+    assert [(r.id, r.revision) for r in state["Story"]] == [(1, 9), (2, 10), (3, 11)]
+
+
+def test_a_state_branched_twice_reads_each_branch() -> None:
+    """Two commits laid over the same state (both appended to its layer) give two states,
+    each with its own record, and leave the first as it was."""
+    base, _ = lay_over(_empty(_probe_schema()), {"P": {1: _raw({"id": 1, "v": 1})}}, name="a")
+    left, _ = lay_over(base, {"P": {1: _raw({"id": 1, "v": 2})}}, name="b")
+    right, _ = lay_over(base, {"P": {1: _raw({"id": 1, "v": 3}), 2: _raw({"id": 2, "v": 4})}},
+                        name="c")  # fmt: skip
+    assert left.layers == right.layers == base.layers
+    assert [r.v for r in base["P"]] == [1]
+    assert [r.v for r in left["P"]] == [2]
+    assert [r.v for r in right["P"]] == [3, 4]
+
+
+def test_a_bad_commit_in_a_shared_layer_is_refused_alone() -> None:
+    """A commit whose record cannot be staged is refused when that record is read, naming
+    it; the commits before and after it in the same layer read on. Naive and aware
+    datetimes in different commits are fine; in one commit they are refused."""
+    s = _empty(_probe_schema())
+    naive, aware = dt.datetime(2024, 1, 1), dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    s, _ = lay_over(s, {"P": {1: _raw({"id": 1, "v": 1, "at": naive})}}, name="log 1")
+    s, _ = lay_over(s, {"P": {2: msgspec.Raw(b"\xc1")}}, name="log 2")
+    s, _ = lay_over(s, {"P": {3: _raw({"id": 3, "v": 3, "at": aware})}}, name="log 3")
+    s, _ = lay_over(s, {"P": {4: _raw({"id": 4, "v": "four"})}}, name="log 4")
+    s, _ = lay_over(s, {"P": {5: _raw({"id": 5, "v": 5, "at": naive}),
+                              6: _raw({"id": 6, "v": 6, "at": aware})}}, name="log 5")  # fmt: skip
+    assert len(s.layers) == 1 and all(k in s["P"] for k in range(1, 7)) and len(s["P"]) == 6
+    assert s["P"].get(1).at == naive and s["P"].get(3).at == aware and s["P"].get(3).v == 3
+    with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):
+        _ = s["P"].get(2).v
+    with pytest.raises(nearstate.SchemaError, match="'v'"):
+        _ = s["P"].get(4).v
+    with pytest.raises(nearstate.SchemaError, match=r"log 5: P\.at mixes naive and timezone"):
+        _ = s["P"].get(6).v
+    with pytest.raises(nearstate.SchemaError, match="not valid msgpack"):  # again: still named
+        _ = s["P"].get(2).id
+    assert s["P"].get(1).v == 1
+
+
+def test_readers_hold_states_while_commits_are_appended() -> None:
+    """Reader threads each take a state and read it whole, again and again, while another
+    thread appends commit after commit to the layer their states end with: every read of
+    a state gives what that state showed when it was made."""
+    state = _empty(_probe_schema())
+    made: list[tuple[Any, dict[int, int]]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        nonlocal state
+        want: dict[int, int] = {}
+        for i in range(400):
+            k, v = i % 37, i
+            state, _ = lay_over(state, {"P": {k: _raw({"id": k, "v": v})}}, name=f"log {i}")
+            want[k] = v
+            with lock:
+                made.append((state, dict(want)))
+        stop.set()
+
+    def read() -> None:
+        try:
+            while not stop.is_set() or made:
+                with lock:
+                    if not made:
+                        continue
+                    s, want = made[len(made) // 2] if stop.is_set() else made[-1]
+                    if stop.is_set():
+                        made.pop(len(made) // 2)
+                assert {r.id: r.v for r in s["P"]} == want
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    write()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[0]
+    assert len(state.layers) == 1

@@ -299,7 +299,16 @@ def apply_delta(
         old_overlays, layers = state._overlays, state.layers
     else:
         old_overlays, layers = {}, ()
-    li = len(layers)
+    # a commit appended to a Log layer (overlay._Commit) reads from that layer, which the
+    # state may already end with: then the new state holds the same layers
+    shared = getattr(layer, "layer", None)
+    if shared is None:
+        li, new_layers = len(layers), (*layers, layer)
+    elif layers and layers[-1] is shared:
+        li, new_layers = len(layers) - 1, layers
+    else:
+        li, new_layers = len(layers), (*layers, shared)
+    first_row = getattr(layer, "first_row", None)
     overlays = dict(old_overlays)
     changes: dict[str, Changes] = {}
     touched: dict[str, list[int]] = {}  # per type, the ordinals this layer changed
@@ -338,7 +347,8 @@ def apply_delta(
             lts = layer.state[name]
             ldig = lts._digests
             key_at = lts._key_at
-            for lo in range(n_up):
+            lo0 = 0 if first_row is None else first_row(name)
+            for lo in range(lo0, lo0 + n_up):
                 key = key_at(lo)
                 o = ov.added.get(key)
                 if o is None:
@@ -388,7 +398,7 @@ def apply_delta(
         carried = state._left_out_checksums() if isinstance(state, LayeredState) else {
             n: c for n, c in state.checksums().items() if n in left_out}  # fmt: skip
     new = LayeredState(
-        base, (*layers, layer), overlays, version=layer.version,
+        base, new_layers, overlays, version=layer.version,
         checksums=None if lazy else sums, tags=tags,
         reuse=state if isinstance(state, LayeredState) else None, changed=changes,
         carried=carried if lazy else None,

@@ -29,19 +29,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import itertools
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from .blob import encode_blob, parse_blob
 from .delta import DeltaLayer, encode_delta
 from .encoding import ABSENT, Column
 from .errors import DatasetError, SchemaError
-from .layered import Changes, State, apply_delta, type_shape
+from .layered import Changes, LayeredState, State, apply_delta, type_shape
 from .lazymap import LazyMap
 from .read_state import ReadState, TypeMap
 from .schema import FieldType, Schema, TypeDef, per_schema
@@ -95,10 +97,6 @@ def lay_over(
     changed. Deleting a key the state does not have changes nothing. ``encoded``: encode
     the layer as a delta blob and read it back (the reference; slower) instead of reading
     the staged values (:class:`PlainLayer`)."""
-    # the layer holds only the types changed (and the nested and referenced types their
-    # fields need): a layer of the whole schema cost 20 ms a commit on a schema of ten
-    # types with nested records, most of it encoding and opening empty columns
-    schema = _needed(state.schema, [t for t in net if t in state])
     removed: dict[str, list[Any]] = {}
     upserts: dict[str, list[dict[str, Any]]] = {}
     for type_name, changes in net.items():
@@ -114,13 +112,18 @@ def lay_over(
     if not removed and not upserts:
         return state, {}
     raw = any(type(r) is msgspec.Raw for ups in upserts.values() for r in ups)
-    if (raw and not encoded and sum(map(len, upserts.values())) <= DEFER_MAX
-            and _deferrable(schema, ()).issuperset(upserts)):  # fmt: skip
-        # records as the Log gave them: staged when a reader first reads the layer
-        stage = LogStage(schema)
-        for t, ups in upserts.items():
-            stage.defer(t, [k for k, r in net[t].items() if r is not None], ups)
-        return apply_delta(state, PlainLayer(stage, removed, state.version, name), trusted=True)
+    if (not encoded and (raw or not upserts) and sum(map(len, upserts.values())) <= DEFER_MAX
+            and _deferrable(state.schema, ()).issuperset(upserts)):  # fmt: skip
+        # records as the Log gave them, appended to the Log layer the commits since the
+        # version share, and staged when a reader first reads them
+        layer = _open_layer(state, name)
+        keys = {t: [k for k, r in net[t].items() if r is not None] for t in upserts}
+        commit = layer.append(removed, {t: (keys[t], ups) for t, ups in upserts.items()}, name)
+        return apply_delta(state, commit, trusted=True)
+    # the layer holds only the types changed (and the nested and referenced types their
+    # fields need): a layer of the whole schema cost 20 ms a commit on a schema of ten
+    # types with nested records, most of it encoding and opening empty columns
+    schema = _needed(state.schema, [t for t in net if t in state])
     if raw:
         upserts = {t: [_decoded(r) for r in ups] for t, ups in upserts.items()}
     if not encoded:
@@ -135,6 +138,18 @@ def lay_over(
     )  # fmt: skip
     layer = DeltaLayer(parse_blob(b"".join(pieces), verify=False, source=name), name)
     return apply_delta(state, layer, trusted=True)
+
+
+def _open_layer(state: State, name: str) -> PlainLayer:
+    """The Log layer ``state`` ends with, if commits may be appended to it (laid over this
+    version, on this schema); else a new one."""
+    last = state.layers[-1] if isinstance(state, LayeredState) and state.layers else None
+    if (isinstance(last, PlainLayer) and last.appending and last.schema is state.schema
+            and last.version == state.version):  # fmt: skip
+        return last
+    return PlainLayer(
+        LogStage(state.schema, appending=True), {}, state.version, f"log layer from {name}"
+    )
 
 
 def _checked(schema: Schema, upserts: dict[str, list[dict[str, Any]]], *,
@@ -207,17 +222,55 @@ class _Rows:
         self.count = 0
 
 
+class _Chunk:
+    """One commit's records of a type in an appending :class:`LogStage`, laid over before
+    they are staged. Until a reader first reads one of them, each of their rows holds the
+    chunk itself in every column; reading it stages the chunk's records in place (once,
+    under the stage's lock). A chunk that cannot be staged (bytes that are not msgpack, a
+    value the schema refuses, a column mixing naive and aware datetimes) keeps its rows
+    holding it, and every read of them raises the error that names what is wrong: the
+    other commits of the layer read on."""
+
+    __slots__ = ("decoded", "digests", "error", "name", "records", "stage", "start",
+                 "type_name")  # fmt: skip
+
+    def __init__(self, stage: LogStage, type_name: str, start: int, records: list[Any],
+                 name: str):  # fmt: skip
+        self.stage = stage
+        self.type_name = type_name
+        self.start = start
+        self.records: list[Any] | None = records  # None once staged (or refused)
+        self.name = name
+        self.decoded: list[Any] = []
+        self.digests: Any = None
+        self.error: SchemaError | None = None
+
+    def read(self) -> None:
+        """Stage the chunk now, or raise the error that stops it."""
+        if self.records is not None:
+            self.stage._stage_chunk(self)
+        if self.error is not None:
+            raise SchemaError(str(self.error)) from None
+
+
 class LogStage:
-    """A commit's records staged for reading, the way a reader's Log layer needs them:
-    the same columns :class:`WriteState` stages (converted values; a nested record's
-    ordinal in its type, staged as it comes, not de-duplicated), made in one pass of
-    per-field converters without WriteState's per-column checks. The Writer checked
-    every record against the Log's schema before committing it, so a value of another
-    type than its field expects, a missing field without a default or an unknown field
-    is not expected here: :meth:`add_many` then says False and stages nothing of that
-    batch, and the caller stages the commit with WriteState, which names what is wrong.
-    Digests (for a checksum someone asks for) come from a WriteState made on first use
-    from the same records, in the same order.
+    """Records staged for reading, the way a reader's Log layer needs them: the same
+    columns :class:`WriteState` stages (converted values; a nested record's ordinal in its
+    type, staged as it comes, not de-duplicated), made in one pass of per-field converters
+    without WriteState's per-column checks. The Writer checked every record against the
+    Log's schema before committing it, so a value of another type than its field expects,
+    a missing field without a default or an unknown field is not expected here:
+    :meth:`add_many` then says False and stages nothing of that batch, and the caller
+    stages the commit with WriteState, which names what is wrong. Digests (for a checksum
+    someone asks for) come from a WriteState made on first use from the same records, in
+    the same order.
+
+    ``appending``: the stage of a Log layer that the commits after a version share
+    (:meth:`PlainLayer.append`). Each commit's records are added with their keys only
+    (:meth:`defer`, as the Log gives them: ``msgspec.Raw`` or dicts) and staged when a
+    reader first reads one of them (:class:`_Chunk`), so laying a commit over costs its
+    keys, and a process that never reads a changed record never decodes it. Rows are only
+    ever added: a state made before a commit never reads the rows it added.
 
     A nested record (a story's blocks, a card's image) stays the dict it came as until a
     reader asks for it (:meth:`nested`): most commits are read by few of the processes
@@ -225,61 +278,82 @@ class LogStage:
     A nested value the Writer would not have let through is refused when it is read,
     with a SchemaError naming the field."""
 
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, *, appending: bool = False):
         self.schema = schema
+        self.appending = appending
         self._rows: dict[str, _Rows] = {}
         self._records: dict[str, list[dict[str, Any]]] = {}
         self._ws: WriteState | None = None
         self._plans = _plans(schema, ())
         self._made: dict[int, int] = {}  # id of a nested dict staged on a read -> ordinal
-        self._lock = threading.Lock()  # readers on several threads stage nested rows
-        # records laid over before they are staged (:meth:`defer`): type -> (keys, records)
-        self._pending: dict[str, tuple[list[Any], list[Any]]] | None = None
-        self._fallback: WriteState | None = None  # where staging them needed WriteState
+        # readers on several threads stage chunks and nested rows; a commit appends
+        self._lock = threading.RLock()
+        # appending: per type, every row's key, and the chunks (commits) that added them
+        self._keys: dict[str, list[Any]] = {}
+        self._chunks: dict[str, list[_Chunk]] = {}
 
-    def defer(self, type_name: str, keys: list[Any], records: list[Any]) -> None:
-        """Take ``records`` of a keyed type (dicts, or :class:`msgspec.Raw` as the Log
-        gives them) with their ``keys``, to be staged when first read: laying a commit
-        over then costs its keys, and a reader that never reads the records never
-        decodes them. All of a stage's records are deferred, or none."""
-        assert not self._rows, "a stage defers all of its records or none"
-        if self._pending is None:
-            self._pending = {}
-        ks, recs = self._pending.setdefault(type_name, ([], []))
-        ks.extend(keys)
-        recs.extend(records)
+    def defer(self, type_name: str, keys: list[Any], records: list[Any], name: str) -> int:
+        """Add ``records`` of a keyed type (with their ``keys``) as rows staged when first
+        read; returns the first row's ordinal."""
+        assert self.appending, "records are deferred in an appending stage only"
+        with self._lock:
+            rows = self._rows_of(type_name)
+            start, n = rows.count, len(records)
+            chunk = _Chunk(self, type_name, start, records, name)
+            for col in rows.columns:
+                col.extend(itertools.repeat(chunk, n))
+            rows.count += n
+            self._keys.setdefault(type_name, []).extend(keys)
+            self._chunks.setdefault(type_name, []).append(chunk)
+            return start
 
     def deferred_keys(self, type_name: str) -> list[Any] | None:
-        """The keys of the records deferred for ``type_name`` (None: staged ones)."""
-        p = self._pending
-        if p is None:
-            return None
-        got = p.get(type_name)
-        return None if got is None else got[0]
+        """Every row's key of a type whose records are deferred (None: staged ones)."""
+        return self._keys.get(type_name) if self.appending else None
 
-    def staged(self) -> None:
-        """Stage the deferred records now (once; readers on any thread): with LogStage's
-        converters, or where one needs the checked path, with WriteState, whose
-        SchemaError names the record and field it refuses."""
-        if self._pending is None:
-            return
+    def _stage_chunk(self, chunk: _Chunk) -> None:
+        """Stage a chunk's records into its rows: with LogStage's converters, or where one
+        needs the checked path, through WriteState (whose SchemaError names the record
+        and field it refuses)."""
         with self._lock:
-            pending = self._pending
-            if pending is None:
-                return
-            decoded = {t: [_decoded(r) for r in recs] for t, (_, recs) in pending.items()}
-            saved = self._mark()
+            recs = chunk.records
+            if recs is None:
+                return  # staged by another reader meanwhile
+            t = chunk.type_name
             try:
-                for t, recs in decoded.items():
-                    for rec in recs:
-                        self._add(t, rec)
+                decoded = [_decoded(r) for r in recs]
+                try:
+                    rows = [self._convert(t, rec) for rec in decoded]
+                except _Slow:
+                    rows = self._checked_rows(t, decoded, chunk.name)
+                sh = type_shape(self.schema[t])
+                for i in sh.dt_fields:
+                    _one_datetime_kind([r[i] for r in rows], f"{chunk.name}: {t}.{sh.names[i]}")
+            except SchemaError as e:
+                chunk.error = e
+                chunk.records = None
+                return
+            s, e_ = chunk.start, chunk.start + len(rows)
+            for i, col in enumerate(self._rows[t].columns):
+                col[s:e_] = [r[i] for r in rows]
+            chunk.decoded = decoded
+            chunk.records = None
+
+    def _checked_rows(self, type_name: str, decoded: list[Any], name: str) -> list[list[Any]]:
+        """Rows of records the converters do not take as they are, staged by WriteState
+        (which raises a SchemaError naming what it refuses) and read back in the forms
+        the Log gives values in."""
+        ws = _checked(self.schema, {type_name: decoded})
+        pt = PlainLayer(ws, {}, 0, name).state[type_name]
+        out = []
+        for o in range(ws.count(type_name)):
+            rec = _as_logged(pt.view(pt, o).to_dict())
+            try:
+                out.append(self._convert(type_name, rec))
             except _Slow:
-                self._undo(saved)
-                self._fallback = _checked(self.schema, decoded)
-            else:
-                for t, recs in decoded.items():
-                    self._records.setdefault(t, []).extend(recs)
-            self._pending = None
+                raise SchemaError(f"{name}: a {type_name} record the reader cannot stage: "
+                                  f"{_short(rec)}") from None  # fmt: skip
+        return out
 
     def nested(self, type_name: str, v: Any, where: str) -> int:
         """The ordinal of the nested record ``v`` (a dict kept as it came) in
@@ -289,7 +363,7 @@ class LogStage:
             o = self._made.get(id(v))
             if o is None:
                 try:
-                    o = self._add(type_name, v)  # on _Slow it leaves no row behind
+                    o = self._add(type_name, v)
                 except _Slow:
                     # given as Python values (sets, tuples, dataclasses), not as the Log
                     # gives them: once more in the Log's forms, then refused
@@ -317,26 +391,16 @@ class LogStage:
                 del c[k:]
 
     def __len__(self) -> int:
-        if self._pending is not None:
-            return sum(len(ks) for ks, _ in self._pending.values())
-        if self._fallback is not None:
-            return sum(self._fallback.count(t.name) for t in self.schema if t.key is not None)
+        if self.appending:
+            return sum(len(ks) for ks in self._keys.values())
         return sum(len(r) for r in self._records.values())
 
     def count(self, type_name: str) -> int:
-        keys = self.deferred_keys(type_name)
-        if keys is not None:
-            return len(keys)
-        if self._fallback is not None:
-            return self._fallback.count(type_name)
         rows = self._rows.get(type_name)
         return 0 if rows is None else rows.count
 
     def _staged(self, type_name: str) -> Any:
-        """A type's staged rows (what a layer reads): the deferred records staged first."""
-        self.staged()
-        if self._fallback is not None:
-            return self._fallback._staged(type_name)
+        """A type's staged rows (what a layer reads)."""
         return self._rows_of(type_name)
 
     def _rows_of(self, type_name: str) -> _Rows:
@@ -358,47 +422,55 @@ class LogStage:
         self._records.setdefault(type_name, []).extend(records)
         return True
 
-    def _add(self, type_name: str, rec: Any) -> int:
-        """Stage one record; on _Slow its row is taken back (a nested record's fields
-        are kept as they came, so a record adds to its own type's rows only)."""
+    def _convert(self, type_name: str, rec: Any) -> list[Any]:
+        """One record's field values as staged (in the type's field order); _Slow where
+        a value needs the checked path (a nested record's fields are kept as they came)."""
         if type(rec) is not dict:
             raise _Slow
-        plan = self._plans[type_name]
-        rows = self._rows_of(type_name)
+        out = []
         present = 0
-        try:
-            for (fname, conv, default, nullable), col in zip(plan, rows.columns, strict=True):
-                v = rec.get(fname, ABSENT)
-                if v is ABSENT:
-                    if default is not _NO_DEFAULT:
-                        v = conv(self, default)
-                    elif nullable:
-                        v = ABSENT  # null, remembered as left out
-                    else:
-                        raise _Slow
+        for fname, conv, default, nullable in self._plans[type_name]:
+            v = rec.get(fname, ABSENT)
+            if v is ABSENT:
+                if default is not _NO_DEFAULT:
+                    v = conv(self, default)
+                elif nullable:
+                    v = ABSENT  # null, remembered as left out
                 else:
-                    present += 1
-                    if v is not None or not nullable:
-                        v = conv(self, v)
-                col.append(v)
-            if present != len(rec):
-                raise _Slow  # a field not in the type
-        except _Slow:
-            n = rows.count
-            for col in rows.columns:
-                del col[n:]
-            raise
+                    raise _Slow
+            else:
+                present += 1
+                if v is not None or not nullable:
+                    v = conv(self, v)
+            out.append(v)
+        if present != len(rec):
+            raise _Slow  # a field not in the type
+        return out
+
+    def _add(self, type_name: str, rec: Any) -> int:
+        """Stage one record as a new row (none on _Slow)."""
+        values = self._convert(type_name, rec)
+        rows = self._rows_of(type_name)
+        for col, v in zip(rows.columns, values, strict=True):
+            col.append(v)
         o = rows.count
         rows.count += 1
         return o
 
     def digests(self, type_name: str) -> Any:
-        self.staged()
-        if self._fallback is not None:
-            return self._fallback.digests(type_name)
-        if self._ws is None:
-            self._ws = _checked(self.schema, self._records)
-        return self._ws.digests(type_name)
+        chunks = self._chunks.get(type_name) if self.appending else None
+        if chunks is None:
+            if self._ws is None:
+                self._ws = _checked(self.schema, self._records)
+            return self._ws.digests(type_name)
+        parts = []
+        for ch in list(chunks):
+            if ch.digests is None:
+                ch.read()  # staged, or its error raised
+                ch.digests = np.asarray(_checked(self.schema, {type_name: ch.decoded})
+                                        .digests(type_name))  # fmt: skip
+            parts.append(ch.digests)
+        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 
 _NO_DEFAULT: Any = object()
@@ -545,18 +617,69 @@ class PlainLayer:
         self.tags: dict[str, str] = {}
         self.removed = removed
         self.state = _PlainState(ws, name)
+        self._stage = ws
+        self.appending = isinstance(ws, LogStage) and ws.appending
 
     @property
     def blob(self) -> Any:
         raise DatasetError(f"{self.name}: a layer of Log entries has no blob")
 
-    @cached_property
+    @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.state.types.values())
+        return sum(t.nbytes for t in list(self.state.types.values()))
+
+    def append(self, removed: dict[str, list[Any]],
+               upserts: dict[str, tuple[list[Any], list[Any]]], name: str) -> _Commit:  # fmt: skip
+        """Add one commit to this layer (an ``appending`` one): ``upserts`` per type,
+        (keys, records as the Log gives them). Returns the commit, which
+        :func:`~nearstate.layered.apply_delta` applies over the state that ends with this
+        layer (or a state of its version without it) as it applies a layer."""
+        stage = self._stage
+        assert isinstance(stage, LogStage) and stage.appending
+        rows: dict[str, tuple[int, int]] = {}
+        types = self.state._types
+        with stage._lock:
+            for t, (keys, recs) in upserts.items():
+                rows[t] = (stage.defer(t, keys, recs, name), len(recs))
+                if t not in types:
+                    types[t] = _PlainType(stage, stage.schema[t], types, self.name)
+        return _Commit(self, removed, rows, name)
 
     def upserted(self, type_name: str) -> int:
         ts = self.state.get(type_name)
         return len(ts) if ts is not None and ts.typedef.key is not None else 0
+
+
+class _Commit:
+    """One commit appended to a Log layer, as :func:`~nearstate.layered.apply_delta`
+    takes a layer: the keys it removed and the rows it added (``first_row`` on), read
+    from the layer it was appended to (``layer``), which the new state holds once."""
+
+    kind = "delta"
+    lazy_checksums = True
+    checksums: Mapping[str, Any] = MappingProxyType({})  # a Log layer claims none
+    from_checksums: Mapping[str, Any] = MappingProxyType({})
+    tags: Mapping[str, str] = MappingProxyType({})
+
+    __slots__ = ("from_version", "layer", "name", "removed", "rows", "schema", "state",
+                 "version")  # fmt: skip
+
+    def __init__(self, layer: PlainLayer, removed: dict[str, list[Any]],
+                 rows: dict[str, tuple[int, int]], name: str):  # fmt: skip
+        self.layer = layer
+        self.state = layer.state
+        self.schema = layer.schema
+        self.version = self.from_version = layer.version
+        self.removed = removed
+        self.rows = rows  # type -> (first row, rows)
+        self.name = name
+
+    def upserted(self, type_name: str) -> int:
+        r = self.rows.get(type_name)
+        return 0 if r is None else r[1]
+
+    def first_row(self, type_name: str) -> int:
+        return self.rows[type_name][0]
 
 
 class _PlainState(TypeMap):
@@ -596,21 +719,23 @@ class _PlainType:
         self._ws = ws
         sh = self._shape = type_shape(tdef)
         ftypes, index = sh.ftypes, sh.index
-        # records a LogStage deferred are staged when a column is first read; until then
-        # the layer knows their keys only (what laying it over needs)
-        keys = ws.deferred_keys(tdef.name) if isinstance(ws, LogStage) else None
-        self._cols: list[list[Any]] | None = None
+        # the records of an appending LogStage are staged commit by commit when first
+        # read (its rows hold their _Chunk until then): the layer knows their keys, which
+        # is what laying them over needs
+        keys = self._keys = ws.deferred_keys(tdef.name) if isinstance(ws, LogStage) else None
+        self._cols: list[list[Any]]
+        self._n = 0
         if keys is None:
             self._n = ws._staged(tdef.name).count
             self._stage()
         else:
-            self._n = len(keys)
+            self._cols = ws._staged(tdef.name).columns
+        chunked = keys is not None
 
         def column(fname: str) -> Column:
-            cols = self._cols if self._cols is not None else self._stage()
-            ft, col = ftypes[fname], cols[index[fname]]
-            return Column(fname, ft, _plain_get(ft, col, types, f"{layer}: {tdef.name}.{fname}"),
-                          0)  # fmt: skip
+            ft, col = ftypes[fname], self._cols[index[fname]]
+            return Column(fname, ft, _plain_get(ft, col, types, f"{layer}: {tdef.name}.{fname}",
+                                                chunked), 0)  # fmt: skip
 
         self._columns = LazyMap.over(sh.names, sh.name_set, column)
         self._cls = self.view = sh.view
@@ -626,8 +751,8 @@ class _PlainType:
                 lambda o: tuple(c[o] for c in kcols))  # fmt: skip
 
     def _stage(self) -> list[list[Any]]:
-        """The staged columns (staging deferred records now), checked as the encoder
-        checks them: a column holds naive or aware datetimes, not both."""
+        """The staged columns, checked as the encoder checks them: a column holds naive
+        or aware datetimes, not both."""
         cols = self._ws._staged(self.name).columns
         sh = self._shape
         for i in sh.dt_fields:
@@ -635,12 +760,8 @@ class _PlainType:
         self._cols = cols
         return cols
 
-    @property
-    def _values(self) -> list[list[Any]]:
-        return self._cols if self._cols is not None else self._stage()
-
     def __len__(self) -> int:
-        return self._n
+        return self._n if self._keys is None else len(self._keys)
 
     def view_of(self, v: Any, where: str) -> Any:
         """The view of a nested value: a staged ordinal, or a dict a LogStage keeps as it
@@ -652,21 +773,42 @@ class _PlainType:
         return self._cls(self, v)
 
     def digest(self, o: int) -> int:
-        if self._digests is None:
+        d = self._digests
+        if d is None or o >= len(d):  # made on first use, again once commits added rows
             assert self.typedef.key is not None
-            self._digests = self._ws.digests(self.name)
-        return int(self._digests[o])
+            d = self._digests = self._ws.digests(self.name)
+        return int(d[o])
 
-    @cached_property
+    @property
     def nbytes(self) -> int:
         """About the bytes the staged values take (Python objects, counted shallowly)."""
-        return sum(sys.getsizeof(v) for col in self._values for v in col)
+        return sum(sys.getsizeof(v) for col in self._cols for v in col)
 
 
-def _plain_get(ft: FieldType, col: list[Any], types: dict[str, _PlainType],
-               where: str) -> Callable[[int], Any]:  # fmt: skip
+def _plain_get(ft: FieldType, col: list[Any], types: dict[str, _PlainType], where: str,
+               chunked: bool = False) -> Callable[[int], Any]:  # fmt: skip
+    """How a column reads a row. ``chunked``: a row may still hold the _Chunk of the
+    commit that added it (staged on this first read, or its error raised)."""
     conv = _plain_conv(ft, types, where)
-    if conv is None:
+    if chunked:
+        if conv is None:
+
+            def get(o: int) -> Any:
+                v = col[o]
+                if type(v) is _Chunk:
+                    v.read()
+                    v = col[o]
+                return None if v is ABSENT else v
+        else:
+
+            def get(o: int) -> Any:
+                v = col[o]
+                if type(v) is _Chunk:
+                    v.read()
+                    v = col[o]
+                return None if v is None or v is ABSENT else conv(v)
+
+    elif conv is None:
 
         def get(o: int) -> Any:
             v = col[o]
