@@ -398,3 +398,48 @@ def test_an_announcement_wakes_a_watcher_in_another_process(tmp_path: Path) -> N
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_follower_blocks_without_reading_the_head_yet_misses_no_commit(tmp_path: Path) -> None:
+    """A thread whose last wait ended at the position it waits after, with no wake-up taken
+    since, blocks without reading the head (one SQLite read a commit fewer for a consumer
+    following the Log). A wake-up another thread of the process took in between makes it
+    read the head: the commit is found at once, not on a re-check (5 s here)."""
+    root = tmp_path / "ds"
+    _put(LocalLog(root, notify=False), b"a")
+    log = LocalLog(root, recheck_interval=5.0)
+    heads: list[str] = []
+    taken, result = threading.Event(), []
+
+    def follow() -> None:  # as a consumer's Log thread: wait, read, wait again
+        c = log._conn()
+        assert c is not None
+        c.set_trace_callback(lambda sql: heads.append(sql) if "sqlite_sequence" in sql else None)
+        after = 1
+        for _ in range(2):
+            p = _append_from_child(root, 0.3)
+            after = log.wait(after, LONG)
+            p.communicate(timeout=LONG)
+        heads.clear()
+        p = _append_from_child(root, 0.3)
+        result.append(log.wait(after, LONG) == after + 1)  # woken, no head read first
+        result.append(heads == [])
+        p.communicate(timeout=LONG)
+        # another thread takes the next commit's wake-up; this wait must read the head
+        other = threading.Thread(target=lambda: result.append(log.wait(after + 1, LONG)))
+        p = _append_from_child(root, 0.2)
+        other.start()
+        other.join(LONG)
+        p.communicate(timeout=LONG)
+        taken.set()
+        t0 = time.monotonic()
+        result.append(log.wait(after + 1, LONG) == after + 2)
+        result.append(time.monotonic() - t0 < 1.0)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    t.join(4 * LONG)
+    assert taken.is_set()
+    assert result[:2] == [True, True], heads
+    assert result[3:] == [True, True]
+    log.close()

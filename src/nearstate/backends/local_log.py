@@ -172,11 +172,12 @@ class _Waker:
             pass
         return got
 
-    def woken(self, seen: int) -> int:
+    def woken(self, seen: int) -> tuple[int, int]:
         """The highest position a wake-up after ``seen`` carried, or 0: after :meth:`block`,
-        a commit known to be there without reading the head."""
+        a commit known to be there without reading the head; with the ``seq`` it was
+        read at."""
         with self.cond:
-            return self.pos if self.seq != seen else 0
+            return (self.pos if self.seq != seen else 0), self.seq
 
     def prepare(self) -> int:
         """Call before reading the head: takes the datagrams already queued (for commits
@@ -594,23 +595,44 @@ class LocalLog:
                 # wake-ups came since the last wait and name a commit after ``after``: no
                 # need to read the head for it (what block's wake-ups do, below)
                 w.woken_count += 1
-                return w.pos
-            h = self.head()
+                return self._returned(w, seen, w.pos)
             left = deadline - time.monotonic()
-            if h > after or left <= 0:
-                if h > after and rechecked and seen == rechecked_seen:
-                    w.late_count += 1  # found on a recheck: its wake-up never came
-                return h
+            if left <= 0 or not self._known(w, seen, after):
+                h = self.head()
+                left = deadline - time.monotonic()
+                if h > after or left <= 0:
+                    if h > after and rechecked and seen == rechecked_seen:
+                        w.late_count += 1  # found on a recheck: its wake-up never came
+                    return self._returned(w, seen, h)
             w.block(seen, left, self.recheck_interval, self.poll_interval)
             # a wake-up names its commit's position: no need to read the head for it (one
             # SQLite read a commit instead of three). Only a wake-up of this wait counts:
             # a Log made anew at the same path restarts its positions.
-            p = w.woken(seen)
+            p, at = w.woken(seen)
             if p > after:
                 w.woken_count += 1
-                return p
+                return self._returned(w, at, p)
             rechecked = w.sock is not None and p == 0
             rechecked_seen = seen
+            self._local.waited = None  # the head is read again before the next block
+
+    def _returned(self, w: _Waker, seq: int, pos: int) -> int:
+        """Remember, for this thread, that every wake-up this process took up to ``seq``
+        named a position up to ``pos`` (what :meth:`_known` relies on); return ``pos``."""
+        self._local.waited = (w, seq, pos)
+        return pos
+
+    def _known(self, w: _Waker, seen: int, after: int) -> bool:
+        """Whether no commit after ``after`` can be there without a wake-up still to come,
+        so a wait may block without reading the head: this thread's last wait ended at
+        ``seen`` with a position up to ``after``, and no wake-up was taken since, by this
+        thread or another. (A commit sends its wake-ups after it is durable: one after
+        that position either was taken before, and then named a position up to it, or
+        is still queued or on its way, and ends the block.) Not after a re-check found
+        nothing, nor where waits poll. Saves each follower a SQLite read per commit."""
+        last = getattr(self._local, "waited", None)
+        return (last is not None and w.sock is not None and last[0] is w
+                and last[1] == seen and last[2] <= after)  # fmt: skip
 
     def wake_stats(self) -> dict[str, int]:
         """This process's waits on the dataset: ``woken`` (ended by a commit's wake-up) and
