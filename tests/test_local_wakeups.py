@@ -443,3 +443,16 @@ def test_a_follower_blocks_without_reading_the_head_yet_misses_no_commit(tmp_pat
     assert result[:2] == [True, True], heads
     assert result[3:] == [True, True]
     log.close()
+
+
+def test_an_empty_wake_directory_under_tmp_goes_with_the_next_commit(tmp_path: Path) -> None:
+    """A process killed between unlinking its socket and removing its directory under /tmp
+    leaves the directory empty; the next commit that finds it so removes it."""
+    root = tmp_path / ("d" * 60) / ("e" * 60)
+    log = LocalLog(root)
+    _put(log)
+    d = wake_dir(root)
+    assert d.parent == Path("/tmp/nearstate-wake")
+    d.mkdir(parents=True, exist_ok=True)  # what the killed process left
+    _put(log)
+    assert not d.exists()

@@ -265,6 +265,10 @@ class _Notifier:
             if stamp != self.stamp:
                 self.names = [n for n in os.listdir(self.dir) if n.endswith(WAKE_SUFFIX)]
                 self.stamp = stamp if time.time_ns() - stamp > RACY_NS else None
+                if not self.names:
+                    # a directory under /tmp whose last waiter was killed between
+                    # unlinking its socket and removing it: nobody else would
+                    _tidy(str(self.dir))
             names = self.names
         except OSError:  # nobody has waited yet, or the directory cannot hold sockets
             names, self.stamp = [], None
