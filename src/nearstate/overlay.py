@@ -13,12 +13,16 @@ version that includes some entries arrives, the tail drops them and the remainin
 laid over the new version.
 
 A consumer decodes an entry's keys only: each record stays its msgpack bytes
-(``msgspec.Raw``) in the tail, and a layer of them is staged when a reader first reads it
-(:meth:`LogStage.defer`). Laying a commit over then costs its keys (a story commit: 350k
-instructions instead of 580k), and a process that never reads a changed record never
-decodes it; one that does pays the decoding on that read, as it paid it before on the
-commit. Types keyed by anything but ints and strings, and layers of more than
-``DEFER_MAX`` records (a re-laid tail), are staged at once.
+(``msgspec.Raw``) in the tail, and is staged when a reader first reads one of its commit's
+records (:meth:`LogStage.defer`, :class:`_Chunk`). Laying a commit over then costs its keys
+(a story commit: 350k instructions instead of 580k), and a process that never reads a
+changed record never decodes it; one that does pays the decoding on that read, as it paid
+it before on the commit. Such commits are appended to the one Log layer the state ends with
+(:meth:`PlainLayer.append`), which only ever adds rows: its types and columns are made once
+for all the commits after a version, not once per commit, and a state made before a commit
+never reads the rows it added. Types keyed by anything but ints and strings, and commits
+of more than ``DEFER_MAX`` records (a re-laid tail), are staged at once, in a layer of
+their own.
 
 Over ~600 lines on purpose: :class:`LogStage` converts staged values exactly as
 :class:`PlainLayer` reads them back, so the two conversions (``_conv`` and
@@ -328,9 +332,9 @@ class LogStage:
                     rows = self._checked_rows(t, decoded, chunk.name)
                 sh = type_shape(self.schema[t])
                 for i in sh.dt_fields:
-                    _one_datetime_kind([r[i] for r in rows], f"{chunk.name}: {t}.{sh.names[i]}")
+                    _one_datetime_kind([r[i] for r in rows], f"{t}.{sh.names[i]}")
             except SchemaError as e:
-                chunk.error = e
+                chunk.error = SchemaError(f"{chunk.name}: {e}")  # names the commit
                 chunk.records = None
                 return
             s, e_ = chunk.start, chunk.start + len(rows)
@@ -405,8 +409,8 @@ class LogStage:
 
     def _rows_of(self, type_name: str) -> _Rows:
         rows = self._rows.get(type_name)
-        if rows is None:
-            rows = self._rows[type_name] = _Rows(len(self.schema[type_name].fields))
+        if rows is None:  # readers on two threads may ask at once: one _Rows wins
+            rows = self._rows.setdefault(type_name, _Rows(len(self.schema[type_name].fields)))
         return rows
 
     def add_many(self, type_name: str, records: list[dict[str, Any]]) -> bool:
@@ -457,7 +461,10 @@ class LogStage:
         rows.count += 1
         return o
 
-    def digests(self, type_name: str) -> Any:
+    def digests(self, type_name: str, upto: int = 0) -> Any:
+        """The digests of a type's rows, in row order: in an appending stage, of the
+        commits that added rows before ``upto`` only (what a state that knows those rows
+        asks for: a commit added after it, even a bad one, is none of its business)."""
         chunks = self._chunks.get(type_name) if self.appending else None
         if chunks is None:
             if self._ws is None:
@@ -465,6 +472,8 @@ class LogStage:
             return self._ws.digests(type_name)
         parts = []
         for ch in list(chunks):
+            if ch.start >= upto:
+                break
             if ch.digests is None:
                 ch.read()  # staged, or its error raised
                 ch.digests = np.asarray(_checked(self.schema, {type_name: ch.decoded})
@@ -704,8 +713,8 @@ class _PlainTypes(dict):
         tdef = self._ws.schema.types.get(name)
         if tdef is None or tdef.key is not None:
             raise KeyError(name)
-        t = self[name] = _PlainType(self._ws, tdef, self, self._layer)
-        return t
+        # readers on two threads may make it at once: both read the one that is kept
+        return self.setdefault(name, _PlainType(self._ws, tdef, self, self._layer))
 
 
 class _PlainType:
@@ -776,7 +785,11 @@ class _PlainType:
         d = self._digests
         if d is None or o >= len(d):  # made on first use, again once commits added rows
             assert self.typedef.key is not None
-            d = self._digests = self._ws.digests(self.name)
+            got = (self._ws.digests(self.name, o + 1) if isinstance(self._ws, LogStage)
+                   else self._ws.digests(self.name))  # fmt: skip
+            if d is None or len(got) > len(d):
+                self._digests = got
+            d = got
         return int(d[o])
 
     @property

@@ -633,7 +633,10 @@ class LocalLog:
         thread or another. (A commit sends its wake-ups after it is durable: one after
         that position either was taken before, and then named a position up to it, or
         is still queued or on its way, and ends the block.) Not after a re-check found
-        nothing, nor where waits poll. Saves each follower a SQLite read per commit."""
+        nothing, nor where waits poll. Saves each follower a SQLite read per commit.
+        A commit that sends no wake-up (an appender with ``notify=False``, a datagram
+        the kernel dropped) is found at the next re-check, ``recheck_interval`` at most,
+        as it always was when it came during a block."""
         last = getattr(self._local, "waited", None)
         return (last is not None and w.sock is not None and last[0] is w
                 and last[1] == seen and last[2] <= after)  # fmt: skip
