@@ -312,7 +312,14 @@ def apply_delta(
     overlays = dict(old_overlays)
     changes: dict[str, Changes] = {}
     touched: dict[str, list[int]] = {}  # per type, the ordinals this layer changed
-    for tdef in base.schema:
+    # a commit names the types it changed (most change one): the schema's others are
+    # not asked about one by one
+    names = getattr(layer, "type_names", None)
+    types = base.schema.types
+    tdefs: Iterable[TypeDef] = base.schema if names is None else (
+        [types[names[0]]] if len(names) == 1 and names[0] in types
+        else [t for t in base.schema if t.name in names])  # fmt: skip
+    for tdef in tdefs:
         name = tdef.name
         if tdef.key is None:
             continue

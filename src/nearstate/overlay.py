@@ -671,7 +671,7 @@ class _Commit:
     tags: Mapping[str, str] = MappingProxyType({})
 
     __slots__ = ("from_version", "layer", "name", "removed", "rows", "schema", "state",
-                 "version")  # fmt: skip
+                 "type_names", "version")  # fmt: skip
 
     def __init__(self, layer: PlainLayer, removed: dict[str, list[Any]],
                  rows: dict[str, tuple[int, int]], name: str):  # fmt: skip
@@ -682,6 +682,8 @@ class _Commit:
         self.removed = removed
         self.rows = rows  # type -> (first row, rows)
         self.name = name
+        # the types it changes (what apply_delta walks instead of the schema)
+        self.type_names = [*rows, *(t for t in removed if t not in rows)]
 
     def upserted(self, type_name: str) -> int:
         r = self.rows.get(type_name)
