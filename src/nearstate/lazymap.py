@@ -10,8 +10,17 @@ the keys' order (what ``to_dict`` iterates, in C, through :meth:`LazyMap._fill`)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+# Making values (a miss) and filling the rest in order take this lock: ``_fill`` empties
+# the dict and refills it in the keys' order, and a reader on another thread that misses
+# a key meanwhile must wait for it, not make a second value out of order (nor may one
+# thread iterate in C while another inserts). Lookups of made values take no lock. One
+# lock for every map: misses are rare (a field's first read) and a value's maker may miss
+# in another map on the same thread (hence reentrant).
+_MAKING = threading.RLock()
 
 
 class LazyMap(dict):
@@ -36,16 +45,23 @@ class LazyMap(dict):
     def __missing__(self, name: str) -> Any:
         if name not in self._set:
             raise KeyError(name)
-        v = self[name] = self._make(name)
+        with _MAKING:
+            v = dict.get(self, name)  # made meanwhile by another thread
+            if v is None:
+                v = self._make(name)
+                dict.__setitem__(self, name, v)
         return v
 
     def _fill(self) -> None:
         """Make every value, in the keys' order."""
-        if not self._full:
-            made = {n: dict.get(self, n) or self._make(n) for n in self._names}
-            dict.clear(self)
-            dict.update(self, made)
-            self._full = True
+        if self._full:
+            return
+        with _MAKING:
+            if not self._full:
+                made = {n: dict.get(self, n) or self._make(n) for n in self._names}
+                dict.clear(self)
+                dict.update(self, made)
+                self._full = True
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         return self[name] if name in self._set else default
