@@ -169,6 +169,7 @@ class LayeredState(TypeMap):
         self._types: dict[str, TypeState | LayeredTypeState] = dict(base._types)
         # a type referring to a layered type is layered too (its references re-bind)
         layered = _referring(self.schema, {n for n, ov in overlays.items() if len(ov)})
+        self._layered = layered  # the names of the types read through an overlay
         # and one whose references lead to a changed type re-binds them: not taken over
         stale = _referring(self.schema, set(changed)) if reuse is not None else frozenset()
         for name in layered:
@@ -422,7 +423,8 @@ def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list
     changed is not handed on: a record it did not touch reads another value when its
     target appears or goes (a key where there was a dangling None), so it is rebuilt."""
     changed = {n for n, h in touched.items() if h}
-    for name, nts in new._types.items():
+    for name in new._layered:  # the others have no overlay, so no overlay index
+        nts = new._types[name]
         ots = old._types.get(name)
         if not isinstance(nts, LayeredTypeState) or not isinstance(ots, LayeredTypeState):
             continue

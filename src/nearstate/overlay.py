@@ -304,8 +304,12 @@ class LogStage:
             rows = self._rows_of(type_name)
             start, n = rows.count, len(records)
             chunk = _Chunk(self, type_name, start, records, name)
-            for col in rows.columns:
-                col.extend(itertools.repeat(chunk, n))
+            if n == 1:  # most commits write one record
+                for col in rows.columns:
+                    col.append(chunk)
+            else:
+                for col in rows.columns:
+                    col.extend(itertools.repeat(chunk, n))
             rows.count += n
             self._keys.setdefault(type_name, []).extend(keys)
             self._chunks.setdefault(type_name, []).append(chunk)
