@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,26 @@ def _empty(schema: Schema) -> Any:
     from nearstate.overlay import empty_state
 
     return empty_state(schema, "t")
+
+
+def _at_once(n: int, read: Callable[[], Any]) -> list[Any]:
+    """``read()`` on ``n`` threads started together: what each returned or raised."""
+    start = threading.Barrier(n)
+    out: list[Any] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            out.append(read())
+        except BaseException as e:  # returned to the caller
+            out.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
 
 
 def _dicts(state: Any, type_name: str) -> list[Any]:
@@ -139,25 +160,9 @@ def test_keys_that_are_not_ints_or_strings_are_staged_at_once() -> None:
 def test_readers_on_many_threads_stage_a_deferred_layer_once() -> None:
     state, _ = lay_over(_empty(CONTENT), {"Story": {i: _raw(_story(i, 0)) for i in range(50)}},
                         name="log")  # fmt: skip
-    seen: list[Any] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(8)
-
-    def read() -> None:
-        try:
-            start.wait()
-            seen.append([(r.id, r.title, r.body[3].image.alt) for r in state["Story"]])
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=read) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    seen = _at_once(8, lambda: [(r.id, r.title, r.body[3].image.alt) for r in state["Story"]])
     want = [(i, f"Story {i} rev 0", f"Still {i}") for i in range(50)]
-    assert all(s == want for s in seen)
+    assert len(seen) == 8 and all(s == want for s in seen), seen
 
 
 def test_decode_entry_keeps_records_raw_and_deletes_none() -> None:
@@ -347,21 +352,7 @@ def test_readers_making_a_nested_type_at_once_share_its_rows() -> None:
             s, _ = lay_over(_empty(CONTENT), {"Story": {1: _raw(_story(1, trial))}},
                             name=f"log {trial}")  # fmt: skip
             assert s["Story"].get(1).revision == trial  # the story staged; its blocks not
-            start = threading.Barrier(3)
-            out: list[Any] = []
-
-            def read(s: Any = s, start: Any = start, out: list[Any] = out) -> None:
-                start.wait()
-                try:
-                    out.append(repr(s["Story"].get(1).to_dict()))
-                except BaseException as e:  # reported below
-                    out.append(e)
-
-            threads = [threading.Thread(target=read) for _ in range(3)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            out = _at_once(3, lambda s=s: repr(s["Story"].get(1).to_dict()))
             assert len(out) == 3 and len(set(map(str, out))) == 1, out
             assert isinstance(out[0], str), out[0]
     finally:

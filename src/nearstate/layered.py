@@ -426,7 +426,7 @@ def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list
     for name in new._layered:  # the others have no overlay, so no overlay index
         nts = new._types[name]
         ots = old._types.get(name)
-        if not isinstance(nts, LayeredTypeState) or not isinstance(ots, LayeredTypeState):
+        if not isinstance(ots, LayeredTypeState):
             continue
         if not ots._ov_indexes or ots._base is not nts._base:
             continue

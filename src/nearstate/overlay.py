@@ -341,9 +341,9 @@ class LogStage:
                 chunk.error = SchemaError(f"{chunk.name}: {e}")  # names the commit
                 chunk.records = None
                 return
-            s, e_ = chunk.start, chunk.start + len(rows)
+            start, end = chunk.start, chunk.start + len(rows)
             for i, col in enumerate(self._rows[t].columns):
-                col[s:e_] = [r[i] for r in rows]
+                col[start:end] = [r[i] for r in rows]
             chunk.decoded = decoded
             chunk.records = None
 
