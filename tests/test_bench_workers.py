@@ -44,10 +44,12 @@ def test_a_pool_is_measured(tmp_path: Path) -> None:
     assert len(r["workers"]) == 2 and r["parent"]["pss"] > 0
     assert r["host_pss"] == r["parent"]["pss"] + sum(x["pss"] for x in r["workers"])
     assert r["requests_per_s"]["/api/search?q=love"] > 0
-    # served per CPU-second of the two workers: more than the requests of one second
-    # (wrk keeps 4 connections busy on 2 workers sharing 2 cores with it), finite
+    # served per CPU-second of the two workers: two workers use at most two CPU-seconds a
+    # second, so at least half the requests of one second, finite. The CPU is read in
+    # ticks (10 ms) around wrk, whose window runs a little past its `seconds`: two workers
+    # busy all along (a loaded host) come out a tick or two above two CPU-seconds.
     per_cpu = r["requests_per_cpu_s"]["/api/search?q=love"]
-    assert r["requests_per_s"]["/api/search?q=love"] / 2 < per_cpu < 100_000
+    assert 0.9 * r["requests_per_s"]["/api/search?q=love"] / 2 <= per_cpu < 100_000
     assert len(list((tmp_path / "cache").glob("search-*.arrays"))) == 1
     assert len(list((tmp_path / "cache").glob("index-*.arrays"))) >= 1  # the slug index
     one = measure_pool(data, 1, tmp_path / "cache", ["/healthz"], 1.0, 4)
