@@ -263,6 +263,42 @@ def test_a_state_branched_twice_reads_each_branch() -> None:
     assert [r.v for r in right["P"]] == [3, 4]
 
 
+def test_branches_that_add_and_remove_keys_keep_to_their_own(tmp_path: Path) -> None:
+    """A commit that only replaces records shares its state's added and removed keys; one
+    that adds or removes a key takes its own copy first. States branched from one state,
+    each adding, removing and putting back keys of a snapshot and new ones, read exactly
+    what a dict given the same commits holds, and so does every state on the way."""
+    import random
+
+    ws = nearstate.WriteState(_probe_schema())
+    for i in range(1, 41):
+        ws.add("P", {"id": i, "v": i})
+    ws.write_snapshot(tmp_path / "s.blob", version=1)
+    snap = nearstate.load(tmp_path / "s.blob")
+    rng = random.Random(7)
+    seen: list[tuple[Any, dict[int, int]]] = []
+    heads = [(snap, {i: i for i in range(1, 41)})]
+    for step in range(300):
+        state, want = heads[rng.randrange(len(heads))]  # branch from any head so far
+        want = dict(want)
+        net: dict[int, Any] = {}
+        for _ in range(rng.choice([1, 1, 1, 2, 4])):
+            k = rng.randrange(1, 61)  # keys of the snapshot and new ones
+            if rng.random() < 0.3:
+                net[k] = None
+                want.pop(k, None)
+            else:
+                net[k] = _raw({"id": k, "v": 1000 * step + k})
+                want[k] = 1000 * step + k
+        state, _ = lay_over(state, {"P": net}, name=f"log {step}")
+        heads.append((state, want))
+        seen.append((state, want))
+    for state, want in seen:
+        assert {r.id: r.v for r in state["P"]} == want
+        assert len(state["P"]) == len(want)
+        assert all(state["P"].get(k) is None for k in range(1, 61) if k not in want)
+
+
 def test_a_bad_commit_in_a_shared_layer_is_refused_alone() -> None:
     """A commit whose record cannot be staged is refused when that record is read, naming
     it; the commits before and after it in the same layer read on. Naive and aware

@@ -74,24 +74,35 @@ class _Overlay:
     copy shares every page with this one and copies a page when it first writes to it, so
     a commit costs what it changes, not what changed since the snapshot)."""
 
-    __slots__ = ("added", "entries", "live", "next_ord", "removed")
+    __slots__ = ("added", "entries", "keys_own", "live", "next_ord", "removed")
 
     def __init__(self, n_base: int):
         # ordinal -> (layer index, layer ordinal)
         self.entries: PagedMap = PagedMap(by_ordinal)
         self.added: PagedMap = PagedMap(by_hash)  # keys not in the snapshot -> ordinal
         self.removed: PagedSet = PagedSet()  # snapshot ordinals removed
+        self.keys_own = True  # ``added`` and ``removed`` are this overlay's to write
         self.next_ord = n_base
         self.live = n_base
 
     def copy(self) -> _Overlay:
+        """A copy to modify. ``added`` and ``removed`` stay shared (nobody writes them)
+        until :meth:`own_keys`: most commits replace records and add or remove no key."""
         o = _Overlay.__new__(_Overlay)
         o.entries = self.entries.copy()
-        o.added = self.added.copy()
-        o.removed = self.removed.copy()
+        o.added = self.added
+        o.removed = self.removed
+        o.keys_own = False
         o.next_ord = self.next_ord
         o.live = self.live
         return o
+
+    def own_keys(self) -> None:
+        """Make ``added`` and ``removed`` this overlay's own, to write them."""
+        if not self.keys_own:
+            self.added = self.added.copy()
+            self.removed = self.removed.copy()
+            self.keys_own = True
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.removed)
@@ -141,6 +152,7 @@ class LayeredState(TypeMap):
         reuse: LayeredState | None = None,
         changed: Iterable[str] = (),
         carried: dict[str, _digest.Checksum] | None = None,
+        held: frozenset[str] | None = None,
     ):
         """``reuse``: the version this one was made from by a layer changing the types in
         ``changed``. A type of ``reuse`` the layer left alone, whose references lead to no
@@ -152,7 +164,10 @@ class LayeredState(TypeMap):
         ``checksums``: per type, as the layers verified them; or None, worked out from the
         snapshot's and the overlays' digests when first asked for (a layer of Log entries
         verifies nothing, and its digests cost a reader a third of its work per commit),
-        with ``carried`` the claims for the types left out of a filtered state."""
+        with ``carried`` the claims for the types left out of a filtered state.
+
+        ``held``: the names of the types whose overlay is not empty, if the caller knows
+        them (else worked out here)."""
         self._base = base
         self.layers = layers
         self._overlays = overlays
@@ -168,10 +183,13 @@ class LayeredState(TypeMap):
         self._carried = carried or {}
         self._types: dict[str, TypeState | LayeredTypeState] = dict(base._types)
         # a type referring to a layered type is layered too (its references re-bind)
-        layered = _referring(self.schema, {n for n, ov in overlays.items() if len(ov)})
+        if held is None:
+            held = frozenset(n for n, ov in overlays.items() if len(ov))
+        self._held = held  # the names of the types with an overlay
+        layered = _referring(self.schema, held)
         self._layered = layered  # the names of the types read through an overlay
         # and one whose references lead to a changed type re-binds them: not taken over
-        stale = _referring(self.schema, set(changed)) if reuse is not None else frozenset()
+        stale = _referring(self.schema, changed) if reuse is not None else frozenset()
         for name in layered:
             ov = overlays.get(name)
             old = None if reuse is None or name in stale else reuse._types.get(name)
@@ -344,6 +362,7 @@ def apply_delta(
             hit.append(o)
             if digest_at is not None:
                 c = _digest.sub(c, digest_at(o))
+            ov.own_keys()
             ov.entries.pop(o, None)
             if o < ov.next_ord and ov.added.get(key) == o:
                 del ov.added[key]
@@ -368,6 +387,7 @@ def apply_delta(
                         c = _digest.sub(c, digest_at(o))
                     ch.modified.append(key)
                 else:
+                    ov.own_keys()
                     if o is None:
                         o = ov.next_ord
                         ov.next_ord += 1
@@ -402,16 +422,29 @@ def apply_delta(
         return base, changes  # back where the snapshot stands: no overlay needed
     tags = dict(base.tags)
     tags.update(layer.tags)
+    was_layered = isinstance(state, LayeredState)
     if lazy:
-        carried = state._left_out_checksums() if isinstance(state, LayeredState) else {
-            n: c for n, c in state.checksums().items() if n in left_out}  # fmt: skip
+        if not was_layered:
+            carried = {n: c for n, c in state.checksums().items() if n in left_out}
+        elif state._checksums is None:
+            carried = state._carried  # (never written: shared from state to state)
+        else:
+            carried = state._left_out_checksums()
+    # the types with an overlay: the state's, give or take the ones this layer changed
+    # (most commits change a type already held: the same frozenset, its hash kept)
+    held = state._held if was_layered else frozenset()
+    for n in changes:
+        if n not in held or not len(overlays[n]):
+            held = frozenset([*(n for n in held if n not in changes),
+                              *(n for n in changes if len(overlays[n]))])  # fmt: skip
+            break
     new = LayeredState(
         base, new_layers, overlays, version=layer.version,
         checksums=None if lazy else sums, tags=tags,
-        reuse=state if isinstance(state, LayeredState) else None, changed=changes,
-        carried=carried if lazy else None,
+        reuse=state if was_layered else None, changed=changes,
+        carried=carried if lazy else None, held=held,
     )  # fmt: skip
-    if isinstance(state, LayeredState):
+    if was_layered:
         _carry_indexes(state, new, touched)
     return new, changes
 
@@ -422,7 +455,7 @@ def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list
     a rebuild over the whole overlay. An index on a reference into a type this layer
     changed is not handed on: a record it did not touch reads another value when its
     target appears or goes (a key where there was a dangling None), so it is rebuilt."""
-    changed = {n for n, h in touched.items() if h}
+    changed: set[str] | None = None
     for name in new._layered:  # the others have no overlay, so no overlay index
         nts = new._types[name]
         ots = old._types.get(name)
@@ -430,6 +463,8 @@ def _carry_indexes(old: LayeredState, new: LayeredState, touched: dict[str, list
             continue
         if not ots._ov_indexes or ots._base is not nts._base:
             continue
+        if changed is None:
+            changed = {n for n, h in touched.items() if h}
         hit = touched.get(name)
         ftypes = {f.name: f.type for f in nts.typedef.fields}
         for fields, idx in list(ots._ov_indexes.items()):

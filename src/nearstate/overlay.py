@@ -103,25 +103,33 @@ def lay_over(
     the staged values (:class:`PlainLayer`)."""
     removed: dict[str, list[Any]] = {}
     upserts: dict[str, list[dict[str, Any]]] = {}
+    keys: dict[str, list[Any]] = {}  # the keys of ``upserts``, in their order
+    raw, n = False, 0  # whether a record is the Log's bytes; how many are upserted
     for type_name, changes in net.items():
         if type_name not in state:
             continue  # the caller reloads with the Log's types first; never silently here
         ts = state[type_name]
-        gone = [k for k, rec in changes.items() if rec is None and k in ts]
+        gone, ks, ups = [], [], []
+        for k, rec in changes.items():
+            if rec is None:
+                if k in ts:
+                    gone.append(k)
+            else:
+                ks.append(k)
+                ups.append(rec)
+                raw = raw or type(rec) is msgspec.Raw
         if gone:
             removed[type_name] = gone
-        ups = [rec for rec in changes.values() if rec is not None]
         if ups:
-            upserts[type_name] = ups
+            upserts[type_name], keys[type_name] = ups, ks
+            n += len(ups)
     if not removed and not upserts:
         return state, {}
-    raw = any(type(r) is msgspec.Raw for ups in upserts.values() for r in ups)
-    if (not encoded and (raw or not upserts) and sum(map(len, upserts.values())) <= DEFER_MAX
+    if (not encoded and (raw or not upserts) and n <= DEFER_MAX
             and _deferrable(state.schema, ()).issuperset(upserts)):  # fmt: skip
         # records as the Log gave them, appended to the Log layer the commits since the
         # version share, and staged when a reader first reads them
         layer = _open_layer(state, name)
-        keys = {t: [k for k, r in net[t].items() if r is not None] for t in upserts}
         commit = layer.append(removed, {t: (keys[t], ups) for t, ups in upserts.items()}, name)
         return apply_delta(state, commit, trusted=True)
     # the layer holds only the types changed (and the nested and referenced types their
