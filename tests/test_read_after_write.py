@@ -236,6 +236,38 @@ def test_started_consumer_shows_writes_by_itself(env: Env) -> None:
     assert c.position == env.log.head() == 3
 
 
+def test_a_waiter_on_changes_is_woken_by_each_commit(env: Env) -> None:
+    """``updates()`` on a started consumer, with a poll of 30 s, yields each commit's state
+    as the consumer shows it: the announcement wakes the waiter (it skips the condition
+    only when nobody waits), it does not wait out the poll."""
+    import asyncio
+
+    c = env.consumer()
+    c.start(wait=False)
+    w = env.writer()
+    w.upsert("Story", story("s0", "first"))
+    eventually(lambda: c.state["Story"].get("s0") is not None, "the first write shown")
+
+    async def follow() -> list[float]:
+        took = []
+        agen = c.updates(poll=30)
+        try:
+            await agen.__anext__()  # the state now
+            for i in range(1, 6):
+                t = time.monotonic()
+                threading.Timer(0.05, w.upsert, ("Story", story(f"s{i}"))).start()
+                s = await agen.__anext__()
+                while f"s{i}" not in s["Story"]:  # a version move may come first
+                    s = await agen.__anext__()
+                took.append(time.monotonic() - t)
+        finally:
+            await agen.aclose()
+        return took
+
+    took = asyncio.run(asyncio.wait_for(follow(), timeout=60))
+    assert max(took) < 5, took
+
+
 @pytest.mark.parametrize("over", ["log only", "a version"])
 def test_reads_see_upserts_and_deletes(env: Env, over: str) -> None:
     """Over the Log alone or over a version, every way of reading a type sees the writes

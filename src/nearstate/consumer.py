@@ -136,6 +136,9 @@ class Consumer:
         self._moving = threading.RLock()
         self._lock = threading.RLock()
         self._changed = threading.Condition()
+        # threads waiting on _changed, counted under it before they check what they wait
+        # for: an announcement that finds none skips the condition (most commits)
+        self._waiting = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.last_refresh: float | None = None  #: time.time() of the last successful refresh
@@ -321,8 +324,9 @@ class Consumer:
         consumer's lock, on the thread that follows the Log or on a request's thread
         inside :meth:`wait_for`, so a slow listener (an index, a page cache) delays
         neither what is shown nor the readers waiting for it."""
-        with self._changed:
-            self._changed.notify_all()
+        if self._waiting:  # read after the change was made: a waiter counted later sees it
+            with self._changed:
+                self._changed.notify_all()
         if not self._listeners:
             return
         with self._delivery:
@@ -502,16 +506,20 @@ class Consumer:
         state to read, which with a Log may be the Log's entries alone)."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
-                v = self.version
-                if version is None and self._state is not None:
-                    return True
-                if v is not None and version is not None and v >= version:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, 0.1))
+            self._waiting += 1
+            try:
+                while True:
+                    v = self.version
+                    if version is None and self._state is not None:
+                        return True
+                    if v is not None and version is not None and v >= version:
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._changed.wait(min(left, 0.1))
+            finally:
+                self._waiting -= 1
 
     async def updates(self, *, poll: float = 0.5) -> AsyncIterator[State]:
         """Follow announcements (and the Log) from asyncio: yields the state now and after
@@ -538,7 +546,11 @@ class Consumer:
 
     def _wait_change(self, since: State | None, timeout: float) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._state is not since, timeout)
+            self._waiting += 1  # before the check: see _announce
+            try:
+                self._changed.wait_for(lambda: self._state is not since, timeout)
+            finally:
+                self._waiting -= 1
 
     # -- the Log: committed writes shown before the next version ------------------------
 
