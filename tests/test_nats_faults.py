@@ -23,6 +23,7 @@ import json
 import queue
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,9 +119,15 @@ def wait_until(
         time.sleep(0.02)
 
 
-def finish(p: Proc) -> None:
-    """Wait for ``p`` to end by itself (status 0), then take in all it printed."""
-    p.wait()
+def finish(p: Proc, timeout: float = LONG) -> None:
+    """Wait for ``p`` to end by itself (status 0), then take in all it printed. Past
+    ``timeout``, fail with the last things it said and its stderr."""
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.poll()
+        pytest.fail(f"{p.name} did not end within {timeout:g} s; its last events: "
+                    f"{p.events[-5:]}; stderr: {p.stderr()[-2000:]}")  # fmt: skip
     p._pump.join(LONG)
     p.poll()
 
@@ -469,6 +476,7 @@ def test_server_restart_mid_run(
 
 LEASE = 2.0  # seconds a dead producer's lock lasts (renewed every LEASE / 3 while alive)
 RECORDS = 12_000  # about 29 MB of snapshot: long enough to publish to be killed midway
+PUBLISH_LONG = 180.0  # how long a publisher of such a version may take to end by itself
 MB = 1 << 20
 
 _PUBLISHER = """
@@ -599,7 +607,9 @@ def _publish(procs: list[Proc], url: str, tag: str, t_kill: float) -> Proc:
     """A publisher of round ``tag`` started after a kill: it takes the lock once the dead
     one's lease has run out, and publishes."""
     p = spawn(procs, f"publisher-{tag}", _PUBLISHER, url, tag, RECORDS, "finish")
-    finish(p)
+    # a whole ~29 MB version (with its delta and reverse delta the second time): about
+    # 20 s on a quiet machine, three times that once under a loaded CI run
+    finish(p, PUBLISH_LONG)
     (locked,) = p.of("locked")
     # not before the lease ran out (it was renewed at most LEASE / 3 before the kill; a
     # slack for a late renewal) and not long after (the child's start, a 0.05 s retry)

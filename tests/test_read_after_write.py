@@ -760,3 +760,29 @@ def test_hundreds_of_writes_are_all_shown(env: Env) -> None:
     assert records(c.state, "Story") == model
     fresh.refresh()
     assert records(fresh.state, "Story") == model
+
+
+def test_the_log_tail_counts_the_keys_it_holds() -> None:
+    """The tail a consumer keeps of the Log since its version counts its keys as entries
+    come (asked on every commit) and as a newer version trims it: always the keys held,
+    each key once however often it was written or deleted."""
+    import random
+
+    from nearstate.overlay import LogTail
+    from nearstate.writer import Entry
+
+    rng = random.Random(3)
+    tail, pos = LogTail(0), 0
+    for _ in range(60):
+        batch = []
+        for _ in range(rng.randint(1, 3)):
+            pos += 1
+            muts = [(rng.choice("AB"), rng.randrange(12), None if rng.random() < 0.2 else {})
+                    for _ in range(rng.randint(1, 4))]  # fmt: skip
+            batch.append(Entry(pos, 0, muts, False))
+        tail.add(batch + batch[:1])  # an entry seen again changes nothing
+        held = {(t, k) for t, m in tail.net().items() for k in m}
+        assert len(tail) == len(held)
+        if rng.random() < 0.2:
+            tail = tail.since(pos - rng.randrange(6))
+            assert len(tail) == sum(len(m) for m in tail.net().values())

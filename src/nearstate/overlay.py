@@ -64,18 +64,25 @@ class LogTail:
         self.after = after
         self.position = after  # the last entry added
         self._changes: dict[str, dict[Any, tuple[int, dict[str, Any] | None]]] = {}
+        self._n = 0  # the keys held (asked for on every commit)
 
     def __len__(self) -> int:
-        return sum(len(m) for m in self._changes.values())
+        return self._n
 
     def add(self, entries: Iterable[Entry]) -> Net:
         """Add entries (in Log order); return their net changes."""
         net: Net = {}
+        changes = self._changes
         for e in entries:
             if e.position <= self.position:
                 continue
             for type_name, key, rec in e.mutations:
-                self._changes.setdefault(type_name, {})[key] = (e.position, rec)
+                m = changes.get(type_name)
+                if m is None:
+                    m = changes[type_name] = {}
+                if key not in m:
+                    self._n += 1
+                m[key] = (e.position, rec)
                 net.setdefault(type_name, {})[key] = rec
             self.position = e.position
         return net
@@ -88,6 +95,7 @@ class LogTail:
             kept = {k: v for k, v in m.items() if v[0] > out.after}
             if kept:
                 out._changes[t] = kept
+                out._n += len(kept)
         return out
 
     def net(self) -> Net:
