@@ -30,6 +30,7 @@ import dataclasses
 import gc
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -324,7 +325,9 @@ class Consumer:
         consumer's lock, on the thread that follows the Log or on a request's thread
         inside :meth:`wait_for`, so a slow listener (an index, a page cache) delays
         neither what is shown nor the readers waiting for it."""
-        if self._waiting:  # read after the change was made: a waiter counted later sees it
+        # read after the change was made: a waiter counted later sees the change (the GIL
+        # orders the two; a free-threaded build takes the condition every time)
+        if self._waiting or _NO_GIL:
             with self._changed:
                 self._changed.notify_all()
         if not self._listeners:
@@ -783,6 +786,8 @@ class Consumer:
 
 
 _LOG_FAILED = "following the log failed"
+# a free-threaded Python: an unlocked read of the waiters' count may not see a waiter
+_NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
 _DISPATCH_IDLE = 5.0  # seconds the listeners' thread waits for an event before it ends
 _MOVE_ATTEMPTS = 4  # tries to reach the announced version while it keeps moving on
 _ANN_FAILED = "cannot read the announcement"
