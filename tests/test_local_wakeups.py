@@ -456,3 +456,28 @@ def test_an_empty_wake_directory_under_tmp_goes_with_the_next_commit(tmp_path: P
     d.mkdir(parents=True, exist_ok=True)  # what the killed process left
     _put(log)
     assert not d.exists()
+
+
+def test_a_handle_answers_its_own_last_entry_without_sqlite(tmp_path: Path) -> None:
+    """``read(after, fresh=False)`` for exactly the entry this handle committed last is
+    answered from memory (no SQL runs); any other read goes to SQLite and gets every entry
+    there, another handle's included, and a fresh read always does."""
+    log, other = LocalLog(tmp_path), LocalLog(tmp_path)
+    _put(log, b"a")
+    sql: list[str] = []
+    conn = log._conn()
+    assert conn is not None
+    conn.set_trace_callback(sql.append)
+    p = _put(log, b"b")
+    sql.clear()
+    assert log.read(p - 1, fresh=False) == [(p, b"b")] and sql == []  # from memory
+    assert log.read(p - 1, limit=0, fresh=False) == []
+    sql.clear()
+    assert log.read(p - 1) == [(p, b"b")] and sql  # fresh: SQLite
+    sql.clear()
+    assert log.read(p - 2, fresh=False) == [(p - 1, b"a"), (p, b"b")] and sql
+    q = _put(other, b"c")  # another handle (another process, as far as this one knows)
+    sql.clear()
+    assert log.read(p, fresh=False) == [(q, b"c")] and sql
+    sql.clear()
+    assert log.read(p - 1, fresh=False) == [(p, b"b")] and sql == []
