@@ -152,7 +152,6 @@ class LayeredState(TypeMap):
         reuse: LayeredState | None = None,
         changed: Iterable[str] = (),
         carried: dict[str, _digest.Checksum] | None = None,
-        held: frozenset[str] | None = None,
     ):
         """``reuse``: the version this one was made from by a layer changing the types in
         ``changed``. A type of ``reuse`` the layer left alone, whose references lead to no
@@ -164,10 +163,7 @@ class LayeredState(TypeMap):
         ``checksums``: per type, as the layers verified them; or None, worked out from the
         snapshot's and the overlays' digests when first asked for (a layer of Log entries
         verifies nothing, and its digests cost a reader a third of its work per commit),
-        with ``carried`` the claims for the types left out of a filtered state.
-
-        ``held``: the names of the types whose overlay is not empty, if the caller knows
-        them (else worked out here)."""
+        with ``carried`` the claims for the types left out of a filtered state."""
         self._base = base
         self.layers = layers
         self._overlays = overlays
@@ -183,9 +179,12 @@ class LayeredState(TypeMap):
         self._carried = carried or {}
         self._types: dict[str, TypeState | LayeredTypeState] = dict(base._types)
         # a type referring to a layered type is layered too (its references re-bind)
-        if held is None:
+        # the names of the types with an overlay: those of ``reuse`` while the layer only
+        # changed types it held (most commits: the same frozenset, its hash kept)
+        held = reuse._held if reuse is not None else frozenset()
+        if any(n not in held or not len(overlays[n]) for n in changed):
             held = frozenset(n for n, ov in overlays.items() if len(ov))
-        self._held = held  # the names of the types with an overlay
+        self._held = held
         layered = _referring(self.schema, held)
         self._layered = layered  # the names of the types read through an overlay
         # and one whose references lead to a changed type re-binds them: not taken over
@@ -226,9 +225,10 @@ class LayeredState(TypeMap):
         return dict(self._checksums)
 
     def _left_out_checksums(self) -> dict[str, _digest.Checksum]:
-        """The claims carried for the types a filtered state leaves out (never computed)."""
+        """The claims carried for the types a filtered state leaves out (never computed;
+        not to be written: a state made from this one shares them)."""
         if self._checksums is None:
-            return dict(self._carried)
+            return self._carried
         return {n: c for n, c in self._checksums.items() if n in self.left_out}
 
     def _overlay_checksums(self) -> dict[str, _digest.Checksum]:
@@ -424,25 +424,13 @@ def apply_delta(
     tags.update(layer.tags)
     was_layered = isinstance(state, LayeredState)
     if lazy:
-        if not was_layered:
-            carried = {n: c for n, c in state.checksums().items() if n in left_out}
-        elif state._checksums is None:
-            carried = state._carried  # (never written: shared from state to state)
-        else:
-            carried = state._left_out_checksums()
-    # the types with an overlay: the state's, give or take the ones this layer changed
-    # (most commits change a type already held: the same frozenset, its hash kept)
-    held = state._held if was_layered else frozenset()
-    for n in changes:
-        if n not in held or not len(overlays[n]):
-            held = frozenset([*(n for n in held if n not in changes),
-                              *(n for n in changes if len(overlays[n]))])  # fmt: skip
-            break
+        carried = state._left_out_checksums() if was_layered else {
+            n: c for n, c in state.checksums().items() if n in left_out}  # fmt: skip
     new = LayeredState(
         base, new_layers, overlays, version=layer.version,
         checksums=None if lazy else sums, tags=tags,
         reuse=state if was_layered else None, changed=changes,
-        carried=carried if lazy else None, held=held,
+        carried=carried if lazy else None,
     )  # fmt: skip
     if was_layered:
         _carry_indexes(state, new, touched)
