@@ -24,6 +24,7 @@ from natsserver import drop, server_url, unique
 
 RUN_SECONDS = 5.0
 WRITERS = 3
+GROUP_THREADS = 3  # writing threads in the group-commit process
 READERS = 2
 COUNTERS = ("c0", "c1", "c2")
 KEYS_PER_WRITER = 20
@@ -185,8 +186,8 @@ path, out_path, stop, me = sys.argv[1:5]
 ds = nearstate.open(path)
 out = open(out_path, "w")
 
-def rec(**e):
-    e["proc"] = me
+def rec(proc=None, **e):
+    e["proc"] = proc or me
     out.write(json.dumps(e) + "\\n")
     out.flush()
 
@@ -202,35 +203,69 @@ def values(s, keys):
     return seen
 """
 
-WRITER = """
+WRITE_LOOP = """
+def write(me, w, c):
+    rng = random.Random(me)
+    i = 0
+    while not stopped():
+        i += 1
+        key = f"{me}-{i % KEYS}"
+        t0 = time.monotonic()
+        tok = w.upsert("Item", {"id": key, "n": i})
+        rec(kind="put", key=key, n=i, token=int(tok), t0=t0, t1=time.monotonic(), proc=me)
+        if i % 2:
+            continue
+        ck = rng.choice(COUNTERS)
+        for _ in range(50):
+            expect = w.token_of("Item", ck)
+            old = c.wait_for(expect, timeout=30)["Item"].get(ck)["n"]
+            try:
+                tok = w.upsert("Item", {"id": ck, "n": old + 1}, expect_token=expect)
+            except nearstate.ConflictError as e:
+                assert e.current is not None and e.current != expect, (e.current, expect)
+                rec(kind="conflict", key=ck, expect=int(expect), current=int(e.current),
+                    proc=me)
+                continue
+            rec(kind="cas", key=ck, old=old, new=old + 1, expect=int(expect), token=int(tok),
+                proc=me)
+            break
+    return i
+"""
+
+WRITER = (
+    WRITE_LOOP
+    + """
 w = ds.writer()
 c = ds.consumer().start(timeout=30)
-rng = random.Random(me)
 print("ready", flush=True)
-i = 0
-while not stopped():
-    i += 1
-    key = f"{me}-{i % KEYS}"
-    t0 = time.monotonic()
-    tok = w.upsert("Item", {"id": key, "n": i})
-    rec(kind="put", key=key, n=i, token=int(tok), t0=t0, t1=time.monotonic())
-    if i % 2:
-        continue
-    ck = rng.choice(COUNTERS)
-    for _ in range(50):
-        expect = w.token_of("Item", ck)
-        old = c.wait_for(expect, timeout=30)["Item"].get(ck)["n"]
-        try:
-            tok = w.upsert("Item", {"id": ck, "n": old + 1}, expect_token=expect)
-        except nearstate.ConflictError as e:
-            assert e.current is not None and e.current != expect, (e.current, expect)
-            rec(kind="conflict", key=ck, expect=int(expect), current=int(e.current))
-            continue
-        rec(kind="cas", key=ck, old=old, new=old + 1, expect=int(expect), token=int(tok))
-        break
+i = write(me, w, c)
 c.stop()
 print("done", i, flush=True)
 """
+)
+
+# threads of one process sharing a writer and a consumer: on the local backend their
+# commits are written in groups (one SQLite transaction, one fsync, for those queued)
+GROUP = (
+    WRITE_LOOP
+    + """
+import threading
+w = ds.writer()
+c = ds.consumer().start(timeout=30)
+print("ready", flush=True)
+done = []
+threads = [threading.Thread(target=lambda t=t: done.append(write(f"{me}t{t}", w, c)))
+           for t in range(GROUP_THREADS)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+c.stop()
+assert len(done) == GROUP_THREADS, "a writing thread failed"
+stats = getattr(ds.log, "commit_stats", lambda: {"entries": 0, "transactions": 0})()
+print("done", sum(done), stats["entries"], stats["transactions"], flush=True)
+"""
+)
 
 READER = """
 c = ds.consumer().start(timeout=30)
@@ -300,6 +335,7 @@ def _start(children: list[Child], role: str, *args: str) -> Child:
     stop file, name)."""
     consts = (
         f"KEYS = {KEYS_PER_WRITER}\nCOUNTERS = {list(COUNTERS)!r}\nKEYS_ALL = {_all_keys()!r}\n"
+        f"GROUP_THREADS = {GROUP_THREADS}\n"
     )
     p = Child(textwrap.dedent(COMMON) + consts + textwrap.dedent(role), *args)
     children.append(p)
@@ -309,6 +345,7 @@ def _start(children: list[Child], role: str, *args: str) -> Child:
 def _all_keys() -> list[str]:
     """The counters, every writer's keys and every reader's own key."""
     writers = [f"w{i}-{k}" for i in range(WRITERS) for k in range(KEYS_PER_WRITER)]
+    writers += [f"g0t{t}-{k}" for t in range(GROUP_THREADS) for k in range(KEYS_PER_WRITER)]
     return [*COUNTERS, *writers, *(f"r{i}" for i in range(READERS))]
 
 
@@ -328,13 +365,14 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     tmp_path: Path, target: str, children: list[Child]
 ) -> None:
     """Three writers (blind upserts of their own keys and conditional increments of shared
-    counters), two readers (eventual reads, read-your-writes and strong reads) and a
-    compactor folding the Log every 0.3 s run together for a few seconds, with a holder
-    that keeps eight states at a time for about 1.5 s each and reads them again and again.
-    Their recorded history shows read-your-writes, monotonic reads, strong reads,
-    single-chain counters and no lost write; every held state reads as it did when taken,
-    across the commits and compactions meanwhile; and the run did real work (commits,
-    conflicts, compactions)."""
+    counters), a fourth process doing the same from three threads through one writer (on
+    the local backend their commits share transactions), two readers (eventual reads,
+    read-your-writes and strong reads) and a compactor folding the Log every 0.3 s run
+    together for a few seconds, with a holder that keeps eight states at a time for about
+    1.5 s each and reads them again and again. Their recorded history shows
+    read-your-writes, monotonic reads, strong reads, single-chain counters and no lost
+    write; every held state reads as it did when taken, across the commits and compactions
+    meanwhile; and the run did real work (commits, conflicts, compactions)."""
     path = target
     ds = nearstate.open(path)
     w = ds.writer()
@@ -345,6 +383,7 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     assert ds.compact().version == 1
     stop = tmp_path / "stop"
     roles = [(WRITER, f"w{i}") for i in range(WRITERS)]
+    roles.append((GROUP, "g0"))
     roles += [(READER, f"r{i}") for i in range(READERS)]
     roles.append((HOLDER, "h0"))
     roles.append((COMPACTOR, "compactor"))
@@ -358,7 +397,10 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     stop.touch()
     done = {}
     for (_, me), p in zip(roles, children, strict=True):
-        done[me] = int(p.expect("done").split()[1])
+        line = p.expect("done").split()
+        done[me] = int(line[1])
+        if me == "g0":
+            group_stats = int(line[2]), int(line[3])
         p.wait()
 
     events = init + history.load(outs)
@@ -386,6 +428,9 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     assert kinds["put"] >= 30 and kinds["cas"] >= 10 and kinds["ryw"] >= 4, kinds
     assert kinds["read"] >= 20 and kinds["strong"] >= 2, kinds
     assert done["compactor"] >= 2, done
+    if target == str(tmp_path / "ds"):  # local: the group's threads shared transactions
+        entries, transactions = group_stats
+        assert entries >= 30 and transactions < entries, group_stats
     assert ds.log.floor() > 0  # old versions were removed and the Log trimmed meanwhile
     assert sum(final[k] for k in COUNTERS) == kinds["cas"]
 

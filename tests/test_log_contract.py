@@ -11,11 +11,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nearstate.backends.local_log import FILE, LocalLog
 from nearstate.backends.memory import MemoryLog
+from nearstate.errors import LogUnavailable
 from nearstate.ports import Append, Log, LogView
 from nearstate.testing import LONG, PROMPT, SHORT, LogContract
 
@@ -166,3 +168,144 @@ def test_local_first_appends_from_many_handles_at_once(tmp_path: Path) -> None:
         else:
             assert LocalLog(root).head() == n
     assert failures == []
+
+
+# --- group commit: threads appending through one handle at once --------------------------
+
+
+def _queued(log: LocalLog, n: int) -> None:
+    """Wait until ``n`` appends wait behind the one being committed."""
+    deadline = time.monotonic() + LONG
+    while log._group is None or len(log._group.queue) < n:
+        assert time.monotonic() < deadline, "the appends did not queue"
+        time.sleep(0.001)
+
+
+Held = tuple[threading.Thread, threading.Event, list[int]]
+
+
+def _hold_the_lead(log: LocalLog, body: bytes = b"leader", key: str = "lead",
+                   type_name: str = "T") -> Held:  # fmt: skip
+    """A thread whose append is being committed until the returned event is set."""
+    inside, go, out = threading.Event(), threading.Event(), []
+
+    def prepare(view: LogView) -> Append:
+        inside.set()
+        assert go.wait(LONG)
+        return Append(body, [(type_name, key, True)])
+
+    t = threading.Thread(target=lambda: out.append(log.append(prepare)))
+    t.start()
+    assert inside.wait(LONG)
+    return t, go, out
+
+
+def test_threads_appending_at_once_share_one_transaction(tmp_path: Path) -> None:
+    """Appends queued while another commits are written together in one transaction: each
+    gets its own position, one refused by its prepare (or by SQLite) raises its own error
+    in its own thread and leaves nothing behind, and the rest are committed."""
+    log = LocalLog(tmp_path)
+    assert _put(log, b"first", [("T", "first", True)]) == 1
+    lead, go, lead_out = _hold_the_lead(log)
+    outcomes: dict[str, object] = {}
+
+    def append(name: str, prepare: Any) -> None:
+        try:
+            outcomes[name] = log.append(prepare)
+        except Exception as e:
+            outcomes[name] = e
+
+    def refuse(view: LogView) -> Append:
+        raise ValueError("c's condition failed")
+
+    jobs = {
+        "b": lambda v: Append(b"b", [("T", "b", True)]),
+        "c": refuse,
+        "d": lambda v: Append(object(), [("T", "d", True)]),  # type: ignore[arg-type]
+        "e": lambda v: Append(b"e", [("T", "e", True)], {"types": ["e"]}),
+    }
+    threads = []
+    for name, prepare in jobs.items():  # queued one after another, in this order
+        threads.append(threading.Thread(target=append, args=(name, prepare)))
+        threads[-1].start()
+        _queued(log, len(threads))
+    go.set()
+    for t in [lead, *threads]:
+        t.join(LONG)
+    assert lead_out == [2]
+    assert outcomes["b"] == 3 and outcomes["e"] == 4, outcomes
+    assert isinstance(outcomes["c"], ValueError) and "c's condition" in str(outcomes["c"])
+    assert isinstance(outcomes["d"], LogUnavailable), outcomes["d"]
+    assert [(p, bytes(b)) for p, b in log.read(0)] == [
+        (1, b"first"), (2, b"leader"), (3, b"b"), (4, b"e")]  # fmt: skip
+    assert [k for t, k, _, _ in log.key_positions()] == ["b", "e", "first", "lead"]
+    assert log.schema() is not None and "e" in log.schema()
+    # one transaction for the first append, one for the leader's, one for the other four
+    assert log.commit_stats() == {"transactions": 3, "entries": 4, "largest": 2}
+    assert LocalLog(tmp_path).head() == 4  # durable: another handle reads them
+
+
+def test_a_grouped_append_sees_the_ones_before_it(tmp_path: Path) -> None:
+    """Conditions inside a group are checked against the transactions queued before
+    them: of five writers creating one key at once, exactly one wins, and the others'
+    conflicts name its token."""
+    import nearstate
+    from nearstate.errors import ConflictError
+    from nearstate.writer import encode_entry, key_id
+
+    ds = nearstate.open(tmp_path / "ds")
+    w = ds.writer()
+    w.upsert("Item", {"id": "seed", "n": 0})
+    log = ds.log
+    assert isinstance(log, LocalLog)
+    entry = encode_entry([("Item", "lead", {"id": "lead", "n": -1})], False)
+    lead, go, _ = _hold_the_lead(log, entry, key_id("lead"), "Item")
+    outcomes: list[object] = []
+
+    def create(n: int) -> None:
+        try:
+            outcomes.append(w.upsert("Item", {"id": "x", "n": n}, expect_absent=True))
+        except ConflictError as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(5)]
+    for i, t in enumerate(threads):
+        t.start()
+        _queued(log, i + 1)
+    go.set()
+    for t in [lead, *threads]:
+        t.join(LONG)
+    won = [o for o in outcomes if not isinstance(o, ConflictError)]
+    lost = [o for o in outcomes if isinstance(o, ConflictError)]
+    assert len(won) == 1 and len(lost) == 4, outcomes
+    assert all(e.current == won[0] for e in lost), (won, lost)
+    assert ds.consumer().sync()["Item"].get("x")["n"] == 0  # the first queued won
+    # the seed, the leader, then the five creators in one transaction (one of them written)
+    assert log.commit_stats() == {"transactions": 3, "entries": 3, "largest": 1}
+
+
+def test_threads_committing_in_a_loop_share_fsyncs(tmp_path: Path) -> None:
+    """Eight threads committing 50 records each through one writer: every token is
+    distinct and every record is there, in fewer transactions than commits."""
+    import nearstate
+
+    ds = nearstate.open(tmp_path / "ds")
+    w = ds.writer()
+    tokens: list[list[int]] = [[] for _ in range(8)]
+
+    def run(t: int) -> None:
+        for i in range(50):
+            tokens[t].append(int(w.upsert("Item", {"id": f"{t}-{i}", "n": i})))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(LONG)
+    flat = [x for ts in tokens for x in ts]
+    assert sorted(flat) == list(range(1, 401))
+    assert all(ts == sorted(ts) for ts in tokens)  # each thread's tokens grow
+    s = ds.consumer().sync()
+    assert all(s["Item"].get(f"{t}-{i}")["n"] == i for t in range(8) for i in range(50))
+    stats = ds.log.commit_stats()
+    assert stats["entries"] == 400 and stats["transactions"] < 400, stats

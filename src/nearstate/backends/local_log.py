@@ -13,6 +13,15 @@ fsynced (``synchronous=FULL``), so an acknowledged write survives a killed proce
 power cut. SQLite's file locks make this safe for any number of processes on one host.
 ``AUTOINCREMENT`` means a position is never reused, even after trimming.
 
+Threads of one process appending through one handle at once commit as a group: while one
+thread's transaction is being written and fsynced, the others queue theirs; the next
+thread to lead writes every queued one in a single SQLite transaction, each under its own
+savepoint (one failing its condition or refused as bad rolls back alone), and one fsync
+makes them all durable. Each is acknowledged, with its own position, only after that
+``COMMIT``. A thread appending alone commits exactly as before. So commits/s from many
+threads (an editor's workers, a web server's request threads) is not bounded by one
+fsync each; :meth:`LocalLog.commit_stats` tells how many entries each fsync carried.
+
 Waiting is woken, not polled (docs/decisions/0016-local-wakeups.md). A process whose
 thread has to block in :meth:`LocalLog.wait` binds one Unix datagram socket,
 ``DIR/log.wake/<pid>-<random>.sock``, shared by all its threads and kept until
@@ -451,6 +460,36 @@ def _write(conn: sqlite3.Connection, entry: Append) -> int:
     return pos
 
 
+class _Job:
+    """One transaction in a group commit: its ``prepare``; then its ``outcome`` (the
+    position, or the exception to raise in its thread). ``wake`` is held until the thread
+    waiting on it may go on: its transaction committed, or it leads the next group."""
+
+    __slots__ = ("outcome", "prepare", "wake")
+
+    def __init__(self, prepare: Callable[[LogView], Append]):
+        self.prepare = prepare
+        self.outcome: int | BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def result(self) -> int:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        assert self.outcome is not None
+        return self.outcome
+
+
+class _Group:
+    """A handle's appends waiting for the thread committing (the leader)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[_Job] = []
+        self.leading = False
+        self.pid = os.getpid()
+
+
 class LocalLog:
     """The Log in ``DIR/log.sqlite`` (created by the first append).
 
@@ -476,6 +515,8 @@ class LocalLog:
         # for just that one with fresh=False (a consumer catching up on a write made here,
         # the editor's preview) is answered without reading SQLite
         self._last: tuple[int, bytes] | None = None
+        self._group: _Group | None = None  # appends from threads of this process at once
+        self._transactions = self._entries = self._largest = 0  # commit_stats()
 
     def __repr__(self) -> str:
         return f"LocalLog({str(self.path)!r})"
@@ -533,26 +574,105 @@ class LocalLog:
     # -- the Log protocol ----------------------------------------------------------------
 
     def append(self, prepare: Callable[[LogView], Append]) -> int:
+        # Group commit: threads of this process appending at once queue their transactions
+        # while one thread (the leader) commits; when it is done it hands the lead to the
+        # first of them, which writes all that queued in one SQLite transaction (one fsync),
+        # each under its own savepoint. Each waiting thread is woken once, when its
+        # transaction is committed or when it is handed the lead. A thread appending alone
+        # commits as it always did.
+        job = _Job(prepare)
+        g = self._group_of()
+        with g.lock:
+            led = g.leading
+            if led:
+                g.queue.append(job)
+            else:
+                g.leading = True
+        if led:
+            job.wake.acquire()  # released once: committed (an outcome), or the lead
+            if job.outcome is not None:
+                return job.result()
+        with g.lock:
+            batch, g.queue = [job, *g.queue], []
+        try:
+            self._commit_batch(batch)
+        finally:
+            with g.lock:
+                nxt = g.queue.pop(0) if g.queue else None
+                g.leading = nxt is not None
+            if nxt is not None:
+                nxt.wake.release()  # the next group starts before this one is told
+            for j in batch:
+                if j.outcome is None:  # a BaseException out of the batch
+                    j.outcome = LogUnavailable(f"{self.path}: the group commit stopped")
+                if j is not job:
+                    j.wake.release()
+        return job.result()
+
+    def _group_of(self) -> _Group:
+        g = self._group
+        if g is None or g.pid != os.getpid():  # first append, or forked mid-commit
+            g = self._group = _Group()
+        return g
+
+    def _commit_batch(self, batch: list[_Job]) -> None:
+        """Write ``batch`` in one transaction; set each job's position or exception."""
         conn = self._conn(create=True)
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise LogUnavailable(f"cannot lock the log {self.path}: {e}") from e
+            for j in batch:  # each thread raises its own
+                j.outcome = LogUnavailable(f"cannot lock the log {self.path}: {e}")
+                j.outcome.__cause__ = e
+            return
+        alone = len(batch) == 1
+        written: list[tuple[_Job, int, bytes]] = []
         try:
-            entry = prepare(_View(conn))
-            pos = _write(conn, entry)
+            for j in batch:
+                if not alone:
+                    conn.execute("SAVEPOINT job")
+                try:
+                    entry = j.prepare(_View(conn))
+                    pos = _write(conn, entry)
+                except Exception as e:
+                    if alone:
+                        raise
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    # this transaction's own error (a conflict, a bad record): the rest go on
+                    j.outcome = e
+                    if isinstance(e, sqlite3.Error):
+                        j.outcome = LogUnavailable(f"cannot write the log {self.path}: {e}")
+                        j.outcome.__cause__ = e
+                    continue
+                if not alone:
+                    conn.execute("RELEASE job")
+                written.append((j, pos, entry.body))
             conn.execute("COMMIT")
         except BaseException as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise LogUnavailable(f"cannot write the log {self.path}: {e}") from e
-            raise
-        assert pos is not None
-        self._last = (pos, bytes(entry.body))
-        _notify(self._key, self._wake_dir, pos)
-        return pos
+            if not isinstance(e, Exception):
+                raise  # the leader's own (an interrupt): the others are told by append
+            for j in batch:  # nothing was written; a job refused on its own keeps its error
+                if j.outcome is not None:
+                    continue
+                if isinstance(e, sqlite3.Error):  # each thread raises its own
+                    j.outcome = LogUnavailable(f"cannot write the log {self.path}: {e}")
+                    j.outcome.__cause__ = e
+                else:  # alone: prepare's own error
+                    j.outcome = e
+            return
+        for j, pos, _ in written:
+            j.outcome = pos
+        self._transactions += 1
+        self._entries += len(written)
+        self._largest = max(self._largest, len(written))
+        if written:
+            _, pos, body = written[-1]
+            self._last = (pos, bytes(body))
+            _notify(self._key, self._wake_dir, pos)
 
     def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
         conn = self._conn()
@@ -660,6 +780,13 @@ class LocalLog:
         if w is None:
             return {"woken": 0, "late": 0}
         return {"woken": w.woken_count, "late": w.late_count}
+
+    def commit_stats(self) -> dict[str, int]:
+        """This handle's appends so far: SQLite ``transactions`` committed (each one fsync),
+        the ``entries`` they wrote, and the ``largest`` number one of them wrote (threads
+        appending at once share a transaction)."""
+        return {"transactions": self._transactions, "entries": self._entries,
+                "largest": self._largest}  # fmt: skip
 
     def trim(self, upto: int) -> int:
         conn = self._conn()

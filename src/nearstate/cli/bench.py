@@ -206,10 +206,12 @@ def bench_plot(results: tuple[str, ...], output: Path) -> None:
               help="Size of the snapshot published and fetched on nats (0: skip).")  # fmt: skip
 @click.option("--replicas", type=click.IntRange(1, 5), default=1, show_default=True,
               help="Replicas of the streams on nats (3 on a three-server cluster).")  # fmt: skip
+@click.option("--writer-threads", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Threads sharing one writer for the rate of commits made at once.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_raw(probes: int, commits: int, batch: int, batches: int, peers: bool,
               compact_every: float, workdir: Path | None, backend: str, nats_url: str | None,
-              consumers: int | None, snapshot_mb: int, replicas: int,
+              consumers: int | None, snapshot_mb: int, replicas: int, writer_threads: int,
               as_json: bool) -> None:  # fmt: skip
     """Write -> visible in other processes, strong-read overhead, commit rates."""
     from ..bench.raw import run_raw
@@ -219,7 +221,7 @@ def bench_raw(probes: int, commits: int, batch: int, batches: int, peers: bool,
                       peers=peers, workdir=workdir, progress=None if as_json else err,
                       compact_every=compact_every, backend=backend, nats_url=nats_url,
                       consumers=consumers, snapshot_mb=snapshot_mb,
-                      replicas=replicas)  # fmt: skip
+                      replicas=replicas, writer_threads=writer_threads)  # fmt: skip
     except NearstateError as e:
         fail(e)
     if as_json:
