@@ -488,6 +488,7 @@ class _Group:
         self.queue: list[_Job] = []
         self.leading = False
         self.pid = os.getpid()
+        self.conn: sqlite3.Connection | None = None  # the leaders' (one at a time)
 
 
 class LocalLog:
@@ -527,6 +528,13 @@ class LocalLog:
         c = getattr(self._local, "conn", None)
         if c is not None and self._local.pid == os.getpid():
             return c
+        c = self._open(create)
+        if c is not None:
+            self._local.conn = c
+            self._local.pid = os.getpid()
+        return c
+
+    def _open(self, create: bool) -> sqlite3.Connection | None:
         if not create and not self.path.exists():
             return None
         try:
@@ -550,8 +558,6 @@ class LocalLog:
             raise LogUnavailable(f"cannot open the log {self.path}: {e}") from e
         except OSError as e:
             raise LogUnavailable(f"cannot create the log {self.path}: {e}") from e
-        self._local.conn = c
-        self._local.pid = os.getpid()
         return c
 
     def close(self) -> None:
@@ -561,6 +567,12 @@ class LocalLog:
         if c is not None:
             self._local.conn = None
             c.close()
+        g = self._group
+        if g is not None and g.pid == os.getpid():
+            with g.lock:
+                if not g.leading and g.conn is not None:
+                    g.conn.close()
+                    g.conn = None
         w, self._waker = self._waker, None
         if w is not None and w.pid == os.getpid():
             _release(w)
@@ -595,7 +607,7 @@ class LocalLog:
         with g.lock:
             batch, g.queue = [job, *g.queue], []
         try:
-            self._commit_batch(batch)
+            self._commit_batch(g, batch)
         finally:
             with g.lock:
                 nxt = g.queue.pop(0) if g.queue else None
@@ -615,9 +627,18 @@ class LocalLog:
             g = self._group = _Group()
         return g
 
-    def _commit_batch(self, batch: list[_Job]) -> None:
-        """Write ``batch`` in one transaction; set each job's position or exception."""
-        conn = self._conn(create=True)
+    def _commit_batch(self, g: _Group, batch: list[_Job]) -> None:
+        """Write ``batch`` in one transaction; set each job's position or exception. On
+        the group's own connection, whichever thread leads: its page cache stays warm."""
+        try:
+            if g.conn is None:
+                g.conn = self._open(create=True)
+        except LogUnavailable as e:
+            for j in batch:  # each thread raises its own
+                j.outcome = LogUnavailable(str(e))
+                j.outcome.__cause__ = e.__cause__
+            return
+        conn = g.conn
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
