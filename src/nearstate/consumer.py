@@ -319,7 +319,7 @@ class Consumer:
         self._announce(ev)
         return True
 
-    def _announce(self, ev: RefreshEvent) -> None:
+    def _announce(self, ev: RefreshEvent | None) -> None:
         """Wake the readers waiting for a change, and queue ``ev`` for the listeners. They
         run on a thread of their own, one event at a time in order: never under this
         consumer's lock, on the thread that follows the Log or on a request's thread
@@ -330,7 +330,7 @@ class Consumer:
         if self._waiting or _NO_GIL:
             with self._changed:
                 self._changed.notify_all()
-        if not self._listeners:
+        if ev is None or not self._listeners:  # None: there were none when it was made
             return
         with self._delivery:
             self._posted += 1
@@ -735,8 +735,10 @@ class Consumer:
                 return shown
             t0 = time.perf_counter()
             # records stay msgpack until read: laying a commit over needs its keys only
-            entries = [decode_entry(p, b, self._log_schema, raw=True) for p, b in rows]
-            if any(e.schema_changed for e in entries):
+            ls = self._log_schema
+            entries = [decode_entry(p, b, ls, raw=True) for p, b in rows]
+            if (entries[0].schema_changed if len(entries) == 1
+                    else any(e.schema_changed for e in entries)):  # fmt: skip
                 self._log_types()  # then decode again: keys of new types may need it
                 entries = [decode_entry(p, b, self._log_schema, raw=True) for p, b in rows]
             entries = self._held(entries)
@@ -759,9 +761,12 @@ class Consumer:
             self._pair = (self._state, self._applied)
             self.last_refresh = time.time()
             shown = True
-            v = self._vstate.version if self._vstate is not None else 0
-            self._announce(RefreshEvent(v, v, changes, (time.perf_counter() - t0) * 1000,
-                                        self._applied))  # fmt: skip
+            ev = None
+            if self._listeners:  # an event only for someone to hear it
+                v = self._vstate.version if self._vstate is not None else 0
+                ev = RefreshEvent(v, v, changes, (time.perf_counter() - t0) * 1000,
+                                  self._applied)  # fmt: skip
+            self._announce(ev)
             if len(rows) < self.log_batch:
                 return shown
 

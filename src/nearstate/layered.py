@@ -40,7 +40,7 @@ from .read_state import ReadState, Record, TypeMap, TypeState, index_value
 from .schema import FieldType, Schema, TypeDef, per_schema
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen one cost a reader ~2 us a commit to make
 class Changes:
     """The keys a refresh changed in one type."""
 
@@ -182,10 +182,15 @@ class LayeredState(TypeMap):
         # the names of the types with an overlay: those of ``reuse`` while the layer only
         # changed types it held (most commits: the same frozenset, its hash kept)
         held = reuse._held if reuse is not None else frozenset()
-        if any(n not in held or not len(overlays[n]) for n in changed):
-            held = frozenset(n for n, ov in overlays.items() if len(ov))
+        for n in changed:
+            if n not in held or not len(overlays[n]):
+                held = frozenset(n for n, ov in overlays.items() if len(ov))
+                break
         self._held = held
-        layered = _referring(self.schema, held)
+        if reuse is not None and held is reuse._held and reuse.schema is self.schema:
+            layered = reuse._layered
+        else:
+            layered = _referring(self.schema, held)
         self._layered = layered  # the names of the types read through an overlay
         # and one whose references lead to a changed type re-binds them: not taken over
         stale = _referring(self.schema, changed) if reuse is not None else frozenset()
@@ -420,9 +425,12 @@ def apply_delta(
             sums[name] = claim
     if not lazy and layer.version == base.version and sums == base.checksums():
         return base, changes  # back where the snapshot stands: no overlay needed
-    tags = dict(base.tags)
-    tags.update(layer.tags)
     was_layered = isinstance(state, LayeredState)
+    if layer.tags or not was_layered:
+        tags = dict(base.tags)
+        tags.update(layer.tags)
+    else:  # a Log commit tags nothing: the same tags (no one writes a state's tags)
+        tags = state.tags
     if lazy:
         carried = state._left_out_checksums() if was_layered else {
             n: c for n, c in state.checksums().items() if n in left_out}  # fmt: skip
@@ -476,7 +484,6 @@ class LayeredTypeState:
         self._state = state
         self._base = base
         self._ov = ov
-        self._lock = threading.Lock()
         self._ov_indexes: dict[tuple[str, ...], HashIndex] = {}
         # nothing here walks the layers: a consumer that has followed hundreds of
         # versions (a delta layer each) and lays Log entries over them makes one of these
@@ -528,7 +535,7 @@ class LayeredTypeState:
             return -1 if o is None else o
 
         # records replaced only (no key added or removed): the snapshot's own probe
-        ordinal_of = paged_ordinal_of if ov.added or ov.removed else lookup
+        ordinal_of = paged_ordinal_of if ov.added.n or ov.removed.n else lookup
 
         self.ordinal_of = ordinal_of
 
@@ -539,6 +546,8 @@ class LayeredTypeState:
         self.get = get
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_lock":  # guards the caches built on first use; made on first use too
+            return self.__dict__.setdefault("_lock", threading.Lock())  # atomic: one wins
         # the key reader is made on first use (iterating keys, a record's key): making
         # the key column on every commit cost a reader a fifth of its work per commit
         if name != "_key_at":

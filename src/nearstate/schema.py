@@ -613,9 +613,17 @@ def per_schema(fn: Callable[[Schema, frozenset[str]], T]) -> Callable[[Schema, I
     with its result, so a freed schema's id is never taken for another's. The result is
     shared: ``fn`` must return something no caller changes."""
     cache: dict[tuple[int, frozenset[str]], tuple[Schema, T]] = {}
+    whole: dict[int, tuple[Schema, T]] = {}  # asked with no names: a dict lookup less
 
     @functools.wraps(fn)
     def kept(schema: Schema, names: Iterable[str]) -> T:
+        if type(names) is tuple and not names:
+            hit = whole.get(id(schema))
+            if hit is None or hit[0] is not schema:
+                if len(whole) > 64:
+                    whole.clear()
+                hit = whole[id(schema)] = (schema, fn(schema, frozenset()))
+            return hit[1]
         key = (id(schema), frozenset(names))
         hit = cache.get(key)
         if hit is not None and hit[0] is schema:
