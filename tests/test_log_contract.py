@@ -17,7 +17,7 @@ import pytest
 
 from nearstate.backends.local_log import FILE, LocalLog
 from nearstate.backends.memory import MemoryLog
-from nearstate.errors import LogUnavailable
+from nearstate.errors import LogError, LogUnavailable
 from nearstate.ports import Append, Log, LogView
 from nearstate.testing import LONG, PROMPT, SHORT, LogContract
 
@@ -309,3 +309,165 @@ def test_threads_committing_in_a_loop_share_fsyncs(tmp_path: Path) -> None:
     assert all(s["Item"].get(f"{t}-{i}")["n"] == i for t in range(8) for i in range(50))
     stats = ds.log.commit_stats()
     assert stats["entries"] == 400 and stats["transactions"] < 400, stats
+
+
+class _HeldCommit:
+    """A connection whose COMMIT waits until ``release`` is set (``committing`` says it
+    has been reached)."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+        self.committing, self.release = threading.Event(), threading.Event()
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            self.committing.set()
+            assert self.release.wait(LONG)
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        return self.conn.executemany(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+
+def test_a_grouped_append_returns_only_once_its_group_committed(tmp_path: Path) -> None:
+    """No thread of a group hears its position before the group's COMMIT returns; a
+    transaction refused after it wrote its row leaves nothing, and the next one in the
+    group takes the next position."""
+    log = LocalLog(tmp_path)
+    assert _put(log, b"first", [("T", "first", True)]) == 1
+    lead, go, lead_out = _hold_the_lead(log)
+    returned: dict[str, object] = {}
+
+    def append(name: str, keys: list[Any]) -> None:
+        try:
+            returned[name] = log.append(lambda v: Append(name.encode(), keys))
+        except LogUnavailable as e:
+            returned[name] = e
+
+    jobs = {"a": [("T", "a", True)], "bad": [("T", "x", True), (None, "y", True)],
+            "c": [("T", "c", True)]}  # fmt: skip
+    threads = []
+    for name, keys in jobs.items():
+        threads.append(threading.Thread(target=append, args=(name, keys)))
+        threads[-1].start()
+        _queued(log, len(threads))
+    # the next group's connection (the held leader has its own in hand)
+    held = log._group.conn = _HeldCommit(log._group.conn)
+    go.set()
+    lead.join(LONG)
+    assert lead_out == [2]
+    assert held.committing.wait(LONG)  # the group of three has reached its COMMIT
+    time.sleep(0.2)
+    assert returned == {}, "a position was given before the COMMIT returned"
+    held.release.set()
+    for t in threads:
+        t.join(LONG)
+    assert returned["a"] == 3 and returned["c"] == 4, returned
+    assert "NOT NULL" in str(returned["bad"])
+    assert [(p, bytes(b)) for p, b in log.read(0)] == [
+        (1, b"first"), (2, b"leader"), (3, b"a"), (4, b"c")]  # fmt: skip
+    assert sorted(k for _, k, _, _ in log.key_positions()) == ["a", "c", "first", "lead"]
+
+
+def test_a_thread_interrupted_while_queued_is_withdrawn(tmp_path: Path) -> None:
+    """A thread interrupted (a signal's exception) while its append waits for the group
+    ahead is withdrawn: nothing of it is written, the group ahead commits, and the next
+    append on the handle neither waits nor hangs."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    log = LocalLog(tmp_path)
+    assert _put(log, b"first") == 1
+    lead, go, lead_out = _hold_the_lead(log)
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            _put(log, b"never")  # queued behind the held leader, on the main thread
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    go.set()
+    lead.join(LONG)
+    assert lead_out == [2]
+    assert _put(log, b"after") == 3
+    assert [bytes(b) for _, b in log.read(0)] == [b"first", b"leader", b"after"]
+
+
+def test_threads_of_a_process_wait_for_a_stuck_commit_no_longer_than_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    """A commit stuck in its prepare holds the other threads of its process no longer than
+    ``busy_timeout`` (as SQLite's lock holds other processes): they get LogUnavailable
+    saying so, and nothing of theirs is written."""
+    log = LocalLog(tmp_path, busy_timeout=0.5)
+    assert _put(log, b"first") == 1
+    lead, go, _ = _hold_the_lead(log)
+    t0 = time.monotonic()
+    with pytest.raises(LogUnavailable, match="other threads of this process held it"):
+        _put(log, b"waits")
+    assert 0.4 < time.monotonic() - t0 < 5
+    go.set()
+    lead.join(LONG)
+    assert [bytes(b) for _, b in log.read(0)] == [b"first", b"leader"]
+
+
+def test_an_append_inside_a_prepare_is_refused(tmp_path: Path) -> None:
+    """A prepare that appends (a transaction inside a transaction) gets a LogError, not a
+    thread waiting for itself."""
+    log = LocalLog(tmp_path)
+
+    def nested(view: LogView) -> Append:
+        _put(log, b"inner")
+        return Append(b"outer", [])
+
+    with pytest.raises(LogError, match="inside another's prepare"):
+        log.append(nested)
+    assert log.head() == 0
+    assert _put(log, b"after") == 1
+
+
+def test_a_full_disk_fails_the_whole_group_and_names_it(tmp_path: Path) -> None:
+    """A group whose transaction SQLite has to undo (the disk full) fails as one: every
+    thread gets LogUnavailable naming the cause, nothing of the group is written, and the
+    handle writes again once there is room."""
+    log = LocalLog(tmp_path)
+    assert _put(log, b"first") == 1
+    lead, go, lead_out = _hold_the_lead(log)
+    errors: dict[str, object] = {}
+
+    def append(name: str, body: bytes) -> None:
+        try:
+            errors[name] = log.append(lambda v: Append(body, [("T", name, True)]))
+        except LogUnavailable as e:
+            errors[name] = e
+
+    bodies = {"small": b"s", "huge": b"x" * 2_000_000, "after": b"a"}
+    threads = []
+    for name, body in bodies.items():
+        threads.append(threading.Thread(target=append, args=(name, body)))
+        threads[-1].start()
+        _queued(log, len(threads))
+    conn = log._group.conn
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 20}")  # room for a little, not 2 MB
+    go.set()
+    for t in [lead, *threads]:
+        t.join(LONG)
+    assert lead_out == [2]
+    for name in bodies:
+        assert isinstance(errors[name], LogUnavailable), errors
+        assert "full" in str(errors[name]), errors[name]
+    assert [bytes(b) for _, b in log.read(0)] == [b"first", b"leader"]
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    assert _put(log, b"room again") == 3

@@ -145,7 +145,10 @@ class Log(Protocol):
     def append(self, prepare: Callable[[LogView], Append]) -> int:
         """Call ``prepare(view)`` at the head (it may raise: then nothing is written),
         append what it returns, and return the entry's position once it is durable.
-        ``prepare`` may be called more than once (on a retry); it must not have effects."""
+        ``prepare`` may be called more than once (on a retry); it must not have effects,
+        nor append itself. It may run on another thread of the process (a backend that
+        commits appends from several threads together runs theirs on the one committing):
+        it must not rely on thread-locals or on locks its caller holds."""
         ...
 
     def head(self) -> int:

@@ -460,16 +460,24 @@ def _write(conn: sqlite3.Connection, entry: Append) -> int:
     return pos
 
 
-class _Job:
-    """One transaction in a group commit: its ``prepare``; then its ``outcome`` (the
-    position, or the exception to raise in its thread). ``wake`` is held until the thread
-    waiting on it may go on: its transaction committed, or it leads the next group."""
+_QUEUED, _LEADS, _BATCHED, _GONE = range(4)  # where a _Job stands
 
-    __slots__ = ("outcome", "prepare", "wake")
+
+class _Job:
+    """One transaction in a group commit: its ``prepare``; ``pos``, its position once
+    written (in a transaction not yet committed); then its ``outcome`` (the position, or
+    the exception to raise in its thread). ``wake`` is held until the thread waiting on it
+    may go on: its transaction done, or the lead handed to it. ``state``: queued, handed
+    the lead, in a group being written, or withdrawn (changed under the group's lock)."""
+
+    __slots__ = ("body", "outcome", "pos", "prepare", "state", "wake")
 
     def __init__(self, prepare: Callable[[LogView], Append]):
         self.prepare = prepare
+        self.pos: int | None = None
+        self.body = b""
         self.outcome: int | BaseException | None = None
+        self.state = _QUEUED
         self.wake = threading.Lock()
         self.wake.acquire()
 
@@ -487,8 +495,17 @@ class _Group:
         self.lock = threading.Lock()
         self.queue: list[_Job] = []
         self.leading = False
+        self.leader: int | None = None  # the leading thread's ident, while it writes
         self.pid = os.getpid()
         self.conn: sqlite3.Connection | None = None  # the leaders' (one at a time)
+
+    def hand_on(self) -> _Job | None:
+        """The lead passes to the first job queued, or lapses (the lock is held)."""
+        nxt = self.queue.pop(0) if self.queue else None
+        self.leading = nxt is not None
+        if nxt is not None:
+            nxt.state = _LEADS
+        return nxt
 
 
 class LocalLog:
@@ -516,7 +533,7 @@ class LocalLog:
         # for just that one with fresh=False (a consumer catching up on a write made here,
         # the editor's preview) is answered without reading SQLite
         self._last: tuple[int, bytes] | None = None
-        self._group: _Group | None = None  # appends from threads of this process at once
+        self._group = _Group()  # appends from threads of this process at once
         self._transactions = self._entries = self._largest = 0  # commit_stats()
 
     def __repr__(self) -> str:
@@ -568,7 +585,7 @@ class LocalLog:
             self._local.conn = None
             c.close()
         g = self._group
-        if g is not None and g.pid == os.getpid():
+        if g.pid == os.getpid():
             with g.lock:
                 if not g.leading and g.conn is not None:
                     g.conn.close()
@@ -590,110 +607,164 @@ class LocalLog:
         # while one thread (the leader) commits; when it is done it hands the lead to the
         # first of them, which writes all that queued in one SQLite transaction (one fsync),
         # each under its own savepoint. Each waiting thread is woken once, when its
-        # transaction is committed or when it is handed the lead. A thread appending alone
+        # transaction is done or when it is handed the lead. A thread appending alone
         # commits as it always did.
-        job = _Job(prepare)
         g = self._group_of()
+        if g.leader == threading.get_ident():
+            raise LogError(f"{self.path}: an append inside another's prepare (a transaction "
+                           "cannot append one of its own)")  # fmt: skip
+        job = _Job(prepare)
         with g.lock:
-            led = g.leading
-            if led:
+            if g.leading:
                 g.queue.append(job)
             else:
-                g.leading = True
-        if led:
-            job.wake.acquire()  # released once: committed (an outcome), or the lead
-            if job.outcome is not None:
+                g.leading, job.state = True, _LEADS
+        if job.state == _QUEUED:
+            self._await_turn(g, job)
+            if job.state != _LEADS:
                 return job.result()
-        with g.lock:
-            batch, g.queue = [job, *g.queue], []
+        batch = [job]
+        done = [False]  # set once the group's COMMIT returned
         try:
-            self._commit_batch(g, batch)
-        finally:
+            g.leader = threading.get_ident()
             with g.lock:
-                nxt = g.queue.pop(0) if g.queue else None
-                g.leading = nxt is not None
-            if nxt is not None:
-                nxt.wake.release()  # the next group starts before this one is told
-            for j in batch:
-                if j.outcome is None:  # a BaseException out of the batch
-                    j.outcome = LogUnavailable(f"{self.path}: the group commit stopped")
-                if j is not job:
-                    j.wake.release()
+                batch += g.queue
+                g.queue = []
+                for j in batch:
+                    j.state = _BATCHED
+            self._commit_batch(g, batch, done)
+        finally:
+            g.leader = None
+            self._finish(g, batch, done[0])
         return job.result()
+
+    def _await_turn(self, g: _Group, job: _Job) -> None:
+        """Wait until ``job`` is done or leads. Threads of this process wait for each
+        other's commits up to ``busy_timeout``, as SQLite's lock makes other processes
+        wait. Interrupted (or timed out) while queued, the job is withdrawn; handed the
+        lead, it hands it on; already in a group being written, it may still commit."""
+        try:
+            if job.wake.acquire(timeout=self.busy_timeout):
+                return
+            with g.lock:
+                if job.state == _QUEUED:
+                    g.queue.remove(job)
+                    job.state = _GONE
+                    raise LogUnavailable(
+                        f"cannot lock the log {self.path}: other threads of this process "
+                        f"held it for {self.busy_timeout:g} s")  # fmt: skip
+            job.wake.acquire()  # taken into a group or handed the lead meanwhile
+        except BaseException:
+            with g.lock:
+                if job.state == _QUEUED:
+                    g.queue.remove(job)
+                    job.state = _GONE
+                elif job.state == _LEADS:  # the lead, not taken up: to the next in line
+                    job.state = _GONE
+                    nxt = g.hand_on()
+                    if nxt is not None:
+                        nxt.wake.release()
+            raise
+
+    def _finish(self, g: _Group, batch: list[_Job], committed: bool) -> None:
+        """After a group: each job's outcome, the lead to the next in line, then each
+        waiting thread woken (and the Log's followers, if anything was written)."""
+        written = []
+        for j in batch:
+            if j.outcome is not None:
+                continue
+            if committed and j.pos is not None:
+                j.outcome = j.pos
+                written.append(j)
+            else:  # the group stopped before its COMMIT: an interrupt on the leader's thread
+                j.outcome = LogUnavailable(
+                    f"{self.path}: the transaction was not written (the group commit it "
+                    "was in stopped before committing)")  # fmt: skip
+        with g.lock:
+            nxt = g.hand_on()
+        if nxt is not None:
+            nxt.wake.release()  # the next group starts before this one is told
+        for j in batch[1:]:
+            j.wake.release()
+        if written:
+            self._transactions += 1
+            self._entries += len(written)
+            self._largest = max(self._largest, len(written))
+            last = written[-1]
+            assert last.pos is not None
+            self._last = (last.pos, last.body)
+            _notify(self._key, self._wake_dir, last.pos)
 
     def _group_of(self) -> _Group:
         g = self._group
-        if g is None or g.pid != os.getpid():  # first append, or forked mid-commit
-            g = self._group = _Group()
+        if g.pid != os.getpid():  # forked: the parent's threads are not here
+            with _lock:
+                if self._group.pid != os.getpid():
+                    self._group = _Group()
+            g = self._group
         return g
 
-    def _commit_batch(self, g: _Group, batch: list[_Job]) -> None:
-        """Write ``batch`` in one transaction; set each job's position or exception. On
-        the group's own connection, whichever thread leads: its page cache stays warm."""
+    def _commit_batch(self, g: _Group, batch: list[_Job], done: list[bool]) -> None:
+        """Write ``batch`` in one transaction, on the group's connection whichever thread
+        leads (its page cache stays warm): each job's ``pos`` and ``body`` as written, or
+        its refusal as its ``outcome``; ``done[0]`` once the COMMIT returned."""
         try:
             if g.conn is None:
                 g.conn = self._open(create=True)
-        except LogUnavailable as e:
-            for j in batch:  # each thread raises its own
-                j.outcome = LogUnavailable(str(e))
-                j.outcome.__cause__ = e.__cause__
-            return
-        conn = g.conn
-        assert conn is not None
-        try:
+            conn = g.conn
+            assert conn is not None
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
+        except (LogUnavailable, sqlite3.Error) as e:
             for j in batch:  # each thread raises its own
-                j.outcome = LogUnavailable(f"cannot lock the log {self.path}: {e}")
-                j.outcome.__cause__ = e
+                j.outcome = LogUnavailable(
+                    f"cannot lock the log {self.path}: {e}" if isinstance(e, sqlite3.Error)
+                    else str(e))  # fmt: skip
             return
         alone = len(batch) == 1
-        written: list[tuple[_Job, int, bytes]] = []
+        committing = False
         try:
             for j in batch:
                 if not alone:
                     conn.execute("SAVEPOINT job")
+                err: Exception | None = None
                 try:
                     entry = j.prepare(_View(conn))
                     pos = _write(conn, entry)
                 except Exception as e:
-                    if alone:
+                    # alone, or SQLite undid the whole transaction (a full disk, an I/O
+                    # error): the group fails as one
+                    if alone or not conn.in_transaction:
                         raise
+                    err = e
+                if err is not None:  # this transaction's own: rolled back alone
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    # this transaction's own error (a conflict, a bad record): the rest go on
-                    j.outcome = e
-                    if isinstance(e, sqlite3.Error):
-                        j.outcome = LogUnavailable(f"cannot write the log {self.path}: {e}")
-                        j.outcome.__cause__ = e
+                    j.outcome = err if not isinstance(err, sqlite3.Error) else LogUnavailable(
+                        f"cannot write the log {self.path}: {err}")  # fmt: skip
                     continue
                 if not alone:
                     conn.execute("RELEASE job")
-                written.append((j, pos, entry.body))
+                j.pos, j.body = pos, bytes(entry.body)
+            committing = True
             conn.execute("COMMIT")
+            done[0] = True
         except BaseException as e:
+            if committing and not isinstance(e, sqlite3.Error) and not conn.in_transaction:
+                done[0] = True  # interrupted once the COMMIT had returned: it stands
+                raise
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if not isinstance(e, Exception):
-                raise  # the leader's own (an interrupt): the others are told by append
-            for j in batch:  # nothing was written; a job refused on its own keeps its error
-                if j.outcome is not None:
-                    continue
-                if isinstance(e, sqlite3.Error):  # each thread raises its own
+            for j in batch:  # nothing was written
+                if alone and not isinstance(e, sqlite3.Error) and isinstance(e, Exception):
+                    j.outcome = e  # prepare's own refusal
+                elif isinstance(e, Exception):
                     j.outcome = LogUnavailable(f"cannot write the log {self.path}: {e}")
-                    j.outcome.__cause__ = e
-                else:  # alone: prepare's own error
-                    j.outcome = e
-            return
-        for j, pos, _ in written:
-            j.outcome = pos
-        self._transactions += 1
-        self._entries += len(written)
-        self._largest = max(self._largest, len(written))
-        if written:
-            _, pos, body = written[-1]
-            self._last = (pos, bytes(body))
-            _notify(self._key, self._wake_dir, pos)
+                    if alone:
+                        j.outcome.__cause__ = e
+                else:  # the leader's own interrupt, raised below: the others are told
+                    j.outcome = None
+            if not isinstance(e, Exception):
+                raise
 
     def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
         conn = self._conn()
