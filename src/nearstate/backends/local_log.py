@@ -478,8 +478,13 @@ class _Job:
         self.body = b""
         self.outcome: int | BaseException | None = None
         self.state = _QUEUED
+        self.wake: Any = None  # a held lock, once the job has to wait (queue)
+
+    def queue(self, g: _Group) -> None:
+        """Wait in ``g``'s queue (its lock is held)."""
         self.wake = threading.Lock()
         self.wake.acquire()
+        g.queue.append(self)
 
     def result(self) -> int:
         if isinstance(self.outcome, BaseException):
@@ -610,13 +615,14 @@ class LocalLog:
         # transaction is done or when it is handed the lead. A thread appending alone
         # commits as it always did.
         g = self._group_of()
-        if g.leader == threading.get_ident():
+        me = threading.get_ident()
+        if g.leader == me:
             raise LogError(f"{self.path}: an append inside another's prepare (a transaction "
                            "cannot append one of its own)")  # fmt: skip
         job = _Job(prepare)
         with g.lock:
             if g.leading:
-                g.queue.append(job)
+                job.queue(g)
             else:
                 g.leading, job.state = True, _LEADS
         if job.state == _QUEUED:
@@ -626,7 +632,7 @@ class LocalLog:
         batch = [job]
         done = [False]  # set once the group's COMMIT returned
         try:
-            g.leader = threading.get_ident()
+            g.leader = me
             with g.lock:
                 batch += g.queue
                 g.queue = []
