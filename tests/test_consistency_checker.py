@@ -232,36 +232,25 @@ def write(me, w, c):
     return i
 """
 
+# a writer process; "g0" writes from GROUP_THREADS threads sharing its writer and
+# consumer (on the local backend their commits are written in groups: one SQLite
+# transaction, one fsync, for those queued), each thread under a name of its own
 WRITER = (
-    WRITE_LOOP
-    + """
-w = ds.writer()
-c = ds.consumer().start(timeout=30)
-print("ready", flush=True)
-i = write(me, w, c)
-c.stop()
-print("done", i, flush=True)
-"""
-)
-
-# threads of one process sharing a writer and a consumer: on the local backend their
-# commits are written in groups (one SQLite transaction, one fsync, for those queued)
-GROUP = (
     WRITE_LOOP
     + """
 import threading
 w = ds.writer()
 c = ds.consumer().start(timeout=30)
+names = [f"{me}t{t}" for t in range(GROUP_THREADS)] if me.startswith("g") else [me]
 print("ready", flush=True)
 done = []
-threads = [threading.Thread(target=lambda t=t: done.append(write(f"{me}t{t}", w, c)))
-           for t in range(GROUP_THREADS)]
+threads = [threading.Thread(target=lambda n=n: done.append(write(n, w, c))) for n in names]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 c.stop()
-assert len(done) == GROUP_THREADS, "a writing thread failed"
+assert len(done) == len(names), "a writing thread failed"
 stats = getattr(ds.log, "commit_stats", lambda: {"entries": 0, "transactions": 0})()
 print("done", sum(done), stats["entries"], stats["transactions"], flush=True)
 """
@@ -383,7 +372,7 @@ def test_concurrent_writers_readers_and_compactor_keep_every_promise(
     assert ds.compact().version == 1
     stop = tmp_path / "stop"
     roles = [(WRITER, f"w{i}") for i in range(WRITERS)]
-    roles.append((GROUP, "g0"))
+    roles.append((WRITER, "g0"))
     roles += [(READER, f"r{i}") for i in range(READERS)]
     roles.append((HOLDER, "h0"))
     roles.append((COMPACTOR, "compactor"))

@@ -745,8 +745,7 @@ class LocalLog:
                 if err is not None:  # this transaction's own: rolled back alone
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    j.outcome = err if not isinstance(err, sqlite3.Error) else LogUnavailable(
-                        f"cannot write the log {self.path}: {err}")  # fmt: skip
+                    j.outcome = self._refusal(err)
                     continue
                 if not alone:
                     conn.execute("RELEASE job")
@@ -760,17 +759,22 @@ class LocalLog:
                 raise
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            for j in batch:  # nothing was written
-                if alone and not isinstance(e, sqlite3.Error) and isinstance(e, Exception):
-                    j.outcome = e  # prepare's own refusal
-                elif isinstance(e, Exception):
-                    j.outcome = LogUnavailable(f"cannot write the log {self.path}: {e}")
-                    if alone:
-                        j.outcome.__cause__ = e
-                else:  # the leader's own interrupt, raised below: the others are told
+            if not isinstance(e, Exception):  # the leader's own interrupt: _finish tells
+                for j in batch:  # the others that nothing was written, refusals included
                     j.outcome = None
-            if not isinstance(e, Exception):
                 raise
+            for j in batch:  # nothing was written
+                j.outcome = self._refusal(e) if alone else LogUnavailable(
+                    f"cannot write the log {self.path}: {e}")  # fmt: skip
+
+    def _refusal(self, e: Exception) -> BaseException:
+        """What a thread raises for its own transaction's error: the error itself (a
+        conflict, a bad record), or LogUnavailable for SQLite's."""
+        if not isinstance(e, sqlite3.Error):
+            return e
+        out = LogUnavailable(f"cannot write the log {self.path}: {e}")
+        out.__cause__ = e
+        return out
 
     def last(self, type_name: str, key_id: str) -> tuple[int, bool] | None:
         conn = self._conn()

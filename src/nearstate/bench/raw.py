@@ -163,15 +163,7 @@ def run_raw(
             "commits_per_s": round(commit_rate),
             # the same from writer_threads threads sharing the writer (group commit)
             "threaded_commits_per_s": round(threaded_rate),
-            "threaded_commits_per_fsync": (
-                None
-                if stats0 is None or stats1 is None
-                else round(
-                    (stats1["entries"] - stats0["entries"])
-                    / max(1, stats1["transactions"] - stats0["transactions"]),
-                    2,
-                )
-            ),
+            "threaded_commits_per_fsync": _per_fsync(stats0, stats1),
             "batched_mutations_per_s": round(batched_rate),
             "eventual_lookup_us": percentiles(eventual, digits=3),
             "probe_commit_ms": percentiles(commit_ms, digits=3),
@@ -216,6 +208,14 @@ def _commit_stats(ds: Any) -> dict[str, int] | None:
     """The Log handle's group-commit counters (the local backend's), else None."""
     stats = getattr(ds.log, "commit_stats", None)
     return stats() if stats is not None else None
+
+
+def _per_fsync(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:
+    """Entries per SQLite transaction (each one fsync) between two ``_commit_stats``."""
+    if before is None or after is None:
+        return None
+    tx = after["transactions"] - before["transactions"]
+    return round((after["entries"] - before["entries"]) / max(1, tx), 2)
 
 
 def _threaded(commit: Any, threads: int, total: int) -> float:
